@@ -1,0 +1,146 @@
+"""Signed envelopes: how every document travels and is stored.
+
+Rules (docs/protocol.md, "Envelopes"):
+
+1. An envelope is the canonical MessagePack array ``[payload, signatures]``.
+2. ``payload`` (bin) is the canonical encoding of a document: a map with a text ``type``.
+3. ``signatures`` is a non-empty array of ``[public_key (bin 32), signature (bin 64)]``,
+   sorted by public key bytes, one per key.
+4. Each signature is Ed25519 over ``SIGNING_PREFIX + payload``; all must verify.
+5. The id of a document is SHA-256(payload): signatures never change it, so a document
+   countersigned later keeps its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+from . import codec
+from .errors import DecodeError, SchemaError, SignatureError
+from .keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey, verify
+
+SIGNING_PREFIX = b"p2plend/1\x00"
+MAX_ENVELOPE_SIZE = 128 * 1024
+"""No envelope, of any document type, may be larger than this many bytes."""
+
+MAX_SIGNATURES = 8
+
+
+def document_id(payload: bytes) -> bytes:
+    """The 32-byte id of the document whose canonical bytes are ``payload``."""
+    return hashlib.sha256(payload).digest()
+
+
+class Envelope:
+    """A document with its verified signatures. Build with ``seal``; read with ``open_envelope``."""
+
+    __slots__ = ("payload", "signatures", "document", "id", "raw")
+
+    def __init__(self, payload: bytes, signatures: tuple[tuple[bytes, bytes], ...], document: dict, raw: bytes):
+        self.payload = payload
+        self.signatures = signatures
+        self.document = document
+        self.id = document_id(payload)
+        self.raw = raw
+
+    @property
+    def type(self) -> str:
+        return self.document["type"]
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        return tuple(pk for pk, _ in self.signatures)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Envelope) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.type}, id={self.id.hex()[:16]}, signers={len(self.signatures)})"
+
+
+def _raw(payload: bytes, signatures: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return codec.encode([payload, [[pk, sig] for pk, sig in signatures]])
+
+
+def seal(document: dict, *keys: SigningKey) -> Envelope:
+    """Encode ``document`` canonically and sign it with each key."""
+    if type(document) is not dict or type(document.get("type")) is not str:
+        raise SchemaError("a document is a map with a text 'type'")
+    payload, canonical_document = codec.encode_value(document)
+    message = SIGNING_PREFIX + payload
+    sigs = {k.public_key: k.sign(message) for k in keys}
+    return _assemble(payload, sigs, canonical_document)
+
+
+def countersign(envelope: Envelope, key: SigningKey) -> Envelope:
+    """``envelope`` with ``key``'s signature added (or unchanged if it already signed)."""
+    sigs = dict(envelope.signatures)
+    if key.public_key not in sigs:
+        sigs[key.public_key] = key.sign(SIGNING_PREFIX + envelope.payload)
+    return _assemble(envelope.payload, sigs, envelope.document)
+
+
+def _assemble(payload: bytes, sigs: dict[bytes, bytes], document: dict) -> Envelope:
+    if not 1 <= len(sigs) <= MAX_SIGNATURES:
+        raise SignatureError(f"an envelope carries 1 to {MAX_SIGNATURES} signatures, not {len(sigs)}")
+    ordered = tuple(sorted(sigs.items()))
+    raw = _raw(payload, ordered)
+    if len(raw) > MAX_ENVELOPE_SIZE:
+        raise SchemaError(f"envelope of {len(raw)} bytes exceeds {MAX_ENVELOPE_SIZE}", code="oversize")
+    return Envelope(payload, ordered, document, raw)
+
+
+def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelope:
+    """The envelope whose canonical bytes are ``data``, with every signature verified.
+
+    Raises ``DecodeError`` for bytes that are not a canonical envelope, ``SchemaError`` for a
+    payload that is not a document, ``SignatureError`` if any signature fails.
+    """
+    outer = codec.decode(data, max_size=max_size)
+    if type(outer) is not list or len(outer) != 2:
+        raise DecodeError("an envelope is an array [payload, signatures]", code="bad_envelope")
+    payload, sigs = outer
+    if type(payload) is not bytes or type(sigs) is not list:
+        raise DecodeError("an envelope is an array [bin payload, array signatures]", code="bad_envelope")
+    if not 1 <= len(sigs) <= MAX_SIGNATURES:
+        raise SignatureError(f"an envelope carries 1 to {MAX_SIGNATURES} signatures, not {len(sigs)}")
+    prev = b""
+    for pair in sigs:
+        if (
+            type(pair) is not list
+            or len(pair) != 2
+            or type(pair[0]) is not bytes
+            or type(pair[1]) is not bytes
+            or len(pair[0]) != PUBLIC_KEY_SIZE
+            or len(pair[1]) != SIGNATURE_SIZE
+        ):
+            raise DecodeError("a signature is [bin 32 public key, bin 64 signature]", code="bad_envelope")
+        if pair[0] <= prev:
+            raise DecodeError("signatures are not sorted by public key, or repeat one", code="non_canonical")
+        prev = pair[0]
+    document = codec.decode(payload, max_size=max_size)
+    if type(document) is not dict or type(document.get("type")) is not str:
+        raise SchemaError("the payload is not a map with a text 'type'")
+    message = SIGNING_PREFIX + payload
+    for pk, sig in sigs:
+        if not verify(pk, sig, message):
+            raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
+    return Envelope(payload, tuple((pk, sig) for pk, sig in sigs), document, data)
+
+
+def require_signers(envelope: Envelope, *required: bytes) -> None:
+    """Raise ``SignatureError`` unless exactly the keys ``required`` signed ``envelope``."""
+    if set(envelope.signers) != set(required) or len(envelope.signers) != len(set(required)):
+        raise SignatureError("the envelope is not signed by exactly the required keys")
+
+
+def peek_document(data: bytes) -> Any:
+    """The document inside an envelope without checking signatures (for error reports only)."""
+    outer = codec.decode(data, max_size=MAX_ENVELOPE_SIZE)
+    if type(outer) is not list or len(outer) != 2 or type(outer[0]) is not bytes:
+        raise DecodeError("not an envelope", code="bad_envelope")
+    return codec.decode(outer[0], max_size=MAX_ENVELOPE_SIZE)

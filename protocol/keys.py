@@ -1,0 +1,173 @@
+"""Ed25519 keys and the libp2p peer ID form of a public key.
+
+One key is a node's whole identity: it signs ledger entries and is the libp2p host key, so
+its peer ID (``12D3KooW...``) names the user everywhere. Documents store the raw 32-byte
+public key; people and the CLI see the peer ID. Conversion needs no libp2p:
+
+    peer ID = base58btc( multihash(identity, protobuf PublicKey{Type: Ed25519, Data: key}) )
+            = base58btc( 00 24 08 01 12 20 || key32 )
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from .errors import ProtocolError
+
+PUBLIC_KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+SEED_SIZE = 32
+
+# identity multihash (code 0x00, length 36) of the protobuf PublicKey {1: KeyType.Ed25519=1, 2: key}
+_PEER_ID_PREFIX = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58)}
+
+
+class KeyFormatError(ProtocolError):
+    """A key or peer ID is not of the expected form."""
+
+    code = "bad_key"
+
+
+def b58encode(data: bytes) -> str:
+    """Base58 (Bitcoin alphabet) of ``data``; leading zero bytes become leading ``1``s."""
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_B58[r])
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * zeros + "".join(reversed(out))
+
+
+def b58decode(text: str) -> bytes:
+    """Inverse of ``b58encode``; raises ``KeyFormatError`` on a character outside the alphabet."""
+    n = 0
+    for c in text:
+        i = _B58_INDEX.get(c)
+        if i is None:
+            raise KeyFormatError(f"{c!r} is not a base58 character")
+        n = n * 58 + i
+    zeros = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * zeros + body
+
+
+def peer_id(public_key: bytes) -> str:
+    """The libp2p peer ID string (``12D3KooW...``) of a raw Ed25519 public key."""
+    if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_SIZE:
+        raise KeyFormatError("an Ed25519 public key is 32 bytes")
+    return b58encode(_PEER_ID_PREFIX + public_key)
+
+
+def public_key_from_peer_id(text: str) -> bytes:
+    """The raw Ed25519 public key named by a peer ID; raises ``KeyFormatError`` for anything else."""
+    if not isinstance(text, str) or not 40 <= len(text) <= 60:
+        raise KeyFormatError(f"{text!r} is not an Ed25519 peer ID (12D3KooW...)")
+    raw = b58decode(text)
+    if len(raw) != len(_PEER_ID_PREFIX) + PUBLIC_KEY_SIZE or not raw.startswith(_PEER_ID_PREFIX):
+        raise KeyFormatError(f"{text!r} is not an Ed25519 peer ID (12D3KooW...)")
+    key = raw[len(_PEER_ID_PREFIX):]
+    if peer_id(key) != text:  # e.g. extra leading '1's
+        raise KeyFormatError(f"{text!r} is not in canonical peer ID form")
+    return key
+
+
+class SigningKey:
+    """A private Ed25519 key: signs, and knows its public key and peer ID."""
+
+    __slots__ = ("_key", "public_key")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key: bytes = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> "SigningKey":
+        """The key whose 32-byte RFC 8032 private seed is ``seed`` (same seed, same peer ID)."""
+        if type(seed) is not bytes or len(seed) != SEED_SIZE:
+            raise KeyFormatError("an Ed25519 seed is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def seed(self) -> bytes:
+        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @property
+    def peer_id(self) -> str:
+        return peer_id(self.public_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def __repr__(self) -> str:
+        return f"SigningKey({self.peer_id})"
+
+
+_P = 2**255 - 19  # the field prime of edwards25519
+
+# The points of small order (1, 2, 4, 8) of edwards25519, as encodings with the sign bit
+# of x cleared: the 5 canonical ones and the non-canonical y = p and y = p + 1 (libsodium's
+# list). A key of small order is nobody's key: anyone can make a "signature" that RFC 8032
+# verification accepts for it, and a small-order R lets a signer make signatures that some
+# libraries accept and others refuse. ``verify`` refuses both, so that every conforming
+# implementation accepts exactly the same signatures (docs/protocol.md, "Identities").
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # y = 0, order 4
+        "0100000000000000000000000000000000000000000000000000000000000000",  # y = 1, order 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p - 1, order 2
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p (= 0)
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1 (= 1)
+    )
+)
+
+
+def is_canonical_point(point: bytes) -> bool:
+    """Whether the y coordinate of a 32-byte point encoding is below p (RFC 8032 5.1.3)."""
+    return int.from_bytes(point, "little") & ((1 << 255) - 1) < _P
+
+
+def has_small_order(point: bytes) -> bool:
+    """Whether a 32-byte point encoding is one of the small-order points (any sign bit)."""
+    return point[:31] + bytes([point[31] & 0x7F]) in _SMALL_ORDER
+
+
+@lru_cache(maxsize=4096)
+def _public(public_key: bytes) -> Ed25519PublicKey | None:
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError:
+        return None
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``.
+
+    RFC 8032 verification (S < L, R compared as bytes, no cofactor); the key must be a
+    canonical encoding, and neither the key nor R may be a point of small order.
+    """
+    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    if not is_canonical_point(public_key) or has_small_order(public_key) or has_small_order(signature[:32]):
+        return False
+    key = _public(public_key)
+    if key is None:
+        return False
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
