@@ -1,0 +1,1 @@
+"""The running node: store, home, key file, verification, export and import."""
