@@ -1,0 +1,62 @@
+"""Shared fixtures: fresh node homes, and the real console script run as a subprocess
+(helpers in p2ptest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from itertools import count
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # pytest's default import mode adds it; --import-mode=importlib does not
+    sys.path.insert(0, _HERE)
+
+from p2ptest import run_cli  # noqa: E402
+
+
+@pytest.fixture
+def run() -> Callable[..., tuple[int, str, str]]:
+    """``run(*args, home=..., input=None, env=None)`` -> (returncode, stdout, stderr)."""
+    return run_cli
+
+
+@pytest.fixture
+def new_home(tmp_path: Path) -> Callable[[str], Path]:
+    """``new_home(name)``: a path under tmp_path where no node exists yet (not created)."""
+    n = count()
+
+    def make(name: str = "home") -> Path:
+        return tmp_path / f"{name}{next(n)}"
+
+    return make
+
+
+@pytest.fixture
+def home(new_home: Callable[[str], Path]) -> Path:
+    """A fresh, not yet initialised home directory path."""
+    return new_home("home")
+
+
+@pytest.fixture(scope="session")
+def node_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One home made by `p2pnode init --json` (no passphrase), to be copied, never used."""
+    home = tmp_path_factory.mktemp("template") / "home"
+    rc, out, err = run_cli("init", "--json", home=home)
+    assert rc == 0, err
+    return home, json.loads(out)
+
+
+@pytest.fixture
+def node(home: Path, node_template: tuple[Path, dict]) -> tuple[Path, dict]:
+    """An initialised home (no passphrase, genesis only): (path, what `init --json` printed).
+
+    A copy of one made by the CLI, so that tests need not pay for an init each; every copy
+    has the same identity, so a test that needs two nodes makes the second with init."""
+    template, info = node_template
+    shutil.copytree(template, home)
+    return home, dict(info, home=str(home))
