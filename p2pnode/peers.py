@@ -1,0 +1,113 @@
+"""What the node knows about other nodes: where they listen, when to dial them again,
+and how well they behave. Plain data and rules; the node does the dialing.
+
+- Addresses come from bootstrap settings, peer exchange and peers' own announcements.
+- A failed dial backs off exponentially per peer (``BACKOFF_MIN`` doubling to
+  ``BACKOFF_MAX``); a success resets it.
+- Misbehaviour lowers a peer's score; at ``BAN_SCORE`` it is disconnected and not dialed
+  or accepted for ``BAN_SECONDS``. Good behaviour never raises a score above 0: trust is
+  not earned by talking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BACKOFF_MIN = 1.0
+BACKOFF_MAX = 60.0
+BAN_SCORE = -100
+BAN_SECONDS = 600.0
+MAX_KNOWN = 1_000  # peers remembered; beyond it, new ones are ignored
+
+# How much each kind of misbehaviour costs (see docs/protocol.md, "Misbehaviour").
+PENALTY = {
+    "bad_gossip": 10,  # a gossip message that fails validation
+    "bad_frame": 50,  # a malformed or oversize stream frame
+    "bad_entries": 25,  # entries that do not verify, sent in answer to a sync request
+    "unexpected_message": 50,
+}
+
+
+@dataclass
+class PeerRecord:
+    public_key: bytes
+    addrs: list[str] = field(default_factory=list)
+    failures: int = 0
+    next_dial: float = 0.0
+    score: int = 0
+    banned_until: float = 0.0
+    bootstrap: bool = False
+
+
+class PeerBook:
+    """Known peers by public key. Times are seconds on a monotonic clock passed in."""
+
+    def __init__(self, own_key: bytes) -> None:
+        self.own_key = own_key
+        self.records: dict[bytes, PeerRecord] = {}
+
+    def learn(self, public_key: bytes, addrs: list[str] | tuple[str, ...], *, bootstrap: bool = False) -> bool:
+        """Remember where a peer listens; True if anything was new."""
+        if public_key == self.own_key:
+            return False
+        rec = self.records.get(public_key)
+        if rec is None:
+            if len(self.records) >= MAX_KNOWN and not bootstrap:
+                return False
+            rec = self.records[public_key] = PeerRecord(public_key)
+        rec.bootstrap = rec.bootstrap or bootstrap
+        new = [a for a in addrs if a not in rec.addrs]
+        rec.addrs = (new + rec.addrs)[:8]
+        return bool(new)
+
+    def get(self, public_key: bytes) -> PeerRecord | None:
+        return self.records.get(public_key)
+
+    def to_dial(self, connected: set[bytes], now: float, want: int) -> list[PeerRecord]:
+        """Up to ``want`` peers not connected, not banned, whose backoff has passed;
+        bootstrap peers first."""
+        if want <= 0:
+            return []
+        ready = [
+            r
+            for r in self.records.values()
+            if r.public_key not in connected and r.addrs and r.next_dial <= now and r.banned_until <= now
+        ]
+        ready.sort(key=lambda r: (not r.bootstrap, r.failures, r.next_dial))
+        return ready[:want]
+
+    def dialed(self, public_key: bytes, ok: bool, now: float) -> None:
+        rec = self.records.get(public_key)
+        if rec is None:
+            return
+        if ok:
+            rec.failures, rec.next_dial = 0, now
+        else:
+            rec.failures += 1
+            rec.next_dial = now + min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (rec.failures - 1))
+
+    def penalise(self, public_key: bytes, reason: str, now: float) -> bool:
+        """Lower the peer's score for ``reason``; True if it is now banned."""
+        rec = self.records.get(public_key)
+        if rec is None:
+            rec = self.records[public_key] = PeerRecord(public_key)
+        rec.score -= PENALTY.get(reason, 10)
+        if rec.score <= BAN_SCORE:
+            rec.banned_until = now + BAN_SECONDS
+            rec.score = 0  # after the ban, a fresh start
+            return True
+        return False
+
+    def banned(self, public_key: bytes, now: float) -> bool:
+        rec = self.records.get(public_key)
+        return rec is not None and rec.banned_until > now
+
+    def score(self, public_key: bytes) -> int:
+        rec = self.records.get(public_key)
+        return rec.score if rec else 0
+
+    def sample(self, n: int, exclude: set[bytes]) -> list[PeerRecord]:
+        """Up to ``n`` known, unbanned peers with addresses, for peer exchange."""
+        out = [r for r in self.records.values() if r.addrs and r.public_key not in exclude and r.banned_until == 0.0]
+        out.sort(key=lambda r: (r.failures, not r.bootstrap))
+        return out[:n]

@@ -1,0 +1,310 @@
+"""What nodes say to each other: gossip topics, stream protocols and their messages.
+
+Rules of this file (docs/protocol.md, "Network"):
+
+1. Every stream message is a frame: a 4-byte big-endian length ``n`` (1 <= n <=
+   ``MAX_FRAME``), then ``n`` bytes of one canonical MessagePack map with a text field
+   ``type``. A frame that breaks any rule ends the stream: the peer sent garbage.
+2. Sync (``/p2plend/sync/1.0.0``) is pulled by the dialer. It sends ``heads?``; the
+   listener answers ``heads`` (every author it holds, with seq and id of the last entry).
+   For each author whose seq is higher than its own, the dialer sends ``get`` for the
+   next range and the listener answers ``entries``: at most ``limit`` consecutive entries
+   of that author from ``start`` (fewer if it holds fewer or the frame would exceed
+   ``MAX_FRAME``; none if it holds none). The dialer may send the next ``get`` before it
+   has verified the last ``entries`` (pipelining). Either side may close at any time.
+3. Peer exchange (``/p2plend/pex/1.0.0``): the dialer sends ``pex`` with the addresses it
+   listens on; the listener answers ``peers``: itself and up to ``MAX_PEERS`` peers it
+   knows, each as a public key and multiaddrs (without ``/p2p/``).
+4. Gossip messages carry bare bytes: an entry envelope on ``TOPIC_ENTRIES``, a fork proof
+   on ``TOPIC_FRAUD``, a signed document envelope on ``TOPIC_OFFERS``. ``check_gossip``
+   is the validator: a message it refuses is neither delivered nor forwarded.
+5. A list in a message longer than its limit, an integer out of range, a missing or extra
+   field: the message is refused with a ``WireError`` naming the field.
+
+Nothing here reads a socket or a clock: the node (``p2pnode/sync.py``) does the I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+from . import codec
+from .chain import Head
+from .entry import Entry, parse_entry
+from .envelope import MAX_ENVELOPE_SIZE, Envelope, open_envelope
+from .errors import ProtocolError
+from .fork import MAX_FORK_PROOF_SIZE, ForkProof
+from .schema import U63_MAX
+
+SYNC_PROTOCOL = "/p2plend/sync/1.0.0"
+PEX_PROTOCOL = "/p2plend/pex/1.0.0"
+
+TOPIC_OFFERS = "p2plend/1/offers"
+TOPIC_ENTRIES = "p2plend/1/entries"
+TOPIC_FRAUD = "p2plend/1/fraud"
+TOPICS = (TOPIC_OFFERS, TOPIC_ENTRIES, TOPIC_FRAUD)
+
+MAX_FRAME = 8 << 20  # bytes of one frame's payload
+MAX_HEADS = 65_536  # authors in one `heads` answer
+MAX_BATCH = 4_096  # entries in one `entries` answer
+MAX_PEERS = 32  # peers in one `peers` answer
+MAX_ADDRS = 8  # multiaddrs per peer
+MAX_ADDR_LEN = 256  # bytes of one multiaddr string
+
+_LEN = struct.Struct(">I")
+FRAME_HEADER = _LEN.size
+
+
+class WireError(ProtocolError):
+    """A peer's message breaks the rules of this file."""
+
+    code = "bad_message"
+
+
+# -- messages ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsQuery:
+    """``{type: "heads?"}``: what chains do you hold?"""
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """``{type: "heads", heads: [[author, seq, id], ...]}``, sorted by author."""
+
+    heads: tuple[tuple[bytes, int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """``{type: "get", author, start, limit}``: entries of ``author`` from seq ``start``."""
+
+    author: bytes
+    start: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """``{type: "entries", author, start, entries: [envelope, ...]}``: consecutive entries
+    of ``author`` from seq ``start``, unverified until the receiver checks them."""
+
+    author: bytes
+    start: int
+    entries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pex:
+    """``{type: "pex", addrs: [multiaddr, ...]}``: here is where I listen; whom do you know?"""
+
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """``{type: "peers", peers: [[public_key, [multiaddr, ...]], ...]}``."""
+
+    peers: tuple[tuple[bytes, tuple[str, ...]], ...]
+
+
+Message = Union[HeadsQuery, Heads, Get, Entries, Pex, Peers]
+
+
+def _doc(msg: Message) -> dict[str, Any]:
+    if isinstance(msg, HeadsQuery):
+        return {"type": "heads?"}
+    if isinstance(msg, Heads):
+        return {"type": "heads", "heads": [list(h) for h in msg.heads]}
+    if isinstance(msg, Get):
+        return {"type": "get", "author": msg.author, "start": msg.start, "limit": msg.limit}
+    if isinstance(msg, Entries):
+        return {"type": "entries", "author": msg.author, "start": msg.start, "entries": list(msg.entries)}
+    if isinstance(msg, Pex):
+        return {"type": "pex", "addrs": list(msg.addrs)}
+    if isinstance(msg, Peers):
+        return {"type": "peers", "peers": [[pk, list(addrs)] for pk, addrs in msg.peers]}
+    raise TypeError(f"not a wire message: {msg!r}")
+
+
+def encode_message(msg: Message) -> bytes:
+    """The canonical bytes of ``msg`` (without the frame header)."""
+    return codec.encode(_doc(msg))
+
+
+def frame(msg: Message) -> bytes:
+    """``msg`` as one frame: length header and canonical bytes. Raises ``WireError`` if
+    it would exceed ``MAX_FRAME``."""
+    payload = encode_message(msg)
+    if len(payload) > MAX_FRAME:
+        raise WireError(f"a frame of {len(payload)} bytes exceeds {MAX_FRAME}", code="oversize")
+    return _LEN.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    """The payload length announced by a 4-byte frame header; ``WireError`` if out of range."""
+    if len(header) != FRAME_HEADER:
+        raise WireError("truncated frame header", code="truncated")
+    (n,) = _LEN.unpack(header)
+    if not 1 <= n <= MAX_FRAME:
+        raise WireError(f"frame length {n} is outside 1..{MAX_FRAME}", code="oversize" if n else "malformed")
+    return n
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def _fields(doc: dict, names: set[str], kind: str) -> None:
+    if set(doc) != names:
+        missing, extra = sorted(names - set(doc)), sorted(set(doc) - names)
+        raise WireError(f"{kind}: missing {missing}, unexpected {extra}", code="bad_message")
+
+
+def _bin(value: Any, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise WireError(f"{what} must be {size} bytes")
+    return value
+
+
+def _uint(value: Any, what: str, lo: int = 0, hi: int = U63_MAX) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise WireError(f"{what} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _list(value: Any, limit: int, what: str) -> list:
+    if type(value) is not list:
+        raise WireError(f"{what} must be an array")
+    if len(value) > limit:
+        raise WireError(f"{what} has {len(value)} items; the limit is {limit}", code="oversize")
+    return value
+
+
+def _addrs(value: Any, what: str) -> tuple[str, ...]:
+    out = []
+    for a in _list(value, MAX_ADDRS, what):
+        if type(a) is not str or not a.startswith("/") or len(a.encode()) > MAX_ADDR_LEN:
+            raise WireError(f"{what} holds something that is not a multiaddr string")
+        out.append(a)
+    return tuple(out)
+
+
+def decode_message(payload: bytes) -> Message:
+    """The message whose canonical bytes are ``payload``; ``WireError`` (or another
+    ``ProtocolError``) naming what is wrong otherwise. Entries inside are not verified."""
+    doc = codec.decode(payload, max_size=MAX_FRAME)
+    if type(doc) is not dict or type(doc.get("type")) is not str:
+        raise WireError("a message is a map with a text 'type'")
+    t = doc["type"]
+    if t == "heads?":
+        _fields(doc, {"type"}, t)
+        return HeadsQuery()
+    if t == "heads":
+        _fields(doc, {"type", "heads"}, t)
+        heads = []
+        prev = b""
+        for h in _list(doc["heads"], MAX_HEADS, "heads"):
+            if type(h) is not list or len(h) != 3:
+                raise WireError("a head is [author, seq, id]")
+            author = _bin(h[0], 32, "head author")
+            if author <= prev:
+                raise WireError("heads are not sorted by author, or repeat one")
+            prev = author
+            heads.append((author, _uint(h[1], "head seq", 1), _bin(h[2], 32, "head id")))
+        return Heads(tuple(heads))
+    if t == "get":
+        _fields(doc, {"type", "author", "start", "limit"}, t)
+        return Get(
+            _bin(doc["author"], 32, "author"), _uint(doc["start"], "start", 1), _uint(doc["limit"], "limit", 1, MAX_BATCH)
+        )
+    if t == "entries":
+        _fields(doc, {"type", "author", "start", "entries"}, t)
+        entries = _list(doc["entries"], MAX_BATCH, "entries")
+        if not all(type(e) is bytes and len(e) <= MAX_ENVELOPE_SIZE for e in entries):
+            raise WireError(f"entries must be envelopes of at most {MAX_ENVELOPE_SIZE} bytes")
+        return Entries(_bin(doc["author"], 32, "author"), _uint(doc["start"], "start", 1), tuple(entries))
+    if t == "pex":
+        _fields(doc, {"type", "addrs"}, t)
+        return Pex(_addrs(doc["addrs"], "addrs"))
+    if t == "peers":
+        _fields(doc, {"type", "peers"}, t)
+        peers = []
+        for p in _list(doc["peers"], MAX_PEERS + 1, "peers"):
+            if type(p) is not list or len(p) != 2:
+                raise WireError("a peer is [public_key, [multiaddr, ...]]")
+            peers.append((_bin(p[0], 32, "peer public key"), _addrs(p[1], "peer addrs")))
+        return Peers(tuple(peers))
+    raise WireError(f"unknown message type {t[:40]!r}", code="unknown_message")
+
+
+# -- sync planning -------------------------------------------------------------------
+
+
+def heads_message(heads: Mapping[bytes, Head]) -> Heads:
+    """The ``heads`` answer for the chains held, sorted by author; at most ``MAX_HEADS``."""
+    ordered = sorted(heads.items())[:MAX_HEADS]
+    return Heads(tuple((a, h.seq, h.id) for a, h in ordered))
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Entries ``start..stop`` (inclusive) of ``author`` that the peer holds and we lack.
+
+    ``fork_check`` is set when both hold the same seq with different ids: fetching the
+    peer's entry at ``start`` yields a fork proof."""
+
+    author: bytes
+    start: int
+    stop: int
+    fork_check: bool = False
+
+
+def plan_pull(ours: Mapping[bytes, Head], theirs: Heads) -> list[Want]:
+    """What to pull from a peer whose heads are ``theirs``. Authors whose head is the
+    same as ours, or behind ours, are skipped (behind: the peer will pull from us)."""
+    wants = []
+    for author, seq, id_ in theirs.heads:
+        mine = ours.get(author)
+        if mine is None:
+            wants.append(Want(author, 1, seq))
+        elif seq > mine.seq:
+            wants.append(Want(author, mine.seq + 1, seq))
+        elif seq == mine.seq and id_ != mine.id:
+            wants.append(Want(author, seq, seq, fork_check=True))
+    return wants
+
+
+def answer_get(get: Get, chain: list[bytes]) -> Entries:
+    """The ``entries`` answer given ``chain``, the stored envelopes of ``get.author`` from
+    ``get.start`` on (at most ``get.limit`` of them): trimmed to fit one frame."""
+    out: list[bytes] = []
+    size = 256
+    for env in chain[: get.limit]:
+        size += len(env) + 5
+        if size > MAX_FRAME:
+            break
+        out.append(env)
+    return Entries(get.author, get.start, tuple(out))
+
+
+# -- gossip --------------------------------------------------------------------------
+
+
+def check_gossip(topic: str, data: bytes) -> Union[Entry, ForkProof, Envelope]:
+    """The verified value a gossip message on ``topic`` carries; ``ProtocolError`` if it
+    must be dropped (malformed, oversize, badly signed, wrong topic)."""
+    if topic == TOPIC_ENTRIES:
+        return parse_entry(data)
+    if topic == TOPIC_FRAUD:
+        if len(data) > MAX_FORK_PROOF_SIZE:
+            raise WireError(f"fork proof of {len(data)} bytes exceeds {MAX_FORK_PROOF_SIZE}", code="oversize")
+        return ForkProof.decode(data)
+    if topic == TOPIC_OFFERS:
+        env = open_envelope(data)
+        if env.type == "entry":
+            raise WireError("chain entries belong on the entries topic", code="wrong_topic")
+        return env
+    raise WireError(f"unknown topic {topic[:60]!r}", code="wrong_topic")

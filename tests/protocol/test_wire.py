@@ -1,0 +1,187 @@
+"""Wire messages and sync planning (protocol/wire.py): round trips, refusals, and the
+rule that a pull plan brings exactly what the peer holds and we lack."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import codec, wire
+from protocol.chain import Head
+from protocol.entry import ZERO_ID, make_entry
+from protocol.errors import ProtocolError
+from protocol.fork import ForkProof
+from protocol.keys import SigningKey
+from protocol.kinds import genesis_body
+
+SETTINGS = settings(max_examples=150, deadline=None)
+KEY = SigningKey.from_seed(hashlib.sha256(b"wire-alice").digest())
+
+b32 = st.binary(min_size=32, max_size=32)
+seqs = st.integers(1, 2**63 - 1)
+addrs = st.lists(
+    st.builds(lambda p: f"/ip4/127.0.0.1/tcp/{p}", st.integers(0, 65535)), max_size=wire.MAX_ADDRS
+).map(tuple)
+
+messages = st.one_of(
+    st.just(wire.HeadsQuery()),
+    st.lists(st.tuples(b32, seqs, b32), max_size=20, unique_by=lambda h: h[0]).map(
+        lambda hs: wire.Heads(tuple(sorted(hs)))
+    ),
+    st.builds(wire.Get, b32, seqs, st.integers(1, wire.MAX_BATCH)),
+    st.builds(wire.Entries, b32, seqs, st.lists(st.binary(max_size=64), max_size=5).map(tuple)),
+    st.builds(wire.Pex, addrs),
+    st.lists(st.tuples(b32, addrs), max_size=wire.MAX_PEERS).map(lambda ps: wire.Peers(tuple(ps))),
+)
+
+
+@SETTINGS
+@given(messages)
+def test_every_message_round_trips_through_a_frame(msg):
+    data = wire.frame(msg)
+    n = wire.frame_length(data[: wire.FRAME_HEADER])
+    assert n == len(data) - wire.FRAME_HEADER
+    assert wire.decode_message(data[wire.FRAME_HEADER :]) == msg
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_a_protocol_error(data):
+    try:
+        wire.decode_message(data)
+    except ProtocolError:
+        pass
+
+
+@SETTINGS
+@given(messages, st.data())
+def test_a_changed_byte_is_refused_or_decodes_to_a_valid_message(msg, data):
+    raw = bytearray(wire.encode_message(msg))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        again = wire.decode_message(bytes(raw))
+    except ProtocolError:
+        return
+    assert wire.encode_message(again) == bytes(raw)  # only canonical bytes are ever accepted
+
+
+@pytest.mark.parametrize("n", [0, wire.MAX_FRAME + 1, 2**32 - 1])
+def test_frame_length_out_of_range_is_refused(n):
+    with pytest.raises(wire.WireError):
+        wire.frame_length(struct.pack(">I", n))
+
+
+def test_truncated_header_is_refused():
+    with pytest.raises(wire.WireError, match="truncated"):
+        wire.frame_length(b"\x00\x01")
+
+
+@pytest.mark.parametrize(
+    "doc, words",
+    [
+        ({"type": "heads?", "x": 1}, "unexpected"),
+        ({"type": "get", "author": b"a" * 32, "start": 0, "limit": 1}, "start"),
+        ({"type": "get", "author": b"a" * 32, "start": 1, "limit": wire.MAX_BATCH + 1}, "limit"),
+        ({"type": "get", "author": b"a" * 31, "start": 1, "limit": 1}, "author"),
+        ({"type": "heads", "heads": [[b"b" * 32, 1, b"i" * 32], [b"a" * 32, 1, b"i" * 32]]}, "sorted"),
+        ({"type": "heads", "heads": [[b"a" * 32, 0, b"i" * 32]]}, "seq"),
+        ({"type": "entries", "author": b"a" * 32, "start": 1, "entries": ["text"]}, "envelopes"),
+        ({"type": "pex", "addrs": ["not-an-addr"]}, "multiaddr"),
+        ({"type": "pex", "addrs": ["/ip4/1.1.1.1/tcp/1"] * (wire.MAX_ADDRS + 1)}, "limit"),
+        ({"type": "what"}, "unknown message"),
+        ({"kind": "heads?"}, "type"),
+        ([1, 2], "type"),
+    ],
+)
+def test_bad_messages_name_what_is_wrong(doc, words):
+    with pytest.raises(ProtocolError, match=words):
+        wire.decode_message(codec.encode(doc))
+
+
+def test_an_oversize_answer_is_trimmed_to_one_frame():
+    big = [b"x" * 100_000] * 200  # 20 MB asked for: more than a frame holds
+    answer = wire.answer_get(wire.Get(b"a" * 32, 1, 200), big)
+    assert 0 < len(answer.entries) < 200
+    assert len(wire.frame(answer)) <= wire.MAX_FRAME + wire.FRAME_HEADER
+
+
+# -- planning ------------------------------------------------------------------------
+
+heads_maps = st.dictionaries(b32, st.tuples(seqs, b32), max_size=8)
+
+
+def _heads(m) -> dict:
+    return {a: Head(a, s, i, 0) for a, (s, i) in m.items()}
+
+
+@SETTINGS
+@given(heads_maps, heads_maps)
+def test_plan_pulls_exactly_what_the_peer_has_beyond_ours(ours_m, theirs_m):
+    ours = _heads(ours_m)
+    theirs = wire.heads_message(_heads(theirs_m))
+    wants = {w.author: w for w in wire.plan_pull(ours, theirs)}
+    for author, (seq, id_) in theirs_m.items():
+        mine = ours.get(author)
+        if mine is None:
+            assert wants[author] == wire.Want(author, 1, seq)
+        elif seq > mine.seq:
+            assert wants[author] == wire.Want(author, mine.seq + 1, seq)
+        elif seq == mine.seq and id_ != mine.id:
+            assert wants[author].fork_check and wants[author].start == seq
+        else:
+            assert author not in wants  # unchanged or behind: skipped
+    assert set(wants) <= set(theirs_m)
+
+
+def test_heads_message_is_sorted_and_bounded():
+    hs = {bytes([i]) * 32: Head(bytes([i]) * 32, 1, ZERO_ID, 0) for i in (3, 1, 2)}
+    msg = wire.heads_message(hs)
+    assert [h[0] for h in msg.heads] == sorted(hs)
+
+
+# -- gossip validation ---------------------------------------------------------------
+
+
+def _chain(n: int):
+    out = []
+    for i in range(n):
+        kind, body = ("genesis", genesis_body("a")) if i == 0 else ("note", {"text": str(i)})
+        out.append(
+            make_entry(KEY, seq=i + 1, prev=out[-1].id if out else ZERO_ID, ts=1000 + i, kind=kind, body=body)
+        )
+    return out
+
+
+def test_gossip_entries_topic_takes_entries_only():
+    e = _chain(2)[1]
+    assert wire.check_gossip(wire.TOPIC_ENTRIES, e.envelope).id == e.id
+    with pytest.raises(ProtocolError):
+        wire.check_gossip(wire.TOPIC_ENTRIES, e.envelope[:-1])
+    bad = bytearray(e.envelope)
+    bad[-1] ^= 1  # a signature bit
+    with pytest.raises(ProtocolError, match="signature"):
+        wire.check_gossip(wire.TOPIC_ENTRIES, bytes(bad))
+
+
+def test_gossip_fraud_topic_takes_valid_fork_proofs_only():
+    a = _chain(2)[1]
+    b = make_entry(KEY, seq=2, prev=a.prev, ts=a.ts, kind="note", body={"text": "other"})
+    proof = ForkProof.of(a, b).encode()
+    assert wire.check_gossip(wire.TOPIC_FRAUD, proof).seq == 2
+    with pytest.raises(ProtocolError):
+        wire.check_gossip(wire.TOPIC_FRAUD, codec.encode([a.envelope, a.envelope]))
+    with pytest.raises(ProtocolError):
+        wire.check_gossip(wire.TOPIC_FRAUD, b"\x00" * (300 * 1024))
+
+
+def test_gossip_offers_topic_refuses_entries_and_unknown_topics_are_refused():
+    e = _chain(1)[0]
+    with pytest.raises(ProtocolError, match="entries topic"):
+        wire.check_gossip(wire.TOPIC_OFFERS, e.envelope)
+    with pytest.raises(ProtocolError, match="unknown topic"):
+        wire.check_gossip("p2plend/1/other", e.envelope)
