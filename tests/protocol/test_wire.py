@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -185,3 +186,27 @@ def test_gossip_offers_topic_refuses_entries_and_unknown_topics_are_refused():
         wire.check_gossip(wire.TOPIC_OFFERS, e.envelope)
     with pytest.raises(ProtocolError, match="unknown topic"):
         wire.check_gossip("p2plend/1/other", e.envelope)
+
+
+# -- the vectors published in docs/protocol.md ---------------------------------------
+
+A = bytes(range(32))
+VECTORS = {
+    "heads?": wire.HeadsQuery(),
+    "get(author=A, start=2, limit=4096)": wire.Get(A, 2, 4096),
+    "heads([A, 7, ab×32])": wire.Heads(((A, 7, b"\xab" * 32),)),
+    'pex(["/ip4/127.0.0.1/tcp/7420"])': wire.Pex(("/ip4/127.0.0.1/tcp/7420",)),
+}
+
+
+def test_frame_vectors_in_the_protocol_doc_are_what_the_code_produces():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    section = doc.split("### Frame vectors", 1)[1].split("```", 2)[1]
+    published = {}
+    for line in section.strip().splitlines():
+        name, _, hexbytes = line.rpartition(" ")
+        published[name.strip()] = hexbytes
+    assert published.keys() == VECTORS.keys()
+    for name, msg in VECTORS.items():
+        assert wire.frame(msg).hex() == published[name], name
+        assert wire.decode_message(bytes.fromhex(published[name])[4:]) == msg
