@@ -298,14 +298,18 @@ class Store:
         self._write([(k, proof.encode())], sync=False)
         return True
 
-    def ingest(self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False) -> IngestReport:
+    def ingest(
+        self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None
+    ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
         Entries may come in any order and for many authors. An entry already stored is a
         duplicate; a different valid entry at a stored (author, seq) is a fork, whose proof
         is recorded. With ``strict``, any invalid entry (or gap) makes it store no entry
         and raise ``IngestRefused``; fork proofs are recorded either way, since a proof is
-        valid on its own. A strict ingest that finds a fork stores no entry either.
+        valid on its own. A strict ingest that finds a fork stores no entry either. With
+        ``author``, entries of any other author are refused (``wrong_author``): what a
+        peer sends in answer to a request for one chain must be of that chain.
         """
         report = IngestReport()
         by_author: dict[bytes, dict[int, Entry]] = {}
@@ -314,6 +318,9 @@ class Store:
                 e = parse_entry(data)
             except ProtocolError as err:
                 report.errors.append(ChainError(err.message, author=b"", seq=0, code=err.code))
+                continue
+            if author is not None and e.author != author:
+                report.errors.append(ChainError("entry of another author", author=author, seq=e.seq, code="wrong_author"))
                 continue
             same_seq = by_author.setdefault(e.author, {})
             other = same_seq.get(e.seq)

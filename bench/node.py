@@ -1,0 +1,91 @@
+"""A running node as its owner sees it: wall time of `p2pnode status` (a new CLI process
+each time, as a person or script runs it) and of one control-API call, next to the time
+this machine takes to start a bare Python interpreter (the floor of any CLI command);
+and the resident memory of an idle node.
+
+    .venv/bin/python bench/node.py [--runs 30] [--json]
+
+Targets: status p50 <= 300 ms wall time; idle RSS <= 120 MB. A benchmark is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from netbench import ROOT, Cluster, percentile, rss_mb
+
+TARGET_STATUS_P50_MS = 300.0
+TARGET_IDLE_RSS_MB = 120.0
+
+
+def timed_runs(cmd: list[str], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, cwd=ROOT)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def measure(runs: int, progress) -> dict:
+    out: dict = {"runs": runs}
+    progress("bare interpreter start")
+    bare = timed_runs([sys.executable, "-c", "pass"], runs)
+    out["python_start_p50_ms"] = percentile(bare, 50)
+    with Cluster() as c:
+        a, b = c.add("a"), c.add("b")
+        c.start(a)
+        c.start(b)
+        c.call(b, "node.connect", {"addr": a.addr})
+        progress("idle for 10 s")
+        time.sleep(10)
+        out["idle_rss_mb"] = rss_mb(a.pid)
+        progress("p2pnode status, a new process per run")
+        cli = [sys.executable, "-m", "cli", "--home", a.home, "status", "--json"]
+        status = timed_runs(cli, runs)
+        out["status_p50_ms"] = percentile(status, 50)
+        out["status_p95_ms"] = percentile(status, 95)
+        progress("control API call, one connection per call")
+        api = []
+        for _ in range(runs * 10):
+            t = time.perf_counter()
+            c.call(a, "node.status")
+            api.append((time.perf_counter() - t) * 1000)
+        out["api_status_p50_ms"] = percentile(api, 50)
+        out["api_status_p95_ms"] = percentile(api, 95)
+    out["status_vs_python_start"] = out["status_p50_ms"] / out["python_start_p50_ms"]
+    out["target_met"] = out["status_p50_ms"] <= TARGET_STATUS_P50_MS and out["idle_rss_mb"] <= TARGET_IDLE_RSS_MB
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=30, help="CLI runs timed")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+    started = time.perf_counter()
+
+    def progress(what: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f}s] {what}...", file=sys.stderr, flush=True)
+
+    r = measure(args.runs, progress)
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+    else:
+        print(f"python -c pass         p50 {r['python_start_p50_ms']:.0f} ms   (the floor of any command)")
+        print(f"p2pnode status         p50 {r['status_p50_ms']:.0f} ms, p95 {r['status_p95_ms']:.0f} ms "
+              f"({r['status_vs_python_start']:.1f} x python start; target p50 <= {TARGET_STATUS_P50_MS:.0f} ms)")
+        print(f"control API call       p50 {r['api_status_p50_ms']:.2f} ms, p95 {r['api_status_p95_ms']:.2f} ms")
+        print(f"idle node RSS          {r['idle_rss_mb']:.0f} MB (target <= {TARGET_IDLE_RSS_MB:.0f} MB)")
+        print(f"targets                {'met' if r['target_met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Sync speed: a chain of N entries (100,000 by default) from node A to node B over
+libp2p, A and B separate processes on 127.0.0.1, next to this machine's raw Ed25519
+verify rate measured in the same run.
+
+    .venv/bin/python bench/sync.py [--n 100000] [--json]
+
+B is started empty, then told to connect to A; the clock runs from the connect call
+until B's head of A's chain is at seq N+1 (genesis included). B verifies every entry.
+Target: entries_per_s >= 0.6 x raw_verify_per_s. A benchmark is not a test: it reports
+whether the target is met and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from netbench import Cluster, REGISTRY, raw_verify_per_s, rss_mb, wait_until
+
+TARGET = 0.6
+
+
+def fill(home_path: str, n: int, batch: int = 5_000) -> None:
+    """Append ``n`` notes to the chain of the (stopped) node at ``home_path``."""
+    from p2pnode.home import Home, now_ms
+
+    home = Home(__import__("pathlib").Path(home_path))
+    key = home.signing_key(None)
+    with home.open_store() as store:
+        for start in range(0, n, batch):
+            items = [("note", {"text": f"repaid 25.00 EUR, installment {i:06d}"}) for i in range(start, min(n, start + batch))]
+            store.append(key, items, now_ms=now_ms(), registry=REGISTRY)
+
+
+def measure(n: int, progress) -> dict:
+    out: dict = {"n": n}
+    progress("raw Ed25519 verify")
+    out["raw_verify_per_s"] = raw_verify_per_s()
+    with Cluster() as c:
+        a, b = c.add("a"), c.add("b")
+        progress(f"signing {n} entries into A's chain")
+        fill(a.home, n)
+        progress("starting A and B")
+        c.start(a)
+        c.start(b)
+        progress("B pulls A's chain")
+        t0 = time.perf_counter()
+        c.call(b, "node.connect", {"addr": a.addr})
+        wait_until(lambda: c.head_seq(b, a.peer_id) >= n + 1, 600, "B to hold A's chain", step=0.1)
+        elapsed = time.perf_counter() - t0
+        out["elapsed_s"] = elapsed
+        out["entries_per_s"] = (n + 1) / elapsed
+        out["rss_mb_b"] = rss_mb(b.pid)
+        out["rss_mb_a"] = rss_mb(a.pid)
+    out["ratio_to_raw_verify"] = out["entries_per_s"] / out["raw_verify_per_s"]
+    out["target_ratio"] = TARGET
+    out["target_met"] = out["ratio_to_raw_verify"] >= TARGET
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="entries in A's chain besides genesis")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    if args.n < 1:
+        ap.error("--n must be >= 1")
+    started = time.perf_counter()
+
+    def progress(what: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f}s] {what}...", file=sys.stderr, flush=True)
+
+    r = measure(args.n, progress)
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+    else:
+        print(f"raw Ed25519 verify     {r['raw_verify_per_s']:>10,.0f} /s   (the limit)")
+        print(f"sync A -> B            {r['entries_per_s']:>10,.0f} /s   {r['ratio_to_raw_verify']:.2f} x raw verify "
+              f"(target >= {TARGET}: {'met' if r['target_met'] else 'NOT met'})")
+        print(f"entries                {r['n'] + 1:>10,}      in {r['elapsed_s']:.1f} s")
+        print(f"RSS after sync         A {r['rss_mb_a']:.0f} MB, B {r['rss_mb_b']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

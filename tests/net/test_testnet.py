@@ -1,0 +1,180 @@
+"""The network as users run it: node processes started by `p2pnode testnet`, driven
+through the CLI, checked through the CLI. Every process is ended by its pid at teardown."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from p2ptest import run_cli
+from p2pnode.ledger import entry_json
+from protocol.entry import ZERO_ID, make_entry
+from protocol.keys import SigningKey
+from protocol.kinds import genesis_body
+
+pytestmark = pytest.mark.slow
+
+
+class Testnet:
+    """A test network in ``dir``, used only through the CLI."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+
+    def home(self, k: int) -> Path:
+        return self.dir / f"node{k}"
+
+    def cli(self, k: int | None, *args, ok: bool = True, timeout: float = 60) -> tuple[int, str, str]:
+        rc, out, err = run_cli(*args, home=self.home(k) if k else None, timeout=timeout)
+        if ok:
+            assert rc == 0, f"`p2pnode {' '.join(map(str, args))}` on node{k} exited {rc}: {err}"
+        return rc, out, err
+
+    def json(self, k: int | None, *args) -> dict | list:
+        return json.loads(self.cli(k, *args, "--json")[1])
+
+    def up(self, n: int) -> dict:
+        return self.json(None, "testnet", "up", "--nodes", n, "--dir", self.dir, "--timeout", 60)
+
+    def pids(self) -> dict[str, int]:
+        try:
+            state = json.loads((self.dir / "testnet.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return {m["name"]: m["pid"] for m in state["nodes"] if m["pid"]}
+
+    def head(self, k: int, author: str) -> int:
+        st = self.json(k, "status")
+        return next((h["seq"] for h in st["heads"] if h["author"] == author), 0)
+
+    def wait(self, predicate, timeout: float, what: str, step: float = 0.1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(step)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def kill_all(self) -> None:
+        for pid in self.pids().values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def net(tmp_path: Path):
+    t = Testnet(tmp_path / "tn")
+    try:
+        yield t
+    finally:
+        t.kill_all()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def write_chain(path: Path, key: SigningKey, n: int) -> str:
+    """An export file of ``key``'s chain of ``n`` entries; the chain's peer ID."""
+    prev, lines = None, []
+    for seq in range(1, n + 1):
+        kind, body = ("genesis", genesis_body("far away")) if seq == 1 else ("note", {"text": f"entry {seq}"})
+        e = make_entry(key, seq=seq, prev=prev.id if prev else ZERO_ID, ts=1_700_000_000_000 + seq, kind=kind, body=body)
+        lines.append(json.dumps(entry_json(e)))
+        prev = e
+    path.write_text("\n".join(lines) + "\n")
+    return entry_json(prev)["author"]
+
+
+def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Testnet):
+    started = net.up(5)
+    assert [n["name"] for n in started["nodes"]] == [f"node{k}" for k in range(1, 6)]
+    st1 = net.json(1, "status")
+    assert all(a.endswith("/p2p/" + st1["peer_id"]) for a in st1["listen"])
+    sock = net.home(1) / "control.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    view = net.json(1, "ledger", "append", "--kind", "note", "--body", '{"text": "to the far end"}')
+    t0 = time.monotonic()
+    net.wait(lambda: net.head(5, st1["peer_id"]) >= view["seq"], 5, "the entry on node 5")
+    shown = net.json(5, "ledger", "show", "--author", st1["peer_id"], "--from", view["seq"])
+    assert shown["entries"][0]["id"] == view["id"]
+    print(f"arrived on node 5 after {time.monotonic() - t0:.2f} s")
+    status = net.json(None, "testnet", "status", "--dir", net.dir)
+    assert all(n["running"] for n in status["nodes"])
+    pids = net.pids()
+    net.cli(None, "testnet", "down", "--dir", net.dir)
+    assert not any(alive(p) for p in pids.values())
+    status = net.json(None, "testnet", "status", "--dir", net.dir)
+    assert not any(n["running"] for n in status["nodes"])
+
+
+def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net: Testnet, tmp_path: Path):
+    net.up(2)
+    far = SigningKey.from_seed(hashlib.sha256(b"far-away-author").digest())
+    author = write_chain(tmp_path / "far.jsonl", far, 10_000)
+    net.cli(1, "ledger", "import", tmp_path / "far.jsonl", timeout=120)
+    net.wait(lambda: net.head(2, author) == 10_000, 60, "node 2 to sync the chain")
+    # node 3 starts after the 10,000 entries exist elsewhere
+    net.up(3)
+    net.wait(lambda: net.head(3, author) == 10_000, 60, "node 3 to catch up")
+    # node 2 stops; node 1 appends; node 2 comes back and catches up
+    net.cli(2, "stop")
+    own1 = net.json(1, "status")["peer_id"]
+    for i in range(3):
+        net.cli(1, "ledger", "append", "--kind", "note", "--body", json.dumps({"text": f"while 2 was away {i}"}))
+    target = net.head(1, own1)
+    net.up(3)  # restarts what is not running: node 2, same identity, same address
+    net.wait(lambda: net.head(2, own1) == target, 30, "node 2 to catch up after its restart")
+    net.cli(None, "testnet", "down", "--dir", net.dir)
+    for k in (2, 3):
+        rc, out, err = net.cli(k, "ledger", "verify", "--json")
+        assert json.loads(out)["ok"] is True
+
+
+def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Testnet, tmp_path: Path):
+    net.up(1)
+    far = SigningKey.from_seed(hashlib.sha256(b"big-author").digest())
+    n = 30_000
+    author = write_chain(tmp_path / "big.jsonl", far, n)
+    net.cli(1, "ledger", "import", tmp_path / "big.jsonl", timeout=180)
+    net.up(2)
+    # Kill node 2 as soon as it holds part of the chain: in the middle of the sync.
+    seen = net.wait(lambda: 0 < net.head(2, author) < n and net.head(2, author), 60, "node 2 to be mid-sync", step=0.02)
+    os.kill(net.pids()["node2"], signal.SIGKILL)
+    print(f"killed node 2 at {seen} of {n} entries")
+    net.up(2)
+    net.wait(lambda: net.head(2, author) == n, 90, "node 2 to finish after its restart")
+    net.cli(None, "testnet", "down", "--dir", net.dir)
+    rc, out, err = net.cli(2, "ledger", "verify", "--json")
+    assert json.loads(out)["ok"] is True
+
+
+def test_a_forged_entry_yields_a_fork_proof_that_reaches_every_node(net: Testnet, tmp_path: Path):
+    net.up(3)
+    victim = net.json(1, "status")["peer_id"]
+    # The author's own key signs a second, different entry at seq 1: a forged history.
+    key_doc = json.loads((net.home(1) / "node.key").read_text())
+    key = SigningKey.from_seed(bytes.fromhex(key_doc["seed"]))
+    forged = make_entry(key, seq=1, prev=ZERO_ID, ts=1, kind="genesis", body=genesis_body("an impostor"))
+    (tmp_path / "forged.jsonl").write_text(json.dumps(entry_json(forged)) + "\n")
+    rc, out, err = net.cli(3, "ledger", "import", tmp_path / "forged.jsonl", ok=False)
+    assert rc == 1 and "fork" in err.lower()
+    for k in (1, 2, 3):
+        net.wait(lambda: victim in net.json(k, "status")["forked"], 15, f"node {k} to hold the fork proof")
+    shown = net.json(2, "ledger", "show", "--author", victim)
+    assert shown["forked"] is True

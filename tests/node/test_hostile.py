@@ -1,0 +1,209 @@
+"""A hostile peer (a real libp2p host on 127.0.0.1) against a real node: malformed bytes,
+oversize frames, bad signatures and broken chain links on every topic and stream. Each is
+refused and counted; the node stays up; nothing bad is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import multiaddr
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from nodenet import make_node, start, wait_for
+from p2pnode.host import build_host, build_pubsub, key_pair
+from protocol import codec, wire
+from protocol.entry import ZERO_ID, make_entry
+from protocol.keys import SigningKey
+from protocol.kinds import genesis_body
+
+pytestmark = pytest.mark.trio
+
+LOCAL = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+MALLORY = SigningKey.from_seed(hashlib.sha256(b"mallory").digest())
+STRANGER = SigningKey.from_seed(hashlib.sha256(b"stranger").digest())
+
+
+def chain(key: SigningKey, n: int):
+    out = []
+    for seq in range(1, n + 1):
+        kind, body = ("genesis", genesis_body()) if seq == 1 else ("note", {"text": str(seq)})
+        out.append(make_entry(key, seq=seq, prev=out[-1].id if out else ZERO_ID, ts=seq, kind=kind, body=body))
+    return out
+
+
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+@asynccontextmanager
+async def attacker(key: SigningKey = MALLORY, *, pubsub: bool = False):
+    """A libp2p host built like a node's (Noise, Yamux), under the test's control."""
+    host = build_host(key, [LOCAL])
+    async with host.run(listen_addrs=[LOCAL]):
+        if pubsub:
+            ps, gs = build_pubsub(host)
+            async with background_trio_service(ps), background_trio_service(gs):
+                await ps.wait_until_ready()
+                for topic in wire.TOPICS:
+                    await ps.subscribe(topic)
+                yield host, ps
+        else:
+            yield host, None
+        with trio.move_on_after(3):
+            await host.close()
+
+
+async def dial(host, node) -> None:
+    with trio.fail_after(10):
+        await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.listen_addrs()[0])))
+
+
+def misbehaviour(node) -> int:
+    return sum(v for k, v in node.counters.items() if k.startswith("misbehaviour."))
+
+
+async def still_serves(node) -> None:
+    status = await node.call("node.status")
+    assert status["peer_id"] == node.peer_id
+    assert node.store.head(node.key.public_key).seq == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        struct.pack(">I", 0),  # empty frame
+        struct.pack(">I", wire.MAX_FRAME + 1) + b"x" * 64,  # announced oversize
+        struct.pack(">I", 2**32 - 1),
+        struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1",  # not MessagePack
+        struct.pack(">I", 3) + codec.encode({"a": 1})[:3],  # not a message
+        wire.frame(wire.Peers(())),  # valid message, wrong protocol step
+        wire.frame(wire.Entries(MALLORY.public_key, 1, (b"junk",))),  # pushing entries nobody asked for
+        wire.frame(wire.HeadsQuery())[:6],  # cut short, then silence is broken by close
+    ],
+    ids=["empty", "oversize", "max-length", "garbage", "not-a-message", "wrong-step", "push", "truncated"],
+)
+async def test_bad_frames_on_the_sync_stream_are_refused(tmp_path: Path, raw: bytes):
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        async with attacker() as (host, _):
+            await dial(host, node)
+            before = misbehaviour(node)
+            stream = await host.new_stream(node.host.get_id(), [wire.SYNC_PROTOCOL])
+            await stream.write(raw)
+            await stream.close()
+            with trio.move_on_after(5):
+                try:  # the node answers nothing to garbage, and closes the stream
+                    while await stream.read(65536):
+                        pass
+                except Exception:
+                    pass
+            if raw != wire.frame(wire.HeadsQuery())[:6]:
+                await wait_for(lambda: misbehaviour(node) > before, 5, "the bad frame to be counted")
+        await still_serves(node)
+        assert set(node.store.heads()) == {node.key.public_key}
+        node.stop()
+
+
+async def test_bad_answers_to_a_pull_store_nothing_and_get_the_peer_banned(tmp_path: Path):
+    good = chain(STRANGER, 5)
+    # answers: a bad signature; a chain not starting at seq 1; another author's entries; garbage
+    answers = [
+        [flip_last_byte(good[0].envelope)] + [e.envelope for e in good[1:]],
+        [e.envelope for e in good[1:]],
+        [e.envelope for e in chain(MALLORY, 5)],
+        [b"\x00" * 10],
+    ]
+    served = []
+
+    async def hostile_sync(stream) -> None:
+        from p2pnode.sync import recv, send
+
+        try:
+            msg = await recv(stream)
+            assert isinstance(msg, wire.HeadsQuery)
+            await send(stream, wire.Heads(((STRANGER.public_key, 5, good[-1].id),)))
+            msg = await recv(stream)
+            batch = answers[min(len(served), len(answers) - 1)]
+            served.append(1)
+            await send(stream, wire.Entries(msg.author, msg.start, tuple(batch)))
+        except Exception:
+            pass  # the node hung up on us: what a hostile peer expects
+        finally:
+            await stream.close()
+
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False, sync_interval=0.3))
+        async with attacker() as (host, _):
+            host.set_stream_handler(wire.SYNC_PROTOCOL, hostile_sync)
+            await dial(host, node)
+            mallory_pk = MALLORY.public_key
+            await wait_for(lambda: node.book.banned(mallory_pk, time.monotonic()), 20, "the peer to be banned")
+            assert node.counters.get("misbehaviour.bad_entries", 0) >= 4
+            await wait_for(lambda: mallory_pk not in node.connected, 10, "the peer to be disconnected")
+        assert STRANGER.public_key not in node.store.heads()
+        assert MALLORY.public_key not in node.store.heads()
+        await still_serves(node)
+        node.stop()
+
+
+async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Path):
+    mallory_chain = chain(MALLORY, 2)
+    forged_b = make_entry(MALLORY, seq=2, prev=mallory_chain[0].id, ts=9, kind="note", body={"text": "other"})
+    bad = {
+        wire.TOPIC_ENTRIES: [
+            b"\xc1",
+            flip_last_byte(mallory_chain[0].envelope),  # bad signature
+            b"\x00" * (200 * 1024),  # oversize
+            codec.encode([mallory_chain[0].envelope, forged_b.envelope]),  # a proof on the wrong topic
+        ],
+        wire.TOPIC_FRAUD: [
+            b"garbage",
+            codec.encode([mallory_chain[1].envelope, mallory_chain[1].envelope]),  # not a fork
+            mallory_chain[0].envelope,  # an entry on the wrong topic
+        ],
+        wire.TOPIC_OFFERS: [b"\x92\xc4\x00\x90", mallory_chain[0].envelope, flip_last_byte(mallory_chain[0].envelope)],
+    }
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False, sync_interval=600))
+        async with attacker(pubsub=True) as (host, ps):
+            await dial(host, node)
+            for topic in wire.TOPICS:
+                with trio.move_on_after(5):
+                    await ps.wait_for_mesh(node.host.get_id(), topic, timeout=5)
+            sent = 0
+            for topic, payloads in bad.items():
+                for data in payloads:
+                    await ps.publish(topic, data)
+                    sent += 1
+            rejected = lambda: sum(v for k, v in node.counters.items() if k.startswith("gossip.rejected."))
+            await wait_for(lambda: rejected() >= sent, 10, f"{sent} bad gossip messages to be rejected")
+            assert not any(k.startswith("gossip.received.") for k in node.counters)
+        assert set(node.store.heads()) == {node.key.public_key}
+        assert node.store.fork_proofs() == []
+        await still_serves(node)
+        node.stop()
+
+
+async def test_a_plaintext_only_dialer_cannot_connect(tmp_path: Path):
+    from libp2p import new_host
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        kp = key_pair(MALLORY)
+        plain = new_host(key_pair=kp, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)}, listen_addrs=[LOCAL])
+        async with plain.run(listen_addrs=[LOCAL]):
+            with pytest.raises(Exception):
+                await dial(plain, node)
+            with trio.move_on_after(3):
+                await plain.close()
+        assert MALLORY.public_key not in node.connected
+        await still_serves(node)
+        node.stop()

@@ -1,0 +1,83 @@
+"""Nodes in one process over real libp2p on 127.0.0.1: gossip, sync, forks, shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from nodenet import REGISTRY, heads_of, make_node, start, start_line, stop_all, sync_all, wait_for
+from p2pnode.home import now_ms
+from protocol.entry import make_entry
+from protocol.fork import ForkProof
+
+pytestmark = pytest.mark.trio
+
+
+async def test_entries_appended_on_one_node_reach_every_node_of_a_5_node_line(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        nodes = await start_line(nursery, tmp_path, 5, pex=False, sync_interval=60)
+        first = nodes[0]
+        ids = []
+        for i in range(5):
+            view = await first.call("ledger.append", {"kind": "note", "body": {"text": f"hello {i}"}})
+            ids.append(bytes.fromhex(view["id"]))
+        # Routine sync is a minute away: the far end gets them by gossip, hop by hop, and
+        # whatever precedes them (the genesis entries) by the sync that a gap triggers.
+        await wait_for(lambda: all(nodes[-1].store.locate(i) for i in ids), 15, "the entries to reach node 5")
+        mine = first.key.public_key
+        await wait_for(lambda: all(heads_of(x).get(mine) == heads_of(first)[mine] for x in nodes), 10,
+                       "every node to hold node 1's chain")
+        assert all(len(x.connected) <= 2 for x in nodes)  # still a line: nothing was dialed
+        await stop_all(nodes)
+
+
+async def test_a_node_that_joins_late_catches_up_by_sync(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make_node(tmp_path / "a", "a"))
+        with_many = [("note", {"text": str(i)}) for i in range(3000)]
+        first = a.store.append(a.key, with_many, now_ms=now_ms(), registry=REGISTRY)
+        assert len(first) == 3000
+        b = await start(nursery, make_node(tmp_path / "b", "b"))
+        await b.connect(a.listen_addrs()[0])
+        await sync_all([a, b])
+        assert heads_of(b)[a.key.public_key][0] == 3001
+        await stop_all([a, b])
+
+
+async def test_a_fork_is_proven_and_the_proof_reaches_every_node(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        nodes = await start_line(nursery, tmp_path, 3, pex=False)
+        await sync_all(nodes)
+        author = nodes[2]
+        stored = author.store.entry(author.key.public_key, 1)
+        # The author signs a second genesis: a forged history at a seq every node holds.
+        forged = make_entry(author.key, seq=1, prev=stored.prev, ts=stored.ts, kind="genesis",
+                            body={"protocol": "p2plend/1", "name": "someone else"})
+        report = await nodes[0].ingest([forged.envelope])
+        assert len(report.forks) == 1 and not report.added
+        await wait_for(lambda: all(author.key.public_key in x.store.forked_authors() for x in nodes), 10,
+                       "the fork proof to reach every node")
+        proof = ForkProof.decode(nodes[1].store.fork_proofs(author.key.public_key)[0])
+        assert {proof.a.id, proof.b.id} == {stored.id, forked_id(forged)}
+        status = await nodes[1].call("node.status")
+        assert author.peer_id in status["forked"]
+        await stop_all(nodes)
+
+
+def forked_id(entry):
+    return entry.id
+
+
+async def test_stop_closes_everything_and_the_home_can_be_reopened(tmp_path: Path):
+    node = make_node(tmp_path / "a", "a")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, node)
+        sock = node.home.path / "control.sock"
+        assert sock.exists()
+        node.stop()
+    assert not sock.exists()
+    assert node.store.db.closed
+    again = node.home.open_store()  # the LevelDB lock was released
+    again.close()
