@@ -1,11 +1,19 @@
-"""``p2pnode ledger ...``: append to, show, verify, export and import signed chains."""
+"""``p2pnode ledger ...``: append to, show, verify, export and import signed chains.
+
+Each command asks the node running at the home (control method ``ledger.<name>``, see
+docs/api.md); if none runs, it opens the store and calls the same function of
+``p2pnode.api`` itself. Both give the same JSON value, rendered here by one renderer,
+so the output does not depend on whether a node runs.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -13,6 +21,37 @@ from .main import Ctx, handles_errors, json_option, pass_ctx, passphrase_option,
 from .output import FAILED, emit_json, fail, iso_ms, short, table
 
 DEFAULT_SHOW_LIMIT = 100
+RPC_TIMEOUT = 30.0  # seconds for a quick call to the node
+LONG_RPC_TIMEOUT = 3600.0  # verify and import read or write the whole ledger
+INLINE_IMPORT = 512 * 1024  # bytes of stdin sent inline; more goes by a file the node reads
+
+
+def ask_node(c: Ctx, method: str, params: dict | None = None, *, timeout: float = RPC_TIMEOUT) -> Any:
+    """The running node's answer to ``method``, or None if no node runs at the home.
+
+    Only a failed connect means "no node" (nothing was sent then), so falling back to the
+    store never repeats work the node did. The node's refusals raise ``RpcError``."""
+    from .rpc import NodeNotRunning, call
+
+    try:
+        return call(c.home.path, method, params, timeout=timeout)
+    except NodeNotRunning:
+        return None
+
+
+def open_here(c: Ctx) -> Any:
+    """The home's store opened by this process, for when no node answers (a ``Store``,
+    to be used in a ``with``)."""
+    from p2pnode.store import StoreLocked
+
+    try:
+        return c.home.open_store()
+    except StoreLocked as e:
+        raise StoreLocked(
+            f"the store at {c.home.store_dir} is in use by another process, but no node answers on "
+            f"{c.home.path / 'control.sock'}: if a node is starting or stopping, try again in a moment; "
+            "otherwise stop the process that holds the store"
+        ) from None
 
 
 def _author(value: str | None, c: Ctx) -> bytes:
@@ -47,8 +86,6 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
     A body of a registered kind must satisfy that kind's rules; other kinds are stored
     as they are.
     """
-    from p2pnode.home import now_ms
-    from p2pnode.ledger import entry_json
     from protocol import jsonform
     from protocol.errors import ProtocolError
 
@@ -56,17 +93,19 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
         value = jsonform.parse(body)
     except ProtocolError as e:
         fail(f"--body refused: {e.message}", code=e.code)
-    key = c.home.signing_key(read_passphrase(passphrase_file))
-    with c.home.open_store() as store:
-        try:
-            entry = store.append_one(key, kind, value, now_ms=now_ms(), registry=c.registry)
-        except ProtocolError as e:
-            fail(f"entry refused: {e.message}", code=e.code)
-    view = entry_json(entry)
+    # A running node signs with the key it holds: no passphrase is asked for then.
+    view = ask_node(c, "ledger.append", {"kind": kind, "body": jsonform.to_json(value)})
+    if view is None:
+        from p2pnode import api
+        from p2pnode.home import now_ms
+
+        key = c.home.signing_key(read_passphrase(passphrase_file))
+        with open_here(c) as store:
+            view = api.append_value(store, key, c.registry, kind, value, now_ms())[1]
     if as_json:
         emit_json(view)
     else:
-        click.echo(f"appended seq {entry.seq} ({entry.kind}) id {view['id']}")
+        click.echo(f"appended seq {view['seq']} ({view['kind']}) id {view['id']}")
 
 
 @ledger.command()
@@ -78,43 +117,36 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
 @handles_errors
 def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -> None:
     """List the entries of a chain, oldest first."""
-    from p2pnode.ledger import entry_json
-    from protocol.entry import parse_entry
+    pk = _author(author, c)
     from protocol.keys import peer_id
 
-    pk = _author(author, c)
-    with c.home.open_store() as store:
-        head = store.head(pk)
-        forked = pk in store.forked_authors()
-        entries = [parse_entry(d) for d in store.chain(pk, start=from_seq, limit=limit)]
-    registry = c.registry
+    shown = ask_node(c, "ledger.show", {"author": peer_id(pk), "from": from_seq, "limit": limit})
+    if shown is None:
+        from p2pnode import api
+
+        with open_here(c) as store:
+            shown = api.ledger_show(store, c.registry, pk, from_seq, limit)
     if as_json:
-        emit_json(
-            {
-                "author": peer_id(pk),
-                "head_seq": head.seq if head else 0,
-                "forked": forked,
-                "entries": [dict(entry_json(e), known_kind=e.kind in registry) for e in entries],
-            }
-        )
+        emit_json(shown)
         return
-    if head is None:
-        fail(f"no chain of {peer_id(pk)} is stored", code="unknown_author")
-    title = f"{peer_id(pk)}: {head.seq} entries" + ("  FORKED: this author signed two histories" if forked else "")
+    if shown["head_seq"] == 0:
+        fail(f"no chain of {shown['author']} is stored", code="unknown_author")
+    head_seq, entries = shown["head_seq"], shown["entries"]
+    title = f"{shown['author']}: {head_seq} entries" + ("  FORKED: this author signed two histories" if shown["forked"] else "")
     rows = [
         [
-            str(e.seq),
-            iso_ms(e.ts),
-            e.kind + ("" if e.kind in registry else " (unknown)"),
-            e.id.hex()[:16],
-            short(json.dumps(entry_json(e)["body"], ensure_ascii=False), 60),
+            str(e["seq"]),
+            iso_ms(e["ts"]),
+            e["kind"] + ("" if e["known_kind"] else " (unknown)"),
+            e["id"][:16],
+            short(json.dumps(e["body"], ensure_ascii=False), 60),
         ]
         for e in entries
     ]
     table(title, ["seq", "time (UTC)", "kind", "id", "body"], rows)
-    last = entries[-1].seq if entries else from_seq - 1
-    if last < head.seq:
-        click.echo(f"... {head.seq - last} more: use --from {last + 1}")
+    last = entries[-1]["seq"] if entries else from_seq - 1
+    if last < head_seq:
+        click.echo(f"... {head_seq - last} more: use --from {last + 1}")
 
 
 @ledger.command()
@@ -123,16 +155,14 @@ def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -
 @handles_errors
 def heads(c: Ctx, as_json: bool) -> None:
     """List every chain held, with its last seq, id and time."""
-    from protocol.keys import peer_id
+    answer = ask_node(c, "ledger.heads")
+    if answer is None:
+        from p2pnode import api
 
-    with c.home.open_store() as store:
-        hs = sorted(store.heads().values(), key=lambda h: peer_id(h.author))
-        forked = store.forked_authors()
         own = c.home.public_key()
-    rows = [
-        {"author": peer_id(h.author), "seq": h.seq, "id": h.id.hex(), "ts": h.ts, "own": h.author == own, "forked": h.author in forked}
-        for h in hs
-    ]
+        with open_here(c) as store:
+            answer = api.ledger_heads(store, own)
+    rows = answer["heads"]
     if as_json:
         emit_json(rows)
         return
@@ -152,54 +182,47 @@ def verify(c: Ctx, as_json: bool) -> None:
 
     Exits 0 if all is sound, 1 naming each damaged author and seq otherwise.
     """
+    summary = ask_node(c, "ledger.verify", timeout=LONG_RPC_TIMEOUT)
+    if summary is None:
+        summary = _verify_here(c, as_json)
+    if as_json:
+        emit_json(summary)
+    elif summary["ok"]:
+        click.echo(
+            f"ok: {summary['entries']} entries in {summary['authors']} chains verified"
+            + (f", {summary['unknown_kinds']} of unknown kinds (signatures and links checked)" if summary["unknown_kinds"] else "")
+            + (f", {summary['fork_proofs']} fork proofs" if summary["fork_proofs"] else "")
+        )
+    else:
+        problems = summary["problems"]
+        table(
+            f"DAMAGED: {len(problems)} problem(s) in {summary['entries']} entries",
+            ["author", "seq", "problem", "detail"],
+            [[p["author"] or "-", str(p["seq"] or "-"), p["code"], p["message"]] for p in problems],
+        )
+    if not summary["ok"]:
+        sys.exit(FAILED)
+
+
+def _verify_here(c: Ctx, as_json: bool) -> dict:
+    from p2pnode import api
     from p2pnode.store import StoreError, StoreLocked, StoreMissing
-    from p2pnode.verify import verify_store
-    from protocol.keys import peer_id
 
     try:
-        store = c.home.open_store()
+        store = open_here(c)
     except (StoreLocked, StoreMissing):
         raise
     except StoreError as e:
         # Corrupt or truncated files (LevelDB reports some as I/O errors): damage, not a crash.
         _report_unopenable(str(e), as_json, e.code)
-        return
     with store:
         progress = None
         if not as_json and sys.stderr.isatty():
             progress = lambda n: click.echo(f"\r  {n} entries checked", nl=False, err=True)  # noqa: E731
-        report = verify_store(store, c.registry, progress)
+        summary = api.ledger_verify(store, c.registry, progress)
         if progress:
             click.echo("", err=True)
-    problems = [
-        {"code": p.code, "message": p.message, "author": peer_id(p.author) if p.author and len(p.author) == 32 else None, "seq": p.seq}
-        for p in report.problems
-    ]
-    summary = {
-        "ok": report.ok,
-        "authors": report.authors,
-        "entries": report.entries,
-        "unknown_kinds": report.unknown_kinds,
-        "fork_proofs": report.fork_proofs,
-        "problems": problems,
-        "problems_truncated": report.truncated,
-    }
-    if as_json:
-        emit_json(summary)
-    elif report.ok:
-        click.echo(
-            f"ok: {report.entries} entries in {report.authors} chains verified"
-            + (f", {report.unknown_kinds} of unknown kinds (signatures and links checked)" if report.unknown_kinds else "")
-            + (f", {report.fork_proofs} fork proofs" if report.fork_proofs else "")
-        )
-    else:
-        table(
-            f"DAMAGED: {len(problems)} problem(s) in {report.entries} entries",
-            ["author", "seq", "problem", "detail"],
-            [[p["author"] or "-", str(p["seq"] or "-"), p["code"], p["message"]] for p in problems],
-        )
-    if not report.ok:
-        sys.exit(FAILED)
+    return summary
 
 
 def _report_unopenable(message: str, as_json: bool, code: str = "store_corrupt") -> None:
@@ -217,29 +240,52 @@ def _report_unopenable(message: str, as_json: bool, code: str = "store_corrupt")
 @handles_errors
 def export(c: Ctx, author: str | None, output: Path | None) -> None:
     """Write chains as JSON lines: one entry a line, with its exact envelope in hex."""
-    from p2pnode.ledger import export_lines
+    from protocol.keys import peer_id
 
-    with c.home.open_store() as store:
-        authors = [_author(author, c)] if author else sorted(store.heads())
-        if output is None:
-            n = 0
-            for line in export_lines(store, authors):
-                click.echo(line)
-                n += 1
+    pk = _author(author, c) if author else None
+    params: dict[str, Any] = {"author": peer_id(pk)} if pk else {}
+    first = ask_node(c, "ledger.export", params)
+    if first is not None:
+        from .rpc import call
+
+        _write_export(first, lambda p: call(c.home.path, "ledger.export", p, timeout=RPC_TIMEOUT), params, output)
+        return
+    from p2pnode import api
+
+    with open_here(c) as store:
+        fetch = lambda p: api.ledger_export(store, pk, p.get("cursor"))  # noqa: E731
+        _write_export(fetch(params), fetch, params, output)
+
+
+def _export_lines(first: dict, fetch: Callable[[dict], dict], params: dict) -> Iterator[str]:
+    """The lines of ``first`` and of each page after it, fetched by cursor."""
+    page = first
+    while True:
+        yield from page["lines"]
+        if page["next"] is None:
             return
-        tmp = output.with_name(output.name + ".partial")
-        n = 0
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for line in export_lines(store, authors):
-                    f.write(line + "\n")
-                    n += 1
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)  # only left if the export failed
-    click.echo(f"exported {n} entries of {len(authors)} chain(s) to {output}", err=True)
+        page = fetch(dict(params, cursor=page["next"]))
+
+
+def _write_export(first: dict, fetch: Callable[[dict], dict], params: dict, output: Path | None) -> None:
+    lines = _export_lines(first, fetch, params)
+    if output is None:
+        for line in lines:
+            click.echo(line)
+        return
+    tmp = output.with_name(output.name + ".partial")
+    n = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left if the export failed
+    click.echo(f"exported {n} entries of {first['authors']} chain(s) to {output}", err=True)
 
 
 @ledger.command("import")
@@ -253,50 +299,45 @@ def import_(c: Ctx, file: Path, as_json: bool) -> None:
     Entries already held are skipped. An entry that differs from a held one at the same
     author and seq is a fork: the import is refused and the fork proof is recorded.
     """
-    from p2pnode.ledger import read_export
-    from p2pnode.store import IngestRefused
+    from p2pnode import api
 
-    try:
-        if str(file) == "-":
-            envelopes = read_export(sys.stdin)
-        else:
-            with open(file, encoding="utf-8") as f:
-                envelopes = read_export(f)
-    except UnicodeDecodeError:
-        fail(f"{file} is not UTF-8 text", code="bad_export_file")
-    with c.home.open_store() as store:
+    if str(file) == "-":
         try:
-            report = store.ingest(envelopes, registry=c.registry, strict=True)
-        except IngestRefused as e:
-            _refuse_import(e.report)
-    summary = {"added": len(report.added), "duplicates": report.duplicates, "lines": len(envelopes)}
+            lines = sys.stdin.read().splitlines()
+        except UnicodeDecodeError:
+            fail(f"{file} is not UTF-8 text", code="bad_export_file")
+    else:
+        lines = api.read_import_file(file)  # read here too, so a bad file fails the same way
+    summary = _import_via_node(c, file, lines)
+    if summary is None:
+        with open_here(c) as store:
+            summary = api.ledger_import(store, c.registry, lines)
     if as_json:
         emit_json(summary)
     else:
         click.echo(f"imported {summary['added']} entries ({summary['duplicates']} already held)")
 
 
-def _refuse_import(report) -> None:
-    from protocol.keys import peer_id
+def _import_via_node(c: Ctx, file: Path, lines: list[str]) -> dict | None:
+    """The running node's import of ``lines``, or None if no node runs. A small import
+    travels inline; a large one by a file the node reads (a request line has a limit)."""
+    size = sum(len(x) + 4 for x in lines)
+    if size <= INLINE_IMPORT:
+        return ask_node(c, "ledger.import", {"lines": lines}, timeout=LONG_RPC_TIMEOUT)
+    if str(file) != "-":
+        return ask_node(c, "ledger.import", {"path": str(file.absolute())}, timeout=LONG_RPC_TIMEOUT)
+    from .rpc import node_running
 
-    if report.errors:
-        errs = [
-            {"author": peer_id(x.author) if len(x.author) == 32 else None, "seq": x.seq, "code": x.code, "message": x.message}
-            for x in report.errors
-        ]
-        first = errs[0]
-        fail(
-            f"import refused, nothing stored: {first['author'] or 'an entry'} seq {first['seq']}: {first['message']}",
-            code="import_refused",
-            details=errs,
-        )
-    f0 = report.forks[0]
-    fail(
-        f"import refused, nothing stored: {peer_id(f0.author)} forked at seq {f0.seq} "
-        "(the file's entry differs from the one held); the fork proof was recorded",
-        code="fork",
-        details=[{"author": peer_id(p.author), "seq": p.seq} for p in report.forks],
-    )
+    if not node_running(c.home.path):
+        return None
+    # Large stdin: spool it to a file of the home (mode 0600, as mkstemp makes it) for the node.
+    fd, name = tempfile.mkstemp(prefix="import-", suffix=".jsonl.partial", dir=c.home.path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(x + "\n" for x in lines)
+        return ask_node(c, "ledger.import", {"path": name}, timeout=LONG_RPC_TIMEOUT)
+    finally:
+        os.unlink(name)
 
 
 @ledger.command()
@@ -305,7 +346,10 @@ def _refuse_import(report) -> None:
 @handles_errors
 def kinds(c: Ctx, as_json: bool) -> None:
     """List the entry kinds this node knows (core and extensions)."""
-    rows = [{"kind": k.name, "description": k.description} for k in c.registry]
+    from p2pnode import api
+
+    answer = ask_node(c, "ledger.kinds") or api.ledger_kinds(c.registry)
+    rows = answer["kinds"]
     if as_json:
         emit_json(rows)
     else:

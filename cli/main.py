@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from .output import FAILED, HOME, KEY, LOCKED, USAGE, CommandError, emit_json, fail
+from .output import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, emit_json, fail
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -67,6 +67,16 @@ def read_passphrase(path: Path | None) -> bytes | None:
 
 def _exit_code_of(e: Exception) -> tuple[int, str] | None:
     """The exit status and code for an expected failure, or None for a bug."""
+    from .rpc import NodeNotRunning, RpcError
+
+    if isinstance(e, RpcError):  # the node's refusal, or a broken exchange with it
+        return EXIT_OF_CODE.get(e.code, FAILED), e.code
+    if isinstance(e, NodeNotRunning):
+        return NOT_RUNNING, e.code
+    from p2pnode.errors import ApiError
+
+    if isinstance(e, ApiError):  # the same refusal, from the API run here without a node
+        return EXIT_OF_CODE.get(e.code, FAILED), e.code
     from p2pnode.home import HomeError
     from p2pnode.keyfile import KeyFileError
     from p2pnode.ledger import ExportFileError
@@ -108,7 +118,7 @@ def handles_errors(f: Callable) -> Callable:
             if mapped is None:
                 raise
             message = str(e) if not isinstance(e, OSError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-            err = CommandError(message, code=mapped[1], exit_code=mapped[0])
+            err = CommandError(message, code=mapped[1], exit_code=mapped[0], details=getattr(e, "details", None))
             err.json_mode = as_json
             raise err from None
 

@@ -8,6 +8,7 @@ Exit codes (docs/cli.md) are a promise to scripts:
     3 node home problem (not initialised, already initialised, bad config)
     4 the store is held by a running node
     5 key problem (passphrase needed or wrong, key file damaged)
+    6 no node is running at the home (for commands that need one: status, peers, stop, ...)
 """
 
 from __future__ import annotations
@@ -19,7 +20,24 @@ from typing import Any, NoReturn
 
 import click
 
-OK, FAILED, USAGE, HOME, LOCKED, KEY = 0, 1, 2, 3, 4, 5
+OK, FAILED, USAGE, HOME, LOCKED, KEY, NOT_RUNNING = 0, 1, 2, 3, 4, 5, 6
+
+EXIT_OF_CODE = {
+    "usage_error": USAGE,
+    "bad_params": USAGE,
+    "bad_address": USAGE,
+    "home_error": HOME,
+    "not_initialised": HOME,
+    "already_initialised": HOME,
+    "bad_config": HOME,
+    "node_running": LOCKED,
+    "bad_key_file": KEY,
+    "passphrase_needed": KEY,
+    "wrong_passphrase": KEY,
+    "not_running": NOT_RUNNING,
+}
+"""The exit status of an error the node (or the API run here) reports by its string
+code; any other code exits FAILED."""
 
 
 class CommandError(click.ClickException):

@@ -1,0 +1,361 @@
+"""The ledger operations of the control API, as functions over an open ``Store``.
+
+Each returns the JSON value that the control method ``ledger.<name>`` answers, and the CLI
+calls the very same function when no node runs, so a command prints the same either way.
+Refusals are ``ApiError`` with a string code (docs/api.md lists them). This module
+imports neither trio nor libp2p: the CLI loads it. ``ledger_methods`` wraps the functions
+as the node's async handlers; only it touches trio, and only when called.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+from protocol import codec, jsonform
+from protocol.entry import Entry, parse_entry
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey, peer_id, public_key_from_peer_id
+from protocol.kinds import KindRegistry
+
+from .errors import ApiError, bad_params
+from .ledger import ExportFileError, entry_json, read_export
+from .store import IngestRefused, IngestReport, Store, StoreError
+
+log = logging.getLogger("p2pnode.api")
+
+DEFAULT_SHOW_LIMIT = 100
+EXPORT_PAGE = 1000  # entries in one ledger.export answer unless asked otherwise
+MAX_EXPORT_PAGE = 10_000
+
+
+# -- the operations ------------------------------------------------------------------------
+
+
+def ledger_append(store: Store, key: SigningKey, registry: KindRegistry, kind: str, body: Any, now_ms: int) -> dict:
+    """Sign and append one entry of ``kind`` with ``body`` (its JSON form, see
+    protocol/jsonform.py) to ``key``'s chain, durably. Returns the entry's JSON view.
+
+    Refuses a body that has no canonical form (code of the encoding error, e.g.
+    ``unencodable``) or that its kind's rules refuse (``bad_schema``, ...)."""
+    try:
+        value = jsonform.from_json(body)
+        codec.encode(value)  # out-of-range integers, depth
+    except ProtocolError as e:
+        raise ApiError(f"body refused: {e.message}", code=e.code) from None
+    return append_value(store, key, registry, kind, value, now_ms)[1]
+
+
+def append_value(store: Store, key: SigningKey, registry: KindRegistry, kind: str, value: Any, now_ms: int) -> tuple[Entry, dict]:
+    """Like ``ledger_append`` for a body already in canonical form: (entry, JSON view)."""
+    try:
+        entry = store.append_one(key, kind, value, now_ms=now_ms, registry=registry)
+    except ProtocolError as e:
+        raise ApiError(f"entry refused: {e.message}", code=e.code) from None
+    return entry, entry_json(entry)
+
+
+def ledger_show(store: Store, registry: KindRegistry, author: bytes, from_seq: int = 1, limit: int = DEFAULT_SHOW_LIMIT) -> dict:
+    """Entries ``from_seq`` .. ``from_seq + limit - 1`` of ``author``'s chain:
+    ``{"author", "head_seq" (0 if none is held), "forked", "entries": [view + "known_kind"]}``."""
+    head = store.head(author)
+    forked = author in store.forked_authors()
+    entries = [parse_entry(d) for d in store.chain(author, start=from_seq, limit=limit)]
+    return {
+        "author": peer_id(author),
+        "head_seq": head.seq if head else 0,
+        "forked": forked,
+        "entries": [dict(entry_json(e), known_kind=e.kind in registry) for e in entries],
+    }
+
+
+def ledger_heads(store: Store, own: bytes | None = None) -> dict:
+    """Every chain held, by peer ID: ``{"heads": [{"author", "seq", "id", "ts", "own",
+    "forked"}]}``; ``own`` marks the chain of that public key."""
+    hs = sorted(store.heads().values(), key=lambda h: peer_id(h.author))
+    forked = store.forked_authors()
+    return {
+        "heads": [
+            {"author": peer_id(h.author), "seq": h.seq, "id": h.id.hex(), "ts": h.ts, "own": h.author == own, "forked": h.author in forked}
+            for h in hs
+        ]
+    }
+
+
+def ledger_verify(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None) -> dict:
+    """A full re-check of the store (p2pnode/verify.py) as ``{"ok", "authors", "entries",
+    "unknown_kinds", "fork_proofs", "problems": [{"code", "message", "author", "seq"}],
+    "problems_truncated"}``. Damage is reported, not raised."""
+    from .verify import verify_store
+
+    report = verify_store(store, registry, progress)
+    return {
+        "ok": report.ok,
+        "authors": report.authors,
+        "entries": report.entries,
+        "unknown_kinds": report.unknown_kinds,
+        "fork_proofs": report.fork_proofs,
+        "problems": [
+            {"code": p.code, "message": p.message, "author": peer_id(p.author) if p.author and len(p.author) == 32 else None, "seq": p.seq}
+            for p in report.problems
+        ],
+        "problems_truncated": report.truncated,
+    }
+
+
+def read_import_file(path: str | Path) -> list[str]:
+    """The lines of an export file; ``ApiError`` if it cannot be read or is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ApiError(f"{path} is not UTF-8 text", code="bad_export_file") from None
+    except OSError as e:
+        raise ApiError(f"{e.strerror or e}: {path}", code="os_error") from None
+
+
+def ledger_import(store: Store, registry: KindRegistry, lines: Iterable[str]) -> dict:
+    """Verify JSON-lines export ``lines`` and store their chains, all or nothing:
+    ``{"added", "duplicates", "lines"}``. Refuses a bad line (``bad_export_file``), an
+    entry that does not verify or link (``import_refused``, details per entry) or a fork
+    (``fork``; its proof is recorded all the same)."""
+    return import_report(store, registry, lines)[0]
+
+
+class ImportRefused(ApiError):
+    """An import stored nothing; ``report`` holds the fork proofs it recorded anyway."""
+
+    def __init__(self, message: str, *, code: str, details: Any, report: IngestReport) -> None:
+        super().__init__(message, code=code, details=details)
+        self.report = report
+
+
+def import_report(store: Store, registry: KindRegistry, lines: Iterable[str]) -> tuple[dict, IngestReport]:
+    """``ledger_import``'s answer and the store's report of it (for the node's hooks)."""
+    try:
+        envelopes = read_export(lines)
+    except ExportFileError as e:
+        raise ApiError(str(e), code=e.code) from None
+    try:
+        report = store.ingest(envelopes, registry=registry, strict=True)
+    except IngestRefused as e:
+        raise _refusal(e.report) from None
+    return {"added": len(report.added), "duplicates": report.duplicates, "lines": len(envelopes)}, report
+
+
+def _refusal(report: IngestReport) -> ImportRefused:
+    # Nothing was stored: report only the fork proofs, which were recorded.
+    stored = IngestReport(forks=list(report.forks))
+    if report.errors:
+        errs = [
+            {"author": peer_id(x.author) if len(x.author) == 32 else None, "seq": x.seq, "code": x.code, "message": x.message}
+            for x in report.errors
+        ]
+        first = errs[0]
+        return ImportRefused(
+            f"import refused, nothing stored: {first['author'] or 'an entry'} seq {first['seq']}: {first['message']}",
+            code="import_refused",
+            details=errs,
+            report=stored,
+        )
+    f0 = report.forks[0]
+    return ImportRefused(
+        f"import refused, nothing stored: {peer_id(f0.author)} forked at seq {f0.seq} "
+        "(the file's entry differs from the one held); the fork proof was recorded",
+        code="fork",
+        details=[{"author": peer_id(p.author), "seq": p.seq} for p in report.forks],
+        report=stored,
+    )
+
+
+def ledger_export(store: Store, author: bytes | None = None, cursor: dict | None = None, limit: int = EXPORT_PAGE) -> dict:
+    """One page of an export: ``{"lines": [export line, ...], "next": cursor or None,
+    "authors": n}``. Chains come in the order of their public keys (as in an export file),
+    each in seq order; ``next`` (``{"author": peer ID, "seq": n}``) is passed back as
+    ``cursor`` for the following page; ``authors`` counts the chains being exported."""
+    authors = [author] if author is not None else sorted(store.heads())
+    start_author, seq = (authors[0] if authors else b"", 1) if cursor is None else _cursor(cursor)
+    lines: list[str] = []
+    for a in authors:
+        if a < start_author:
+            continue
+        first = seq if a == start_author else 1
+        for data in store.chain(a, start=first, limit=limit - len(lines) + 1):
+            if len(lines) == limit:  # one more exists: the next page starts at it
+                return {"lines": lines, "next": {"author": peer_id(a), "seq": parse_entry(data).seq}, "authors": len(authors)}
+            lines.append(json.dumps(entry_json(parse_entry(data)), separators=(",", ":")))
+    return {"lines": lines, "next": None, "authors": len(authors)}
+
+
+def _cursor(cursor: Any) -> tuple[bytes, int]:
+    if not isinstance(cursor, dict) or not isinstance(cursor.get("seq"), int) or cursor["seq"] < 1:
+        raise bad_params('"cursor" must be {"author": peer ID, "seq": n >= 1} as a previous page returned')
+    return _peer(cursor.get("author"), "cursor.author"), cursor["seq"]
+
+
+def ledger_kinds(registry: KindRegistry) -> dict:
+    """The entry kinds known: ``{"kinds": [{"kind", "description"}]}``."""
+    return {"kinds": [{"kind": k.name, "description": k.description} for k in registry]}
+
+
+# -- params --------------------------------------------------------------------------------
+
+
+def _peer(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise bad_params(f'"{name}" must be a peer ID string')
+    try:
+        return public_key_from_peer_id(value)
+    except ProtocolError as e:
+        raise bad_params(f'"{name}": {e.message}') from None
+
+
+def _int(params: dict, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
+    v = params.get(name, default)
+    if type(v) is not int or v < low or (high is not None and v > high):
+        raise bad_params(f'"{name}" must be an integer from {low}' + (f" to {high}" if high is not None else " up"))
+    return v
+
+
+def _known(params: dict, allowed: set[str]) -> None:
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise bad_params(f"unknown param(s): {', '.join(extra)}; this method takes {', '.join(sorted(allowed)) or 'none'}")
+
+
+# -- the node's handlers -------------------------------------------------------------------
+
+
+Hook = Callable[[Any], Any]  # a plain or async function; its result is awaited if awaitable
+
+
+def ledger_methods(
+    store: Store,
+    key: SigningKey,
+    registry: KindRegistry,
+    *,
+    now_ms: Callable[[], int],
+    on_append: Hook | None = None,
+    on_ingest: Hook | None = None,
+    lock: Any = None,
+    run_sync: Callable[..., Awaitable[Any]] | None = None,
+) -> dict[str, Callable[[dict], Awaitable[Any]]]:
+    """The async control handlers ``ledger.append``, ``.show``, ``.heads``, ``.verify``,
+    ``.import``, ``.export`` and ``.kinds`` over ``store``, signing with ``key``.
+
+    ``on_append(entries)`` is called with the node's own new entries once they are
+    durable (the node gossips them); ``on_ingest(report)`` with the ``IngestReport`` of
+    an import that stored entries or recorded fork proofs (refused imports pass a report
+    whose ``added`` is empty). A hook that fails is logged; the caller still gets its
+    answer, since the entries are stored. Writes (and ``verify``, which must see no
+    half-written chain) hold ``lock`` (an async context manager, default a new
+    ``trio.Lock``; pass the node's write lock). Slow work runs in ``run_sync`` (default
+    ``trio.to_thread.run_sync``) so the node keeps serving meanwhile.
+    """
+    import trio  # only the node calls this; the CLI's import of this module stays light
+
+    lock = lock if lock is not None else trio.Lock()
+    run_sync = run_sync or trio.to_thread.run_sync
+
+    async def hook(fn: Hook | None, arg: Any) -> None:
+        if fn is None:
+            return
+        try:
+            result = fn(arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("control hook %s failed", getattr(fn, "__name__", fn))
+
+    async def append(params: dict) -> dict:
+        _known(params, {"kind", "body"})
+        kind = params.get("kind")
+        if not isinstance(kind, str):
+            raise bad_params('"kind" must be a string, e.g. "note"')
+        if "body" not in params:
+            raise bad_params('"body" is required (the JSON form of the entry body)')
+        try:
+            value = jsonform.from_json(params["body"])
+            codec.encode(value)
+        except ProtocolError as e:
+            raise ApiError(f"body refused: {e.message}", code=e.code) from None
+        async with lock:
+            entry, view = await run_sync(_mapped(append_value, store, key, registry, kind, value, now_ms()))
+        await hook(on_append, [entry])
+        return view
+
+    async def show(params: dict) -> dict:
+        _known(params, {"author", "from", "limit"})
+        author = key.public_key if params.get("author") is None else _peer(params["author"], "author")
+        return _mapped(ledger_show, store, registry, author, _int(params, "from", 1), _int(params, "limit", DEFAULT_SHOW_LIMIT))()
+
+    async def heads(params: dict) -> dict:
+        _known(params, set())
+        return _mapped(ledger_heads, store, key.public_key)()
+
+    async def verify(params: dict) -> dict:
+        _known(params, set())
+        async with lock:
+            return await run_sync(_mapped(ledger_verify, store, registry))
+
+    async def import_(params: dict) -> dict:
+        _known(params, {"path", "lines"})
+        path, lines = params.get("path"), params.get("lines")
+        if (path is None) == (lines is None):
+            raise bad_params('pass either "path" (a file the node can read) or "lines" (export lines)')
+        if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
+            raise bad_params('"path" must be an absolute path')
+        if lines is not None and (not isinstance(lines, list) or not all(isinstance(x, str) for x in lines)):
+            raise bad_params('"lines" must be a list of strings')
+
+        def work() -> tuple[dict, IngestReport]:
+            return _mapped(import_report, store, registry, lines if lines is not None else read_import_file(path))()
+
+        async with lock:
+            try:
+                summary, report = await run_sync(work)
+            except ImportRefused as e:
+                if e.report.forks:
+                    await hook(on_ingest, e.report)
+                raise
+        if report.added or report.forks:
+            await hook(on_ingest, report)
+        return summary
+
+    async def export(params: dict) -> dict:
+        _known(params, {"author", "cursor", "limit"})
+        author = None if params.get("author") is None else _peer(params["author"], "author")
+        cursor = params.get("cursor")
+        limit = _int(params, "limit", EXPORT_PAGE, high=MAX_EXPORT_PAGE)
+        return await run_sync(_mapped(ledger_export, store, author, cursor, limit))
+
+    async def kinds(params: dict) -> dict:
+        _known(params, set())
+        return ledger_kinds(registry)
+
+    return {
+        "ledger.append": append,
+        "ledger.show": show,
+        "ledger.heads": heads,
+        "ledger.verify": verify,
+        "ledger.import": import_,
+        "ledger.export": export,
+        "ledger.kinds": kinds,
+    }
+
+
+def _mapped(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """``fn(*args)`` as a thunk whose store and protocol errors become ``ApiError``s."""
+
+    def thunk() -> Any:
+        try:
+            return fn(*args)
+        except StoreError as e:
+            raise ApiError(str(e), code=e.code) from None
+        except ProtocolError as e:
+            raise ApiError(e.message, code=e.code) from None
+
+    return thunk
