@@ -200,8 +200,15 @@ def id_(c: Ctx, as_json: bool) -> None:
 
 def _register_groups() -> None:
     from .ledger import ledger
+    from .node import connect, peers, status, stop
+    from .start import start
+    from .testnet import testnet
 
     cli.add_command(ledger)
+    cli.add_command(start)
+    for command in (status, peers, connect, stop):
+        cli.add_command(command)
+    cli.add_command(testnet)
 
 
 _register_groups()

@@ -1,0 +1,196 @@
+"""``p2pnode status|peers|connect|stop``: ask the running node over its control socket."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .main import Ctx, handles_errors, json_option, pass_ctx
+from .output import FAILED, NOT_RUNNING, emit_json, fail, iso_ms, table
+
+RPC_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 30.0
+
+
+def node_call(c: Ctx, method: str, params: dict | None = None, *, timeout: float = RPC_TIMEOUT) -> Any:
+    """The running node's answer to ``method``; exit 6 if no node runs at the home."""
+    from .rpc import NodeNotRunning, call
+
+    try:
+        return call(c.home.path, method, params, timeout=timeout)
+    except NodeNotRunning:
+        home = c.home.path
+        fail(f"no node is running at {home} (start one with `p2pnode --home {home} start`)", code="not_running", exit_code=NOT_RUNNING)
+
+
+def duration(seconds: float) -> str:
+    """``3h 02m 05s``-style text of a duration, for people."""
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m {s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h {m:02d}m {s:02d}s"
+    d, h = divmod(h, 24)
+    return f"{d}d {h:02d}h {m:02d}m"
+
+
+@click.command()
+@json_option
+@pass_ctx
+@handles_errors
+def status(c: Ctx, as_json: bool) -> None:
+    """Show the running node: identity, addresses, peers, chains held, sync and counters."""
+    st = node_call(c, "node.status")
+    if as_json:
+        emit_json(st)
+        return
+    sync = st["sync"]
+    last = iso_ms(sync["last_round_ms"]) if sync.get("last_round_ms") is not None else "never"
+    click.echo(f"peer ID     {st['peer_id']}")
+    click.echo(f"public key  {st['public_key']}")
+    click.echo(f"process     pid {st['pid']}, p2pnode {st['version']}, up {duration(st['uptime_s'])}")
+    for i, addr in enumerate(st["listen"] or ["(none)"]):
+        click.echo(f"{'listening' if i == 0 else '':<12}{addr}")
+    click.echo(f"sync        {sync['state']}, last round {last}, {sync['entries_received']} entries received")
+    if st["forked"]:
+        click.echo(f"FORKED      {len(st['forked'])} author(s) signed two histories: {', '.join(st['forked'])}")
+    click.echo("")
+    _peer_table(f"peers ({len(st['peers'])})", st["peers"], detailed=False)
+    click.echo("")
+    own = st["peer_id"]
+    table(
+        f"chains held ({len(st['heads'])})",
+        ["author", "seq", "last entry", "time (UTC)", ""],
+        [
+            [h["author"], str(h["seq"]), h["id"][:16], iso_ms(h["ts"]), ("own " if h["author"] == own else "") + ("FORKED" if h["forked"] else "")]
+            for h in st["heads"]
+        ],
+    )
+    if st["counters"]:
+        click.echo("")
+        table("counters", ["counter", "value"], [[k, str(v)] for k, v in st["counters"].items()])
+
+
+def _peer_table(title: str, peers: list[dict], *, detailed: bool) -> None:
+    if not peers:
+        click.echo(f"{title}: none connected")
+        return
+    columns = ["peer ID", "address", "direction"] + (["connected", "score"] if detailed else [])
+    rows = [
+        [p["peer_id"], p["addr"], p["direction"]] + ([duration(p["connected_s"]), str(p["score"])] if detailed else [])
+        for p in peers
+    ]
+    table(title, columns, rows)
+
+
+@click.command()
+@json_option
+@pass_ctx
+@handles_errors
+def peers(c: Ctx, as_json: bool) -> None:
+    """List the peers the running node is connected to."""
+    answer = node_call(c, "node.peers")
+    if as_json:
+        emit_json(answer)
+    else:
+        _peer_table(f"peers ({len(answer['peers'])})", answer["peers"], detailed=True)
+
+
+@click.command()
+@click.argument("addr", metavar="ADDR")
+@json_option
+@pass_ctx
+@handles_errors
+def connect(c: Ctx, addr: str, as_json: bool) -> None:
+    """Connect the running node to a peer at ADDR, a multiaddr ending in /p2p/<peer ID>,
+    e.g. /ip4/192.0.2.7/tcp/7420/p2p/12D3KooW..."""
+    answer = node_call(c, "node.connect", {"addr": addr})
+    if as_json:
+        emit_json(answer)
+    else:
+        click.echo(f"connected to {answer['peer_id']}")
+
+
+@click.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=DEFAULT_STOP_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the node to exit.",
+)
+@json_option
+@pass_ctx
+@handles_errors
+def stop(c: Ctx, timeout: float, as_json: bool) -> None:
+    """Ask the running node to shut down, and wait until it has exited.
+
+    Exits 0 once the node's control socket is gone and its process has ended, 1 if it
+    is still running after --timeout seconds, 6 if no node was running.
+    """
+    from .rpc import NodeNotRunning, RpcError, call
+
+    st = node_call(c, "node.status")
+    pid, who = st.get("pid"), st.get("peer_id")
+    t0 = time.monotonic()
+    try:
+        call(c.home.path, "node.stop", timeout=min(timeout, RPC_TIMEOUT))
+    except NodeNotRunning:
+        pass  # it stopped between the two calls
+    except RpcError as e:
+        if e.code != "connection_lost":  # a node may close the socket as it stops
+            raise
+    gone = _wait_gone(c.home.path, pid, t0 + timeout)
+    waited = round(time.monotonic() - t0, 3)
+    if not gone:
+        fail(
+            f"the node {who} (pid {pid}) is still running after {timeout:g} s; see its log, "
+            f"or end it with `kill -TERM {pid}`",
+            code="stop_timeout",
+            exit_code=FAILED,
+            details={"peer_id": who, "pid": pid, "waited_s": waited},
+        )
+    if as_json:
+        emit_json({"stopped": True, "peer_id": who, "pid": pid, "waited_s": waited})
+    else:
+        click.echo(f"stopped node {who} (pid {pid}) in {waited:.1f} s")
+
+
+def _wait_gone(home: Path, pid: int | None, deadline: float) -> bool:
+    """Whether, before ``deadline`` (monotonic), the socket stopped answering and the
+    process ``pid`` ended. Polls every 50 ms."""
+    from .rpc import node_running
+
+    while True:
+        if not node_running(home) and not pid_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an exited child not yet reaped
+    by its parent has released everything a node holds)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except (OSError, IndexError):
+        return True
