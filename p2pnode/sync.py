@@ -98,9 +98,10 @@ def _is_stream_error(e: Exception) -> bool:
 
 
 def expect(msg: wire.Message, kind: type) -> Any:
-    if not isinstance(msg, kind):
-        raise PeerMisbehaved(f"expected {kind.__name__}, got {type(msg).__name__}", "unexpected_message")
-    return msg
+    try:
+        return wire.expect(msg, kind)
+    except ProtocolError as e:
+        raise PeerMisbehaved(e.message, e.code) from None
 
 
 # -- the listener side ---------------------------------------------------------------
@@ -126,7 +127,7 @@ async def serve_sync(stream: Stream, heads: Callable[[], dict], chain: Callable[
             await send(stream, answer)
             sent += len(answer.entries)
         else:
-            raise PeerMisbehaved(f"a sync listener cannot answer {type(msg).__name__}", "unexpected_message")
+            expect(msg, wire.Get)  # neither a heads query nor a get: refused
     return sent
 
 
@@ -171,7 +172,7 @@ async def _pull_range(stream: Stream, want: wire.Want, ingest: Ingest, batch: in
     while True:
         got = expect(await recv(stream), wire.Entries)
         if got.author != want.author or got.start != start:
-            raise PeerMisbehaved("entries answer a different request", "unexpected_message")
+            raise PeerMisbehaved("entries answer a different request", "bad_message")
         if not got.entries:
             return True  # the peer no longer holds what it announced; nothing to do
         result.received += len(got.entries)

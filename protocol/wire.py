@@ -240,6 +240,14 @@ def decode_message(payload: bytes) -> Message:
     raise WireError(f"unknown message type {t[:40]!r}", code="unknown_message")
 
 
+def expect(msg: Message, kind: type) -> Any:
+    """``msg`` if it is a ``kind``; a ``WireError`` (``unexpected_message``) otherwise: a
+    valid message where the protocol's step calls for another."""
+    if not isinstance(msg, kind):
+        raise WireError(f"expected {kind.__name__}, got {type(msg).__name__}", code="unexpected_message")
+    return msg
+
+
 # -- sync planning -------------------------------------------------------------------
 
 

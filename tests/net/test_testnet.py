@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 class Testnet:
     """A test network in ``dir``, used only through the CLI."""
 
+    __test__ = False  # a helper, not a test class
+
     def __init__(self, dir: Path) -> None:
         self.dir = dir
 
