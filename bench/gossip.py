@@ -83,6 +83,10 @@ def measure(nodes: int, rate: float, seconds: float, settle: float, progress) ->
         out["all_nodes_p50_ms"] = percentile(everyone, 50)
         out["all_nodes_p95_ms"] = percentile(everyone, 95)
         out["peers_per_node"] = [len(c.status(m)["peers"]) for m in members]
+        out["per_node"] = {
+            name: {"p50_ms": percentile(l, 50), "p95_ms": percentile(l, 95), "arrivals": len(l)}
+            for name, l in per_node.items()
+        }
     out["target_met"] = out["delivered_ratio"] == 1.0 and out["p95_ms"] <= TARGET_P95_MS
     return out
 
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {r['p99_ms']:.0f} ms (target p95 <= {TARGET_P95_MS:.0f} ms)")
         print(f"all nodes              p50 {r['all_nodes_p50_ms']:.0f} ms, p95 {r['all_nodes_p95_ms']:.0f} ms")
         print(f"peers per node         {r['peers_per_node']}")
+        for name, v in r["per_node"].items():
+            print(f"  {name:<8} p50 {v['p50_ms']:6.0f} ms  p95 {v['p95_ms']:6.0f} ms  ({v['arrivals']} arrivals recorded)")
         print(f"target                 {'met' if r['target_met'] else 'NOT met'}")
     return 0
 

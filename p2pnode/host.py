@@ -18,6 +18,7 @@ Choices, each from a measurement (``../shared/LIBP2P-NOTES.md``):
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,13 @@ class _RpcQueue(RpcQueue):
         super().__init__(max_size=max_size, **kw)
 
 
+def _quiet_yamux() -> None:
+    """py-libp2p's Yamux sends a window update after every read by default; go-yamux (and
+    this setting) sends one when half the window is used. Every small gossip message
+    cost a frame, a Noise encryption and a write: ~14% of a busy node's CPU."""
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+
+
 def _raise_queue_sizes() -> None:
     """Read by Pubsub at subscribe time and per new peer: set before either happens."""
     _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = QUEUE_SIZE
@@ -53,9 +61,12 @@ def _raise_queue_sizes() -> None:
 
 @dataclass(frozen=True)
 class GossipTuning:
-    degree: int = 6
-    degree_low: int = 4
-    degree_high: int = 12
+    # Every copy of a message costs each node ~1 ms of CPU in py-libp2p (Noise, Yamux
+    # window updates, protobuf): the mesh degree is the multiplier. 3 keeps two spare
+    # paths per node; sync repairs anything lost. Measured: bench/gossip.py.
+    degree: int = 3
+    degree_low: int = 2
+    degree_high: int = 6
     heartbeat_interval: int = 1  # seconds
     max_messages_per_topic_per_second: float = 2_000.0
 
@@ -69,9 +80,10 @@ def key_pair(key: SigningKey) -> KeyPair:
 def build_host(key: SigningKey, listen: list[multiaddr.Multiaddr], *, mdns: bool = False) -> Any:
     """A host that speaks Noise and Yamux only, identified by ``key``; with ``mdns`` it
     also finds peers on the local network."""
+    _quiet_yamux()
     kp = key_pair(key)
     noise = NoiseTransport(kp, noise_privkey=create_new_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=kp,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt=create_yamux_muxer_option(),
@@ -79,6 +91,20 @@ def build_host(key: SigningKey, listen: list[multiaddr.Multiaddr], *, mdns: bool
         connection_config=ConnectionConfig(max_connections_per_peer=1),
         enable_mDNS=mdns,
     )
+    disable_auto_connect(host)
+    return host
+
+
+def disable_auto_connect(host: Any) -> None:
+    """The node chooses whom to dial (peers.py): a few peers, with backoff. py-libp2p's
+    own auto-connector would dial every peer its peerstore learned (identify, gossip) to
+    keep 50-100 connections, and no configuration turns it off without also making the
+    connection pruner drop everything."""
+
+    async def _never() -> None:
+        return None
+
+    host.get_network().auto_connector.maybe_connect = _never
 
 
 def build_pubsub(host: Any, tuning: GossipTuning = GossipTuning()) -> tuple[Pubsub, GossipSub]:

@@ -15,9 +15,11 @@ Rules of this file (docs/protocol.md, "Network"):
 3. Peer exchange (``/p2plend/pex/1.0.0``): the dialer sends ``pex`` with the addresses it
    listens on; the listener answers ``peers``: itself and up to ``MAX_PEERS`` peers it
    knows, each as a public key and multiaddrs (without ``/p2p/``).
-4. Gossip messages carry bare bytes: an entry envelope on ``TOPIC_ENTRIES``, a fork proof
-   on ``TOPIC_FRAUD``, a signed document envelope on ``TOPIC_OFFERS``. ``check_gossip``
-   is the validator: a message it refuses is neither delivered nor forwarded.
+4. Gossip messages carry bare bytes: on ``TOPIC_ENTRIES`` a canonical array of 1 to
+   ``MAX_GOSSIP_ENTRIES`` entry envelopes (bin) of at most ``MAX_GOSSIP_SIZE`` bytes in
+   all; on ``TOPIC_FRAUD`` a fork proof; on ``TOPIC_OFFERS`` a signed document envelope.
+   ``check_gossip`` is the validator: a message it refuses (any part of it) is neither
+   delivered nor forwarded.
 5. A list in a message longer than its limit, an integer out of range, a missing or extra
    field: the message is refused with a ``WireError`` naming the field.
 
@@ -52,6 +54,8 @@ MAX_BATCH = 4_096  # entries in one `entries` answer
 MAX_PEERS = 32  # peers in one `peers` answer
 MAX_ADDRS = 8  # multiaddrs per peer
 MAX_ADDR_LEN = 256  # bytes of one multiaddr string
+MAX_GOSSIP_ENTRIES = 64  # entries in one gossip message
+MAX_GOSSIP_SIZE = 512 * 1024  # bytes of one entries gossip message (libp2p's RPC limit is 1 MiB)
 
 _LEN = struct.Struct(">I")
 FRAME_HEADER = _LEN.size
@@ -301,11 +305,39 @@ def answer_get(get: Get, chain: list[bytes]) -> Entries:
 # -- gossip --------------------------------------------------------------------------
 
 
-def check_gossip(topic: str, data: bytes) -> Union[Entry, ForkProof, Envelope]:
+def entries_message(envelopes: list[bytes]) -> bytes:
+    """The gossip message carrying ``envelopes`` (1 to ``MAX_GOSSIP_ENTRIES`` of them)."""
+    if not 1 <= len(envelopes) <= MAX_GOSSIP_ENTRIES:
+        raise WireError(f"an entries message carries 1 to {MAX_GOSSIP_ENTRIES} entries", code="oversize")
+    data = codec.encode(list(envelopes))
+    if len(data) > MAX_GOSSIP_SIZE:
+        raise WireError(f"an entries message of {len(data)} bytes exceeds {MAX_GOSSIP_SIZE}", code="oversize")
+    return data
+
+
+def split_entries(envelopes: list[bytes]) -> list[list[bytes]]:
+    """``envelopes`` cut into consecutive groups that each fit one entries message."""
+    groups: list[list[bytes]] = []
+    size = 0
+    for env in envelopes:
+        if not groups or len(groups[-1]) >= MAX_GOSSIP_ENTRIES or size + len(env) + 8 > MAX_GOSSIP_SIZE:
+            groups.append([])
+            size = 8
+        groups[-1].append(env)
+        size += len(env) + 5
+    return groups
+
+
+def check_gossip(topic: str, data: bytes) -> Union[list[Entry], ForkProof, Envelope]:
     """The verified value a gossip message on ``topic`` carries; ``ProtocolError`` if it
     must be dropped (malformed, oversize, badly signed, wrong topic)."""
     if topic == TOPIC_ENTRIES:
-        return parse_entry(data)
+        value = codec.decode(data, max_size=MAX_GOSSIP_SIZE)
+        if type(value) is not list or not 1 <= len(value) <= MAX_GOSSIP_ENTRIES:
+            raise WireError(f"an entries message is an array of 1 to {MAX_GOSSIP_ENTRIES} envelopes")
+        if not all(type(v) is bytes for v in value):
+            raise WireError("an entries message holds envelopes (bin) only")
+        return [parse_entry(v) for v in value]
     if topic == TOPIC_FRAUD:
         if len(data) > MAX_FORK_PROOF_SIZE:
             raise WireError(f"fork proof of {len(data)} bytes exceeds {MAX_FORK_PROOF_SIZE}", code="oversize")

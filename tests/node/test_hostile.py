@@ -20,6 +20,7 @@ from nodenet import make_node, start, wait_for
 from p2pnode.host import build_host, build_pubsub, key_pair
 from protocol import codec, wire
 from protocol.entry import ZERO_ID, make_entry
+from protocol.envelope import seal
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body
 
@@ -159,9 +160,11 @@ async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Pat
     bad = {
         wire.TOPIC_ENTRIES: [
             b"\xc1",
-            flip_last_byte(mallory_chain[0].envelope),  # bad signature
-            b"\x00" * (200 * 1024),  # oversize
-            codec.encode([mallory_chain[0].envelope, forged_b.envelope]),  # a proof on the wrong topic
+            codec.encode([flip_last_byte(mallory_chain[0].envelope)]),  # bad signature
+            codec.encode([mallory_chain[0].envelope, flip_last_byte(mallory_chain[1].envelope)]),  # one bad of two
+            codec.encode([b"\x00" * (600 * 1024)]),  # oversize
+            mallory_chain[0].envelope,  # a bare envelope, not an array
+            codec.encode([seal({"type": "offer", "amount": 1}, MALLORY).raw]),  # not an entry
         ],
         wire.TOPIC_FRAUD: [
             b"garbage",
@@ -183,7 +186,11 @@ async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Pat
                     await ps.publish(topic, data)
                     sent += 1
             rejected = lambda: sum(v for k, v in node.counters.items() if k.startswith("gossip.rejected."))
-            await wait_for(lambda: rejected() >= sent, 10, f"{sent} bad gossip messages to be rejected")
+            # each costs 10 points: the tenth gets the sender banned and cut off
+            await wait_for(lambda: rejected() >= 10, 10, "bad gossip messages to be rejected")
+            await wait_for(lambda: node.book.banned(MALLORY.public_key, time.monotonic()), 10, "a ban")
+            await wait_for(lambda: MALLORY.public_key not in node.connected, 10, "the sender to be cut off")
+            assert sent > 10
             assert not any(k.startswith("gossip.received.") for k in node.counters)
         assert set(node.store.heads()) == {node.key.public_key}
         assert node.store.fork_proofs() == []

@@ -158,15 +158,29 @@ def _chain(n: int):
     return out
 
 
-def test_gossip_entries_topic_takes_entries_only():
-    e = _chain(2)[1]
-    assert wire.check_gossip(wire.TOPIC_ENTRIES, e.envelope).id == e.id
-    with pytest.raises(ProtocolError):
-        wire.check_gossip(wire.TOPIC_ENTRIES, e.envelope[:-1])
-    bad = bytearray(e.envelope)
+def test_gossip_entries_topic_takes_arrays_of_valid_entries_only():
+    es = _chain(3)
+    msg = wire.entries_message([e.envelope for e in es])
+    assert [e.id for e in wire.check_gossip(wire.TOPIC_ENTRIES, msg)] == [e.id for e in es]
+    bad = bytearray(es[1].envelope)
     bad[-1] ^= 1  # a signature bit
-    with pytest.raises(ProtocolError, match="signature"):
-        wire.check_gossip(wire.TOPIC_ENTRIES, bytes(bad))
+    with pytest.raises(ProtocolError, match="signature"):  # one bad entry spoils the message
+        wire.check_gossip(wire.TOPIC_ENTRIES, codec.encode([es[0].envelope, bytes(bad)]))
+    for data in (es[0].envelope, codec.encode([]), codec.encode(["text"]), msg[:-1],
+                 codec.encode([es[0].envelope] * (wire.MAX_GOSSIP_ENTRIES + 1))):
+        with pytest.raises(ProtocolError):
+            wire.check_gossip(wire.TOPIC_ENTRIES, data)
+
+
+@SETTINGS
+@given(st.lists(st.integers(1, 140_000), max_size=300))
+def test_split_entries_keeps_order_and_every_group_fits_one_message(sizes):
+    envs = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    groups = wire.split_entries(envs)
+    assert [e for g in groups for e in g] == envs
+    for g in groups:
+        assert 1 <= len(g) <= wire.MAX_GOSSIP_ENTRIES
+        assert len(codec.encode(g)) <= wire.MAX_GOSSIP_SIZE or len(g) == 1
 
 
 def test_gossip_fraud_topic_takes_valid_fork_proofs_only():
