@@ -52,7 +52,7 @@ def start(
     """
     import trio
 
-    from p2pnode.node import Node, NodeSettings, split_p2p_addr
+    from p2pnode.node import Node, NodeSettings, PortInUse, split_p2p_addr
 
     config = c.home.config()
     c.home.require()
@@ -72,6 +72,8 @@ def start(
     node = Node(c.home, key, settings, c.registry)
     try:
         trio.run(node.run)
+    except PortInUse as e:
+        fail(str(e.strerror), code="port_in_use", exit_code=FAILED)
     except OSError as e:
         fail(f"cannot start the node: {e.strerror or e}", code="start_failed", exit_code=FAILED)
 

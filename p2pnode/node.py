@@ -105,7 +105,12 @@ class Node:
         from .host import build_host, build_pubsub
 
         listen = [multiaddr.Multiaddr(a) for a in self.settings.listen]
-        self.store = self.home.open_store()
+        self.store = self.home.open_store()  # first: a running node on this home says so
+        try:
+            check_ports_free(self.settings.listen)
+        except OSError:
+            self.store.close()
+            raise
         try:
             self.host = build_host(self.key, listen, mdns=self.settings.mdns)
             self.pubsub, gossipsub = build_pubsub(self.host)
@@ -642,6 +647,32 @@ class Node:
             {"node.status": status, "node.peers": peers, "node.connect": connect, "node.stop": stop, "node.arrivals": arrivals}
         )
         return methods
+
+
+class PortInUse(OSError):
+    """A listen address is taken: by another node, most likely."""
+
+
+def check_ports_free(addrs: list[str]) -> None:
+    """Raise ``PortInUse`` naming the first TCP listen address that another socket holds.
+
+    py-libp2p listens with SO_REUSEPORT (for hole punching), so a second node on a taken
+    port would start without error and share the port with the first, the kernel handing
+    each incoming connection to either. A plain bind tells the truth.
+    """
+    import socket
+
+    for a in addrs:
+        parts = a.split("/")
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp" or parts[4] in ("", "0"):
+            continue
+        family = socket.AF_INET if parts[1] == "ip4" else socket.AF_INET6
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is fine
+            try:
+                s.bind((parts[2], int(parts[4])))
+            except OSError as e:
+                raise PortInUse(e.errno, f"cannot listen on {a}: {e.strerror} (is another node using port {parts[4]}?)") from None
 
 
 def split_p2p_addr(addr: str) -> tuple[bytes, str]:

@@ -113,6 +113,8 @@ def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Testnet):
     view = net.json(1, "ledger", "append", "--kind", "note", "--body", '{"text": "to the far end"}')
     t0 = time.monotonic()
     net.wait(lambda: net.head(5, st1["peer_id"]) >= view["seq"], 5, "the entry on node 5")
+    # node 5 was told of node 1 only; peer exchange finds it more peers
+    net.wait(lambda: len(net.json(5, "status")["peers"]) >= 2, 15, "node 5 to learn of more peers")
     shown = net.json(5, "ledger", "show", "--author", st1["peer_id"], "--from", view["seq"])
     assert shown["entries"][0]["id"] == view["id"]
     print(f"arrived on node 5 after {time.monotonic() - t0:.2f} s")
@@ -180,3 +182,32 @@ def test_a_forged_entry_yields_a_fork_proof_that_reaches_every_node(net: Testnet
         net.wait(lambda: victim in net.json(k, "status")["forked"], 15, f"node {k} to hold the fork proof")
     shown = net.json(2, "ledger", "show", "--author", victim)
     assert shown["forked"] is True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_node_cleanly_with_exit_0(tmp_path: Path, sig):
+    import subprocess
+
+    from p2ptest import COMMAND, child_env, kill_by_pid
+    from p2pnode.testnet import free_port
+
+    home, other = tmp_path / "a", tmp_path / "b"
+    for h in (home, other):
+        assert run_cli("init", home=h)[0] == 0
+    port = free_port()
+    listen = f"/ip4/127.0.0.1/tcp/{port}"
+    proc = subprocess.Popen([*COMMAND, "--home", str(home), "start", "--listen", listen],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        t = Testnet(tmp_path)
+        t.wait(lambda: (home / "control.sock").exists() and run_cli("status", home=home)[0] == 0, 30, "the node")
+        # a second node on the same port is refused, not silently sharing it
+        rc, out, err = run_cli("start", "--listen", listen, home=other, timeout=30)
+        assert rc == 1 and "in use" in err
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "stopped" in err and not (home / "control.sock").exists()
+        assert run_cli("ledger", "verify", home=home)[0] == 0  # the store was closed: usable at once
+    finally:
+        kill_by_pid(proc)
