@@ -23,6 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ledger.py
+	$(PY) bench/sync.py
+	$(PY) bench/gossip.py
+	$(PY) bench/node.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
