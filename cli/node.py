@@ -178,19 +178,6 @@ def _wait_gone(home: Path, pid: int | None, deadline: float) -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (an exited child not yet reaped
-    by its parent has released everything a node holds)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state != b"Z"
-    except (OSError, IndexError):
-        return True
+    from p2pnode.testnet import pid_alive as alive
+
+    return alive(pid)

@@ -296,46 +296,46 @@ class Node:
         except Exception:
             return None
 
-    async def _on_sync_stream(self, stream: Any) -> None:
-        from .sync import PeerGone, PeerMisbehaved, serve_sync
+    async def _guard_stream(self, stream: Any, what: str, serve: Any) -> None:
+        """Run ``serve(pk)`` for an inbound stream: a peer breaking the rules is penalised,
+        one that leaves is let go, anything else is logged; the stream is always closed."""
+        from .sync import PeerGone, PeerMisbehaved
 
         pk = self._remote(stream)
         try:
-            sent = await serve_sync(stream, self.store.heads, self._chain_slice)
-            self.count("sync.entries_sent", sent)
+            await serve(pk)
         except PeerMisbehaved as e:
             if pk:
-                await self._penalise(pk, "bad_frame", f"sync stream: {e}")
+                await self._penalise(pk, "bad_frame", f"{what} stream: {e}")
         except PeerGone:
             pass
         except Exception:
-            log.exception("sync stream from %s failed", peer_id(pk) if pk else "?")
+            log.exception("%s stream from %s failed", what, peer_id(pk) if pk else "?")
         finally:
             await _close(stream)
+
+    async def _on_sync_stream(self, stream: Any) -> None:
+        from .sync import serve_sync
+
+        async def serve(pk: bytes | None) -> None:
+            self.count("sync.entries_sent", await serve_sync(stream, self.store.heads, self._chain_slice))
+
+        await self._guard_stream(stream, "sync", serve)
 
     def _chain_slice(self, author: bytes, start: int, limit: int) -> list[bytes]:
         return list(self.store.chain(author, start=start, limit=limit))
 
     async def _on_pex_stream(self, stream: Any) -> None:
-        from .sync import PeerGone, PeerMisbehaved, serve_pex
+        from .sync import serve_pex
 
-        pk = self._remote(stream)
+        async def serve(pk: bytes | None) -> None:
+            def hello(addrs: tuple[str, ...]) -> None:
+                if pk is not None:
+                    self.book.learn(pk, list(self._usable(addrs, stream)))
 
-        def hello(addrs: tuple[str, ...]) -> None:
-            if pk is not None:
-                self.book.learn(pk, list(self._usable(addrs, stream)))
-
-        try:
             await serve_pex(stream, hello, lambda: self._known_peers(exclude={pk} if pk else set()))
-        except PeerMisbehaved as e:
-            if pk:
-                await self._penalise(pk, "bad_frame", f"pex stream: {e}")
-        except PeerGone:
-            pass
-        except Exception:
-            log.exception("pex stream failed")
-        finally:
-            await _close(stream)
+
+        await self._guard_stream(stream, "pex", serve)
 
     @staticmethod
     def _usable(addrs: tuple[str, ...], stream: Any) -> list[str]:

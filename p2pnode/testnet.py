@@ -48,6 +48,8 @@ def free_port() -> int:
 
 
 def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an exited child not yet reaped
+    by its parent has released everything a node holds)."""
     if not pid:
         return False
     try:
@@ -60,7 +62,7 @@ def pid_alive(pid: int | None) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    except (OSError, IndexError):
         return True
 
 
