@@ -40,6 +40,7 @@ DIAL_INTERVAL = 2.0  # seconds between checks for peers to dial
 WATCH_INTERVAL = 0.2  # seconds between checks for new and lost connections
 TARGET_PEERS = 4  # dial known peers while connected to fewer than this (each link costs CPU)
 DIAL_TIMEOUT = 10.0
+MAX_INBOUND_STREAMS = 4  # concurrent inbound sync (or pex) streams one peer may hold
 INLINE_INGEST = 64  # batches up to this size are verified on the event loop
 MAX_SYNC_ROUNDS = 1_000  # consecutive pulls from one peer before yielding the slot
 GOSSIP_WINDOW = 0.05  # seconds: at most one entries message per window; entries appended
@@ -90,6 +91,7 @@ class Node:
         self.methods: dict[str, Any] = {}
         # (author, seq, ts, received_ms, via) of recently stored foreign entries
         self.arrivals: deque[tuple[bytes, int, int, int, str]] = deque(maxlen=ARRIVALS_KEPT)
+        self._inbound: dict[tuple[bytes | None, str], int] = {}  # open inbound streams per (peer, protocol)
         self._outbox: list[bytes] = []  # own and imported entries waiting to be gossiped
         self._outbox_ready = trio.Event()
 
@@ -302,6 +304,13 @@ class Node:
         from .sync import PeerGone, PeerMisbehaved
 
         pk = self._remote(stream)
+        key = (pk, what)
+        if self._inbound.get(key, 0) >= MAX_INBOUND_STREAMS:
+            # A peer has no reason to run many pulls at once: refuse, do not queue.
+            self.count(f"streams.refused.{what}")
+            await _close(stream)
+            return
+        self._inbound[key] = self._inbound.get(key, 0) + 1
         try:
             await serve(pk)
         except PeerMisbehaved as e:
@@ -312,6 +321,9 @@ class Node:
         except Exception:
             log.exception("%s stream from %s failed", what, peer_id(pk) if pk else "?")
         finally:
+            self._inbound[key] -= 1
+            if not self._inbound[key]:
+                del self._inbound[key]
             await _close(stream)
 
     async def _on_sync_stream(self, stream: Any) -> None:

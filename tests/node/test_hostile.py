@@ -112,6 +112,25 @@ async def test_bad_frames_on_the_sync_stream_are_refused(tmp_path: Path, raw: by
         node.stop()
 
 
+async def test_garbage_on_the_pex_stream_is_refused_and_many_streams_are_capped(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        async with attacker() as (host, _):
+            await dial(host, node)
+            before = misbehaviour(node)
+            stream = await host.new_stream(node.host.get_id(), [wire.PEX_PROTOCOL])
+            await stream.write(wire.frame(wire.Heads(())))  # not a pex
+            await wait_for(lambda: misbehaviour(node) > before, 5, "the bad pex frame to be counted")
+            # ten sync streams held open at once: the node serves a few and refuses the rest
+            streams = [await host.new_stream(node.host.get_id(), [wire.SYNC_PROTOCOL]) for _ in range(10)]
+            await wait_for(lambda: node.counters.get("streams.refused.sync", 0) >= 6, 10, "streams to be refused")
+            for st in streams:
+                with trio.move_on_after(1):
+                    await st.close()
+        await still_serves(node)
+        node.stop()
+
+
 async def test_bad_answers_to_a_pull_store_nothing_and_get_the_peer_banned(tmp_path: Path):
     good = chain(STRANGER, 5)
     # answers: a bad signature; a chain not starting at seq 1; another author's entries; garbage
