@@ -228,8 +228,28 @@ class Node:
         self.book.dialed(pk, True, time.monotonic())
         return peer_id(pk)
 
+    def _learn_from_mdns(self) -> None:
+        """mDNS puts the peers it finds into libp2p's peerstore and dials none of them
+        (py-libp2p leaves that to its auto-connector, which the node turns off): take
+        them into the peer book, so the dialer below reaches them."""
+        store = self.host.get_peerstore()
+        for pid in store.peers_with_addrs():
+            try:
+                pk = public_key_from_peer_id(pid.to_base58())
+            except ProtocolError:
+                continue
+            if pk != self.key.public_key and self.book.get(pk) is None:
+                addrs = [str(a) for a in store.addrs(pid) if "/tcp/" in str(a)]
+                if addrs and self.book.learn(pk, addrs):
+                    log.info("found %s on the local network", peer_id(pk))
+
     async def _dial_loop(self) -> None:
         while True:
+            if self.settings.mdns:
+                try:
+                    self._learn_from_mdns()
+                except Exception as e:  # discovery is optional; dialing goes on
+                    log.debug("mdns peers: %s", e)
             want = TARGET_PEERS - len(self.connected)
             for rec in self.book.to_dial(set(self.connected), time.monotonic(), want):
                 self._nursery.start_soon(self._dial, rec.public_key, rec.addrs[0])
