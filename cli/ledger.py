@@ -46,7 +46,7 @@ def open_here(c: Ctx) -> Any:
 
     try:
         return c.home.open_store()
-    except StoreLocked as e:
+    except StoreLocked:
         raise StoreLocked(
             f"the store at {c.home.store_dir} is in use by another process, but no node answers on "
             f"{c.home.path / 'control.sock'}: if a node is starting or stopping, try again in a moment; "

@@ -14,7 +14,6 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import multiaddr

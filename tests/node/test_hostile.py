@@ -175,7 +175,6 @@ async def test_bad_answers_to_a_pull_store_nothing_and_get_the_peer_banned(tmp_p
 
 async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Path):
     mallory_chain = chain(MALLORY, 2)
-    forged_b = make_entry(MALLORY, seq=2, prev=mallory_chain[0].id, ts=9, kind="note", body={"text": "other"})
     bad = {
         wire.TOPIC_ENTRIES: [
             b"\xc1",

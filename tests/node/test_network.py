@@ -60,14 +60,10 @@ async def test_a_fork_is_proven_and_the_proof_reaches_every_node(tmp_path: Path)
         await wait_for(lambda: all(author.key.public_key in x.store.forked_authors() for x in nodes), 10,
                        "the fork proof to reach every node")
         proof = ForkProof.decode(nodes[1].store.fork_proofs(author.key.public_key)[0])
-        assert {proof.a.id, proof.b.id} == {stored.id, forked_id(forged)}
+        assert {proof.a.id, proof.b.id} == {stored.id, forged.id}
         status = await nodes[1].call("node.status")
         assert author.peer_id in status["forked"]
         await stop_all(nodes)
-
-
-def forked_id(entry):
-    return entry.id
 
 
 async def test_stop_closes_everything_and_the_home_can_be_reopened(tmp_path: Path):
