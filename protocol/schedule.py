@@ -32,8 +32,9 @@ Rules (docs/protocol.md, "Schedules"):
    all values are non-negative), and it is the only rounding. Every amount is computed
    afresh from the current balance and the periods left, so no error is carried: in the
    last period ``m`` is 1, every kind repays exactly ``b``, the principal parts sum to the
-   principal and the final balance is 0. Annuity payments may differ by a minor unit
-   from one period to the next (each is the rounded level payment of what is left).
+   principal and the final balance is 0. Annuity payments may differ by a minor unit or
+   two from one period to the next (each is the rounded level payment of what is left),
+   never by a growing error absorbed at the end.
 6. Each installment: ``payment = interest + principal``, and ``balance`` is what remains
    owed after it. Balances never increase. Bad inputs raise ``MoneyError`` (``bad_amount``
    for the principal, ``bad_rate``, ``bad_term`` for the term and period) or

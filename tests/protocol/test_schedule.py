@@ -1,0 +1,163 @@
+"""Repayment schedules: properties that hold for every input, and a few exact rows."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.money import CURRENCIES, MoneyError, format_amount, parse_amount
+from protocol.schedule import KINDS, ScheduleError, add_months, schedule
+
+principals = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 2, 3, 10**15]))
+rates = st.one_of(st.integers(0, 100_000), st.just(0), st.integers(0, 3000))
+terms = st.one_of(
+    st.tuples(st.integers(1, 120), st.just("m")),
+    st.tuples(st.integers(1, 104), st.just("w")).map(lambda t: (t[0], t[1], None)),
+    st.tuples(st.integers(1, 36), st.sampled_from([1, 7, 14, 30])).map(lambda t: (t[0] * t[1], "d", t[1])),
+)
+starts = st.dates(date(2000, 1, 1), date(2100, 12, 31))
+
+
+def make(principal, rate, term, kind, start):
+    if len(term) == 3:
+        return schedule(principal, rate, term[:2], kind, start, period_days=term[2])
+    return schedule(principal, rate, term, kind, start)
+
+
+def expected_periods(term, kind):
+    if kind == "bullet":
+        return 1
+    if term[1] == "m":
+        return term[0]
+    days = term[0] * 7 if term[1] == "w" else term[0]
+    return days // (term[2] or 7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(principals, rates, terms, st.sampled_from(KINDS), starts)
+def test_schedule_invariants(principal, rate, term, kind, start):
+    rows = make(principal, rate, term, kind, start)
+    assert len(rows) == expected_periods(term, kind)
+    assert sum(r.principal for r in rows) == principal
+    assert rows[-1].balance == 0
+    before = principal
+    for r in rows:
+        assert r.payment == r.interest + r.principal
+        assert r.interest >= 0 and r.principal >= 0
+        assert r.balance == before - r.principal <= before
+        before = r.balance
+    dues = [r.due for r in rows]
+    assert dues == sorted(dues) and dues[0] > start and len(set(dues)) == len(dues)
+    if rate == 0:
+        assert all(r.interest == 0 for r in rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(principals, st.integers(0, 3000), terms, starts)
+def test_annuity_payments_are_level(principal, rate, term, start):
+    """Each payment is the rounded level payment of what is left: they differ by a unit
+    at most, except the last, which may differ by a few more."""
+    rows = make(principal, rate, term, "annuity", start)
+    body = [r.payment for r in rows[:-1]]
+    if body:
+        assert max(body) - min(body) <= 2
+        assert abs(rows[-1].payment - body[0]) <= 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(principals, terms, starts)
+def test_zero_rate_annuity_is_equal_principal(principal, term, start):
+    annuity = make(principal, 0, term, "annuity", start)
+    assert annuity == make(principal, 0, term, "equal-principal", start)
+    parts = {r.principal for r in annuity}
+    assert max(parts) - min(parts) <= 1
+
+
+@given(principals, rates, terms, starts)
+def test_equal_principal_parts_differ_by_a_unit_at_most(principal, rate, term, start):
+    parts = [r.principal for r in make(principal, rate, term, "equal-principal", start)]
+    assert max(parts) - min(parts) <= 1
+
+
+@given(principals, rates, terms, starts)
+def test_interest_only_pays_interest_until_the_last(principal, rate, term, start):
+    rows = make(principal, rate, term, "interest-only", start)
+    assert all(r.principal == 0 and r.balance == principal for r in rows[:-1])
+    assert rows[-1].principal == principal
+    assert len({r.interest for r in rows}) == 1
+
+
+@given(principals, rates, terms, starts)
+def test_bullet_is_one_installment_at_the_end(principal, rate, term, start):
+    (row,) = make(principal, rate, term, "bullet", start)
+    assert row.principal == principal and row.balance == 0
+    if term[1] == "m":
+        assert row.due == add_months(start, term[0])
+    else:
+        assert row.due == start + timedelta(days=term[0] * (7 if term[1] == "w" else 1))
+
+
+@given(principals, rates, st.sampled_from(KINDS), starts)
+def test_one_period_loans(principal, rate, kind, start):
+    (row,) = schedule(principal, rate, (1, "m"), kind, start)
+    assert row.principal == principal
+    assert row.interest == (principal * rate * 2 + 120000) // 240000  # round half up of P * r / 12
+
+
+@given(st.sampled_from(sorted(CURRENCIES)), st.integers(1, 10**15), st.sampled_from(KINDS))
+def test_every_currency_round_trips_through_a_schedule(currency, principal, kind):
+    text = format_amount(principal, currency)
+    rows = schedule(parse_amount(text, currency), 750, (12, "m"), kind, date(2026, 1, 1))
+    for r in rows:
+        for v in (r.payment, r.interest, r.principal, r.balance):
+            assert parse_amount(format_amount(v, currency), currency) == v
+
+
+def test_worked_example():
+    """docs/protocol.md, "Schedules": 10000.00 EUR at 12 % over 12 months."""
+    rows = schedule(1_000_000, 1200, (12, "m"), "annuity", date(2026, 1, 31))
+    first, last = rows[0], rows[-1]
+    assert (first.due, first.payment, first.interest, first.principal, first.balance) == (
+        date(2026, 2, 28), 88849, 10000, 78849, 921151)
+    assert (last.due, last.payment, last.interest, last.principal, last.balance) == (
+        date(2027, 1, 31), 88849, 880, 87969, 0)
+    assert rows[1].due == date(2026, 3, 31)
+
+
+def test_month_ends_are_clamped_from_the_start():
+    assert [add_months(date(2024, 1, 31), k) for k in (1, 2, 13)] == [
+        date(2024, 2, 29), date(2024, 3, 31), date(2025, 2, 28)]
+
+
+@pytest.mark.parametrize("args,code", [
+    ((0, 100, (12, "m"), "annuity"), "bad_amount"),
+    ((10**19, 100, (12, "m"), "annuity"), "bad_amount"),
+    ((100, -1, (12, "m"), "annuity"), "bad_rate"),
+    ((100, 100_001, (12, "m"), "annuity"), "bad_rate"),
+    ((100, 100, (0, "m"), "annuity"), "bad_term"),
+    ((100, 100, (12, "y"), "annuity"), "bad_term"),
+    ((100, 100, (1201, "m"), "annuity"), "bad_term"),
+    ((100, 100, (12, "m"), "balloon"), "bad_schedule"),
+])
+def test_bad_inputs(args, code):
+    with pytest.raises((MoneyError, ScheduleError)) as e:
+        schedule(*args, date(2026, 1, 1))
+    assert e.value.code == code
+
+
+def test_period_days_must_divide_the_term():
+    assert len(schedule(100, 100, (90, "d"), "annuity", date(2026, 1, 1))) == 3
+    assert len(schedule(100, 100, (90, "d"), "annuity", date(2026, 1, 1), period_days=45)) == 2
+    with pytest.raises(MoneyError, match="whole number") as e:
+        schedule(100, 100, (100, "d"), "annuity", date(2026, 1, 1))
+    assert e.value.code == "bad_term"
+    with pytest.raises(MoneyError, match="months"):
+        schedule(100, 100, (12, "m"), "annuity", date(2026, 1, 1), period_days=30)
+
+
+def test_due_dates_past_9999_are_refused():
+    with pytest.raises(ScheduleError):
+        schedule(100, 100, (12, "m"), "annuity", date(9999, 6, 1))
