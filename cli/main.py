@@ -209,6 +209,7 @@ def _register_groups() -> None:
     for command in (status, peers, connect, stop):
         cli.add_command(command)
     cli.add_command(testnet)
+    from .schedule import schedule; cli.add_command(schedule)  # noqa: E702
 
 
 _register_groups()
