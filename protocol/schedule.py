@@ -8,7 +8,8 @@ Rules (docs/protocol.md, "Schedules"):
 2. Periods. A term in months (``12m``) has ``count`` monthly periods; the rate of one
    period is ``rate_bp / 10000 / 12``. A term in weeks or days lasts ``7 * count`` or
    ``count`` days and is cut into periods of ``period_days`` days (default 7 for weeks,
-   30 for days); the term's days must be a multiple of ``period_days`` (refused
+   30 for days; 1 to ``MAX_PERIOD_DAYS``); the term's days must be a multiple of
+   ``period_days`` (refused
    otherwise, never a short last period); the rate of one period is
    ``rate_bp / 10000 * period_days / 365``. At most ``MAX_PERIODS`` periods.
 3. Due dates count from the start date, never from the previous due date: the k-th
@@ -100,7 +101,7 @@ def periods_of(term: tuple[int, str], period_days: int | None) -> tuple[int, int
     count, unit = _check_term(term)
     if unit == "m":
         if period_days is not None:
-            raise MoneyError("a term in months has monthly periods; --period-days is for days and weeks",
+            raise MoneyError("a term in months has monthly periods; period_days is for terms in days and weeks",
                              code="bad_term")
         n, days = count, None
     else:
