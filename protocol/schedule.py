@@ -9,9 +9,8 @@ Rules (docs/protocol.md, "Schedules"):
    period is ``rate_bp / 10000 / 12``. A term in weeks or days lasts ``7 * count`` or
    ``count`` days and is cut into periods of ``period_days`` days (default 7 for weeks,
    30 for days; 1 to ``MAX_PERIOD_DAYS``); the term's days must be a multiple of
-   ``period_days`` (refused
-   otherwise, never a short last period); the rate of one period is
-   ``rate_bp / 10000 * period_days / 365``. At most ``MAX_PERIODS`` periods.
+   ``period_days`` (refused otherwise, never a short last period); the rate of one
+   period is ``rate_bp / 10000 * period_days / 365``. At most ``MAX_PERIODS`` periods.
 3. Due dates count from the start date, never from the previous due date: the k-th
    monthly installment is due on the start's day of month k months later, or on the
    last day of that month if it is shorter (31 Jan -> 28/29 Feb -> 31 Mar); the k-th
