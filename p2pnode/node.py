@@ -371,20 +371,12 @@ class Node:
     @staticmethod
     def _usable(addrs: tuple[str, ...], stream: Any) -> list[str]:
         """Announced addresses, with a wildcard IP replaced by the one the peer came from."""
-        out = []
         observed = None
         try:
             observed = str(stream.muxed_conn.get_transport_addresses()[0]).split("/")[2]
         except Exception:
             pass
-        for a in addrs:
-            parts = a.split("/")
-            if len(parts) > 2 and parts[2] in ("0.0.0.0", "::"):
-                if observed is None:
-                    continue
-                parts[2] = observed
-            out.append("/".join(parts))
-        return out
+        return wire.usable_addrs(addrs, observed)
 
     def _known_peers(self, exclude: set[bytes]) -> wire.Peers:
         me = (self.key.public_key, self._announce_addrs())

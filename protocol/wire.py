@@ -252,6 +252,21 @@ def expect(msg: Message, kind: type) -> Any:
     return msg
 
 
+def usable_addrs(announced: tuple[str, ...], observed_ip: str | None) -> list[str]:
+    """The addresses a ``pex`` dialer announced, as others can dial them: a wildcard IP
+    (``0.0.0.0``, ``::``) becomes the IP its connection came from, or is dropped if that
+    is unknown."""
+    out = []
+    for a in announced:
+        parts = a.split("/")
+        if len(parts) > 2 and parts[2] in ("0.0.0.0", "::"):
+            if observed_ip is None:
+                continue
+            parts[2] = observed_ip
+        out.append("/".join(parts))
+    return out
+
+
 # -- sync planning -------------------------------------------------------------------
 
 

@@ -224,3 +224,9 @@ def test_frame_vectors_in_the_protocol_doc_are_what_the_code_produces():
     for name, msg in VECTORS.items():
         assert wire.frame(msg).hex() == published[name], name
         assert wire.decode_message(bytes.fromhex(published[name])[4:]) == msg
+
+
+def test_wildcard_announcements_take_the_observed_ip():
+    announced = ("/ip4/0.0.0.0/tcp/7420", "/ip4/10.0.0.5/tcp/7420")
+    assert wire.usable_addrs(announced, "192.0.2.7") == ["/ip4/192.0.2.7/tcp/7420", "/ip4/10.0.0.5/tcp/7420"]
+    assert wire.usable_addrs(announced, None) == ["/ip4/10.0.0.5/tcp/7420"]
