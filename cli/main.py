@@ -210,6 +210,7 @@ def _register_groups() -> None:
         cli.add_command(command)
     cli.add_command(testnet)
     from .schedule import schedule; cli.add_command(schedule)  # noqa: E702
+    from .loan import loan; cli.add_command(loan)  # noqa: E702
 
 
 _register_groups()

@@ -30,6 +30,14 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
 @click.option("--listen", multiple=True, metavar="MULTIADDR", help="Listen here (repeatable); default: the config's network.listen.")
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR", help="Dial this peer at start (repeatable), added to the config's.")
 @click.option("--mdns/--no-mdns", default=None, help="Find peers on the local network by mDNS (default: the config's, off).")
+@click.option("--review/--no-review", default=None,
+              help="Hold incoming loan proposals for you to accept or reject (`loan pending`) instead of "
+                   "countersigning by policy alone (default: the config's loans.review, off).")
+@click.option("--auto-confirm/--no-auto-confirm", default=None,
+              help="Sign the disbursement receipt as soon as the lender declares it (default: the config's "
+                   "loans.auto_confirm, off).")
+@click.option("--max-rate", metavar="RATE", help="Refuse proposals above this yearly rate, e.g. 20% "
+              "(default: the config's loans.max_rate, none).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Append the log here instead of stderr.")
 @passphrase_option
@@ -40,6 +48,9 @@ def start(
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
     mdns: bool | None,
+    review: bool | None,
+    auto_confirm: bool | None,
+    max_rate: str | None,
     log_level: str,
     log_file: Path | None,
     passphrase_file: Path | None,
@@ -66,6 +77,9 @@ def start(
         listen=list(listen) or list(config.listen),
         bootstrap=list(dict.fromkeys(list(config.bootstrap) + list(bootstrap))),
         mdns=config.mdns if mdns is None else mdns,
+        review=config.review if review is None else review,
+        auto_confirm=config.auto_confirm if auto_confirm is None else auto_confirm,
+        max_rate_bp=_rate(max_rate, "--max-rate") if max_rate else _rate(config.max_rate, "loans.max_rate"),
     )
     _check_listen(settings.listen)
     _setup_logging(log_level, log_file)
@@ -76,6 +90,17 @@ def start(
         fail(str(e.strerror), code="port_in_use", exit_code=FAILED)
     except OSError as e:
         fail(f"cannot start the node: {e.strerror or e}", code="start_failed", exit_code=FAILED)
+
+
+def _rate(text: str | None, where: str) -> int | None:
+    from protocol.money import MoneyError, parse_rate
+
+    if not text:
+        return None
+    try:
+        return parse_rate(text)
+    except MoneyError as e:
+        raise click.BadParameter(e.message, param_hint=where) from None
 
 
 def _check_listen(addrs: list[str]) -> None:

@@ -66,6 +66,9 @@ class Config:
     listen: list[str] = field(default_factory=lambda: [f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"])
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = False
+    review: bool = False
+    auto_confirm: bool = False
+    max_rate: str = ""
 
     def to_toml(self) -> str:
         q = json.dumps  # a JSON string with ASCII escapes is a valid TOML basic string
@@ -79,7 +82,14 @@ class Config:
             "# Peers to dial at start (multiaddrs ending in /p2p/<peer id>).\n"
             f"bootstrap = [{', '.join(q(a) for a in self.bootstrap)}]\n"
             "# Find peers on the local network by mDNS.\n"
-            f"mdns = {'true' if self.mdns else 'false'}\n"
+            f"mdns = {'true' if self.mdns else 'false'}\n\n"
+            "[loans]\n"
+            "# Hold incoming loan proposals for the owner (`p2pnode loan pending`).\n"
+            f"review = {'true' if self.review else 'false'}\n"
+            "# Sign the disbursement receipt as soon as the lender declares it.\n"
+            f"auto_confirm = {'true' if self.auto_confirm else 'false'}\n"
+            "# Refuse proposals above this yearly rate, e.g. \"20%\" (empty: no cap).\n"
+            f"max_rate = {q(self.max_rate)}\n"
         )
 
     @classmethod
@@ -88,13 +98,21 @@ class Config:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: {e}") from None
-        node, net = doc.get("node", {}), doc.get("network", {})
+        node, net, loans = doc.get("node", {}), doc.get("network", {}), doc.get("loans", {})
         cfg = cls(
             name=node.get("name", ""),
             listen=net.get("listen", cls().listen),
             bootstrap=net.get("bootstrap", []),
             mdns=net.get("mdns", False),
+            review=loans.get("review", False),
+            auto_confirm=loans.get("auto_confirm", False),
+            max_rate=loans.get("max_rate", ""),
         )
+        for k in ("review", "auto_confirm"):
+            if not isinstance(getattr(cfg, k), bool):
+                raise ConfigError(f"{where}: loans.{k} must be true or false")
+        if not isinstance(cfg.max_rate, str):
+            raise ConfigError(f'{where}: loans.max_rate must be a string such as "20%"')
         if not isinstance(cfg.name, str):
             raise ConfigError(f"{where}: node.name must be a string")
         for k in ("listen", "bootstrap"):

@@ -20,6 +20,7 @@ import multiaddr
 import trio
 
 from protocol import wire
+from protocol.agree import AGREE_PROTOCOL
 from protocol.entry import Entry
 from protocol.errors import ProtocolError
 from protocol.fork import ForkProof
@@ -56,6 +57,9 @@ class NodeSettings:
     mdns: bool = False
     sync_interval: float = SYNC_INTERVAL
     pex: bool = True  # exchange and dial peers; off only to keep a test topology fixed
+    review: bool = False  # hold incoming loan proposals for the owner (`loan pending`)
+    auto_confirm: bool = False  # sign the disbursement receipt when the lender declares it
+    max_rate_bp: int | None = None  # refuse proposals above this yearly rate
 
 
 @dataclass
@@ -93,6 +97,9 @@ class Node:
         self._inbound: dict[tuple[bytes | None, str], int] = {}  # open inbound streams per (peer, protocol)
         self._outbox: list[bytes] = []  # own and imported entries waiting to be gossiped
         self._outbox_ready = trio.Event()
+        from .loans import LoanService
+
+        self.loans = LoanService(self)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -130,6 +137,8 @@ class Node:
     async def _serve(self, task_status: Any) -> None:
         self.host.set_stream_handler(wire.SYNC_PROTOCOL, self._on_sync_stream)
         self.host.set_stream_handler(wire.PEX_PROTOCOL, self._on_pex_stream)
+        self.host.set_stream_handler(AGREE_PROTOCOL, self._on_agree_stream)
+        self.loans.load()
         for topic in wire.TOPICS:
             self.pubsub.set_topic_validator(topic, self._validator(topic), False)
         subs = {topic: await self.pubsub.subscribe(topic) for topic in wire.TOPICS}
@@ -144,6 +153,7 @@ class Node:
             nursery.start_soon(self._watch_connections)
             nursery.start_soon(self._routine_sync)
             nursery.start_soon(self._gossip_entries)
+            nursery.start_soon(self.loans.retry_loop)
             if self.settings.pex:
                 nursery.start_soon(self._dial_loop)
                 nursery.start_soon(self._pex_loop)
@@ -353,6 +363,12 @@ class Node:
 
         await self._guard_stream(stream, "sync", serve)
 
+    async def _on_agree_stream(self, stream: Any) -> None:
+        async def serve(pk: bytes | None) -> None:
+            await self.loans.serve(stream, pk)
+
+        await self._guard_stream(stream, "agree", serve)
+
     def _chain_slice(self, author: bytes, start: int, limit: int) -> list[bytes]:
         return list(self.store.chain(author, start=start, limit=limit))
 
@@ -472,6 +488,7 @@ class Node:
         self.arrivals.extend((e.author, e.seq, e.ts, received, via) for e in report.added)
         for proof in report.forks:
             await self._fork_found(proof)
+        await self.loans.on_entries(report.added)
         return report
 
     async def _fork_found(self, proof: ForkProof) -> None:
@@ -661,11 +678,13 @@ class Node:
                 by_author.setdefault(e.author, []).append(e)
             for entries in by_author.values():
                 self.announce(entries)
+            await self.loans.on_entries(report.added)
 
         methods = ledger_methods(
             self.store, self.key, self.registry, now_ms=now_ms, on_append=on_append, on_ingest=on_ingest,
             lock=self._write_lock,
         )
+        methods.update(self.loans.methods())
         methods.update(
             {"node.status": status, "node.peers": peers, "node.connect": connect, "node.stop": stop, "node.arrivals": arrivals}
         )

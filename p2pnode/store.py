@@ -7,6 +7,8 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
     b"I" + id(32)                -> author(32) + seq(8)
     b"H" + author(32)            -> seq(8) + id(32) + ts(8) of the author's last entry
     b"F" + author(32) + seq(8)   -> fork proof bytes (fork.py)
+    b"L" + loan(32) + author(32) + seq(8) -> b"" for each entry about a loan (contract.loan_of)
+    b"P" + loan(32)              -> a proposal's record on this node (p2pnode/loans.py)
 
 Invariants (checked by ``p2pnode.verify``, assumed nowhere else):
 
@@ -15,6 +17,7 @@ Invariants (checked by ``p2pnode.verify``, assumed nowhere else):
 - I3 ``H[author]`` is (n, id, ts) of that author's entry n, and exists iff ``E`` has some;
 - I4 ``I`` maps each entry's id to its key, and holds nothing else;
 - I5 every ``F`` value is a valid fork proof of its key's author and seq.
+- I6 ``L`` holds a key for exactly the stored entries that name a loan, in the same batch.
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
 entries are written with ``sync=True``. Opening reads nothing but the schema version, so
@@ -31,6 +34,7 @@ from typing import Any, Iterable, Iterator
 import plyvel
 
 from protocol.chain import Head, check_entry, check_link
+from protocol.contract import loan_of
 from protocol.entry import Entry, next_entry, parse_entry
 from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
@@ -44,6 +48,8 @@ P_ENTRY = b"E"
 P_INDEX = b"I"
 P_HEAD = b"H"
 P_FORK = b"F"
+P_LOAN = b"L"
+P_PROPOSAL = b"P"
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
@@ -84,6 +90,17 @@ def split_seq_key(key: bytes) -> tuple[bytes, int]:
     if len(key) != 41:
         raise ValueError(f"key of {len(key)} bytes, expected 41")
     return key[1:33], _U64.unpack_from(key, 33)[0]
+
+
+def entry_puts(e: Entry) -> list[tuple[bytes, bytes]]:
+    """The puts that store entry ``e``: its envelope, its id index and, if it names a
+    loan, the loan index (I1, I4, I6)."""
+    puts = [(entry_key(e.author, e.seq), e.envelope), (P_INDEX + e.id, e.author + _U64.pack(e.seq))]
+    if e.kind.startswith("loan."):
+        loan = loan_of(e.kind, e.body)
+        if loan is not None:
+            puts.append((P_LOAN + loan + e.author + _U64.pack(e.seq), b""))
+    return puts
 
 
 def pack_head(head: Head) -> bytes:
@@ -248,6 +265,49 @@ class Store:
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
+    def loan_entries(self, loan: bytes) -> list[Entry]:
+        """Every stored entry (of any author) that names ``loan``, by author then seq."""
+        try:
+            keys = [k for k in self._db.iterator(prefix=P_LOAN + loan, include_value=False)]
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+        out = []
+        for k in keys:
+            author, seq = k[33:65], _U64.unpack_from(k, 65)[0]
+            e = self.entry(author, seq)
+            if e is not None:
+                out.append(e)
+        return out
+
+    def loans(self) -> list[bytes]:
+        """The ids of every loan some stored entry names."""
+        out: list[bytes] = []
+        try:
+            it = self._db.iterator(prefix=P_LOAN, include_value=False)
+            key = next(it, None)
+            while key is not None:  # skip from one loan to the next, not entry by entry
+                out.append(key[1:33])
+                it.seek(P_LOAN + key[1:33] + b"\xff" * 41)
+                key = next(it, None)
+            it.close()
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+        return out
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        """A value under a prefix the store does not interpret (proposal records)."""
+        return self._get(key)
+
+    def put_raw(self, items: Iterable[tuple[bytes, bytes]], *, sync: bool = True) -> None:
+        """Write records under a prefix the store does not interpret, in one batch."""
+        self._write(items, sync=sync)
+
+    def scan_raw(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        try:
+            return list(self._db.iterator(prefix=prefix))
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+
     def forked_authors(self) -> set[bytes]:
         try:
             return {k[1:33] for k in self._db.iterator(prefix=P_FORK, include_value=False)}
@@ -278,8 +338,7 @@ class Store:
         for kind, body in items:
             entry = next_entry(key, head, now_ms=now_ms, kind=kind, body=body)
             check_entry(head, entry, registry)
-            puts.append((entry_key(entry.author, entry.seq), entry.envelope))
-            puts.append((P_INDEX + entry.id, entry.author + _U64.pack(entry.seq)))
+            puts.extend(entry_puts(entry))
             out.append(entry)
             head = Head.of(entry)
         if out:
@@ -362,8 +421,7 @@ class Store:
             except ChainError as err:
                 report.errors.append(err)
                 break  # nothing after a break in the chain can link
-            puts.append((entry_key(author, seq), e.envelope))
-            puts.append((P_INDEX + e.id, author + _U64.pack(seq)))
+            puts.extend(entry_puts(e))
             report.added.append(e)
             head = Head.of(e)
         if head is not None and head.seq > top:

@@ -9,7 +9,7 @@ Rules (docs/protocol.md, "Entry kinds"):
    and forwards it, checking only what it can (signature, chain links), and reports it as
    unknown when asked.
 4. Core kinds: ``genesis`` (first entry of every chain, at seq 1 only) and ``note`` (free
-   text, for annotations and tests). The loan kinds arrive with the loan rules.
+   text, for annotations and tests). The loan kinds (``loan.*``) are in contract.py.
 """
 
 from __future__ import annotations
@@ -107,5 +107,7 @@ CORE_KINDS = (
 
 
 def core_registry() -> KindRegistry:
-    """A new registry holding the core kinds, ready for extensions to add theirs."""
-    return KindRegistry(CORE_KINDS)
+    """A new registry holding the core and loan kinds, ready for extensions to add theirs."""
+    from .contract import LOAN_KINDS  # contract.py builds on this module
+
+    return KindRegistry(CORE_KINDS + LOAN_KINDS)

@@ -41,7 +41,9 @@ X_LOAN = Kind("x.loan", "a test extension", _amount)
 def test_core_kinds_present():
     reg = core_registry()
     assert "genesis" in reg and "note" in reg
-    assert [k.name for k in reg] == ["genesis", "note"]
+    loan = ["loan.agreement", "loan.declared", "loan.default", "loan.dispute", "loan.receipt", "loan.transfer",
+            "loan.writeoff"]
+    assert [k.name for k in reg] == ["genesis"] + loan + ["note"]
     assert {k.name for k in CORE_KINDS} == {"genesis", "note"}
     assert reg.get("genesis").description
     assert reg.get("nope") is None
@@ -89,7 +91,7 @@ def test_extension_kind_is_enforced():
 
 def test_unknown_kind_reports_unknown():
     reg = core_registry()
-    for kind in ("x.custom", "loan.agreement", "zzz"):
+    for kind in ("x.custom", "loan.unheard_of", "zzz"):
         assert reg.check(entry(kind, {"anything": [1, b"2", None]})) == UNKNOWN
 
 

@@ -1,0 +1,843 @@
+"""Loans on the running node: proposals over ``/p2plend/agree/1.0.0``, agreements,
+receipts, notices and transfers, and their control methods (``loan.*``, docs/api.md).
+
+Promises:
+
+- A proposal's record (``P`` + loan id in the store) is written durably before any
+  message about it leaves this node, and it moves only along ``protocol.agree``'s table;
+  so a node killed at any point resumes where it was, and a proposer asks again (the
+  same bytes, answered the same way) until an answer or the expiry.
+- Each party records every two-party document it is part of (agreement, receipt,
+  transfer) in its own chain, whichever way it learns of it: the answer on the agree
+  stream, a push, gossip or sync (``on_entries``). A document is recorded once.
+- Nothing here trusts the other side: proposals, answers and pushes are checked against
+  the signatures, the offer book and this node's own copy of the chains.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import trio
+
+from protocol import agree, codec
+from protocol.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED, REFUSED
+from protocol.contract import (
+    acceptor, contract_from, counterparty, make_receipt, open_agreement, open_proposal, open_transfer,
+    parse_date, propose, terms_mismatch, terms_of,
+)
+from protocol.envelope import countersign, open_envelope, seal
+from protocol.errors import ProtocolError
+from protocol.keys import peer_id, public_key_from_peer_id
+from protocol.money import MoneyError, format_amount, parse_amount
+
+from .errors import ApiError, bad_params
+from .loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
+from .store import P_PROPOSAL
+from .sync import PeerMisbehaved
+
+log = logging.getLogger("p2pnode.loans")
+
+PROPOSAL_TTL_S = 600  # default life of a proposal: the acceptor must answer within it
+MAX_PROPOSAL_TTL_S = 7 * 24 * 3600
+RETRY_INTERVAL = 2.0  # seconds between passes over proposals waiting for an answer
+HELD_RETRY = 10.0  # seconds between asking again about a proposal held for review
+ANSWER_TIMEOUT = 15.0  # seconds for the acceptor's answer (it may sync our chain first)
+HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
+
+
+@dataclass
+class Proposal:
+    """This node's record of one proposal (stored under ``P`` + loan id)."""
+
+    loan: bytes
+    role: str  # "out" (we proposed) or "in" (we must countersign)
+    state: str
+    contract: bytes  # the proposal envelope, or the agreement once agreed
+    code: str = ""
+    reason: str = ""
+    updated: int = 0
+
+    def encode(self) -> bytes:
+        return codec.encode({"role": self.role, "state": self.state, "contract": self.contract,
+                             "code": self.code, "reason": self.reason, "updated": self.updated})
+
+    @classmethod
+    def decode(cls, loan: bytes, data: bytes) -> "Proposal":
+        d = codec.decode(data)
+        return cls(loan, d["role"], d["state"], d["contract"], d["code"], d["reason"], d["updated"])
+
+    @property
+    def document(self) -> dict:
+        return open_envelope(self.contract).document
+
+    def json(self) -> dict:
+        doc = self.document
+        from protocol.money import format_rate
+
+        return {
+            "loan": self.loan.hex(), "role": self.role, "state": self.state, "code": self.code or None,
+            "reason": self.reason or None, "lender": peer_id(doc["lender"]), "borrower": peer_id(doc["borrower"]),
+            "proposer": peer_id(doc["proposer"]), "principal": doc["principal"],
+            "principal_text": format_amount(doc["principal"], doc["currency"]), "currency": doc["currency"],
+            "rate_bp": doc["rate_bp"], "rate_text": format_rate(doc["rate_bp"]), "term": doc["term"],
+            "schedule": doc["schedule"], "start": doc["start"], "offer": doc["offer"].hex(),
+            "expires": doc["expires"], "updated": self.updated,
+        }
+
+
+class LoanService:
+    """The loan half of a ``Node``; built by the node, run in its nursery."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.me = node.key.public_key
+        self._open: set[bytes] = set()  # proposals not yet final, either role
+        self._in_flight: set[bytes] = set()
+        self._asked: dict[bytes, float] = {}  # loan -> when a held proposal was last asked about
+        self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
+
+    @property
+    def store(self) -> Any:
+        return self.node.store
+
+    def now_ms(self) -> int:
+        from .home import now_ms
+
+        return now_ms()
+
+    def today(self) -> date:
+        return utc_date(self.now_ms())
+
+    # -- records -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Find the proposals a previous run left open (bounded by what is stored)."""
+        for k, v in self.store.scan_raw(P_PROPOSAL):
+            try:
+                p = Proposal.decode(k[1:], v)
+            except Exception:
+                log.warning("unreadable proposal record %s ignored", k[1:].hex())
+                continue
+            if p.state not in FINAL:
+                self._open.add(p.loan)
+
+    def get(self, loan: bytes) -> Proposal | None:
+        v = self.store.get_raw(P_PROPOSAL + loan)
+        return None if v is None else Proposal.decode(loan, v)
+
+    def _save(self, p: Proposal, event: str) -> Proposal:
+        """Move ``p`` by ``event`` (protocol.agree's table) and store it durably."""
+        old = self.get(p.loan)
+        p.state = agree.step(old.state if old else None, event)
+        p.updated = self.now_ms()
+        self.store.put_raw([(P_PROPOSAL + p.loan, p.encode())], sync=True)
+        if p.state in FINAL:
+            self._open.discard(p.loan)
+        else:
+            self._open.add(p.loan)
+        log.info("proposal %s (%s): %s on %s", p.loan.hex()[:16], p.role, p.state, event)
+        return p
+
+    async def _append(self, kind: str, body: dict) -> Any:
+        async with self.node._write_lock:
+            entry = self.store.append_one(self.node.key, kind, body, now_ms=self.now_ms(), registry=self.node.registry)
+        self.node.announce([entry])
+        return entry
+
+    async def _record_agreement(self, agreement: bytes) -> None:
+        """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one."""
+        env = open_agreement(agreement)
+        rec = read_loan(self.store, env.id)
+        if env.id in rec.recorded_by(self.me):
+            return
+        await self._append("loan.agreement", {"contract": agreement})
+        self.node.count("loans.agreed")
+
+    # -- proposing -------------------------------------------------------------------------
+
+    async def propose(self, offer_ref: str, amount: str | None, start: str | None, ttl_s: int) -> dict:
+        offer = self.node.offers.find(offer_ref)
+        if offer.author == self.me:
+            raise ApiError("that offer is your own: another node takes it", code="own_offer")
+        now = self.now_ms()
+        if offer.expires <= now:
+            raise ApiError("that offer has expired", code="offer_expired")
+        if amount is None:
+            principal = offer.max_amount
+        else:
+            try:
+                principal = parse_amount(amount, offer.currency)
+            except MoneyError as e:
+                raise ApiError(e.message, code=e.code) from None
+        if not offer.min_amount <= principal <= offer.max_amount:
+            cur = offer.currency
+            raise ApiError(
+                f"amount {format_amount(principal, cur)} {cur} is outside the offer's "
+                f"{format_amount(offer.min_amount, cur)}..{format_amount(offer.max_amount, cur)}", code="bad_amount")
+        try:
+            start_day = parse_date(start, "start") if start else self.today()
+        except ProtocolError as e:
+            raise ApiError(e.message, code=e.code) from None
+        other = offer.author
+        mine, theirs = self.store.head(self.me), self.store.head(other)
+        if theirs is None:
+            raise ApiError(f"this node holds no chain of {peer_id(other)} yet: connect to it and let sync run",
+                           code="no_chain")
+        terms = terms_of(offer)
+        heads = {"lend": ((theirs.seq, theirs.id), (mine.seq, mine.id)),
+                 "borrow": ((mine.seq, mine.id), (theirs.seq, theirs.id))}[terms.side]
+        try:
+            doc = contract_from(offer.id, terms, taker=self.me, principal=principal, start=start_day,
+                                lender_head=heads[0], borrower_head=heads[1], created=now, expires=now + ttl_s * 1000)
+            env = propose(self.node.key, doc)
+        except ProtocolError as e:
+            raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
+        p = self._save(Proposal(env.id, "out", "", env.raw), "propose")
+        await self._send_proposal(p)
+        return self.get(p.loan).json()
+
+    async def _send_proposal(self, p: Proposal) -> None:
+        """Send (or send again) an open proposal of ours and act on the answer; a peer that
+        cannot be reached leaves it as it was, for the retry loop."""
+        if p.loan in self._in_flight:
+            return
+        self._in_flight.add(p.loan)
+        try:
+            doc = p.document
+            other = counterparty(doc, self.me)
+            try:
+                answer = await self._ask(other, agree.Propose(p.contract))
+            except (OSError, ProtocolError, PeerMisbehaved, trio.TooSlowError, _Unreachable) as e:
+                log.info("proposal %s not delivered: %s", p.loan.hex()[:16], e)
+                return
+            await self._on_answer(p.loan, answer)
+        finally:
+            self._in_flight.discard(p.loan)
+
+    async def _on_answer(self, loan: bytes, answer: Any) -> None:
+        p = self.get(loan)
+        if p is None or p.state in FINAL:
+            return
+        if isinstance(answer, agree.Accepted):
+            env = open_agreement(answer.document)
+            if env.id != loan:
+                raise ProtocolError("the answer is an agreement to another contract", code="bad_message")
+            await self._record_agreement(env.raw)
+            p.contract = env.raw
+            self._save(p, "accepted")
+        elif isinstance(answer, agree.Held):
+            self._save(p, "held")
+        elif isinstance(answer, agree.Refused):
+            p.code, p.reason = answer.code, answer.reason
+            self._save(p, "refused")
+        else:
+            raise ProtocolError(f"unexpected answer {type(answer).__name__}", code="unexpected_message")
+
+    async def retry_loop(self) -> None:
+        """Ask again about our open proposals, and expire proposals (ours and theirs)."""
+        while True:
+            await trio.sleep(RETRY_INTERVAL)
+            now = self.now_ms()
+            for loan in list(self._open):
+                p = self.get(loan)
+                if p is None or p.state in FINAL:
+                    self._open.discard(loan)
+                    continue
+                if p.document["expires"] < now:
+                    self._save(p, "expire")
+                    continue
+                if p.role != "out":
+                    continue
+                if p.state == HELD and time.monotonic() - self._asked.get(loan, 0) < HELD_RETRY:
+                    continue
+                self._asked[loan] = time.monotonic()
+                self.node._nursery.start_soon(self._send_proposal, p)
+
+    # -- the agree stream --------------------------------------------------------------------
+
+    async def _ask(self, pk: bytes, msg: Any) -> Any:
+        """Send one request to ``pk`` on the agree protocol; its answer."""
+        from .sync import PeerGone
+
+        if pk not in self.node.connected:
+            raise _Unreachable(f"{peer_id(pk)} is not connected")
+        stream = await self.node._open(pk, agree.AGREE_PROTOCOL)
+        try:
+            with trio.fail_after(ANSWER_TIMEOUT):
+                await stream.write(agree.encode(msg))
+                return await _read_message(stream)
+        except PeerGone as e:
+            raise _Unreachable(str(e)) from None
+        finally:
+            from .node import _close
+
+            await _close(stream)
+
+    async def serve(self, stream: Any, pk: bytes | None) -> None:
+        """Answer one request on an inbound agree stream."""
+        msg = await _read_message(stream)
+        if pk is None:
+            return
+        if isinstance(msg, agree.Propose):
+            answer = await self.decide(msg.contract, pk)
+        elif isinstance(msg, agree.Countersigned):
+            answer = await self._pushed_agreement(msg.contract)
+        elif isinstance(msg, agree.Refused):
+            answer = await self._pushed_refusal(msg, pk)
+        elif isinstance(msg, agree.Transfer):
+            answer = await self._transfer_offered(msg.transfer, pk)
+        else:
+            raise ProtocolError(f"{type(msg).__name__} is an answer, not a request", code="unexpected_message")
+        await stream.write(agree.encode(answer))
+
+    async def decide(self, data: bytes, sender: bytes) -> Any:
+        """The answer to a proposal (rule 3 of protocol/agree.py), recorded before it is sent."""
+        try:
+            env = open_proposal(data)
+        except ProtocolError as e:
+            return agree.Refused(bytes(32), "bad_proposal", e.message)
+        doc, loan = env.document, env.id
+        if acceptor(doc) != self.me or sender != doc["proposer"]:
+            return agree.Refused(loan, "not_party", "this node is not the party that must countersign")
+        async with self._decide_lock:
+            p = self.get(loan)
+            if p is not None:
+                return _answer_of(p)
+            code, reason = await self._check(doc)
+            p = Proposal(loan, "in", "", env.raw, code or "", reason or "")
+            if code is not None:
+                self._save(p, "refuse")
+                self.node.count("loans.refused")
+                return _answer_of(p)
+            if self.node.settings.review:
+                self._save(p, "receive")
+                return agree.Held(loan)
+            return await self._countersign(p, "countersign")
+
+    async def _check(self, doc: dict) -> tuple[str | None, str | None]:
+        """(refusal code, reason) for a proposal addressed to us, or (None, None)."""
+        if doc["expires"] < self.now_ms():
+            return "expired", "the proposal arrived after its expiry"
+        proposer = doc["proposer"]
+        if proposer in self.store.forked_authors():
+            return "fraudulent", f"{peer_id(proposer)} has signed a fork"
+        offer = self.node.offers.get(doc["offer"])
+        if offer is None or offer.author != self.me:
+            return "unknown_offer", "the contract names no offer or request of this node"
+        if not self._live(offer):
+            return "offer_expired", "the offer or request has expired, was cancelled or was taken"
+        why = terms_mismatch(doc, offer.id, terms_of(offer))
+        if why:
+            return "terms_mismatch", why
+        cap = self.node.settings.max_rate_bp
+        if cap is not None and doc["rate_bp"] > cap:
+            return "policy", f"rate {doc['rate_bp']} bp is over this node's cap of {cap} bp"
+        mine = doc["lender_head" if self.me == doc["lender"] else "borrower_head"]
+        theirs = doc["borrower_head" if self.me == doc["lender"] else "lender_head"]
+        if not self._holds(self.me, mine):
+            return "bad_head", f"this node's chain has no entry {mine[1].hex()[:16]}... at seq {mine[0]}"
+        if not await self._synced_to(proposer, theirs):
+            return "bad_head", (f"the proposer's chain as held here has no entry {theirs[1].hex()[:16]}... "
+                                f"at seq {theirs[0]}")
+        return None, None
+
+    def _live(self, offer: Any) -> bool:
+        """The book drops cancelled (and taken) offers; an expired one may linger until purged."""
+        return offer.expires > self.now_ms()
+
+    def _holds(self, author: bytes, head: list) -> bool:
+        data = self.store.get(author, head[0])
+        if data is None:
+            return False
+        from protocol.entry import parse_entry
+
+        return parse_entry(data).id == head[1]
+
+    async def _synced_to(self, author: bytes, head: list) -> bool:
+        """Whether our copy of ``author``'s chain reaches ``head``, pulling it first if not."""
+        have = self.store.head(author)
+        if have is None or have.seq < head[0]:
+            if author in self.node.connected:
+                self.node.request_sync(author)
+            with trio.move_on_after(HEAD_SYNC_WAIT):
+                while (h := self.store.head(author)) is None or h.seq < head[0]:
+                    await trio.sleep(0.05)
+        return self._holds(author, head)
+
+    async def _countersign(self, p: Proposal, event: str) -> Any:
+        env = countersign(open_envelope(p.contract), self.node.key)
+        agreement = env.raw
+        await self._record_agreement(agreement)  # first: our chain says so before anyone hears
+        p.contract = agreement
+        self._save(p, event)
+        await self._consume_offer(env.document["offer"])
+        return agree.Accepted(agreement)
+
+    async def _consume_offer(self, offer_id: bytes) -> None:
+        """An offer or request is taken once: cancel it in every book."""
+        try:
+            await self.node.call("offer.cancel", {"id": offer_id.hex()})
+        except Exception as e:  # already cancelled or expired: nothing more to do
+            log.debug("cancel of taken offer %s: %s", offer_id.hex()[:16], e)
+
+    async def _pushed_agreement(self, data: bytes) -> Any:
+        env = open_agreement(data)
+        if self.me not in (env.document["lender"], env.document["borrower"]):
+            raise ProtocolError("an agreement this node is not party to", code="not_party")
+        await self._agreed_elsewhere(env.raw)
+        return agree.Ok(env.id)
+
+    async def _agreed_elsewhere(self, agreement: bytes) -> None:
+        env = open_agreement(agreement)
+        await self._record_agreement(env.raw)
+        p = self.get(env.id)
+        if p is not None and p.state not in FINAL:
+            p.contract = env.raw
+            self._save(p, "seen_agreement")
+
+    async def _pushed_refusal(self, msg: Any, sender: bytes) -> Any:
+        p = self.get(msg.loan)
+        if p is not None and p.role == "out" and p.state not in FINAL and counterparty(p.document, self.me) == sender:
+            p.code, p.reason = msg.code, msg.reason
+            self._save(p, "refused")
+        return agree.Ok(msg.loan)
+
+    # -- manual review -------------------------------------------------------------------------
+
+    def pending(self) -> dict:
+        out = []
+        for loan in sorted(self._open):
+            p = self.get(loan)
+            if p is not None and p.role == "in" and p.state == PENDING:
+                out.append(p.json())
+        return {"pending": out}
+
+    def _find_pending(self, ref: str) -> Proposal:
+        loans = [x for x in self._open if x.hex().startswith(ref.lower())]
+        ps = [p for p in (self.get(x) for x in loans) if p is not None and p.role == "in" and p.state == PENDING]
+        if not ps:
+            raise ApiError(f"no pending proposal {ref}: see `p2pnode loan pending`", code="unknown_proposal")
+        if len(ps) > 1:
+            raise ApiError(f"{ref} names {len(ps)} pending proposals: give more of the id", code="ambiguous_id")
+        return ps[0]
+
+    async def accept(self, ref: str) -> dict:
+        async with self._decide_lock:
+            p = self._find_pending(ref)
+            if p.document["expires"] < self.now_ms():
+                self._save(p, "expire")
+                raise ApiError("the proposal has expired; nothing was signed", code="expired")
+            offer = self.node.offers.get(p.document["offer"])
+            if offer is None or not self._live(offer):
+                p.code, p.reason = "offer_expired", "the offer was cancelled, taken or expired before review"
+                self._save(p, "refuse")
+                raise ApiError(p.reason, code="offer_expired")
+            await self._countersign(p, "countersign")
+        self.node._nursery.start_soon(self._push, p.loan, agree.Countersigned(p.contract))
+        return self.get(p.loan).json()
+
+    async def reject(self, ref: str, reason: str) -> dict:
+        async with self._decide_lock:
+            p = self._find_pending(ref)
+            p.code, p.reason = "rejected", reason
+            self._save(p, "refuse")
+        self.node._nursery.start_soon(self._push, p.loan, agree.Refused(p.loan, "rejected", reason))
+        return self.get(p.loan).json()
+
+    async def _push(self, loan: bytes, msg: Any) -> None:
+        """Tell the proposer the owner's decision; if it cannot be told now, it learns it by
+        asking again (rule 2) or, for an agreement, from our chain."""
+        p = self.get(loan)
+        try:
+            await self._ask(p.document["proposer"], msg)
+        except Exception as e:
+            log.info("could not tell %s about %s: %s", peer_id(p.document["proposer"]), loan.hex()[:16], e)
+
+    # -- reacting to other chains ----------------------------------------------------------------
+
+    async def on_entries(self, entries: list[Any]) -> None:
+        """Record in our own chain the documents of others' new entries that we are party
+        to and have not recorded (agreements we signed, receipts, transfers)."""
+        for e in entries:
+            if e.author == self.me or not e.kind.startswith("loan."):
+                continue
+            try:
+                await self._react(e)
+            except ProtocolError as err:
+                log.info("loan entry %s/%d not taken up: %s", peer_id(e.author), e.seq, err.message)
+
+    async def _react(self, e: Any) -> None:
+        if e.kind == "loan.agreement":
+            env = open_agreement(e.body["contract"])
+            if self.me in env.signers:
+                await self._agreed_elsewhere(env.raw)
+        elif e.kind == "loan.receipt":
+            from protocol.contract import open_receipt
+
+            env = open_receipt(e.body["receipt"])
+            if self.me in (env.document["payer"], env.document["payee"]):
+                await self._record_document(env.document["loan"], env.id, "loan.receipt", {"receipt": env.raw})
+        elif e.kind == "loan.transfer":
+            env = open_transfer(e.body["transfer"])
+            rec = read_loan(self.store, env.document["loan"])
+            parties = {env.document["from"], env.document["to"]}
+            if rec.contract is not None:
+                parties.add(rec.contract["borrower"])
+            if self.me in parties:
+                await self._record_document(env.document["loan"], env.id, "loan.transfer", {"transfer": env.raw})
+        elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.node.settings.auto_confirm:
+            rec = read_loan(self.store, e.body["loan"])
+            if rec.contract is not None and rec.contract["borrower"] == self.me and not rec.receipts:
+                await self.confirm(e.body["loan"].hex(), None)
+
+    async def _record_document(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
+        rec = read_loan(self.store, loan)
+        if doc_id not in rec.recorded_by(self.me):
+            await self._append(kind, body)
+
+    # -- money moves and notices ------------------------------------------------------------------
+
+    def find_loan(self, ref: Any) -> LoanRecord:
+        """The loan an id or unique id prefix (8 hex digits or more) names."""
+        if not isinstance(ref, str) or len(ref) < 8 or any(ch not in "0123456789abcdef" for ch in ref.lower()):
+            raise bad_params('"loan" must be a loan id, or at least its first 8 hex digits')
+        ref = ref.lower()
+        if len(ref) == 64:
+            rec = read_loan(self.store, bytes.fromhex(ref))
+            matches = [rec] if rec.contract is not None else []
+        else:
+            matches = [read_loan(self.store, x) for x in self.store.loans() if x.hex().startswith(ref)]
+            matches = [r for r in matches if r.contract is not None]
+        if not matches:
+            raise ApiError(f"no agreed loan {ref} is known here", code="unknown_loan")
+        if len(matches) > 1:
+            raise ApiError(f"{ref} names {len(matches)} loans: give more of the id", code="ambiguous_id")
+        return matches[0]
+
+    def _day(self, value: Any) -> date:
+        if value is None:
+            return self.today()
+        try:
+            d = parse_date(value)
+        except ProtocolError as e:
+            raise ApiError(e.message, code=e.code) from None
+        if d > self.today():
+            raise ApiError(f"date {value} is in the future", code="bad_date")
+        return d
+
+    def _amount(self, rec: LoanRecord, value: Any) -> int:
+        if not isinstance(value, str):
+            raise bad_params('"amount" is decimal text in the loan\'s currency, e.g. "250.00"')
+        try:
+            return parse_amount(value, rec.contract["currency"])
+        except MoneyError as e:
+            raise ApiError(e.message, code=e.code) from None
+
+    def _need(self, ok: bool, message: str, code: str) -> None:
+        if not ok:
+            raise ApiError(message, code=code)
+
+    async def disburse(self, ref: Any, day: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(st.holder == self.me == rec.contract["lender"], "only the lender disburses", "not_lender")
+        self._need(st.state == "awaiting_disbursement", f"the loan is {st.state}, not awaiting disbursement",
+                   "bad_state")
+        d = self._day(day)
+        e = await self._append("loan.declared", {"loan": rec.loan, "what": "disbursement",
+                                                 "amount": rec.contract["principal"], "date": d.isoformat()})
+        return {"loan": rec.loan.hex(), "declared": "disbursement", "amount": rec.contract["principal"],
+                "date": d.isoformat(), "seq": e.seq}
+
+    async def confirm(self, ref: Any, day: Any) -> dict:
+        rec = self.find_loan(ref)
+        c = rec.contract
+        self._need(c["borrower"] == self.me, "only the borrower confirms the disbursement", "not_borrower")
+        st = rec.state(self.today())
+        self._need(st.state == "awaiting_disbursement", f"the loan is {st.state}: the disbursement is recorded",
+                   "bad_state")
+        d = self._day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
+        return await self._receipt(rec, "disbursement", c["principal"], d, payer=c["lender"])
+
+    async def repay(self, ref: Any, amount: Any, day: Any) -> dict:
+        rec = self.find_loan(ref)
+        self._need(rec.contract["borrower"] == self.me, "only the borrower repays", "not_borrower")
+        minor, d = self._amount(rec, amount), self._day(day)
+        e = await self._append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
+                                                 "date": d.isoformat()})
+        return {"loan": rec.loan.hex(), "declared": "repayment", "amount": minor, "date": d.isoformat(), "seq": e.seq}
+
+    async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(st.holder == self.me, "only the lender holding the claim signs repayment receipts", "not_holder")
+        self._need(st.state != "awaiting_disbursement", "the disbursement is not confirmed yet", "bad_state")
+        return await self._receipt(rec, "repayment", self._amount(rec, amount), self._day(day),
+                                   payer=rec.contract["borrower"])
+
+    async def _receipt(self, rec: LoanRecord, what: str, amount: int, d: date, *, payer: bytes) -> dict:
+        async with self._decide_lock:  # receipt numbers are handed out one at a time
+            rec = read_loan(self.store, rec.loan)
+            n = rec.next_receipt_number()
+            env = make_receipt(self.node.key, loan=rec.loan, n=n, what=what, amount=amount, day=d, payer=payer)
+            e = await self._append("loan.receipt", {"receipt": env.raw})
+        self.node.count("loans.receipts")
+        return {"loan": rec.loan.hex(), "receipt": env.id.hex(), "n": n, "what": what, "amount": amount,
+                "date": d.isoformat(), "seq": e.seq}
+
+    async def default(self, ref: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(st.holder == self.me, "only the lender holding the claim declares a default", "not_holder")
+        self._need(st.default_allowed, (f"the loan is {st.state}, {st.days_past_due} days past due; the contract "
+                                        f"allows a default at {rec.contract['default_days']}"), "default_not_allowed")
+        e = await self._append("loan.default", {"loan": rec.loan, "date": self.today().isoformat()})
+        return {"loan": rec.loan.hex(), "notice": "default", "seq": e.seq, "days_past_due": st.days_past_due}
+
+    async def writeoff(self, ref: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(st.holder == self.me, "only the lender holding the claim writes it off", "not_holder")
+        self._need(st.state == "defaulted", f"the loan is {st.state}; only a defaulted loan is written off",
+                   "bad_state")
+        e = await self._append("loan.writeoff", {"loan": rec.loan, "date": self.today().isoformat()})
+        return {"loan": rec.loan.hex(), "notice": "writeoff", "seq": e.seq}
+
+    async def dispute(self, ref: Any, reason: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(self.me in (rec.contract["borrower"], rec.contract["lender"], st.holder),
+                   "only a party to the loan records a dispute", "not_party")
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000:
+            raise bad_params('"reason" is text of 1 to 1000 characters')
+        e = await self._append("loan.dispute", {"loan": rec.loan, "reason": reason})
+        return {"loan": rec.loan.hex(), "notice": "dispute", "seq": e.seq}
+
+    # -- transfers ------------------------------------------------------------------------------
+
+    async def transfer(self, ref: Any, to: Any) -> dict:
+        rec = self.find_loan(ref)
+        st = rec.state(self.today())
+        self._need(st.holder == self.me, "only the lender holding the claim transfers it", "not_holder")
+        try:
+            new = public_key_from_peer_id(to) if isinstance(to, str) else None
+        except ProtocolError:
+            new = None
+        if new is None:
+            raise bad_params('"to" must be the new lender\'s peer ID')
+        self._need(new not in (self.me, rec.contract["borrower"]), "the new lender must be a third party", "bad_peer")
+        doc = {"type": "transfer", "loan": rec.loan, "from": self.me, "to": new, "after": len(st.counted),
+               "date": self.today().isoformat()}
+        offer_env = seal(doc, self.node.key)
+        try:
+            answer = await self._ask(new, agree.Transfer(offer_env.raw))
+        except (_Unreachable, PeerMisbehaved, trio.TooSlowError, OSError) as e:
+            raise ApiError(f"cannot reach {peer_id(new)}: {e}", code="unreachable") from None
+        if isinstance(answer, agree.Refused):
+            raise ApiError(f"{peer_id(new)} refused the transfer: {answer.reason}", code=answer.code)
+        if not isinstance(answer, agree.Accepted) or answer.field != "transfer":
+            raise ApiError("the new lender's node answered something else", code="bad_answer")
+        env = open_transfer(answer.document)
+        if env.payload != offer_env.payload:
+            raise ApiError("the new lender signed another transfer", code="bad_answer")
+        await self._record_document(rec.loan, env.id, "loan.transfer", {"transfer": env.raw})
+        return {"loan": rec.loan.hex(), "transfer": env.id.hex(), "to": peer_id(new), "after": doc["after"]}
+
+    async def _transfer_offered(self, data: bytes, sender: bytes) -> Any:
+        try:
+            env = open_transfer(data, complete=False)
+        except ProtocolError as e:
+            return agree.Refused(bytes(32), "bad_proposal", e.message)
+        doc = env.document
+        if doc["to"] != self.me or doc["from"] != sender:
+            return agree.Refused(doc["loan"], "not_party", "this transfer is not from the sender to this node")
+        rec = read_loan(self.store, doc["loan"])
+        if rec.contract is None:
+            if sender in self.node.connected:
+                self.node.request_sync(sender)
+            with trio.move_on_after(HEAD_SYNC_WAIT):
+                while (rec := read_loan(self.store, doc["loan"])).contract is None:
+                    await trio.sleep(0.1)
+        if rec.contract is None:
+            return agree.Refused(doc["loan"], "unknown_loan", "this node holds no agreement for that loan")
+        st = rec.state(self.today())
+        if st.holder != sender:
+            return agree.Refused(doc["loan"], "not_holder", "the sender does not hold the claim")
+        full = countersign(env, self.node.key)
+        await self._record_document(rec.loan, full.id, "loan.transfer", {"transfer": full.raw})
+        return agree.Accepted(full.raw, "transfer")
+
+    # -- views --------------------------------------------------------------------------------------
+
+    def show(self, ref: Any, at: Any) -> dict:
+        rec = self.find_loan(ref)
+        return loan_json(rec, self._at(at), self.me)
+
+    def _at(self, at: Any) -> date:
+        if at is None:
+            return self.today()
+        try:
+            return parse_date(at, "at")
+        except ProtocolError as e:
+            raise ApiError(e.message, code=e.code) from None
+
+    def list(self, role: Any, state: Any, at: Any) -> dict:
+        today = self._at(at)
+        out = []
+        for loan in self.store.loans():
+            rec = read_loan(self.store, loan)
+            if rec.contract is None:
+                continue
+            try:
+                st = rec.state(today)
+            except ProtocolError as e:
+                log.info("loan %s cannot be evaluated: %s", loan.hex()[:16], e.message)
+                continue
+            r = role_of(rec.contract, st.holder, self.me)
+            shown = "transferred" if r == "former_lender" else st.state
+            if role not in (None, "any") and r != role:
+                continue
+            if state is not None and shown != state:
+                continue
+            c = rec.contract
+            out.append({
+                "loan": loan.hex(), "role": r, "state": shown, "days_past_due": st.days_past_due,
+                "bucket": st.bucket, "lender": peer_id(st.holder), "borrower": peer_id(c["borrower"]),
+                "currency": c["currency"], "principal": c["principal"],
+                "principal_text": format_amount(c["principal"], c["currency"]),
+                "outstanding": st.outstanding_principal,
+                "outstanding_text": format_amount(st.outstanding_principal, c["currency"]),
+                "start": c["start"], "term": c["term"],
+            })
+        for loan in self._open:  # proposals not yet agreed, so the owner sees them too
+            p = self.get(loan)
+            if p is None or (state is not None and p.state != state):
+                continue
+            d = p.document
+            r = "lender" if d["lender"] == self.me else "borrower"
+            if role not in (None, "any") and r != role:
+                continue
+            out.append({"loan": loan.hex(), "role": r, "state": p.state, "days_past_due": 0, "bucket": None,
+                        "lender": peer_id(d["lender"]), "borrower": peer_id(d["borrower"]),
+                        "currency": d["currency"], "principal": d["principal"],
+                        "principal_text": format_amount(d["principal"], d["currency"]), "outstanding": 0,
+                        "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"]})
+        return {"as_of": today.isoformat(), "loans": out}
+
+    def proposal(self, ref: Any) -> dict:
+        if not isinstance(ref, str) or len(ref) < 8:
+            raise bad_params('"loan" must be a proposal id, or at least its first 8 hex digits')
+        found = [k[1:] for k, _ in self.store.scan_raw(P_PROPOSAL) if k[1:].hex().startswith(ref.lower())]
+        if len(found) != 1:
+            raise ApiError(f"no single proposal {ref} here", code="unknown_proposal")
+        return self.get(found[0]).json()
+
+    # -- control methods -------------------------------------------------------------------------
+
+    def methods(self) -> dict:
+        def known(params: dict, names: set[str]) -> None:
+            extra = set(params) - names
+            if extra:
+                raise bad_params(f"unknown params {sorted(extra)}; known: {sorted(names)}")
+
+        async def m_propose(p: dict) -> dict:
+            known(p, {"offer", "amount", "start", "ttl_s"})
+            ttl = p.get("ttl_s", PROPOSAL_TTL_S)
+            if not isinstance(ttl, int) or not 1 <= ttl <= MAX_PROPOSAL_TTL_S:
+                raise bad_params(f'"ttl_s" is 1 to {MAX_PROPOSAL_TTL_S} seconds')
+            if not isinstance(p.get("offer"), str):
+                raise bad_params('"offer" is an offer or request id (or its first 8+ hex digits)')
+            return await self.propose(p["offer"], p.get("amount"), p.get("start"), ttl)
+
+        def simple(fn: Any, *names: str) -> Any:
+            async def method(p: dict) -> dict:
+                known(p, set(names))
+                result = fn(*(p.get(n) for n in names))
+                return await result if hasattr(result, "__await__") else result
+
+            return method
+
+        async def m_pending(p: dict) -> dict:
+            known(p, set())
+            return self.pending()
+
+        async def m_accept(p: dict) -> dict:
+            known(p, {"loan"})
+            if not isinstance(p.get("loan"), str):
+                raise bad_params('"loan" is the proposal id (or its first 8+ hex digits)')
+            return await self.accept(p["loan"])
+
+        async def m_reject(p: dict) -> dict:
+            known(p, {"loan", "reason"})
+            reason = p.get("reason") or "rejected by the owner"
+            if not isinstance(p.get("loan"), str) or not isinstance(reason, str):
+                raise bad_params('"loan" is the proposal id; "reason" is text')
+            return await self.reject(p["loan"], reason[: agree.MAX_REASON])
+
+        return {
+            "loan.propose": m_propose,
+            "loan.pending": m_pending,
+            "loan.accept": m_accept,
+            "loan.reject": m_reject,
+            "loan.proposal": simple(self.proposal, "loan"),
+            "loan.disburse": simple(self.disburse, "loan", "date"),
+            "loan.confirm": simple(self.confirm, "loan", "date"),
+            "loan.repay": simple(self.repay, "loan", "amount", "date"),
+            "loan.receipt": simple(self.receipt, "loan", "amount", "date"),
+            "loan.default": simple(self.default, "loan"),
+            "loan.writeoff": simple(self.writeoff, "loan"),
+            "loan.dispute": simple(self.dispute, "loan", "reason"),
+            "loan.transfer": simple(self.transfer, "loan", "to"),
+            "loan.show": simple(self.show, "loan", "at"),
+            "loan.list": simple(self.list, "role", "state", "at"),
+        }
+
+
+class _Unreachable(Exception):
+    """The counterparty is not connected, or left mid-exchange."""
+
+
+def _answer_of(p: Proposal) -> Any:
+    """The answer a decided (or held) proposal gets whenever it is asked about again."""
+    if p.state == AGREED:
+        return agree.Accepted(p.contract)
+    if p.state == PENDING:
+        return agree.Held(p.loan)
+    if p.state == EXPIRED:
+        return agree.Refused(p.loan, "expired", "the proposal expired before it was accepted")
+    return agree.Refused(p.loan, p.code or "rejected", p.reason or "refused")
+
+
+def _declared_day(rec: LoanRecord, what: str) -> date | None:
+    days = [d["date"] for d in rec.declared if d["what"] == what]
+    return parse_date(max(days)) if days else None
+
+
+async def _read_message(stream: Any) -> Any:
+    """One agree frame from ``stream``; ``PeerMisbehaved`` if it breaks the rules."""
+    from protocol.wire import FRAME_HEADER
+
+    from .sync import PeerGone, PeerMisbehaved, read_exactly
+
+    with trio.move_on_after(ANSWER_TIMEOUT) as scope:
+        try:
+            header = await read_exactly(stream, FRAME_HEADER)
+            n = int.from_bytes(header, "big")
+            if not 1 <= n <= agree.MAX_AGREE_FRAME:
+                raise PeerMisbehaved(f"agree frame of {n} bytes", "oversize")
+            payload = await read_exactly(stream, n)
+        except (PeerGone, PeerMisbehaved):
+            raise
+        except Exception as e:  # libp2p stream errors
+            raise PeerGone(f"{type(e).__name__}: {e}") from None
+    if scope.cancelled_caught:
+        raise PeerGone("no answer in time")
+    try:
+        return agree.decode(payload)
+    except ProtocolError as e:
+        raise PeerMisbehaved(e.message, e.code) from None

@@ -1,0 +1,168 @@
+"""A loan as this node's store knows it: the documents every chain holds about it, read
+into the inputs of ``protocol.loanstate.loan_state``.
+
+Every node that holds the same chains reads the same documents here, so every node
+computes the same state for the same loan and date. No trio, no libp2p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from protocol.contract import open_agreement, open_receipt, open_transfer, parse_date
+from protocol.entry import Entry
+from protocol.errors import ProtocolError
+
+from .store import Store
+
+
+def utc_date(ms: int) -> date:
+    """The UTC calendar day of a time in milliseconds since the epoch."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date()
+
+
+@dataclass
+class LoanRecord:
+    """The documents about one loan found in the store, with the entries that hold them."""
+
+    loan: bytes
+    contract: dict | None = None
+    agreement: bytes | None = None  # the agreement envelope
+    receipts: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedReceipt
+    transfers: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedTransfer
+    notices: list[Any] = field(default_factory=list)  # loanstate.Notice
+    declared: list[dict] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    bad: list[tuple[Entry, str]] = field(default_factory=list)  # entries whose document does not open
+
+    def recorded_by(self, author: bytes) -> set[bytes]:
+        """Ids of the documents (agreement, receipts, transfers) ``author``'s chain embeds."""
+        out = set()
+        for e in self.entries:
+            if e.author != author:
+                continue
+            doc = _embedded(e)
+            if doc is not None:
+                out.add(doc)
+        return out
+
+    def state(self, today: date) -> Any:
+        """The ``protocol.loanstate.LoanState`` of this loan at ``today``."""
+        from protocol.loanstate import loan_state
+
+        if self.contract is None:
+            raise LookupError("no agreement for this loan is held")
+        return loan_state(self.loan, self.contract, list(self.receipts.values()), list(self.transfers.values()),
+                          self.notices, today)
+
+    def next_receipt_number(self) -> int:
+        return 1 + max((r.doc["n"] for r in self.receipts.values()), default=0)
+
+
+def _embedded(e: Entry) -> bytes | None:
+    from protocol.envelope import document_id
+    from protocol import codec
+
+    field_ = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer"}.get(e.kind)
+    if field_ is None:
+        return None
+    try:
+        return document_id(codec.decode(e.body[field_])[0])
+    except Exception:
+        return None
+
+
+def read_loan(store: Store, loan: bytes) -> LoanRecord:
+    """Everything the store holds about ``loan`` (an empty record if nothing)."""
+    rec = LoanRecord(loan)
+    for e in store.loan_entries(loan):
+        rec.entries.append(e)
+        try:
+            _take(rec, e)
+        except (ProtocolError, KeyError, ValueError) as err:
+            rec.bad.append((e, getattr(err, "message", str(err))))
+    return rec
+
+
+def _take(rec: LoanRecord, e: Entry) -> None:
+    from protocol.loanstate import Notice, SignedReceipt, SignedTransfer
+
+    if e.kind == "loan.agreement":
+        env = open_agreement(e.body["contract"])
+        if env.id == rec.loan and rec.contract is None:
+            rec.contract, rec.agreement = env.document, env.raw
+    elif e.kind == "loan.receipt":
+        env = open_receipt(e.body["receipt"])
+        rec.receipts[env.id] = SignedReceipt(env.id, env.document, env.signers[0])
+    elif e.kind == "loan.transfer":
+        env = open_transfer(e.body["transfer"])
+        rec.transfers[env.id] = SignedTransfer(env.id, env.document, frozenset(env.signers))
+    elif e.kind in ("loan.default", "loan.writeoff"):
+        rec.notices.append(Notice(e.kind[5:], e.author, parse_date(e.body["date"]), None, e.id))
+    elif e.kind == "loan.dispute":
+        rec.notices.append(Notice("dispute", e.author, utc_date(e.ts), e.body["reason"], e.id))
+    elif e.kind == "loan.declared":
+        rec.declared.append(dict(e.body, by=e.author, ts=e.ts))
+
+
+def role_of(contract: dict, holder: bytes, me: bytes) -> str | None:
+    """``lender``, ``borrower``, ``former_lender`` or None: what ``me`` is in a loan."""
+    if me == contract["borrower"]:
+        return "borrower"
+    if me == holder:
+        return "lender"
+    if me == contract["lender"]:
+        return "former_lender"
+    return None
+
+
+def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
+    """The JSON view of a loan at ``today``: terms, state, schedule rows, receipts."""
+    from protocol.keys import peer_id
+    from protocol.money import format_amount, format_rate
+
+    c = rec.contract
+    st = rec.state(today)
+    view = st.to_json()
+    cur = c["currency"]
+    role = role_of(c, st.holder, me)
+    view.update({
+        "loan": rec.loan.hex(),
+        "as_of": today.isoformat(),
+        "role": role,
+        "shown_state": "transferred" if role == "former_lender" else st.state,
+        "terms": {
+            "offer": c["offer"].hex(),
+            "lender": peer_id(c["lender"]),
+            "borrower": peer_id(c["borrower"]),
+            "holder": peer_id(st.holder),
+            "proposer": peer_id(c["proposer"]),
+            "currency": cur,
+            "principal": c["principal"],
+            "principal_text": format_amount(c["principal"], cur),
+            "rate_bp": c["rate_bp"],
+            "rate_text": format_rate(c["rate_bp"]),
+            "term": c["term"],
+            "period_days": c.get("period_days"),
+            "schedule": c["schedule"],
+            "start": c["start"],
+            "grace_days": c["grace_days"],
+            "late_fee": c["late_fee"],
+            "default_days": c["default_days"],
+        },
+        "declared": [
+            {"by": peer_id(d["by"]), "what": d["what"], "amount": d["amount"], "date": d["date"]} for d in rec.declared
+        ],
+        "receipts": sorted(
+            ({"id": r.id.hex(), "n": r.doc["n"], "what": r.doc["what"], "amount": r.doc["amount"],
+              "date": r.doc["date"], "payer": peer_id(r.doc["payer"]), "payee": peer_id(r.doc["payee"]),
+              "signer": peer_id(r.signer), "counted": r.id in set(st.counted)}
+             for r in rec.receipts.values()),
+            key=lambda x: (x["n"], x["id"]),
+        ),
+        "recorded_by": sorted({peer_id(e.author) for e in rec.entries}),
+        "unreadable_entries": [{"author": peer_id(e.author), "seq": e.seq, "reason": why} for e, why in rec.bad],
+    })
+    return view
