@@ -1,0 +1,224 @@
+"""Loan documents and the loan.* entry kinds (protocol/contract.py), and the proposal
+states table with its messages (protocol/agree.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import agree
+from protocol.contract import (
+    LoanError, Terms, acceptor, check_contract, contract_from, contract_schedule, loan_of, make_receipt,
+    open_agreement, open_proposal, open_receipt, open_transfer, propose, terms_mismatch,
+)
+from protocol.entry import ZERO_ID, make_entry
+from protocol.envelope import countersign, seal
+from protocol.errors import ProtocolError, SchemaError, SignatureError
+from protocol.keys import SigningKey
+from protocol.kinds import core_registry
+from protocol.wire import WireError
+
+
+def key(name: str) -> SigningKey:
+    return SigningKey.from_seed(hashlib.sha256(name.encode()).digest())
+
+
+LENDER, BORROWER, OTHER = key("lender"), key("borrower"), key("other")
+OFFER_ID = hashlib.sha256(b"offer").digest()
+HEAD = (3, hashlib.sha256(b"head").digest())
+TERMS = Terms("lend", LENDER.public_key, "EUR", 10_000, 500_000, 1200, "12m", None, "annuity", 5, 1500, 90)
+T0 = 1_790_000_000_000
+
+
+def contract(**over):
+    doc = contract_from(OFFER_ID, TERMS, taker=BORROWER.public_key, principal=100_000, start=date(2026, 1, 31),
+                        lender_head=HEAD, borrower_head=HEAD, created=T0, expires=T0 + 600_000)
+    doc.update(over)
+    return doc
+
+
+def agreement(doc=None):
+    return countersign(propose(BORROWER, doc or contract()), LENDER)
+
+
+def test_taking_a_lend_offer_makes_the_taker_borrower_and_the_author_acceptor():
+    doc = contract()
+    assert (doc["lender"], doc["borrower"], doc["proposer"]) == (LENDER.public_key, BORROWER.public_key,
+                                                                 BORROWER.public_key)
+    assert acceptor(doc) == LENDER.public_key
+    assert terms_mismatch(doc, OFFER_ID, TERMS) is None
+    rows = contract_schedule(doc)
+    assert len(rows) == 12 and sum(r.principal for r in rows) == 100_000
+    assert rows[0].due == date(2026, 2, 28)  # the end of a shorter month
+
+
+def test_taking_a_request_makes_the_taker_lender():
+    req = dataclasses.replace(TERMS, side="borrow", author=BORROWER.public_key)
+    doc = contract_from(OFFER_ID, req, taker=LENDER.public_key, principal=10_000, start=date(2026, 1, 1),
+                        lender_head=HEAD, borrower_head=HEAD, created=T0, expires=T0 + 1)
+    assert doc["lender"] == LENDER.public_key and acceptor(doc) == BORROWER.public_key
+
+
+@pytest.mark.parametrize("field,value,code", [
+    ("lender", BORROWER.public_key, "bad_loan"),
+    ("proposer", OTHER.public_key, "bad_loan"),
+    ("expires", T0, "bad_loan"),
+    ("expires", T0 + 8 * 24 * 3600 * 1000, "bad_loan"),
+    ("currency", "XXX", "bad_currency"),
+    ("term", "0m", "bad_schema"),
+    ("start", "2026-02-30", "bad_date"),
+    ("schedule", "balloon", "bad_schema"),
+    ("principal", 0, "bad_schema"),
+    ("lender_head", [0, ZERO_ID], "bad_schema"),
+    ("rate_bp", -1, "bad_schema"),
+    ("extra", 1, "bad_schema"),
+])
+def test_a_contract_breaking_a_rule_is_refused_with_its_code(field, value, code):
+    with pytest.raises(ProtocolError) as e:
+        check_contract(contract(**{field: value}))
+    assert e.value.code == code
+
+
+def test_terms_mismatch_names_the_field():
+    assert "rate_bp" in terms_mismatch(contract(rate_bp=1300), OFFER_ID, TERMS)
+    assert "outside" in terms_mismatch(contract(principal=600_000), OFFER_ID, TERMS)
+    assert "another offer" in terms_mismatch(contract(offer=ZERO_ID), OFFER_ID, TERMS)
+    assert "late_fee" in terms_mismatch(contract(late_fee=0), OFFER_ID, TERMS)
+
+
+def test_proposal_and_agreement_signatures():
+    prop = propose(BORROWER, contract())
+    assert open_proposal(prop.raw).id == prop.id
+    with pytest.raises(SignatureError):
+        open_agreement(prop.raw)  # one signature is not an agreement
+    agreed = countersign(prop, LENDER)
+    assert agreed.id == prop.id  # countersigning never changes the loan's id
+    assert open_agreement(agreed.raw).signers == tuple(sorted([LENDER.public_key, BORROWER.public_key]))
+    with pytest.raises(SignatureError):
+        open_agreement(countersign(prop, OTHER).raw)
+    with pytest.raises(LoanError):
+        propose(LENDER, contract())  # only the proposer signs a proposal
+
+
+def test_receipts_are_signed_by_the_payee_alone():
+    r = make_receipt(LENDER, loan=OFFER_ID, n=1, what="repayment", amount=5, day=date(2026, 3, 1),
+                     payer=BORROWER.public_key)
+    assert open_receipt(r.raw).document["payee"] == LENDER.public_key
+    forged = seal(dict(r.document), BORROWER)  # the borrower signs "the lender got paid"
+    with pytest.raises(SignatureError) as e:
+        open_receipt(forged.raw)
+    assert e.value.code == "wrong_signer"
+    with pytest.raises(ProtocolError):
+        make_receipt(LENDER, loan=OFFER_ID, n=1, what="repayment", amount=5, day=date(2026, 3, 1),
+                     payer=LENDER.public_key)
+
+
+def test_transfers_need_both_lenders():
+    doc = {"type": "transfer", "loan": OFFER_ID, "from": LENDER.public_key, "to": OTHER.public_key, "after": 2,
+           "date": "2026-05-01"}
+    half = seal(doc, LENDER)
+    assert open_transfer(half.raw, complete=False).id == half.id
+    with pytest.raises(SignatureError):
+        open_transfer(half.raw)
+    assert open_transfer(countersign(half, OTHER).raw).id == half.id
+
+
+def _entry(k: SigningKey, kind: str, body, ts: int = T0):
+    return make_entry(k, seq=2, prev=hashlib.sha256(b"prev").digest(), ts=ts, kind=kind, body=body)
+
+
+def test_loan_entry_kinds_check_their_documents():
+    reg = core_registry()
+    env = agreement()
+    assert reg.check(_entry(LENDER, "loan.agreement", {"contract": env.raw})) == "known"
+    assert loan_of("loan.agreement", {"contract": env.raw}) == env.id
+    with pytest.raises(ProtocolError) as e:
+        reg.check(_entry(OTHER, "loan.agreement", {"contract": env.raw}))
+    assert e.value.code == "not_party"
+    # the countersigner (the lender here) must write its entry before the expiry; the proposer may write later
+    late = T0 + 600_001
+    with pytest.raises(ProtocolError) as e:
+        reg.check(_entry(LENDER, "loan.agreement", {"contract": env.raw}, ts=late))
+    assert e.value.code == "expired"
+    assert reg.check(_entry(BORROWER, "loan.agreement", {"contract": env.raw}, ts=late)) == "known"
+    with pytest.raises(SignatureError):
+        reg.check(_entry(BORROWER, "loan.agreement", {"contract": propose(BORROWER, contract()).raw}))
+    r = make_receipt(LENDER, loan=env.id, n=1, what="disbursement", amount=100_000, day=date(2026, 1, 31),
+                     payer=BORROWER.public_key)
+    assert reg.check(_entry(BORROWER, "loan.receipt", {"receipt": r.raw})) == "known"
+    assert loan_of("loan.receipt", {"receipt": r.raw}) == env.id
+    with pytest.raises(ProtocolError):
+        reg.check(_entry(OTHER, "loan.receipt", {"receipt": r.raw}))
+    for kind, body in [("loan.declared", {"loan": env.id, "what": "repayment", "amount": 1, "date": "2026-02-01"}),
+                       ("loan.default", {"loan": env.id, "date": "2026-09-01"}),
+                       ("loan.writeoff", {"loan": env.id, "date": "2026-09-02"}),
+                       ("loan.dispute", {"loan": env.id, "reason": "paid in cash on the 3rd"})]:
+        assert reg.check(_entry(BORROWER, kind, body)) == "known"
+        assert loan_of(kind, body) == env.id
+    with pytest.raises(SchemaError):
+        reg.check(_entry(BORROWER, "loan.dispute", {"loan": env.id, "reason": "  "}))
+    with pytest.raises(ProtocolError):
+        reg.check(_entry(BORROWER, "loan.default", {"loan": env.id, "date": "yesterday"}))
+    assert loan_of("loan.receipt", {"receipt": b"garbage"}) is None
+    assert loan_of("note", {"text": "x"}) is None
+
+
+# -- the proposal states table ---------------------------------------------------------------
+
+EVENTS = sorted({e for _, e in agree.TRANSITIONS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(EVENTS), max_size=12))
+def test_no_event_sequence_leaves_a_final_state_or_the_table(events):
+    state = None
+    for ev in events:
+        try:
+            nxt = agree.step(state, ev)
+        except agree.AgreeError:
+            assert (state, ev) not in agree.TRANSITIONS
+            continue
+        assert state not in agree.FINAL, "a final state never changes"
+        state = nxt
+    assert state is None or state in {agree.PROPOSED, agree.HELD, agree.PENDING} | agree.FINAL
+
+
+def test_every_open_state_can_expire_and_only_final_states_are_terminal():
+    opens = {s for (s, _), n in agree.TRANSITIONS.items() if s is not None} | {n for n in agree.TRANSITIONS.values()}
+    for s in opens:
+        if s in agree.FINAL:
+            assert not any(k[0] == s for k in agree.TRANSITIONS)
+        else:  # no stuck states: every open state has an expiry
+            assert agree.step(s, "expire") == agree.EXPIRED
+
+
+MESSAGES = [
+    agree.Propose(b"\x01" * 40), agree.Accepted(b"\x02" * 40), agree.Accepted(b"\x03" * 9, "transfer"),
+    agree.Held(OFFER_ID), agree.Refused(OFFER_ID, "bad_head", "no entry at seq 4"),
+    agree.Countersigned(b"\x04" * 50), agree.Ok(OFFER_ID), agree.Transfer(b"\x05" * 12),
+]
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_agree_messages_round_trip(msg):
+    frame = agree.encode(msg)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert agree.decode(frame[4:]) == msg
+
+
+@pytest.mark.parametrize("doc", [
+    {"type": "propose"}, {"type": "propose", "contract": b""}, {"type": "held", "loan": b"x"},
+    {"type": "refused", "loan": OFFER_ID, "code": "", "reason": "r"},
+    {"type": "refused", "loan": OFFER_ID, "code": "c", "reason": "r" * 1001},
+    {"type": "nope"}, {"type": "ok", "loan": OFFER_ID, "extra": 1}, [1, 2],
+])
+def test_malformed_agree_messages_are_refused(doc):
+    from protocol import codec
+
+    with pytest.raises(WireError):
+        agree.decode(codec.encode(doc))
