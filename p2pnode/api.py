@@ -242,6 +242,7 @@ def ledger_methods(
     on_ingest: Hook | None = None,
     lock: Any = None,
     run_sync: Callable[..., Awaitable[Any]] | None = None,
+    check: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Callable[[dict], Awaitable[Any]]]:
     """The async control handlers ``ledger.append``, ``.show``, ``.heads``, ``.verify``,
     ``.import``, ``.export`` and ``.kinds`` over ``store``, signing with ``key``.
@@ -253,7 +254,9 @@ def ledger_methods(
     answer, since the entries are stored. Writes (and ``verify``, which must see no
     half-written chain) hold ``lock`` (an async context manager, default a new
     ``trio.Lock``; pass the node's write lock). Slow work runs in ``run_sync`` (default
-    ``trio.to_thread.run_sync``) so the node keeps serving meanwhile.
+    ``trio.to_thread.run_sync``) so the node keeps serving meanwhile. ``check(kind, body)``
+    may refuse an append (raising ``ApiError``) for reasons beyond the kind's own rules,
+    e.g. a loan document this chain already records; it runs under ``lock``.
     """
     import trio  # only the node calls this; the CLI's import of this module stays light
 
@@ -283,6 +286,8 @@ def ledger_methods(
         except ProtocolError as e:
             raise ApiError(f"body refused: {e.message}", code=e.code) from None
         async with lock:
+            if check is not None:
+                check(kind, value)
             entry, view = await run_sync(_mapped(append_value, store, key, registry, kind, value, now_ms()))
         await hook(on_append, [entry])
         return view

@@ -495,6 +495,22 @@ class LoanService:
             if rec.contract is not None and rec.contract["borrower"] == self.me and not rec.receipts:
                 await self.confirm(e.body["loan"].hex(), None)
 
+    def check_append(self, kind: str, body: Any) -> None:
+        """Refuse (``duplicate_document``) a ``ledger.append`` of a loan document this
+        chain already records: a replay adds nothing but noise to the ledger."""
+        if kind not in ("loan.agreement", "loan.receipt", "loan.transfer") or type(body) is not dict:
+            return
+        from protocol.contract import loan_of
+        from protocol.envelope import document_id
+
+        loan = loan_of(kind, body)
+        try:
+            doc_id = document_id(codec.decode(body[kind[5:] if kind != "loan.agreement" else "contract"])[0])
+        except Exception:
+            return  # the kind's own rules will refuse it
+        if loan is not None and doc_id in read_loan(self.store, loan).recorded_by(self.me):
+            raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
+
     async def _record_document(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
         rec = read_loan(self.store, loan)
         if doc_id not in rec.recorded_by(self.me):

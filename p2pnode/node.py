@@ -682,7 +682,7 @@ class Node:
 
         methods = ledger_methods(
             self.store, self.key, self.registry, now_ms=now_ms, on_append=on_append, on_ingest=on_ingest,
-            lock=self._write_lock,
+            lock=self._write_lock, check=self.loans.check_append,
         )
         methods.update(self.loans.methods())
         methods.update(

@@ -1,4 +1,4 @@
-"""Full re-check of a store against its invariants (store.py, I1-I5).
+"""Full re-check of a store against its invariants (store.py, I1-I6).
 
 ``verify_store`` reads every key once, in order, and never trusts what it reads: each
 entry is re-decoded and its signature re-verified, each chain re-linked, each head and
@@ -22,7 +22,9 @@ from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.kinds import UNKNOWN, KindRegistry
 
-from .store import P_ENTRY, P_FORK, P_HEAD, P_INDEX, P_META, Store, split_seq_key, unpack_head
+from protocol.contract import loan_of
+
+from .store import P_ENTRY, P_FORK, P_HEAD, P_INDEX, P_LOAN, P_META, Store, split_seq_key, unpack_head
 
 MAX_PROBLEMS = 1000
 
@@ -62,10 +64,12 @@ def verify_store(store: Store, registry: KindRegistry, progress: Callable[[int],
     report = VerifyReport()
     try:
         _check_meta(store, report)
-        last = _check_entries(store, registry, report, progress)
+        loan_keys: set[bytes] = set()
+        last = _check_entries(store, registry, report, progress, loan_keys)
         _check_heads(store, last, report)
         _check_index(store, report)
         _check_forks(store, report)
+        _check_loan_index(store, loan_keys, report)
     except plyvel.Error as e:
         report.add(Problem("store_corrupt", f"the database cannot be read: {e}"))
     return report
@@ -81,9 +85,11 @@ def _check_meta(store: Store, report: VerifyReport) -> None:
 
 
 def _check_entries(
-    store: Store, registry: KindRegistry, report: VerifyReport, progress: Callable[[int], None] | None
+    store: Store, registry: KindRegistry, report: VerifyReport, progress: Callable[[int], None] | None,
+    loan_keys: set[bytes],
 ) -> dict[bytes, Head]:
-    """I1, I2 and the entry half of I4; returns, for each author, the last entry of the
+    """I1, I2, and the entry halves of I4 and I6 (the ``L`` keys the entries call for are
+    added to ``loan_keys``); returns, for each author, the last entry of the
     valid run from seq 1 (before any break)."""
     last: dict[bytes, Head] = {}
     author: bytes | None = None
@@ -126,6 +132,10 @@ def _check_entries(
         if registry.get(entry.kind) is None:
             report.unknown_kinds += 1
         _check_index_of(store, entry.id, k_author, k_seq, report)
+        if entry.kind.startswith("loan."):
+            loan = loan_of(entry.kind, entry.body)
+            if loan is not None:
+                loan_keys.add(P_LOAN + loan + key[1:])
         prev = good = Head.of(entry)
     if author is not None and good is not None:
         last[author] = good
@@ -211,3 +221,17 @@ def _check_forks(store: Store, report: VerifyReport) -> None:
             continue
         if proof.author != author or proof.seq != seq:
             report.add(Problem("bad_fork_proof", "fork proof stored under another author or seq", author, seq))
+
+
+def _check_loan_index(store: Store, wanted: set[bytes], report: VerifyReport) -> None:
+    """I6: the ``L`` keys are exactly those the stored loan entries call for."""
+    found = set()
+    for key, _ in _iter(store, P_LOAN):
+        found.add(key)
+        if key not in wanted:
+            author, seq = (key[33:65], int.from_bytes(key[65:73], "big")) if len(key) == 73 else (None, None)
+            report.add(Problem("bad_loan_index", f"loan index record {key[1:9].hex()} names no such loan entry",
+                               author, seq))
+    for key in sorted(wanted - found):
+        report.add(Problem("bad_loan_index", f"the loan entry has no loan index record for {key[1:9].hex()}",
+                           key[33:65], int.from_bytes(key[65:73], "big")))

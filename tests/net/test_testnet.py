@@ -13,64 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from p2ptest import run_cli
+from p2ptest import Testnet, run_cli
 from p2pnode.ledger import entry_json
 from protocol.entry import ZERO_ID, make_entry
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body
 
 pytestmark = pytest.mark.slow
-
-
-class Testnet:
-    """A test network in ``dir``, used only through the CLI."""
-
-    __test__ = False  # a helper, not a test class
-
-    def __init__(self, dir: Path) -> None:
-        self.dir = dir
-
-    def home(self, k: int) -> Path:
-        return self.dir / f"node{k}"
-
-    def cli(self, k: int | None, *args, ok: bool = True, timeout: float = 60) -> tuple[int, str, str]:
-        rc, out, err = run_cli(*args, home=self.home(k) if k else None, timeout=timeout)
-        if ok:
-            assert rc == 0, f"`p2pnode {' '.join(map(str, args))}` on node{k} exited {rc}: {err}"
-        return rc, out, err
-
-    def json(self, k: int | None, *args) -> dict | list:
-        return json.loads(self.cli(k, *args, "--json")[1])
-
-    def up(self, n: int) -> dict:
-        return self.json(None, "testnet", "up", "--nodes", n, "--dir", self.dir, "--timeout", 60)
-
-    def pids(self) -> dict[str, int]:
-        try:
-            state = json.loads((self.dir / "testnet.json").read_text())
-        except FileNotFoundError:
-            return {}
-        return {m["name"]: m["pid"] for m in state["nodes"] if m["pid"]}
-
-    def head(self, k: int, author: str) -> int:
-        st = self.json(k, "status")
-        return next((h["seq"] for h in st["heads"] if h["author"] == author), 0)
-
-    def wait(self, predicate, timeout: float, what: str, step: float = 0.1):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(step)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def kill_all(self) -> None:
-        for pid in self.pids().values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture
