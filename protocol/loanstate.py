@@ -1,0 +1,687 @@
+"""Loan state: what the documents of one loan add up to at the end of a given day.
+
+``loan_state`` is a pure function of the contract, the receipts, transfers and notices
+about the loan, and the day to look at: no I/O and no clock, so every node holding the
+same documents computes the same state, for today or for any other day. Amounts are
+integer minor units; nothing here uses floats.
+
+Rules of this file (docs/protocol.md, "Loan state"):
+
+1. Schedule. The installments are ``schedule(principal, rate_bp, parse_term(term),
+   schedule, start, period_days)`` of the contract (schedule.py). They never change:
+   payments are matched against them (rule 7).
+2. Receipts. Only receipts whose ``loan`` is this loan are looked at; one id is one
+   receipt (a duplicate is dropped silently). They are taken by ``n`` from 1. Receipt
+   ``n`` is invalid, with the first code that applies, if:
+
+   - ``wrong_signer``: it is not signed by its payee;
+   - a disbursement: ``already_disbursed`` if one is counted; ``wrong_payer`` if the
+     payer is not the contract's lender; ``wrong_payee`` if the payee is not the
+     borrower; ``wrong_amount`` if the amount is not the principal;
+   - a repayment: ``not_disbursed`` if no disbursement is counted yet; ``wrong_payer`` if
+     the payer is not the borrower; ``wrong_payee`` if the payee is not the holder of the
+     claim at ``n`` (rule 3);
+   - ``bad_date``: it is dated before the contract's start or before the previous
+     counted receipt.
+
+   Of the valid receipts numbered ``n`` the one with the lowest id counts and the others
+   are rejected with ``conflict``. If none numbered ``n`` is valid, ``n`` is missing and
+   every receipt numbered above it is held back with ``gap`` until it is filled. So the
+   counted receipts are numbered exactly 1 to K, the first is the disbursement, and
+   their dates never decrease.
+3. Transfers. A transfer with ``after = k`` takes effect between receipts ``k`` and
+   ``k + 1``: the holder of the claim at receipt ``n`` is the contract's lender, changed
+   by every valid transfer with ``after < n``. Transfers are applied in order of
+   ``after``; among those with the same ``after``, again and again the one with the
+   lowest id whose ``from`` is the holder then (so A->B and B->C made after the same
+   receipt both apply, and of two sales of one claim the lower id wins). Invalid:
+   ``wrong_signer`` unless signed by exactly ``from`` and ``to``; ``bad_transfer`` if
+   ``to`` is the borrower; ``not_holder`` if ``from`` never holds the claim at that
+   point; ``bad_date`` if dated before the start or before the previous valid
+   transfer; ``not_reached`` while ``after`` is more than the number of counted
+   receipts. The holder *at a date* ``d`` is the ``to`` of the last valid transfer
+   dated on or before ``d`` (the contract's lender if none): that is who may give
+   notices on ``d``, and ``holder`` is the holder at ``today``.
+4. Time. The state is the one at the end of ``today``. A counted receipt dated after
+   ``today`` keeps its number (it stays in ``counted``) but moves no money yet; a notice
+   dated after ``today`` has not been given yet (it is not listed at all).
+5. Falling due. An installment falls due on its due date, or on the disbursement's date
+   if that is later: nobody is late with money not yet lent. Its grace period ends
+   ``grace_days`` days after it falls due. Nothing falls due before the disbursement.
+6. Late fees. An installment whose interest and principal are not fully paid at the end
+   of its grace period is charged ``late_fee`` once, on the next day. Fees are charged
+   in time order: before a repayment dated ``d`` is allocated, every installment whose
+   grace ended before ``d`` and that was unpaid then is charged; at the end, those whose
+   grace ended before ``today``.
+7. Allocation. Each counted repayment, in receipt order, pays: (1) unpaid fees, oldest
+   installment first; (2) unpaid interest of the installments due on or before its date,
+   oldest first; (3) unpaid principal of those; (4) principal of later installments in
+   due order (a prepayment: principal parts only, their interest stays scheduled). When
+   all principal is paid, the interest of installments due after that date is waived
+   and the loan is repaid (``repaid_on``); whatever is left of a payment then is
+   ``overpaid``: shown, and owed back to the borrower outside the system.
+8. Days past due at a day ``d``: ``d`` minus the day the oldest installment not fully
+   paid fell due, if that is before ``d``; else 0. The state, in this precedence:
+   ``awaiting_disbursement`` (no disbursement counted and dated on or before
+   ``today``), ``repaid``, ``written_off``, ``defaulted`` (rule 9), ``current`` (0 days
+   past due), ``late`` (1 to ``grace_days``), ``delinquent`` (more, with ``bucket``
+   ``1-30``, ``31-60``, ``61-90`` or ``90+`` by days past due). ``default_allowed`` says
+   a default notice given today would count: the state has a ``default`` edge in
+   ``TRANSITIONS`` and days past due >= ``default_days``.
+9. Notices (dated on or before ``today``). A ``default`` counts if given by the holder
+   at its date (else ``not_holder``) when the loan is at least ``default_days`` past due
+   at that date, counting the receipts dated on or before it (else
+   ``default_not_allowed``). A ``writeoff`` counts if given by the holder at its date
+   after a counted default dated on or before it (else ``not_holder``,
+   ``not_defaulted``). A ``dispute`` by the borrower or anyone who held the claim is
+   listed in ``disputes`` (else ``not_party``) and changes nothing. Another kind is
+   ``bad_notice``. Once counted, a default or writeoff stays: paying up afterwards
+   makes the loan ``repaid`` only when it is paid off.
+10. The result depends on the inputs as sets: every choice above is made by number,
+    date and id, never by the order of the lists.
+
+The states, and how the state moves as ``today`` advances (``TRANSITIONS``; several
+events can happen on one day, so one day may take several edges):
+
+=========================  ==================================  ======================  ==================
+state                      meaning                             entered by              left by
+=========================  ==================================  ======================  ==================
+``awaiting_disbursement``  agreed; the money is not lent yet   the agreement           ``disbursed``
+``current``                nothing is past due                 ``disbursed``,          ``overdue``,
+                                                               ``caught_up``           ``past_grace``,
+                                                                                       ``repaid``
+``late``                   past due, within the grace days     ``overdue``,            ``caught_up``,
+                                                               ``partly_caught_up``    ``past_grace``,
+                                                                                       ``default``,
+                                                                                       ``repaid``
+``delinquent``             past due beyond the grace days      ``past_grace``          ``caught_up``,
+                                                                                       ``partly_caught_up``,
+                                                                                       ``default``,
+                                                                                       ``repaid``
+``defaulted``              the holder declared a default       ``default``             ``writeoff``,
+                                                                                       ``repaid``
+``written_off``            the holder gave up collecting       ``writeoff``            ``repaid``
+``repaid``                 everything owed is paid (final)     ``repaid``              --
+=========================  ==================================  ======================  ==================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable, Iterable, NamedTuple, TypeVar
+
+from .contract import contract_schedule, parse_date
+from .errors import ProtocolError
+from .schedule import Installment
+
+# -- the states of a loan -------------------------------------------------------------------
+
+AWAITING = "awaiting_disbursement"
+CURRENT = "current"
+LATE = "late"
+DELINQUENT = "delinquent"
+DEFAULTED = "defaulted"
+WRITTEN_OFF = "written_off"
+REPAID = "repaid"
+
+STATES = (AWAITING, CURRENT, LATE, DELINQUENT, DEFAULTED, WRITTEN_OFF, REPAID)
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (AWAITING, "disbursed"): CURRENT,  # the disbursement receipt's date is reached
+    (CURRENT, "overdue"): LATE,  # an installment passes its due day unpaid (grace_days >= 1)
+    (CURRENT, "past_grace"): DELINQUENT,  # ... with grace_days 0
+    (LATE, "past_grace"): DELINQUENT,  # an installment passes its grace unpaid
+    (LATE, "caught_up"): CURRENT,  # repayments cover everything past due
+    (DELINQUENT, "caught_up"): CURRENT,
+    (DELINQUENT, "partly_caught_up"): LATE,  # the oldest unpaid installment is now within grace
+    (LATE, "default"): DEFAULTED,  # a default notice that counts (rule 9)
+    (DELINQUENT, "default"): DEFAULTED,
+    (DEFAULTED, "writeoff"): WRITTEN_OFF,
+    (CURRENT, "repaid"): REPAID,  # all principal paid (rule 7)
+    (LATE, "repaid"): REPAID,
+    (DELINQUENT, "repaid"): REPAID,
+    (DEFAULTED, "repaid"): REPAID,
+    (WRITTEN_OFF, "repaid"): REPAID,
+}
+"""``(state, event) -> next state``: the only moves a loan makes as ``today`` advances."""
+
+FINAL = frozenset(s for s in STATES if not any(k[0] == s for k in TRANSITIONS))
+
+BUCKETS = ((30, "1-30"), (60, "31-60"), (90, "61-90"))
+"""Delinquency buckets by days past due: up to 30, up to 60, up to 90, then ``90+``."""
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedReceipt:
+    """A receipt document (contract.py, rule 3) and the one key that signed it."""
+
+    id: bytes
+    doc: dict
+    signer: bytes
+
+
+@dataclass(frozen=True)
+class SignedTransfer:
+    """A transfer document (contract.py, rule 4) and the keys that signed it."""
+
+    id: bytes
+    doc: dict
+    signers: frozenset[bytes]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A ``default``, ``writeoff`` or ``dispute`` given by ``by`` on ``date``."""
+
+    kind: str
+    by: bytes
+    date: date
+    reason: str | None
+    id: bytes
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+class Rejection(NamedTuple):
+    """A receipt, transfer or notice that does not count, and why (a stable code)."""
+
+    id: bytes
+    code: str
+    message: str
+
+
+class Dispute(NamedTuple):
+    id: bytes
+    by: bytes
+    date: date
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One installment at the state's day: what the schedule asks and what was paid."""
+
+    n: int
+    due: date
+    payment: int
+    interest: int
+    principal: int
+    paid_interest: int
+    paid_principal: int
+    interest_waived: int
+    fee_charged: int
+    fee_paid: int
+    status: str
+    """``paid``; ``waived`` (paid off early, interest waived); ``upcoming`` (due after the
+    day); ``due`` or ``partial`` (fallen due, within its grace, nothing or something paid);
+    ``late`` (not fully paid by the end of its grace)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "due": self.due.isoformat(), "payment": self.payment, "interest": self.interest,
+                "principal": self.principal, "paid_interest": self.paid_interest,
+                "paid_principal": self.paid_principal, "interest_waived": self.interest_waived,
+                "fee_charged": self.fee_charged, "fee_paid": self.fee_paid, "status": self.status}
+
+
+@dataclass(frozen=True)
+class LoanState:
+    """A loan at the end of ``as_of``, by the rules of this module."""
+
+    loan: bytes
+    as_of: date
+    state: str
+    days_past_due: int
+    bucket: str | None
+    holder: bytes
+    default_allowed: bool
+    rows: tuple[Row, ...]
+    principal_paid: int
+    interest_paid: int
+    interest_waived: int
+    fees_charged: int
+    fees_paid: int
+    outstanding_principal: int
+    due_now: int
+    """What to pay today to owe nothing past due: unpaid fees, and the unpaid interest and
+    principal of the installments due on or before today."""
+    payoff: int
+    """What to pay today to owe nothing at all (later interest is then waived)."""
+    overpaid: int
+    counted: tuple[bytes, ...]
+    transfers: tuple[bytes, ...]
+    rejected: tuple[Rejection, ...]
+    disputes: tuple[Dispute, ...]
+    disbursed_on: date | None
+    repaid_on: date | None
+    defaulted_on: date | None
+    written_off_on: date | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: bytes as lowercase hex, dates as ``YYYY-MM-DD``."""
+
+        def day(d: date | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "loan": self.loan.hex(), "as_of": self.as_of.isoformat(), "state": self.state,
+            "days_past_due": self.days_past_due, "bucket": self.bucket, "holder": self.holder.hex(),
+            "default_allowed": self.default_allowed,
+            "principal_paid": self.principal_paid, "interest_paid": self.interest_paid,
+            "interest_waived": self.interest_waived, "fees_charged": self.fees_charged,
+            "fees_paid": self.fees_paid, "outstanding_principal": self.outstanding_principal,
+            "due_now": self.due_now, "payoff": self.payoff, "overpaid": self.overpaid,
+            "disbursed_on": day(self.disbursed_on), "repaid_on": day(self.repaid_on),
+            "defaulted_on": day(self.defaulted_on), "written_off_on": day(self.written_off_on),
+            "rows": [r.to_json() for r in self.rows],
+            "counted": [i.hex() for i in self.counted],
+            "transfers": [i.hex() for i in self.transfers],
+            "rejected": [{"id": r.id.hex(), "code": r.code, "message": r.message} for r in self.rejected],
+            "disputes": [{"id": d.id.hex(), "by": d.by.hex(), "date": d.date.isoformat(), "reason": d.reason}
+                         for d in self.disputes],
+        }
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _day(text: Any) -> date | None:
+    try:
+        return parse_date(text)
+    except ProtocolError:
+        return None
+
+
+def _short(key: bytes) -> str:
+    return key.hex()[:16]
+
+
+def _unique(items: Iterable[T], rank: Callable[[T], Any]) -> dict[bytes, T]:
+    """One item per id. Ids are hashes of the payload, so copies differ at most in their
+    signers; the lowest ``rank`` is kept so that the choice never depends on list order."""
+    out: dict[bytes, T] = {}
+    for x in items:
+        old = out.get(x.id)  # type: ignore[attr-defined]
+        if old is None or rank(x) < rank(old):
+            out[x.id] = x  # type: ignore[attr-defined]
+    return out
+
+
+def bucket_of(days_past_due: int) -> str:
+    """The delinquency bucket of a number of days past due (1 or more)."""
+    return next((name for top, name in BUCKETS if days_past_due <= top), "90+")
+
+
+# -- rules 2 and 3: which receipts and transfers count ------------------------------------------
+
+
+@dataclass
+class _Sequence:
+    counted: list[SignedReceipt]
+    transfers: list[SignedTransfer]  # the valid ones, in the order they apply
+    rejected: list[Rejection]
+
+
+def _receipt_fault(r: SignedReceipt, c: dict, holder: bytes, seq: _Sequence) -> Rejection | None:
+    """Why receipt ``r`` cannot be the next counted one (rule 2), or None."""
+    d, n = r.doc, r.doc["n"]
+    if r.signer != d["payee"]:
+        return Rejection(r.id, code="wrong_signer",
+                         message=f"receipt {n} is signed by {_short(r.signer)}, not its payee")
+    if d["what"] == "disbursement":
+        if seq.counted:
+            return Rejection(r.id, code="already_disbursed", message=f"receipt {n}: the loan is already disbursed")
+        if d["payer"] != c["lender"]:
+            return Rejection(r.id, code="wrong_payer", message=f"receipt {n}: a disbursement is paid by the lender")
+        if d["payee"] != c["borrower"]:
+            return Rejection(r.id, code="wrong_payee", message=f"receipt {n}: a disbursement is paid to the borrower")
+        if d["amount"] != c["principal"]:
+            return Rejection(r.id, code="wrong_amount",
+                             message=f"receipt {n}: disbursed {d['amount']}, the principal is {c['principal']}")
+    else:
+        if not seq.counted:
+            return Rejection(r.id, code="not_disbursed", message=f"receipt {n}: a repayment before the disbursement")
+        if d["payer"] != c["borrower"]:
+            return Rejection(r.id, code="wrong_payer", message=f"receipt {n}: a repayment is paid by the borrower")
+        if d["payee"] != holder:
+            return Rejection(r.id, code="wrong_payee",
+                             message=f"receipt {n}: paid to {_short(d['payee'])}, "
+                                     f"the claim is held by {_short(holder)}")
+    day, start = _day(d["date"]), parse_date(c["start"])
+    last = _day(seq.counted[-1].doc["date"]) if seq.counted else start
+    if day is None or day < start or day < last:
+        return Rejection(r.id, code="bad_date",
+                         message=f"receipt {n} is dated {d['date']}, before {max(start, last).isoformat()}")
+    return None
+
+
+def _count_next(candidates: list[SignedReceipt], c: dict, holder: bytes, seq: _Sequence) -> bool:
+    """Count the valid candidate numbered ``len(counted) + 1`` with the lowest id, reject
+    the rest; False if none is valid (the number is missing)."""
+    valid = []
+    for r in sorted(candidates, key=lambda r: r.id):
+        fault = _receipt_fault(r, c, holder, seq)
+        if fault:
+            seq.rejected.append(fault)
+        else:
+            valid.append(r)
+    if not valid:
+        return False
+    seq.counted.append(valid[0])
+    for r in valid[1:]:
+        seq.rejected.append(Rejection(r.id, code="conflict", message=f"receipt {r.doc['n']}: another valid "
+                                                                      "receipt with this number has a lower id"))
+    return True
+
+
+def _apply_transfers(group: list[SignedTransfer], holder: bytes, c: dict, seq: _Sequence) -> bytes:
+    """Apply the transfers made after the same number of receipts (rule 3); the holder after them."""
+    waiting = []
+    for t in sorted(group, key=lambda t: t.id):
+        d = t.doc
+        if t.signers != {d["from"], d["to"]}:
+            seq.rejected.append(Rejection(t.id, code="wrong_signer",
+                                          message="a transfer is signed by exactly its from and to"))
+        elif d["to"] == c["borrower"]:
+            seq.rejected.append(Rejection(t.id, code="bad_transfer",
+                                          message="a claim is not transferred to the borrower"))
+        else:
+            waiting.append(t)
+    start = parse_date(c["start"])
+    # Again and again the lowest id that the current holder made: A->B, B->C after the same
+    # receipt both apply, whichever id is lower.
+    while (t := next((t for t in waiting if t.doc["from"] == holder), None)) is not None:
+        waiting.remove(t)
+        day = _day(t.doc["date"])
+        last = _day(seq.transfers[-1].doc["date"]) if seq.transfers else start
+        if day is None or day < start or day < last:
+            seq.rejected.append(Rejection(t.id, code="bad_date", message=f"transfer dated {t.doc['date']}, "
+                                                                          f"before {max(start, last).isoformat()}"))
+            continue
+        seq.transfers.append(t)
+        holder = t.doc["to"]
+    for t in waiting:
+        seq.rejected.append(Rejection(t.id, code="not_holder", message=f"{_short(t.doc['from'])} does not hold "
+                                                                        f"the claim after receipt {t.doc['after']}"))
+    return holder
+
+
+def _sequence(loan: bytes, c: dict, receipts: Iterable[SignedReceipt],
+              transfers: Iterable[SignedTransfer]) -> _Sequence:
+    """The receipts that count, in order, and the transfers that apply (rules 2 and 3)."""
+    by_n: dict[int, list[SignedReceipt]] = {}
+    for r in _unique((r for r in receipts if r.doc.get("loan") == loan),
+                     lambda r: (r.signer != r.doc["payee"], r.signer)).values():
+        by_n.setdefault(r.doc["n"], []).append(r)
+    by_after: dict[int, list[SignedTransfer]] = {}
+    for t in _unique((t for t in transfers if t.doc.get("loan") == loan),
+                     lambda t: (t.signers != {t.doc["from"], t.doc["to"]}, sorted(t.signers))).values():
+        by_after.setdefault(t.doc["after"], []).append(t)
+
+    seq = _Sequence([], [], [])
+    holder = c["lender"]
+    while True:
+        holder = _apply_transfers(by_after.pop(len(seq.counted), []), holder, c, seq)
+        if not _count_next(by_n.pop(len(seq.counted) + 1, []), c, holder, seq):
+            break
+    missing = len(seq.counted) + 1
+    for n in sorted(by_n):
+        for r in sorted(by_n[n], key=lambda r: r.id):
+            seq.rejected.append(Rejection(r.id, code="gap", message=f"receipt {n} waits for receipt {missing}"))
+    for after in sorted(by_after):
+        for t in sorted(by_after[after], key=lambda t: t.id):
+            seq.rejected.append(Rejection(t.id, code="not_reached",
+                                          message=f"a transfer after receipt {after}; {len(seq.counted)} are counted"))
+    return seq
+
+
+def _holder_at(c: dict, seq: _Sequence) -> Callable[[date], bytes]:
+    """The holder at a date (rule 3): valid transfers are in date order, so a prefix applies."""
+
+    def holder(d: date) -> bytes:
+        h = c["lender"]
+        for t in seq.transfers:
+            if parse_date(t.doc["date"]) > d:
+                break
+            h = t.doc["to"]
+        return h
+
+    return holder
+
+
+# -- rules 5 to 7: the money ------------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    """One installment as payments reach it."""
+
+    inst: Installment
+    falls_due: date  # rule 5: its due date, or the disbursement if later
+    paid_interest: int = 0
+    paid_principal: int = 0
+    waived: int = 0
+    fee: int = 0
+    fee_paid: int = 0
+    assessed: bool = False
+
+    def unpaid(self) -> int:
+        """Interest and principal still owed (fees apart)."""
+        return (self.inst.interest - self.waived - self.paid_interest) + (self.inst.principal - self.paid_principal)
+
+
+class _Book:
+    """The installments of a disbursed loan, with repayments applied in date order."""
+
+    def __init__(self, plan: list[Installment], disbursed_on: date, grace_days: int, late_fee: int) -> None:
+        self.lines = [_Line(i, max(i.due, disbursed_on)) for i in plan]
+        self.grace_days, self.late_fee = grace_days, late_fee
+        self.overpaid = 0
+        self.repaid_on: date | None = None
+
+    def charge_fees(self, day: date) -> None:
+        """Charge the fee of every installment whose grace ended before ``day`` unpaid (rule 6)."""
+        for line in self.lines:
+            # Day arithmetic instead of due + grace: that sum may pass the year 9999.
+            if not line.assessed and (day - line.falls_due).days > self.grace_days:
+                line.assessed = True  # judged once, at the end of its grace
+                if line.unpaid():
+                    line.fee = self.late_fee
+
+    def pay(self, amount: int, day: date) -> None:
+        """Allocate a repayment dated ``day`` (rule 7), after charging the fees due by then."""
+        self.charge_fees(day)
+        for line in self.lines:
+            amount -= (x := min(amount, line.fee - line.fee_paid))
+            line.fee_paid += x
+        for line in self.lines:
+            if line.falls_due <= day:
+                amount -= (x := min(amount, line.inst.interest - line.waived - line.paid_interest))
+                line.paid_interest += x
+        # Lines are in due order, so this is (3) the principal of those due, then (4) prepayment.
+        for line in self.lines:
+            amount -= (x := min(amount, line.inst.principal - line.paid_principal))
+            line.paid_principal += x
+        if self.repaid_on is None and all(line.paid_principal == line.inst.principal for line in self.lines):
+            self.repaid_on = day
+            for line in self.lines:
+                if line.falls_due > day:
+                    line.waived = line.inst.interest - line.paid_interest
+        self.overpaid += amount
+
+    def days_past_due(self, day: date) -> int:
+        """Rule 8: days since the oldest installment not fully paid fell due, if before ``day``."""
+        oldest = next((line for line in self.lines if line.unpaid()), None)
+        return (day - oldest.falls_due).days if oldest and oldest.falls_due < day else 0
+
+    def fees_unpaid(self) -> int:
+        return sum(line.fee - line.fee_paid for line in self.lines)
+
+    def due_now(self, day: date) -> int:
+        return self.fees_unpaid() + sum(line.unpaid() for line in self.lines if line.falls_due <= day)
+
+    def payoff(self, day: date) -> int:
+        unpaid_interest = sum(line.inst.interest - line.waived - line.paid_interest
+                              for line in self.lines if line.falls_due <= day)
+        return self.fees_unpaid() + unpaid_interest + self.outstanding()
+
+    def outstanding(self) -> int:
+        return sum(line.inst.principal - line.paid_principal for line in self.lines)
+
+    def status(self, line: _Line, day: date) -> str:
+        if line.waived:
+            return "waived"
+        if not line.unpaid():
+            return "paid"
+        if line.falls_due > day:
+            return "upcoming"
+        if (day - line.falls_due).days > self.grace_days:
+            return "late"
+        return "partial" if line.paid_interest or line.paid_principal else "due"
+
+
+def _book(plan: list[Installment], c: dict, seq: _Sequence, disbursed_on: date, until: date) -> _Book:
+    """The money at the end of day ``until``: repayments dated on or before it, then fees (rule 6)."""
+    book = _Book(plan, disbursed_on, c["grace_days"], c["late_fee"])
+    for r in seq.counted[1:]:
+        day = parse_date(r.doc["date"])
+        if day > until:
+            break  # counted dates never decrease (rule 2)
+        book.pay(r.doc["amount"], day)
+    book.charge_fees(until)
+    return book
+
+
+# -- rule 9: notices ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Notices:
+    defaulted_on: date | None
+    written_off_on: date | None
+    disputes: list[Dispute]
+    rejected: list[Rejection]
+
+
+def _notices(notices: Iterable[Notice], today: date, c: dict, seq: _Sequence,
+             days_past_due_at: Callable[[date], int]) -> _Notices:
+    """Which notices given on or before ``today`` count (rule 9)."""
+    holder_at = _holder_at(c, seq)
+    parties = {c["lender"], c["borrower"]} | {t.doc["to"] for t in seq.transfers}
+    given = sorted(_unique((x for x in notices if x.date <= today),
+                           lambda x: (x.kind, x.by, x.date, x.reason or "")).values(),
+                   key=lambda x: (x.date, x.id))
+    out = _Notices(None, None, [], [])
+    for x in given:  # defaults first: a writeoff needs one dated on or before it
+        if x.kind != "default":
+            continue
+        if x.by != holder_at(x.date):
+            out.rejected.append(Rejection(x.id, code="not_holder",
+                                          message="a default is declared by the holder of the claim"))
+        elif (dpd := days_past_due_at(x.date)) < c["default_days"]:
+            out.rejected.append(Rejection(x.id, code="default_not_allowed",
+                                          message=f"{dpd} days past due on {x.date.isoformat()}; "
+                                                  f"the contract allows a default at {c['default_days']}"))
+        elif out.defaulted_on is None:
+            out.defaulted_on = x.date
+    for x in given:
+        if x.kind == "writeoff":
+            if x.by != holder_at(x.date):
+                out.rejected.append(Rejection(x.id, code="not_holder",
+                                              message="a writeoff is made by the holder of the claim"))
+            elif out.defaulted_on is None or out.defaulted_on > x.date:
+                out.rejected.append(Rejection(x.id, code="not_defaulted",
+                                              message="only a defaulted loan is written off"))
+            elif out.written_off_on is None:
+                out.written_off_on = x.date
+        elif x.kind == "dispute":
+            if x.by in parties:
+                out.disputes.append(Dispute(x.id, x.by, x.date, x.reason))
+            else:
+                out.rejected.append(Rejection(x.id, code="not_party",
+                                              message="a dispute is recorded by a party to the loan"))
+        elif x.kind != "default":
+            out.rejected.append(Rejection(x.id, code="bad_notice", message=f"unknown notice kind {x.kind!r}"))
+    return out
+
+
+# -- the entry point ----------------------------------------------------------------------------
+
+
+def _state(disbursed: bool, book: _Book | None, notes: _Notices, dpd: int, grace_days: int) -> str:
+    """Rule 8's precedence."""
+    if not disbursed:
+        return AWAITING
+    if book is not None and book.repaid_on is not None:
+        return REPAID
+    if notes.written_off_on is not None:
+        return WRITTEN_OFF
+    if notes.defaulted_on is not None:
+        return DEFAULTED
+    if dpd == 0:
+        return CURRENT
+    return LATE if dpd <= grace_days else DELINQUENT
+
+
+def loan_state(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
+               notices: list[Notice], today: date) -> LoanState:
+    """The state of loan ``loan_id`` (the id of ``contract``) at the end of ``today``, by the
+    rules of this module. Depends only on the arguments, taken as sets; raises
+    ``ProtocolError`` only for a contract whose schedule cannot be made."""
+    c = contract
+    plan = contract_schedule(c)
+    seq = _sequence(loan_id, c, receipts, transfers)
+    disbursed_on = parse_date(seq.counted[0].doc["date"]) if seq.counted else None
+    if disbursed_on is not None and disbursed_on > today:
+        disbursed_on = None  # rule 4: not lent yet at the end of today
+
+    def days_past_due_at(d: date) -> int:
+        if disbursed_on is None or disbursed_on > d:
+            return 0
+        return _book(plan, c, seq, disbursed_on, d).days_past_due(d)
+
+    notes = _notices(notices, today, c, seq, days_past_due_at)
+    book = _book(plan, c, seq, disbursed_on, today) if disbursed_on is not None else None
+    dpd = book.days_past_due(today) if book else 0
+    state = _state(disbursed_on is not None, book, notes, dpd, c["grace_days"])
+
+    if book is None:  # nothing lent: nothing paid, nothing owed
+        rows = tuple(Row(k, i.due, i.payment, i.interest, i.principal, 0, 0, 0, 0, 0, "upcoming")
+                     for k, i in enumerate(plan, 1))
+    else:
+        rows = tuple(Row(k, ln.inst.due, ln.inst.payment, ln.inst.interest, ln.inst.principal, ln.paid_interest,
+                         ln.paid_principal, ln.waived, ln.fee, ln.fee_paid, book.status(ln, today))
+                     for k, ln in enumerate(book.lines, 1))
+    return LoanState(
+        loan=loan_id,
+        as_of=today,
+        state=state,
+        days_past_due=dpd,
+        bucket=bucket_of(dpd) if state == DELINQUENT else None,
+        holder=_holder_at(c, seq)(today),
+        default_allowed=(state, "default") in TRANSITIONS and dpd >= c["default_days"],
+        rows=rows,
+        principal_paid=sum(r.paid_principal for r in rows),
+        interest_paid=sum(r.paid_interest for r in rows),
+        interest_waived=sum(r.interest_waived for r in rows),
+        fees_charged=sum(r.fee_charged for r in rows),
+        fees_paid=sum(r.fee_paid for r in rows),
+        outstanding_principal=book.outstanding() if book else 0,
+        due_now=book.due_now(today) if book else 0,
+        payoff=book.payoff(today) if book else 0,
+        overpaid=book.overpaid if book else 0,
+        counted=tuple(r.id for r in seq.counted),
+        transfers=tuple(t.id for t in seq.transfers),
+        rejected=tuple(seq.rejected + notes.rejected),
+        disputes=tuple(notes.disputes),
+        disbursed_on=disbursed_on,
+        repaid_on=book.repaid_on if book else None,
+        defaulted_on=notes.defaulted_on,
+        written_off_on=notes.written_off_on,
+    )
