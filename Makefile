@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/sync.py
 	$(PY) bench/gossip.py
 	$(PY) bench/node.py
+	$(PY) bench/agree.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

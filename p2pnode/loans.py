@@ -143,8 +143,14 @@ class LoanService:
         log.info("proposal %s (%s): %s on %s", p.loan.hex()[:16], p.role, p.state, event)
         return p
 
-    async def _append(self, kind: str, body: dict) -> Any:
+    async def _append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None) -> Any:
+        """Append one entry to our chain and gossip it; with ``once = (loan, document id)``,
+        only if our chain does not record that document yet (checked under the write
+        lock, so two paths learning of one document at once record it once). The entry,
+        or None if it was recorded already."""
         async with self.node._write_lock:
+            if once is not None and once[1] in read_loan(self.store, once[0]).recorded_by(self.me):
+                return None
             entry = self.store.append_one(self.node.key, kind, body, now_ms=self.now_ms(), registry=self.node.registry)
         self.node.announce([entry])
         return entry
@@ -152,11 +158,8 @@ class LoanService:
     async def _record_agreement(self, agreement: bytes) -> None:
         """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one."""
         env = open_agreement(agreement)
-        rec = read_loan(self.store, env.id)
-        if env.id in rec.recorded_by(self.me):
-            return
-        await self._append("loan.agreement", {"contract": agreement})
-        self.node.count("loans.agreed")
+        if await self._append("loan.agreement", {"contract": agreement}, once=(env.id, env.id)) is not None:
+            self.node.count("loans.agreed")
 
     # -- proposing -------------------------------------------------------------------------
 
@@ -228,6 +231,9 @@ class LoanService:
             if env.id != loan:
                 raise ProtocolError("the answer is an agreement to another contract", code="bad_message")
             await self._record_agreement(env.raw)
+            p = self.get(loan)  # the agreement may have arrived by gossip meanwhile
+            if p.state in FINAL:
+                return
             p.contract = env.raw
             self._save(p, "accepted")
         elif isinstance(answer, agree.Held):
@@ -373,8 +379,10 @@ class LoanService:
         env = countersign(open_envelope(p.contract), self.node.key)
         agreement = env.raw
         await self._record_agreement(agreement)  # first: our chain says so before anyone hears
-        p.contract = agreement
-        self._save(p, event)
+        now = self.get(p.loan)
+        if now is None or now.state not in FINAL:  # (not already moved by the proposer's entry)
+            p.contract = agreement
+            self._save(p, event)
         await self._consume_offer(env.document["offer"])
         return agree.Accepted(agreement)
 
@@ -512,9 +520,7 @@ class LoanService:
             raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
 
     async def _record_document(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
-        rec = read_loan(self.store, loan)
-        if doc_id not in rec.recorded_by(self.me):
-            await self._append(kind, body)
+        await self._append(kind, body, once=(loan, doc_id))
 
     # -- money moves and notices ------------------------------------------------------------------
 
@@ -599,7 +605,7 @@ class LoanService:
     async def _receipt(self, rec: LoanRecord, what: str, amount: int, d: date, *, payer: bytes) -> dict:
         async with self._decide_lock:  # receipt numbers are handed out one at a time
             rec = read_loan(self.store, rec.loan)
-            n = rec.next_receipt_number()
+            n = rec.next_receipt_number(self.today())
             env = make_receipt(self.node.key, loan=rec.loan, n=n, what=what, amount=amount, day=d, payer=payer)
             e = await self._append("loan.receipt", {"receipt": env.raw})
         self.node.count("loans.receipts")
@@ -730,10 +736,14 @@ class LoanService:
                 "outstanding_text": format_amount(st.outstanding_principal, c["currency"]),
                 "start": c["start"], "term": c["term"],
             })
-        for loan in self._open:  # proposals not yet agreed, so the owner sees them too
-            p = self.get(loan)
-            if p is None or (state is not None and p.state != state):
+        for k, v in self.store.scan_raw(P_PROPOSAL):  # proposals never agreed, so the owner sees them too
+            try:
+                p = Proposal.decode(k[1:], v)
+            except Exception:
                 continue
+            if p.state == AGREED or (state is not None and p.state != state):
+                continue
+            loan = p.loan
             d = p.document
             r = "lender" if d["lender"] == self.me else "borrower"
             if role not in (None, "any") and r != role:

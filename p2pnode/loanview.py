@@ -57,8 +57,10 @@ class LoanRecord:
         return loan_state(self.loan, self.contract, list(self.receipts.values()), list(self.transfers.values()),
                           self.notices, today)
 
-    def next_receipt_number(self) -> int:
-        return 1 + max((r.doc["n"] for r in self.receipts.values()), default=0)
+    def next_receipt_number(self, today: date) -> int:
+        """The number the next receipt takes: one after the counted ones (a refused receipt
+        leaves no hole; its number is given again)."""
+        return len(self.state(today).counted) + 1
 
 
 def _embedded(e: Entry) -> bytes | None:
