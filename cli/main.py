@@ -211,6 +211,7 @@ def _register_groups() -> None:
     cli.add_command(testnet)
     from .schedule import schedule; cli.add_command(schedule)  # noqa: E702
     from .loan import loan; cli.add_command(loan)  # noqa: E702
+    from .offer import offer, request; cli.add_command(offer); cli.add_command(request)  # noqa: E702
 
 
 _register_groups()

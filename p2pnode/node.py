@@ -100,6 +100,9 @@ class Node:
         from .loans import LoanService
 
         self.loans = LoanService(self)
+        from .offers import OfferService
+
+        self.offers = OfferService(self)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Node:
             nursery.start_soon(self._routine_sync)
             nursery.start_soon(self._gossip_entries)
             nursery.start_soon(self.loans.retry_loop)
+            nursery.start_soon(self.offers.loop)
             if self.settings.pex:
                 nursery.start_soon(self._dial_loop)
                 nursery.start_soon(self._pex_loop)
@@ -289,6 +293,7 @@ class Node:
                 self.connected[pk] = self._describe(pk)
                 log.info("peer connected %s (%s %s)", peer_id(pk), self.connected[pk].direction, self.connected[pk].addr)
                 self.request_sync(pk)
+                self.offers.peer_joined()
                 if self.settings.pex:
                     self._nursery.start_soon(self._exchange_peers, pk)
             for pk in set(self.connected) - now:
@@ -547,7 +552,8 @@ class Node:
                 log.warning("FORK proof received: %s signed two entries at seq %d", peer_id(proof.author), proof.seq)
                 self.count("forks.received")
         else:
-            self.count("offers.received")  # the offer book arrives with loans
+            self.count("offers.received")
+            await self.offers.on_gossip(msg.data)
 
     def _sync_from_origin(self, msg: Any) -> None:
         try:
@@ -685,6 +691,7 @@ class Node:
             lock=self._write_lock, check=self.loans.check_append,
         )
         methods.update(self.loans.methods())
+        methods.update(self.offers.methods())
         methods.update(
             {"node.status": status, "node.peers": peers, "node.connect": connect, "node.stop": stop, "node.arrivals": arrivals}
         )

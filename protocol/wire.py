@@ -17,7 +17,8 @@ Rules of this file (docs/protocol.md, "Network"):
    knows, each as a public key and multiaddrs (without ``/p2p/``).
 4. Gossip messages carry bare bytes: on ``TOPIC_ENTRIES`` a canonical array of 1 to
    ``MAX_GOSSIP_ENTRIES`` entry envelopes (bin) of at most ``MAX_GOSSIP_SIZE`` bytes in
-   all; on ``TOPIC_FRAUD`` a fork proof; on ``TOPIC_OFFERS`` a signed document envelope.
+   all; on ``TOPIC_FRAUD`` a fork proof; on ``TOPIC_OFFERS`` an offer or its
+   cancellation (offer.py).
    ``check_gossip`` is the validator: a message it refuses (any part of it) is neither
    delivered nor forwarded.
 5. A list in a message longer than its limit, an integer out of range, a missing or extra
@@ -343,7 +344,7 @@ def split_entries(envelopes: list[bytes]) -> list[list[bytes]]:
     return groups
 
 
-def check_gossip(topic: str, data: bytes) -> Union[list[Entry], ForkProof, Envelope]:
+def check_gossip(topic: str, data: bytes) -> Any:
     """The verified value a gossip message on ``topic`` carries; ``ProtocolError`` if it
     must be dropped (malformed, oversize, badly signed, wrong topic)."""
     if topic == TOPIC_ENTRIES:
@@ -358,8 +359,9 @@ def check_gossip(topic: str, data: bytes) -> Union[list[Entry], ForkProof, Envel
             raise WireError(f"fork proof of {len(data)} bytes exceeds {MAX_FORK_PROOF_SIZE}", code="oversize")
         return ForkProof.decode(data)
     if topic == TOPIC_OFFERS:
-        env = open_envelope(data)
-        if env.type == "entry":
+        from .offer import parse_book_message
+
+        if open_envelope(data).type == "entry":
             raise WireError("chain entries belong on the entries topic", code="wrong_topic")
-        return env
+        return parse_book_message(data)
     raise WireError(f"unknown topic {topic[:60]!r}", code="wrong_topic")

@@ -1,0 +1,205 @@
+"""Loans between in-process nodes over real libp2p on 127.0.0.1 and real LevelDB: an offer
+taken, countersigned, disbursed and repaid; review, expiry, wrong heads, transfers and
+defaults. (tests/net/test_loans_cli.py runs the same story through separate processes.)"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from nodenet import make_node, start, stop_all, sync_all, wait_for
+from p2pnode.control import ApiError
+from p2pnode.loanview import read_loan
+from protocol.keys import peer_id
+
+pytestmark = pytest.mark.trio
+
+START = (date.today() - timedelta(days=130)).isoformat()
+
+
+async def mesh(nursery: trio.Nursery, tmp: Path, n: int, **settings) -> list:
+    nodes = [await start(nursery, make_node(tmp / f"n{i}", f"n{i}", pex=False, **settings)) for i in range(n)]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            await b.connect(a.listen_addrs()[0])
+    await wait_for(lambda: all(len(x.connected) == n - 1 for x in nodes), 10, "a full mesh")
+    await sync_all(nodes)
+    return nodes
+
+
+async def offer(node, **over) -> str:
+    params = {"side": "lend", "amount": "1200.00", "currency": "EUR", "rate": "12%", "term": "3m",
+              "grace_days": 5, "late_fee": "15.00", "default_days": 30}
+    params.update(over)
+    view = await node.call("offer.create", params)
+    return view["id"]
+
+
+async def seen_offer(nodes, offer_id: str) -> None:
+    await wait_for(lambda: all(x.offers.get(bytes.fromhex(offer_id)) is not None for x in nodes), 10,
+                   "the offer to reach every book")
+
+
+def recorded(node, loan: str) -> set[str]:
+    return {peer_id(e.author) for e in read_loan(node.store, bytes.fromhex(loan)).entries
+            if e.kind == "loan.agreement"}
+
+
+async def test_an_offer_taken_countersigned_disbursed_and_repaid_looks_the_same_everywhere(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender, borrower, observer = nodes = await mesh(nursery, tmp_path, 3)
+        oid = await offer(lender)
+        await seen_offer(nodes, oid)
+        p = await borrower.call("loan.propose", {"offer": oid, "start": START})
+        assert p["state"] == "agreed", p
+        loan = p["loan"]
+        both = {lender.peer_id, borrower.peer_id}
+        assert lender.peer_id in recorded(lender, loan) and borrower.peer_id in recorded(borrower, loan)
+        await wait_for(lambda: recorded(lender, loan) == recorded(borrower, loan) == both, 10,
+                       "each node to hold both agreement entries")
+        # the offer is taken once: it leaves every book
+        await wait_for(lambda: all(x.offers.get(bytes.fromhex(oid)) is None for x in nodes), 10, "the offer to go")
+        await sync_all(nodes)
+        with pytest.raises(ApiError) as e:
+            await observer.call("loan.disburse", {"loan": loan})
+        assert e.value.code == "not_lender"
+        await lender.call("loan.disburse", {"loan": loan, "date": START})
+        await sync_all(nodes)
+        await borrower.call("loan.confirm", {"loan": loan})
+        await sync_all(nodes)
+        view = await borrower.call("loan.show", {"loan": loan})
+        assert view["state"] == "current" or view["state"] in ("late", "delinquent")
+        rows = view["rows"]
+        for i, row in enumerate(rows):
+            due = date.fromisoformat(row["due"])
+            late = i == 1
+            paid_on = due + timedelta(days=10 if late else 0)
+            amount = row["payment"] + (1500 if late else 0)
+            text = f"{amount // 100}.{amount % 100:02d}"
+            await borrower.call("loan.repay", {"loan": loan, "amount": text, "date": paid_on.isoformat()})
+            r = await lender.call("loan.receipt", {"loan": loan, "amount": text, "date": paid_on.isoformat()})
+            assert r["n"] == i + 2  # the disbursement receipt is #1
+        await sync_all(nodes)
+        await wait_for(lambda: len(read_loan(borrower.store, bytes.fromhex(loan)).recorded_by(
+            borrower.key.public_key)) == 5, 10, "the borrower to record every receipt")
+        await sync_all(nodes)
+        views = [await x.call("loan.show", {"loan": loan}) for x in nodes]
+        for v in views:
+            v.pop("role"), v.pop("shown_state")
+        assert views[0] == views[1] == views[2]
+        v = views[2]
+        assert v["state"] == "repaid" and v["fees_charged"] == v["fees_paid"] == 1500
+        assert v["outstanding_principal"] == 0
+        listed = await observer.call("loan.list", {})
+        assert [x["state"] for x in listed["loans"]] == ["repaid"] and listed["loans"][0]["role"] is None
+        await stop_all(nodes)
+
+
+async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, review=True))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        oid = await offer(lender)
+        await seen_offer([borrower], oid)
+        p = await borrower.call("loan.propose", {"offer": oid})
+        assert p["state"] == "held"
+        pending = (await lender.call("loan.pending"))["pending"]
+        assert [x["loan"] for x in pending] == [p["loan"]]
+        again = await borrower.call("loan.proposal", {"loan": p["loan"][:12]})
+        assert again["state"] == "held"
+        await lender.call("loan.accept", {"loan": p["loan"][:10]})
+        await wait_for(lambda: borrower.loans.get(bytes.fromhex(p["loan"])).state == "agreed", 10,
+                       "the borrower to learn of the agreement")
+        assert recorded(borrower, p["loan"]) == {lender.peer_id, borrower.peer_id}
+        assert (await lender.call("loan.pending"))["pending"] == []
+        # a second review, rejected: the proposer sees the reason
+        oid2 = await offer(lender)
+        await seen_offer([borrower], oid2)
+        p2 = await borrower.call("loan.propose", {"offer": oid2})
+        await lender.call("loan.reject", {"loan": p2["loan"], "reason": "too soon after the last one"})
+        await wait_for(lambda: borrower.loans.get(bytes.fromhex(p2["loan"])).state == "refused", 10, "the refusal")
+        got = await borrower.call("loan.proposal", {"loan": p2["loan"]})
+        assert got["code"] == "rejected" and got["reason"] == "too soon after the last one"
+        await stop_all([lender, borrower])
+
+
+async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path):
+    from protocol.contract import contract_from, propose, terms_of
+    from protocol import agree
+
+    async with trio.open_nursery() as nursery:
+        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        oid = await offer(lender)
+        await seen_offer(nodes, oid)
+        o = borrower.offers.get(bytes.fromhex(oid))
+        me, them = borrower.store.head(borrower.key.public_key), borrower.store.head(lender.key.public_key)
+
+        async def ask(**over):
+            kw = dict(taker=borrower.key.public_key, principal=120000, start=date.today(),
+                      lender_head=(them.seq, them.id), borrower_head=(me.seq, me.id),
+                      created=borrower.loans.now_ms(), expires=borrower.loans.now_ms() + 60_000)
+            kw.update(over)
+            env = propose(borrower.key, contract_from(o.id, terms_of(o), **kw))
+            return await borrower.loans._ask(lender.key.public_key, agree.Propose(env.raw))
+
+        expired = await ask(created=borrower.loans.now_ms() - 120_000, expires=borrower.loans.now_ms() - 1)
+        assert isinstance(expired, agree.Refused) and expired.code == "expired"
+        wrong = await ask(lender_head=(them.seq, bytes(32)))
+        assert isinstance(wrong, agree.Refused) and wrong.code == "bad_head"
+        ahead = await ask(borrower_head=(me.seq + 5, me.id))  # a head the borrower's chain never had
+        assert isinstance(ahead, agree.Refused) and ahead.code == "bad_head"
+        big = await ask(principal=999_999_00)
+        assert isinstance(big, agree.Refused) and big.code == "terms_mismatch"
+        again = await ask(lender_head=(them.seq, bytes(32)))  # the same refusal, however often asked
+        assert isinstance(again, agree.Refused) and again.code == "bad_head"
+        ok = await ask()
+        assert isinstance(ok, agree.Accepted)
+        # the offer is taken: a second taker is refused
+        late = await ask(principal=110000)
+        assert isinstance(late, agree.Refused) and late.code in ("offer_expired", "unknown_offer")
+        await stop_all(nodes)
+
+
+async def test_transfer_default_and_forged_receipts(tmp_path: Path):
+    from protocol.contract import make_receipt
+
+    async with trio.open_nursery() as nursery:
+        lender, borrower, buyer = nodes = await mesh(nursery, tmp_path, 3)
+        oid = await offer(lender)
+        await seen_offer(nodes, oid)
+        loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
+        await lender.call("loan.disburse", {"loan": loan, "date": START})
+        await sync_all(nodes)
+        await borrower.call("loan.confirm", {"loan": loan})
+        await sync_all(nodes)
+        # a receipt the borrower signs for the lender is forged: the entry is refused outright
+        forged = make_receipt(borrower.key, loan=bytes.fromhex(loan), n=2, what="repayment", amount=100,
+                              day=date.today(), payer=lender.key.public_key)
+        # (signed by the borrower as payee: valid on its face, but it counts for nothing)
+        await borrower.call("ledger.append", {"kind": "loan.receipt", "body": {"receipt": {"$bin": forged.raw.hex()}}})
+        await sync_all(nodes)
+        v = await buyer.call("loan.show", {"loan": loan})
+        assert v["principal_paid"] == 0 and any(r["code"] for r in v["rejected"])
+        # default: past the threshold (30 days) with nothing paid since START
+        assert v["default_allowed"]
+        t = await lender.call("loan.transfer", {"loan": loan, "to": buyer.peer_id})
+        assert t["after"] == 1
+        await sync_all(nodes)
+        await wait_for(lambda: any(e.kind == "loan.transfer" and e.author == borrower.key.public_key
+                                   for e in read_loan(borrower.store, bytes.fromhex(loan)).entries), 10,
+                       "the borrower's node to record the transfer")
+        with pytest.raises(ApiError) as e:
+            await lender.call("loan.receipt", {"loan": loan, "amount": "10.00"})
+        assert e.value.code == "not_holder"
+        assert (await lender.call("loan.list", {}))["loans"][0]["state"] == "transferred"
+        d = await buyer.call("loan.default", {"loan": loan})
+        assert d["days_past_due"] > 30
+        await sync_all(nodes)
+        states = {(await x.call("loan.show", {"loan": loan}))["state"] for x in nodes}
+        assert states == {"defaulted"}
+        await stop_all(nodes)
