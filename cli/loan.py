@@ -116,8 +116,8 @@ def reject(c: Ctx, loan_id: str, reason: str, as_json: bool) -> None:
 
 def _moved(a: dict) -> str:
     if "receipt" in a:
-        return f"receipt #{a['n']} signed: {a['what']} of {a['amount']} minor units on {a['date']} (loan {a['loan'][:16]})"
-    return f"declared: {a['declared']} of {a['amount']} minor units on {a['date']} (loan {a['loan'][:16]})"
+        return f"receipt #{a['n']} signed: {a['what']} of {a['amount_text']} on {a['date']} (loan {a['loan'][:16]})"
+    return f"declared: {a['declared']} of {a['amount_text']} on {a['date']} (loan {a['loan'][:16]})"
 
 
 @loan.command()

@@ -574,7 +574,7 @@ class LoanService:
         e = await self._append("loan.declared", {"loan": rec.loan, "what": "disbursement",
                                                  "amount": rec.contract["principal"], "date": d.isoformat()})
         return {"loan": rec.loan.hex(), "declared": "disbursement", "amount": rec.contract["principal"],
-                "date": d.isoformat(), "seq": e.seq}
+                "amount_text": _money(rec, rec.contract["principal"]), "date": d.isoformat(), "seq": e.seq}
 
     async def confirm(self, ref: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
@@ -592,7 +592,8 @@ class LoanService:
         minor, d = self._amount(rec, amount), self._day(day)
         e = await self._append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
                                                  "date": d.isoformat()})
-        return {"loan": rec.loan.hex(), "declared": "repayment", "amount": minor, "date": d.isoformat(), "seq": e.seq}
+        return {"loan": rec.loan.hex(), "declared": "repayment", "amount": minor, "amount_text": _money(rec, minor),
+                "date": d.isoformat(), "seq": e.seq}
 
     async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
@@ -610,7 +611,7 @@ class LoanService:
             e = await self._append("loan.receipt", {"receipt": env.raw})
         self.node.count("loans.receipts")
         return {"loan": rec.loan.hex(), "receipt": env.id.hex(), "n": n, "what": what, "amount": amount,
-                "date": d.isoformat(), "seq": e.seq}
+                "amount_text": _money(rec, amount), "date": d.isoformat(), "seq": e.seq}
 
     async def default(self, ref: Any) -> dict:
         rec = self.find_loan(ref)
@@ -837,6 +838,10 @@ def _answer_of(p: Proposal) -> Any:
     if p.state == EXPIRED:
         return agree.Refused(p.loan, "expired", "the proposal expired before it was accepted")
     return agree.Refused(p.loan, p.code or "rejected", p.reason or "refused")
+
+
+def _money(rec: LoanRecord, minor: int) -> str:
+    return f"{format_amount(minor, rec.contract['currency'])} {rec.contract['currency']}"
 
 
 def _declared_day(rec: LoanRecord, what: str) -> date | None:
