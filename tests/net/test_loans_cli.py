@@ -1,0 +1,194 @@
+"""Loans end to end over separate node processes (`p2pnode testnet`), driven and checked
+through the CLI only. Every process is ended by its pid at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from p2ptest import Testnet
+
+pytestmark = pytest.mark.slow
+
+START = (date.today() - timedelta(days=130)).isoformat()
+
+
+@pytest.fixture
+def net(tmp_path: Path):
+    t = Testnet(tmp_path / "tn")
+    try:
+        yield t
+    finally:
+        t.kill_all()
+
+
+def peer(net: Testnet, k: int) -> str:
+    return net.json(k, "id")["peer_id"]
+
+
+def offer(net: Testnet, k: int, *extra: str, side: str = "offer") -> str:
+    args = [side, "create", "--amount", "1200.00", "--currency", "EUR", "--rate", "12%", "--term", "3m",
+            "--grace-days", "5", "--late-fee", "15.00", "--default-days", "60", *extra]
+    return net.json(k, *args)["id"]
+
+
+def sees_offer(net: Testnet, k: int, oid: str) -> None:
+    net.wait(lambda: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
+
+
+def show(net: Testnet, k: int, loan: str) -> dict:
+    return net.json(k, "loan", "show", loan)
+
+
+def money(minor: int) -> str:
+    return f"{minor // 100}.{minor % 100:02d}"
+
+
+def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Testnet):
+    net.up(3)
+    oid = offer(net, 1)
+    sees_offer(net, 2, oid)
+    p = net.json(2, "loan", "propose", oid, "--start", START)
+    assert p["state"] == "agreed", p
+    loan = p["loan"]
+    net.json(1, "loan", "disburse", loan, "--date", START)
+    net.wait(lambda: show(net, 2, loan)["declared"], 20, "the declaration on node2")
+    assert net.json(2, "loan", "confirm", loan)["n"] == 1
+    rows = show(net, 2, loan)["rows"]
+    for i, row in enumerate(rows):
+        day = date.fromisoformat(row["due"]) + timedelta(days=10 if i == 1 else 0)
+        amount = money(row["payment"] + (1500 if i == 1 else 0))
+        net.json(2, "loan", "repay", loan, "--amount", amount, "--date", day.isoformat())
+        net.json(1, "loan", "receipt", loan, "--amount", amount, "--date", day.isoformat())
+    net.wait(lambda: show(net, 3, loan)["state"] == "repaid", 30, "node3 to see the loan repaid")
+    views = [show(net, k, loan) for k in (1, 2, 3)]
+    for v in views:
+        v.pop("role"), v.pop("shown_state")
+    assert views[0] == views[1] == views[2]
+    assert views[0]["fees_charged"] == views[0]["fees_paid"] == 1500
+    # text output, as a person reads it
+    text = net.cli(3, "loan", "show", loan)[1]
+    assert "repaid" in text and "1200.00 EUR" in text
+    listed = net.json(2, "loan", "list", "--role", "borrower")
+    assert [x["state"] for x in listed["loans"]] == ["repaid"]
+
+
+def test_borrower_killed_between_proposal_and_countersignature_then_restarted(net: Testnet):
+    net.up(2)
+    cfg = net.home(2) / "config.toml"  # node 2 reviews proposals by hand
+    net.cli(2, "stop")
+    cfg.write_text(cfg.read_text().replace("review = false", "review = true"))
+    net.up(2)
+    rid = offer(net, 2, side="request")  # node 2 asks to borrow; node 1 lends
+    sees_offer(net, 1, rid)
+    p = net.json(1, "loan", "propose", rid)
+    assert p["state"] == "held"
+    pending = net.json(2, "loan", "pending")["pending"]
+    assert [x["loan"] for x in pending] == [p["loan"]]
+    os.kill(net.pids()["node2"], signal.SIGKILL)  # before its owner decides
+    net.up(2)
+    pending = net.json(2, "loan", "pending")["pending"]
+    assert [x["loan"] for x in pending] == [p["loan"]], "the pending proposal survived kill -9"
+    net.json(2, "loan", "accept", p["loan"][:12])
+    net.wait(lambda: net.json(1, "loan", "list")["loans"][0]["state"] == "awaiting_disbursement", 30,
+             "node1 to record the agreement")
+    # both chains hold it; proposing again is answered the same way (idempotent)
+    for k in (1, 2):
+        assert show(net, k, p["loan"])["state"] == "awaiting_disbursement"
+
+
+def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Testnet):
+    net.up(2)
+    oid = offer(net, 1)
+    sees_offer(net, 2, oid)
+    lender = peer(net, 1)
+    net.cli(1, "stop")
+    p = net.json(2, "loan", "propose", oid, "--ttl", "2")
+    assert p["state"] == "proposed"  # the lender is unreachable: it stays proposed, to be asked again
+    net.wait(lambda: net.json(2, "loan", "list")["loans"][0]["state"] == "expired", 20, "the proposal to expire")
+    net.up(2)
+    net.wait(lambda: any(h["author"] == lender and h["seq"] >= 1 for h in net.json(2, "status")["heads"]), 20,
+             "the nodes to reconnect")
+    rc, out, err = net.cli(1, "loan", "show", p["loan"], "--json", ok=False)
+    assert rc != 0 and "unknown_loan" in out + err
+    # a held proposal that expires cannot be accepted either
+    cfg = net.home(1) / "config.toml"
+    net.cli(1, "stop")
+    cfg.write_text(cfg.read_text().replace("review = false", "review = true"))
+    net.up(2)
+    oid2 = offer(net, 1)
+    sees_offer(net, 2, oid2)
+    p2 = net.json(2, "loan", "propose", oid2, "--ttl", "2")
+    assert p2["state"] == "held"
+    net.wait(lambda: not net.json(1, "loan", "pending")["pending"], 20, "the held proposal to expire")
+    rc, out, err = net.cli(1, "loan", "accept", p2["loan"], "--json", ok=False)
+    assert rc != 0
+
+
+def test_forged_and_replayed_receipts_transfer_and_default(net: Testnet):
+    from p2pnode.home import Home
+    from protocol.contract import make_receipt
+
+    net.up(3)
+    oid = offer(net, 1)
+    sees_offer(net, 2, oid)
+    loan = net.json(2, "loan", "propose", oid, "--start", START)["loan"]
+    net.json(1, "loan", "disburse", loan, "--date", START)
+    net.wait(lambda: show(net, 2, loan)["declared"], 20, "the declaration on node2")
+    net.json(2, "loan", "confirm", loan)
+    first = show(net, 2, loan)["rows"][0]
+    amount = money(first["payment"])
+    net.json(2, "loan", "repay", loan, "--amount", amount, "--date", first["due"])
+    r = net.json(1, "loan", "receipt", loan, "--amount", amount, "--date", first["due"])
+    net.wait(lambda: len(show(net, 3, loan)["counted"]) == 2, 20, "node3 to count two receipts")
+    before = show(net, 3, loan)
+
+    # replayed: the lender's receipt appended again (by the borrower, who recorded it already) is refused
+    raw = next(e for e in net.json(2, "ledger", "show", "--limit", "1000")["entries"]
+               if e["kind"] == "loan.receipt")["body"]["receipt"]
+    rc, out, err = net.cli(2, "ledger", "append", "--kind", "loan.receipt", "--body", json.dumps({"receipt": raw}),
+                           "--json", ok=False)
+    assert rc != 0 and "duplicate_document" in out + err
+    # forged: the borrower signs a "receipt" as if the lender had been paid 900.00; it is stored (its
+    # signature is the borrower's own) but counts for nothing on any node
+    key = Home(net.home(2)).signing_key(None)
+    forged = make_receipt(key, loan=bytes.fromhex(loan), n=3, what="repayment", amount=90000,
+                          day=date.today(), payer=bytes.fromhex(net.json(1, "id")["public_key"]))
+    net.json(2, "ledger", "append", "--kind", "loan.receipt", "--body",
+             json.dumps({"receipt": {"$bin": forged.raw.hex()}}))
+    net.wait(lambda: any(x["id"] == forged.id.hex() for x in show(net, 3, loan)["rejected"]), 20,
+             "node3 to see and reject the forged receipt")
+    net.wait(lambda: all(show(net, k, loan)["principal_paid"] == before["principal_paid"] for k in (1, 2, 3)), 10,
+             "the totals to stay")
+    after = show(net, 3, loan)
+    assert after["counted"] == before["counted"]
+    assert r["n"] == 2
+
+    # transfer to node 3; the old lender can no longer sign receipts; node 3 declares the default
+    t = net.json(1, "loan", "transfer", loan, "--to", peer(net, 3))
+    assert t["after"] == 2
+    net.wait(lambda: show(net, 2, loan)["terms"]["holder"] == peer(net, 3), 20, "node2 to learn the new lender")
+    rc, out, err = net.cli(1, "loan", "receipt", loan, "--amount", "1.00", "--json", ok=False)
+    assert rc != 0 and "not_holder" in out + err
+    assert net.json(1, "loan", "list")["loans"][0]["state"] == "transferred"
+    d = net.json(3, "loan", "default", loan)
+    assert d["days_past_due"] >= 60
+    net.wait(lambda: all(show(net, k, loan)["state"] == "defaulted" for k in (1, 2, 3)), 20, "every node to agree")
+
+
+def test_a_default_before_the_threshold_is_refused(net: Testnet):
+    net.up(2)
+    oid = offer(net, 1)
+    sees_offer(net, 2, oid)
+    loan = net.json(2, "loan", "propose", oid)["loan"]  # starts today: nothing is due yet
+    net.json(1, "loan", "disburse", loan)
+    net.wait(lambda: show(net, 2, loan)["declared"], 20, "the declaration on node2")
+    net.json(2, "loan", "confirm", loan)
+    rc, out, err = net.cli(1, "loan", "default", loan, "--json", ok=False)
+    assert rc != 0 and "default_not_allowed" in out + err
+    assert show(net, 1, loan)["state"] == "current"
