@@ -61,9 +61,11 @@ def synced_writes_per_s(n: int = 300) -> float:
 def make_offers(c: Cluster, lender, borrower, n: int) -> list[str]:
     """``n`` lend offers by ``lender``, once ``borrower``'s book holds them all."""
     ids = []
-    for _ in range(n):
-        o = c.call(lender, "offer.create", {"side": "lend", "amount": "100.00", "currency": "EUR", "rate": "9%",
-                                            "term": "6m", "expires_in_s": 3600})
+    for i in range(n):
+        # Two offers alike in every field and made in the same millisecond are one offer (one
+        # id): the amounts differ so that each is its own.
+        o = c.call(lender, "offer.create", {"side": "lend", "amount": f"{100 + i}.00", "currency": "EUR",
+                                            "rate": "9%", "term": "6m", "expires_in_s": 3600})
         ids.append(o["id"])
     want = set(ids)
     wait_until(lambda: want <= {x["id"] for x in c.call(borrower, "offer.list", {})["offers"]}, 60,
@@ -130,6 +132,7 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
             elapsed += time.perf_counter() - t
             done += len(ids)
         out["failed"] = len(errors)
+        out["first_errors"] = sorted(set(errors))[:3]
         out["contracts_per_s"] = (contracts - len(errors)) / elapsed
     out["per_s_vs_synced_writes"] = out["contracts_per_s"] * 4 / out["synced_writes_per_s"]
     out["target_met"] = (out["p50_ms"] <= TARGET_P50_MS and out["p99_ms"] <= TARGET_P99_MS

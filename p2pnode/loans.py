@@ -48,6 +48,8 @@ RETRY_INTERVAL = 2.0  # seconds between passes over proposals waiting for an ans
 HELD_RETRY = 10.0  # seconds between asking again about a proposal held for review
 ANSWER_TIMEOUT = 15.0  # seconds for the acceptor's answer (it may sync our chain first)
 HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
+HEAD_POLL = 0.005  # seconds between looks at the store while waiting for that head
+SEND_RETRIES = (0.05, 0.2, 0.5)  # pauses between quick resends of a proposal the acceptor did not get
 
 
 @dataclass
@@ -100,6 +102,7 @@ class LoanService:
         self._in_flight: set[bytes] = set()
         self._asked: dict[bytes, float] = {}  # loan -> when a held proposal was last asked about
         self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
+        self._taken: set[bytes] = set()  # offers taken whose cancellation may still be under way
 
     @property
     def store(self) -> Any:
@@ -201,7 +204,11 @@ class LoanService:
         except ProtocolError as e:
             raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
         p = self._save(Proposal(env.id, "out", "", env.raw), "propose")
-        await self._send_proposal(p)
+        for delay in SEND_RETRIES:  # a dropped stream is retried at once; a lost peer by retry_loop
+            await self._send_proposal(p)
+            if self.get(p.loan).state != PROPOSED or other not in self.node.connected:
+                break
+            await trio.sleep(delay)
         return self.get(p.loan).json()
 
     async def _send_proposal(self, p: Proposal) -> None:
@@ -214,13 +221,31 @@ class LoanService:
             doc = p.document
             other = counterparty(doc, self.me)
             try:
-                answer = await self._ask(other, agree.Propose(p.contract))
+                answer = await self._ask(other, agree.Propose(p.contract, self._tail(doc)))
             except (OSError, ProtocolError, PeerMisbehaved, trio.TooSlowError, _Unreachable) as e:
                 log.info("proposal %s not delivered: %s", p.loan.hex()[:16], e)
                 return
             await self._on_answer(p.loan, answer)
         finally:
             self._in_flight.discard(p.loan)
+
+    def _behind(self, proposal: bytes, pk: bytes) -> bool:
+        """Whether our copy of ``pk``'s chain lacks the head a proposal commits for it."""
+        from protocol.envelope import peek_document
+
+        try:
+            doc = peek_document(proposal)
+            seq = doc["lender_head" if doc["lender"] == pk else "borrower_head"][0]
+        except Exception:
+            return False  # decide() refuses it with the reason
+        head = self.store.head(pk)
+        return head is None or head.seq < seq
+
+    def _tail(self, doc: dict) -> tuple[bytes, ...]:
+        """Our last entries up to the head the proposal commits for us."""
+        seq = doc["lender_head" if self.me == doc["lender"] else "borrower_head"][0]
+        first = max(1, seq - agree.MAX_PROPOSAL_ENTRIES + 1)
+        return tuple(self.store.chain(self.me, start=first, limit=seq - first + 1))
 
     async def _on_answer(self, loan: bytes, answer: Any) -> None:
         p = self.get(loan)
@@ -290,6 +315,8 @@ class LoanService:
         if pk is None:
             return
         if isinstance(msg, agree.Propose):
+            if msg.entries and self._behind(msg.contract, pk):
+                await self.node.ingest(list(msg.entries), pk, via="agree")  # only the sender's own chain
             answer = await self.decide(msg.contract, pk)
         elif isinstance(msg, agree.Countersigned):
             answer = await self._pushed_agreement(msg.contract)
@@ -310,6 +337,11 @@ class LoanService:
         doc, loan = env.document, env.id
         if acceptor(doc) != self.me or sender != doc["proposer"]:
             return agree.Refused(loan, "not_party", "this node is not the party that must countersign")
+        if self.get(loan) is None:
+            # Pull the proposer's chain up to its committed head first, outside the lock, so
+            # that one proposal waiting for sync does not hold up the others.
+            theirs = doc["borrower_head" if self.me == doc["lender"] else "lender_head"]
+            await self._synced_to(doc["proposer"], theirs)
         async with self._decide_lock:
             p = self.get(loan)
             if p is not None:
@@ -354,7 +386,7 @@ class LoanService:
 
     def _live(self, offer: Any) -> bool:
         """The book drops cancelled (and taken) offers; an expired one may linger until purged."""
-        return offer.expires > self.now_ms()
+        return offer.expires > self.now_ms() and offer.id not in self._taken
 
     def _holds(self, author: bytes, head: list) -> bool:
         data = self.store.get(author, head[0])
@@ -372,7 +404,7 @@ class LoanService:
                 self.node.request_sync(author)
             with trio.move_on_after(HEAD_SYNC_WAIT):
                 while (h := self.store.head(author)) is None or h.seq < head[0]:
-                    await trio.sleep(0.05)
+                    await trio.sleep(HEAD_POLL)
         return self._holds(author, head)
 
     async def _countersign(self, p: Proposal, event: str) -> Any:
@@ -383,7 +415,10 @@ class LoanService:
         if now is None or now.state not in FINAL:  # (not already moved by the proposer's entry)
             p.contract = agreement
             self._save(p, event)
-        await self._consume_offer(env.document["offer"])
+        # Cancelling the taken offer (sign, store, gossip) need not delay the answer; the
+        # decision lock already keeps a second taker out, since the offer is checked live.
+        self._taken.add(env.document["offer"])
+        self.node._nursery.start_soon(self._consume_offer, env.document["offer"])
         return agree.Accepted(agreement)
 
     async def _consume_offer(self, offer_id: bytes) -> None:

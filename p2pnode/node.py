@@ -41,6 +41,7 @@ WATCH_INTERVAL = 0.2  # seconds between checks for new and lost connections
 TARGET_PEERS = 4  # dial known peers while connected to fewer than this (each link costs CPU)
 DIAL_TIMEOUT = 10.0
 MAX_INBOUND_STREAMS = 4  # concurrent inbound sync (or pex) streams one peer may hold
+MAX_INBOUND_AGREE = 32  # proposals one peer may have in flight: each is one short stream
 INLINE_INGEST = 64  # batches up to this size are verified on the event loop
 MAX_SYNC_ROUNDS = 1_000  # consecutive pulls from one peer before yielding the slot
 GOSSIP_WINDOW = 0.05  # seconds: at most one entries message per window; entries appended
@@ -339,7 +340,7 @@ class Node:
 
         pk = self._remote(stream)
         key = (pk, what)
-        if self._inbound.get(key, 0) >= MAX_INBOUND_STREAMS:
+        if self._inbound.get(key, 0) >= (MAX_INBOUND_AGREE if what == "agree" else MAX_INBOUND_STREAMS):
             # A peer has no reason to run many pulls at once: refuse, do not queue.
             self.count(f"streams.refused.{what}")
             await _close(stream)

@@ -49,6 +49,7 @@ class OfferService:
     def __init__(self, node: Any) -> None:
         self.node = node
         self._soon = False
+        self._book: dict[bytes, Offer] | None = None  # the stored offers, verified once, in memory
 
     @property
     def store(self) -> Any:
@@ -59,13 +60,25 @@ class OfferService:
 
     # -- the book ----------------------------------------------------------------------
 
+    @property
+    def book(self) -> dict[bytes, Offer]:
+        """Offers by id: the store's ``O`` records, read (and verified) once per run."""
+        if self._book is None:
+            book = {}
+            for k, v in self.store.scan_raw(P_OFFER):
+                try:
+                    book[k[1:]] = offer_of(open_envelope(v))
+                except ProtocolError as e:  # a damaged record is left out, and said so
+                    log.warning("stored offer %s unreadable: %s", k[1:].hex()[:16], e.message)
+            self._book = book
+        return self._book
+
     def get(self, offer_id: bytes) -> Offer | None:
         """The offer with this id if the book holds it (cancelled offers are removed)."""
-        data = self.store.get_raw(P_OFFER + offer_id)
-        return None if data is None else offer_of(open_envelope(data))
+        return self.book.get(offer_id)
 
     def all(self) -> list[Offer]:
-        return [offer_of(open_envelope(v)) for _, v in self.store.scan_raw(P_OFFER)]
+        return list(self.book.values())
 
     def live(self) -> list[Offer]:
         now = self.now_ms()
@@ -90,7 +103,7 @@ class OfferService:
         if isinstance(item, dict):
             return self._cancel(item, data)
         o = item
-        if self.store.get_raw(P_OFFER + o.id) is not None:
+        if o.id in self.book:
             return "duplicate"
         if o.expires <= self.now_ms():
             raise ApiError("the offer has expired", code="offer_expired")
@@ -104,6 +117,7 @@ class OfferService:
         if sum(1 for x in held if x.author == o.author and x.expires > now) >= MAX_PER_AUTHOR:
             raise ApiError(f"the author has {MAX_PER_AUTHOR} live offers already", code="too_many_offers")
         self.store.put_raw([(P_OFFER + o.id, o.envelope), (P_EXPIRY + _U64.pack(o.expires) + o.id, b"")], sync=False)
+        self.book[o.id] = o
         return "added"
 
     def _cancel(self, doc: dict, data: bytes) -> str:
@@ -116,6 +130,7 @@ class OfferService:
         puts = [(P_CANCEL + offer_id, data)]
         deletes = [] if o is None else [P_OFFER + o.id, P_EXPIRY + _U64.pack(o.expires) + o.id]
         self._write(puts, deletes)
+        self.book.pop(offer_id, None)
         return "cancelled"
 
     def _write(self, puts: list, deletes: list) -> None:
@@ -142,6 +157,8 @@ class OfferService:
             gone.append(k)
         if gone:
             self._write([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])])
+            for g in gone:
+                self.book.pop(g[9:], None)
         return len(gone)
 
     # -- gossip ------------------------------------------------------------------------

@@ -9,13 +9,16 @@ Rules of this file (docs/protocol.md, "Countersigning"):
    ======================  ===================================================
    request                 answers
    ======================  ===================================================
-   ``propose {contract}``  ``accepted {contract}`` | ``held {loan}`` | ``refused``
+   ``propose {contract,    ``accepted {contract}`` | ``held {loan}`` | ``refused``
+   [entries]}``
    ``countersigned         ``ok {loan}``
    {contract}``
    ``refused`` (pushed)    ``ok {loan}``
    ``transfer {transfer}`` ``accepted {transfer}`` | ``refused``
    ======================  ===================================================
 
+   ``entries`` (optional, 1 to ``MAX_PROPOSAL_ENTRIES``) are the proposer's last chain
+   entries up to its committed head, in seq order, verified like any synced entries.
    ``refused`` is ``{type: "refused", loan, code, reason}``; ``contract`` and ``transfer``
    are envelope bytes (contract.py). A proposal carries one signature (the proposer's),
    ``accepted`` and ``countersigned`` carry the agreement (both parties'). ``held`` says
@@ -44,6 +47,7 @@ from .wire import MAX_FRAME, WireError, _bin, _fields
 AGREE_PROTOCOL = "/p2plend/agree/1.0.0"
 MAX_AGREE_FRAME = 256 * 1024
 MAX_REASON = 1000
+MAX_PROPOSAL_ENTRIES = 16
 
 # -- the states of a proposal --------------------------------------------------------------
 
@@ -116,7 +120,11 @@ def step(state: str | None, event: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Propose:
+    """A proposal, with (optionally) the proposer's last entries up to its committed
+    head, so that an acceptor a few entries behind need not pull them by sync first."""
+
     contract: bytes
+    entries: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +169,8 @@ def encode(msg: AgreeMessage) -> bytes:
     """The frame (length header and canonical bytes) of ``msg``."""
     if isinstance(msg, Propose):
         doc: dict[str, Any] = {"type": "propose", "contract": msg.contract}
+        if msg.entries:
+            doc["entries"] = list(msg.entries)
     elif isinstance(msg, Accepted):
         doc = {"type": "accepted", msg.field: msg.document}
     elif isinstance(msg, Held):
@@ -201,6 +211,12 @@ def decode(payload: bytes) -> AgreeMessage:
     if type(doc) is not dict or type(doc.get("type")) is not str:
         raise WireError("a message is a map with a text 'type'")
     t = doc["type"]
+    if t == "propose" and "entries" in doc:
+        _fields(doc, {"type", "contract", "entries"}, t)
+        entries = doc["entries"]
+        if type(entries) is not list or not 1 <= len(entries) <= MAX_PROPOSAL_ENTRIES:
+            raise WireError(f"entries is an array of 1 to {MAX_PROPOSAL_ENTRIES} envelopes")
+        return Propose(_blob(doc["contract"], "contract"), tuple(_blob(e, "entry") for e in entries))
     if t in ("propose", "countersigned"):
         _fields(doc, {"type", "contract"}, t)
         c = _blob(doc["contract"], "contract")

@@ -1,0 +1,119 @@
+"""Offers, requests and cancellations (protocol/offer.py), and the offers gossip validator."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import wire
+from protocol.envelope import seal
+from protocol.errors import ProtocolError, SignatureError
+from protocol.keys import SigningKey
+from protocol.money import CURRENCIES
+from protocol.offer import (
+    OfferError, cancel_of, check_offer, make_cancel, make_offer, matches, offer_json, offer_of, parse_book_message,
+)
+from protocol.envelope import open_envelope
+
+A = SigningKey.from_seed(hashlib.sha256(b"offer-a").digest())
+B = SigningKey.from_seed(hashlib.sha256(b"offer-b").digest())
+T0 = 1_790_000_000_000
+
+
+def doc(**over):
+    d = {"type": "offer", "side": "lend", "author": A.public_key, "currency": "EUR", "min_amount": 100,
+         "max_amount": 150_000, "rate_bp": 750, "term": "12m", "schedule": "annuity", "grace_days": 5,
+         "late_fee": 0, "default_days": 90, "created": T0, "expires": T0 + 3600_000}
+    d.update(over)
+    return d
+
+
+def test_a_valid_offer_round_trips_and_shows():
+    env = seal(doc(), A)
+    o = offer_of(open_envelope(env.raw))
+    assert (o.id, o.side, o.min_amount, o.max_amount) == (env.id, "lend", 100, 150_000)
+    j = offer_json(o)
+    assert j["max_amount_text"] == "1500.00" and j["rate_text"] == "7.5%"
+    assert parse_book_message(env.raw) == o
+
+
+@pytest.mark.parametrize("field,value", [
+    ("side", "give"), ("author", b"x"), ("currency", "XXX"), ("currency", "eur"), ("min_amount", 0),
+    ("min_amount", 200_000), ("rate_bp", 100_001), ("term", "0m"), ("term", "13x"), ("schedule", "balloon"),
+    ("grace_days", 366), ("default_days", 0), ("expires", T0), ("expires", T0 + 91 * 24 * 3600 * 1000),
+    ("period_days", 7), ("min_grade", ""), ("extra", 1),
+])
+def test_each_bad_field_is_refused_by_name(field, value):
+    with pytest.raises(OfferError) as e:
+        check_offer(doc(**{field: value}))
+    assert e.value.code == "bad_offer"
+    assert field in e.value.message or field in ("min_amount", "expires", "currency", "term", "period_days")
+
+
+def test_weekly_terms_take_period_days():
+    assert check_offer(doc(term="26w", period_days=14))
+    with pytest.raises(OfferError):
+        check_offer(doc(term="26w", period_days=4))  # 182 days are not whole 4-day periods
+
+
+def test_an_offer_signed_by_another_key_is_refused():
+    with pytest.raises(SignatureError):
+        offer_of(open_envelope(seal(doc(), B).raw))
+
+
+def test_cancellations():
+    o = make_offer(A, side="borrow", currency="JPY", min_amount=1000, max_amount=1000, rate_bp=0, term="90d",
+                   created=T0, expires=T0 + 1)
+    c = make_cancel(A, o.id, T0 + 1)
+    assert cancel_of(open_envelope(c.raw))["offer"] == o.id
+    assert parse_book_message(c.raw)["author"] == A.public_key
+    forged = seal(dict(c.document), B)  # B signs A's cancellation
+    with pytest.raises(SignatureError):
+        cancel_of(open_envelope(forged.raw))
+    with pytest.raises(OfferError):
+        cancel_of(open_envelope(seal({"type": "offer.cancel", "author": A.public_key}, A).raw))
+
+
+def test_the_offers_topic_takes_offers_and_cancellations_only():
+    o = make_offer(A, side="lend", currency="EUR", min_amount=1, max_amount=2, rate_bp=1, term="1m",
+                   created=T0, expires=T0 + 1)
+    assert wire.check_gossip(wire.TOPIC_OFFERS, o.raw).id == o.id
+    for bad in (seal({"type": "note", "text": "x"}, A).raw, b"\x92\xc4\x00\x90", seal(doc(), B).raw):
+        with pytest.raises(ProtocolError):
+            wire.check_gossip(wire.TOPIC_OFFERS, bad)
+
+
+def test_filters():
+    o = offer_of(seal(doc(), A))
+    assert matches(o) and matches(o, side="lend", currency="EUR", amount=150_000, max_rate_bp=750, min_rate_bp=750)
+    assert not matches(o, side="borrow")
+    assert not matches(o, amount=99)
+    assert not matches(o, max_rate_bp=749)
+    assert not matches(o, author=B.public_key)
+
+
+offers = st.fixed_dictionaries({
+    "side": st.sampled_from(["lend", "borrow"]),
+    "currency": st.sampled_from(sorted(CURRENCIES)),
+    "lo": st.integers(1, 10**12), "span": st.integers(0, 10**12),
+    "rate_bp": st.integers(0, 100_000),
+    "term": st.sampled_from(["1m", "12m", "360m", "26w", "90d"]),
+    "schedule": st.sampled_from(["annuity", "equal-principal", "interest-only", "bullet"]),
+    "grace_days": st.integers(0, 365), "late_fee": st.integers(0, 10**6), "default_days": st.integers(1, 3650),
+    "ttl": st.integers(1, 90 * 24 * 3600 * 1000),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(offers)
+def test_every_valid_offer_seals_opens_and_parses_to_itself(g):
+    env = make_offer(A, side=g["side"], currency=g["currency"], min_amount=g["lo"], max_amount=g["lo"] + g["span"],
+                     rate_bp=g["rate_bp"], term=g["term"], schedule=g["schedule"], grace_days=g["grace_days"],
+                     late_fee=g["late_fee"], default_days=g["default_days"], created=T0, expires=T0 + g["ttl"])
+    o = parse_book_message(env.raw)
+    assert (o.min_amount, o.max_amount, o.rate_bp, o.term, o.expires) == (
+        g["lo"], g["lo"] + g["span"], g["rate_bp"], g["term"], T0 + g["ttl"])
+    assert o.envelope == env.raw
