@@ -182,6 +182,13 @@ def propose(key: SigningKey, doc: dict) -> Envelope:
     return seal(doc, key)
 
 
+def countersign_contract(doc: dict, proposer: SigningKey, other: SigningKey) -> Envelope:
+    """The agreement on ``doc``: proposed by ``proposer``, countersigned by ``other``."""
+    from .envelope import countersign
+
+    return countersign(propose(proposer, doc), other)
+
+
 def open_proposal(data: bytes) -> Envelope:
     """A proposal (rule 2) from its envelope bytes, signature checked."""
     env = open_envelope(data)

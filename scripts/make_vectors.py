@@ -237,6 +237,7 @@ def vectors() -> dict[str, Any]:
         "bad_envelopes": bad_envelopes,
         "bad_entries": bad_entries,
         "chain_breaks": chain_breaks,
+        "loan": loan_vector(a, b),
         "fork_proof": {
             "author": a.peer_id,
             "seq": 2,
@@ -249,7 +250,51 @@ def vectors() -> dict[str, Any]:
     }
 
 
-COMPACT_KEYS = ("value", "fields", "document")
+def loan_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
+    """A 3-month annuity of 1200.00 EUR at 12% from ``a`` (lender) to ``b`` (borrower, who
+    proposed it): the agreement, its schedule, the disbursement receipt and two repayment
+    receipts (the second 10 days late with its fee), and the state they give."""
+    from datetime import date
+
+    from protocol.contract import contract_schedule, countersign_contract, make_receipt
+    from protocol.loanstate import SignedReceipt, loan_state
+
+    contract = {
+        "type": "contract", "offer": bytes(range(32)), "proposer": b.public_key, "lender": a.public_key,
+        "borrower": b.public_key, "currency": "EUR", "principal": 120_000, "rate_bp": 1200, "term": "3m",
+        "schedule": "annuity", "start": "2026-01-31", "grace_days": 5, "late_fee": 1500, "default_days": 60,
+        "lender_head": [1, bytes(32)], "borrower_head": [1, bytes(32)], "created": T0, "expires": T0 + 600_000,
+    }
+    agreement = countersign_contract(contract, b, a)
+    rows = contract_schedule(contract)
+    loan = agreement.id
+    receipts = [
+        make_receipt(b, loan=loan, n=1, what="disbursement", amount=120_000, day=date(2026, 1, 31),
+                     payer=a.public_key),
+        make_receipt(a, loan=loan, n=2, what="repayment", amount=rows[0].payment, day=rows[0].due,
+                     payer=b.public_key),
+        make_receipt(a, loan=loan, n=3, what="repayment", amount=rows[1].payment + 1500, day=date(2026, 4, 10),
+                     payer=b.public_key),
+    ]
+    st = loan_state(loan, contract, [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts], [], [],
+                    date(2026, 5, 10))
+    return {
+        "lender_seed": _hex(SEED_A),
+        "borrower_seed": _hex(SEED_B),
+        "contract": to_json(contract),
+        "loan_id": _hex(loan),
+        "agreement": _hex(agreement.raw),
+        "schedule": [{"due": r.due.isoformat(), "payment": r.payment, "interest": r.interest,
+                      "principal": r.principal, "balance": r.balance} for r in rows],
+        "receipts": [{"id": _hex(r.id), "envelope": _hex(r.raw)} for r in receipts],
+        "state_on_2026_05_10": {"state": st.state, "days_past_due": st.days_past_due, "bucket": st.bucket,
+                                "principal_paid": st.principal_paid, "interest_paid": st.interest_paid,
+                                "fees_charged": st.fees_charged, "fees_paid": st.fees_paid,
+                                "outstanding_principal": st.outstanding_principal},
+    }
+
+
+COMPACT_KEYS = ("value", "fields", "document", "contract")
 
 
 def render(obj: Any, level: int = 0, key: str | None = None) -> str:

@@ -201,3 +201,24 @@ def test_fork_proof():
     assert ForkProof.of(b, a).encode().hex() == v["proof"]
     assert codec.encode([a.envelope, b.envelope]).hex() == v["proof"]
     assert v["b"] == V["note_entry"]["envelope"] or v["a"] == V["note_entry"]["envelope"]
+
+
+def test_loan_vector():
+    from datetime import date
+
+    from protocol.contract import check_contract, contract_schedule, open_agreement, open_receipt
+    from protocol.loanstate import SignedReceipt, loan_state
+
+    L = V["loan"]
+    env = open_agreement(bytes.fromhex(L["agreement"]))
+    assert env.id.hex() == L["loan_id"]
+    assert env.document == from_json(L["contract"]) == check_contract(env.document)
+    rows = [{"due": r.due.isoformat(), "payment": r.payment, "interest": r.interest, "principal": r.principal,
+             "balance": r.balance} for r in contract_schedule(env.document)]
+    assert rows == L["schedule"]
+    receipts = [open_receipt(bytes.fromhex(r["envelope"])) for r in L["receipts"]]
+    assert [r.id.hex() for r in receipts] == [r["id"] for r in L["receipts"]]
+    st = loan_state(env.id, env.document, [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts], [], [],
+                    date(2026, 5, 10))
+    want = L["state_on_2026_05_10"]
+    assert {k: getattr(st, k) for k in want} == want
