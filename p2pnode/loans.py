@@ -314,6 +314,13 @@ class LoanService:
         msg = await _read_message(stream)
         if pk is None:
             return
+        try:
+            answer = await self._answer(msg, pk)
+        except ProtocolError as e:  # a push or request whose document breaks the rules
+            raise PeerMisbehaved(e.message, e.code) from None
+        await stream.write(agree.encode(answer))
+
+    async def _answer(self, msg: Any, pk: bytes) -> Any:
         if isinstance(msg, agree.Propose):
             if msg.entries and self._behind(msg.contract, pk):
                 await self.node.ingest(list(msg.entries), pk, via="agree")  # only the sender's own chain
@@ -326,7 +333,7 @@ class LoanService:
             answer = await self._transfer_offered(msg.transfer, pk)
         else:
             raise ProtocolError(f"{type(msg).__name__} is an answer, not a request", code="unexpected_message")
-        await stream.write(agree.encode(answer))
+        return answer
 
     async def decide(self, data: bytes, sender: bytes) -> Any:
         """The answer to a proposal (rule 3 of protocol/agree.py), recorded before it is sent."""

@@ -232,3 +232,44 @@ async def test_a_plaintext_only_dialer_cannot_connect(tmp_path: Path):
         assert MALLORY.public_key not in node.connected
         await still_serves(node)
         node.stop()
+
+
+async def _agree_exchange(host, node, raw: bytes) -> bytes:
+    from protocol.agree import AGREE_PROTOCOL
+
+    stream = await host.new_stream(node.host.get_id(), [AGREE_PROTOCOL])
+    await stream.write(raw)
+    got = b""
+    with trio.move_on_after(5):
+        try:
+            while chunk := await stream.read(65536):
+                got += chunk
+        except Exception:
+            pass
+    return got
+
+
+async def test_bad_requests_on_the_agree_stream_are_refused_and_counted(tmp_path: Path):
+    from protocol import agree
+
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        bad = (struct.pack(">I", 5) + b"\xc1" * 5,  # garbage
+               struct.pack(">I", agree.MAX_AGREE_FRAME + 1),  # oversize
+               agree.encode(agree.Ok(bytes(32))),  # an answer sent as a request
+               agree.encode(agree.Countersigned(b"\x01" * 40)))  # not an agreement
+        for i, raw in enumerate(bad):  # a new attacker each time: two bad frames get one banned
+            async with attacker(SigningKey.from_seed(hashlib.sha256(b"agree-%d" % i).digest())) as (host, _):
+                await dial(host, node)
+                before = misbehaviour(node)
+                assert await _agree_exchange(host, node, raw) == b""
+                await wait_for(lambda: misbehaviour(node) > before, 5, "the bad agree request to be counted")
+        async with attacker() as (host, _):
+            await dial(host, node)
+            # a well-formed frame whose proposal is not a signed contract: refused with the reason
+            answer = await _agree_exchange(host, node, agree.encode(agree.Propose(seal({"type": "x"}, MALLORY).raw)))
+            msg = agree.decode(answer[4:])
+            assert isinstance(msg, agree.Refused) and msg.code == "bad_proposal"
+        await still_serves(node)
+        assert node.store.scan_raw(b"P") == []
+        node.stop()
