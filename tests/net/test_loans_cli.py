@@ -192,3 +192,63 @@ def test_a_default_before_the_threshold_is_refused(net: Testnet):
     rc, out, err = net.cli(1, "loan", "default", loan, "--json", ok=False)
     assert rc != 0 and "default_not_allowed" in out + err
     assert show(net, 1, loan)["state"] == "current"
+
+
+def test_a_proposal_committing_to_a_wrong_head_is_refused_by_a_node_process(net: Testnet):
+    """The proposer here is this test's own libp2p host (built like a node's); the acceptor
+    is a node process. The proposal commits a head the acceptor's chain never had."""
+    import hashlib
+
+    import multiaddr
+    import trio
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from p2pnode.host import build_host
+    from protocol import agree
+    from protocol.contract import Terms, contract_from, propose
+    from protocol.entry import ZERO_ID, make_entry
+    from protocol.keys import SigningKey, public_key_from_peer_id
+    from protocol.kinds import genesis_body
+
+    net.up(1)
+    oid = offer(net, 1)
+    o = net.json(1, "offer", "show", oid)
+    st = net.json(1, "status")
+    lender = public_key_from_peer_id(st["peer_id"])
+    own_head = next(h for h in st["heads"] if h["author"] == st["peer_id"])
+    me = SigningKey.from_seed(hashlib.sha256(b"wrong-head-proposer").digest())
+    genesis = make_entry(me, seq=1, prev=ZERO_ID, ts=1, kind="genesis", body=genesis_body("taker"))
+    terms = Terms("lend", lender, "EUR", o["min_amount"], o["max_amount"], o["rate_bp"], o["term"], None,
+                  o["schedule"], o["grace_days"], o["late_fee"], o["default_days"])
+    answers = {}
+
+    async def main() -> None:
+        local = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        host = build_host(me, [local])
+        async with host.run(listen_addrs=[local]):
+            with trio.fail_after(30):
+                peer = info_from_p2p_addr(multiaddr.Multiaddr(st["listen"][0]))
+                await host.connect(peer)
+                now = int(__import__("time").time() * 1000)
+                for name, head in (("wrong", (own_head["seq"], bytes(32))), ("ahead", (own_head["seq"] + 3, bytes(32))),
+                                   ("right", (own_head["seq"], bytes.fromhex(own_head["id"])))):
+                    doc = contract_from(bytes.fromhex(oid), terms, taker=me.public_key, principal=o["max_amount"],
+                                        start=date.today(), lender_head=head, borrower_head=(1, genesis.id),
+                                        created=now, expires=now + 60_000)
+                    stream = await host.new_stream(peer.peer_id, [agree.AGREE_PROTOCOL])
+                    await stream.write(agree.encode(agree.Propose(propose(me, doc).raw, (genesis.envelope,))))
+                    header = await stream.read(4)
+                    payload = b""
+                    while len(payload) < int.from_bytes(header, "big"):
+                        payload += await stream.read(65536)
+                    answers[name] = agree.decode(payload)
+                    await stream.close()
+            with trio.move_on_after(3):
+                await host.close()
+
+    trio.run(main)
+    assert isinstance(answers["wrong"], agree.Refused) and answers["wrong"].code == "bad_head"
+    assert isinstance(answers["ahead"], agree.Refused) and answers["ahead"].code == "bad_head"
+    assert isinstance(answers["right"], agree.Accepted), answers["right"]
+    loans = net.json(1, "loan", "list")["loans"]
+    assert [x["state"] for x in loans if x["state"] == "awaiting_disbursement"] == ["awaiting_disbursement"]
