@@ -28,3 +28,21 @@ class ApiError(Exception):
 
 def bad_params(message: str) -> ApiError:
     return ApiError(message, code=BAD_PARAMS)
+
+
+def unique(matches: list, ref: str, what: str, unknown_code: str) -> object:
+    """The one item that an id prefix ``ref`` names, or ``ApiError``: ``unknown_code`` if
+    none, ``ambiguous_id`` if several."""
+    if not matches:
+        raise ApiError(f"no {what} {ref} is known here", code=unknown_code)
+    if len(matches) > 1:
+        raise ApiError(f"{ref} names {len(matches)} of them: give more of the id", code="ambiguous_id")
+    return matches[0]
+
+
+def id_prefix(ref: object, what: str) -> str:
+    """``ref`` in lower case if it is an id or a prefix of at least 8 hex digits;
+    ``bad_params`` naming ``what`` otherwise."""
+    if not isinstance(ref, str) or not 8 <= len(ref) <= 64 or any(c not in "0123456789abcdef" for c in ref.lower()):
+        raise bad_params(f"{what} is 64 hex digits, or a unique prefix of at least 8")
+    return ref.lower()

@@ -35,7 +35,7 @@ from protocol.errors import ProtocolError
 from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.money import MoneyError, format_amount, parse_amount
 
-from .errors import ApiError, bad_params
+from .errors import ApiError, bad_params, id_prefix, unique
 from .loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
 from .store import P_PROPOSAL
 from .sync import PeerMisbehaved
@@ -567,21 +567,11 @@ class LoanService:
     # -- money moves and notices ------------------------------------------------------------------
 
     def find_loan(self, ref: Any) -> LoanRecord:
-        """The loan an id or unique id prefix (8 hex digits or more) names."""
-        if not isinstance(ref, str) or len(ref) < 8 or any(ch not in "0123456789abcdef" for ch in ref.lower()):
-            raise bad_params('"loan" must be a loan id, or at least its first 8 hex digits')
-        ref = ref.lower()
-        if len(ref) == 64:
-            rec = read_loan(self.store, bytes.fromhex(ref))
-            matches = [rec] if rec.contract is not None else []
-        else:
-            matches = [read_loan(self.store, x) for x in self.store.loans() if x.hex().startswith(ref)]
-            matches = [r for r in matches if r.contract is not None]
-        if not matches:
-            raise ApiError(f"no agreed loan {ref} is known here", code="unknown_loan")
-        if len(matches) > 1:
-            raise ApiError(f"{ref} names {len(matches)} loans: give more of the id", code="ambiguous_id")
-        return matches[0]
+        """The agreed loan an id or unique id prefix (8 hex digits or more) names."""
+        ref = id_prefix(ref, '"loan"')
+        loans = [bytes.fromhex(ref)] if len(ref) == 64 else [x for x in self.store.loans() if x.hex().startswith(ref)]
+        records = [r for r in (read_loan(self.store, x) for x in loans) if r.contract is not None]
+        return unique(records, ref, "agreed loan", "unknown_loan")
 
     def _day(self, value: Any) -> date:
         if value is None:

@@ -30,7 +30,7 @@ from protocol.keys import public_key_from_peer_id
 from protocol.money import MoneyError, parse_amount, parse_rate
 from protocol.offer import Offer, cancel_of, make_cancel, make_offer, matches, offer_json, offer_of, parse_book_message
 
-from .errors import ApiError, bad_params
+from .errors import ApiError, bad_params, id_prefix, unique
 
 log = logging.getLogger("p2pnode.offers")
 
@@ -86,14 +86,8 @@ class OfferService:
 
     def find(self, ref: Any) -> Offer:
         """The offer an id or unique id prefix (8+ hex digits) names; ``ApiError`` if none or several."""
-        if not isinstance(ref, str) or len(ref) < 8 or any(c not in "0123456789abcdef" for c in ref.lower()):
-            raise bad_params('an offer id is 64 hex digits, or a unique prefix of at least 8')
-        found = [o for o in self.all() if o.id.hex().startswith(ref.lower())]
-        if not found:
-            raise ApiError(f"no offer or request {ref} in this node's book", code="unknown_offer")
-        if len(found) > 1:
-            raise ApiError(f"{ref} names {len(found)} offers: give more of the id", code="ambiguous_id")
-        return found[0]
+        ref = id_prefix(ref, "an offer id")
+        return unique([o for o in self.all() if o.id.hex().startswith(ref)], ref, "offer or request", "unknown_offer")
 
     def add(self, data: bytes) -> str:
         """Take one offers-topic document into the book: ``added``, ``duplicate``,

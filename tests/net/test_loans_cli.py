@@ -18,15 +18,6 @@ pytestmark = pytest.mark.slow
 START = (date.today() - timedelta(days=130)).isoformat()
 
 
-@pytest.fixture
-def net(tmp_path: Path):
-    t = Testnet(tmp_path / "tn")
-    try:
-        yield t
-    finally:
-        t.kill_all()
-
-
 def peer(net: Testnet, k: int) -> str:
     return net.json(k, "id")["peer_id"]
 

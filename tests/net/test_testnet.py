@@ -22,15 +22,6 @@ from protocol.kinds import genesis_body
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def net(tmp_path: Path):
-    t = Testnet(tmp_path / "tn")
-    try:
-        yield t
-    finally:
-        t.kill_all()
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
