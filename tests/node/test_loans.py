@@ -203,3 +203,41 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
         states = {(await x.call("loan.show", {"loan": loan}))["state"] for x in nodes}
         assert states == {"defaulted"}
         await stop_all(nodes)
+
+
+async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, max_rate_bp=1000))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False, auto_confirm=True))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        # the lender's own policy caps rates at 10%: a proposal on its 12% offer is refused
+        high = await offer(lender)
+        await seen_offer([borrower], high)
+        p = await borrower.call("loan.propose", {"offer": high})
+        assert (p["state"], p["code"]) == ("refused", "policy")
+        oid = await offer(lender, rate="9.5%")
+        await seen_offer([borrower], oid)
+        loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
+        await lender.call("loan.disburse", {"loan": loan, "date": START})
+        # the borrower's node signs the disbursement receipt by itself
+        await wait_for(lambda: len(read_loan(lender.store, bytes.fromhex(loan)).receipts) == 1, 10,
+                       "the automatic disbursement receipt")
+        await sync_all([lender, borrower])
+        v = await lender.call("loan.show", {"loan": loan})
+        # 130 days after the start and nothing repaid, the first installment is 99 days past due
+        assert v["disbursed_on"] == START and v["state"] == "delinquent" and v["bucket"] == "90+"
+        with pytest.raises(ApiError) as e:
+            await lender.call("loan.writeoff", {"loan": loan})
+        assert e.value.code == "bad_state"  # only after a default
+        await borrower.call("loan.dispute", {"loan": loan, "reason": "the first installment was paid in cash"})
+        await lender.call("loan.default", {"loan": loan})
+        await lender.call("loan.writeoff", {"loan": loan})
+        await sync_all([lender, borrower])
+        for node in (lender, borrower):
+            v = await node.call("loan.show", {"loan": loan})
+            assert v["state"] == "written_off"
+            assert [d["reason"] for d in v["disputes"]] == ["the first installment was paid in cash"]
+        listed = await borrower.call("loan.list", {"role": "borrower", "state": "written_off"})
+        assert [x["loan"] for x in listed["loans"]] == [loan]
+        await stop_all([lender, borrower])
