@@ -203,6 +203,19 @@ class Node:
                 pass
             await self._disconnect(pk)
 
+    def _unblacklist(self, pk: bytes) -> None:
+        """A peer whose ban has run out gets gossip again: pubsub's blacklist has no expiry
+        of its own, so the node lifts it when the peer reconnects after its ban."""
+        from .host import peer_id_of
+
+        try:
+            pid = peer_id_of(pk)
+            if self.pubsub.is_peer_blacklisted(pid):
+                self.pubsub.remove_from_blacklist(pid)
+                log.info("peer %s ban over; gossip with it again", peer_id(pk))
+        except Exception as e:  # best effort: the peer still syncs
+            log.debug("unblacklist %s: %s", peer_id(pk), e)
+
     async def _disconnect(self, pk: bytes) -> None:
         from .host import peer_id_of
 
@@ -291,6 +304,7 @@ class Node:
                 if self.book.banned(pk, time.monotonic()):
                     await self._disconnect(pk)
                     continue
+                self._unblacklist(pk)
                 self.connected[pk] = self._describe(pk)
                 log.info("peer connected %s (%s %s)", peer_id(pk), self.connected[pk].direction, self.connected[pk].addr)
                 self.request_sync(pk)

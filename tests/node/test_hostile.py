@@ -273,3 +273,24 @@ async def test_bad_requests_on_the_agree_stream_are_refused_and_counted(tmp_path
         await still_serves(node)
         assert node.store.scan_raw(b"P") == []
         node.stop()
+
+
+async def test_a_peer_whose_ban_ran_out_gets_gossip_again(tmp_path: Path, monkeypatch):
+    from p2pnode import peers
+    from p2pnode.host import peer_id_of
+
+    monkeypatch.setattr(peers, "BAN_SECONDS", 1.0)
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        async with attacker() as (host, _):
+            await dial(host, node)
+            await wait_for(lambda: MALLORY.public_key in node.connected, 5, "the peer to connect")
+            for _ in range(2):
+                await node._penalise(MALLORY.public_key, "bad_frame", "test")
+            assert node.pubsub.is_peer_blacklisted(peer_id_of(MALLORY.public_key))
+            await wait_for(lambda: MALLORY.public_key not in node.connected, 5, "the ban to disconnect it")
+            await trio.sleep(1.2)
+            await dial(host, node)
+            await wait_for(lambda: MALLORY.public_key in node.connected, 5, "the peer to come back")
+            assert not node.pubsub.is_peer_blacklisted(peer_id_of(MALLORY.public_key))
+        node.stop()
