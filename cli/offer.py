@@ -44,21 +44,28 @@ def _duration(text: str) -> int:
 
 def terms_options(f: Callable) -> Callable:
     opts = [
-        click.option("--amount", help="The principal, decimal text in the currency (e.g. 1500.00); or give a range:"),
-        click.option("--min-amount", help="The smallest principal a taker may choose."),
+        click.option("--amount", help="The principal, decimal text in the currency (e.g. 1500.00); or give a "
+                     "range with --min-amount and --max-amount."),
+        click.option("--min-amount", help="The smallest principal a taker may choose (with --max-amount)."),
         click.option("--max-amount", help="The largest principal a taker may choose."),
-        click.option("--currency", required=True, help="Currency code, e.g. EUR."),
+        click.option("--currency", required=True, help="Currency code, e.g. EUR, USD, JPY, BTC."),
         click.option("--rate", required=True, help="Yearly rate as a percentage, e.g. 7.5%."),
         click.option("--term", required=True, help="12m (months), 26w (weeks) or 90d (days)."),
-        click.option("--period-days", type=click.IntRange(1, 3660), help="Days per period for terms in w or d."),
-        click.option("--kind", type=click.Choice(KINDS), default="annuity", show_default=True, help="Schedule kind."),
+        click.option("--period-days", type=click.IntRange(1, 3660),
+                     help="Days per period, for terms in w or d only (default: 7 for w, 30 for d); must divide "
+                     "the term."),
+        click.option("--kind", type=click.Choice(KINDS), default="annuity", show_default=True,
+                     help="How it is repaid: annuity (equal installments), equal-principal, interest-only "
+                     "(principal with the last), bullet (all at the end)."),
         click.option("--grace-days", type=click.IntRange(0, 365), default=5, show_default=True,
                      help="Days after a due date before an installment is late with a fee."),
         click.option("--late-fee", default="0", show_default=True, help="Fee per installment paid late, decimal text."),
         click.option("--default-days", type=click.IntRange(1, 3650), default=90, show_default=True,
                      help="Days past due from which the lender may declare a default."),
-        click.option("--min-grade", help="The lowest credit grade accepted (shown to takers)."),
-        click.option("--expires", default="7d", show_default=True, help="Lifetime: N followed by s, m, h or d."),
+        click.option("--min-grade", help="The lowest credit grade accepted, e.g. B (shown to takers; not "
+                     "enforced yet)."),
+        click.option("--expires", default="7d", show_default=True,
+                     help="How long it stays in the book: N followed by s, m, h or d, at most 90d."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -67,15 +74,27 @@ def terms_options(f: Callable) -> Callable:
 
 def _create(c: Ctx, side: str, kw: dict, as_json: bool) -> None:
     from protocol.money import parse_amount, parse_rate, parse_term
+    from protocol.offer import OFFER_OPTIONAL
+    from protocol.schedule import periods_of
 
     cur = kw["currency"]
     _check(cur, "--currency", lambda v: parse_amount("0", v))
-    if kw["amount"] is None and (kw["min_amount"] is None or kw["max_amount"] is None):
-        raise click.UsageError("give --amount, or both --min-amount and --max-amount")
+    ranged = kw["min_amount"] is not None or kw["max_amount"] is not None
+    if (kw["amount"] is not None) == ranged or (ranged and (kw["min_amount"] is None or kw["max_amount"] is None)):
+        raise click.UsageError("give --amount, or both --min-amount and --max-amount (not both forms)")
     for opt in ("amount", "min_amount", "max_amount", "late_fee"):
         _check(kw[opt], "--" + opt.replace("_", "-"), lambda v: parse_amount(v, cur))
+    if ranged and parse_amount(kw["min_amount"], cur) > parse_amount(kw["max_amount"], cur):
+        raise click.BadParameter(f"{kw['min_amount']} is above --max-amount {kw['max_amount']}",
+                                 param_hint="--min-amount")
     _check(kw["rate"], "--rate", parse_rate)
     _check(kw["term"], "--term", parse_term)
+    if kw["kind"] != "bullet" or kw["period_days"] is not None:
+        _check(kw["term"], "--period-days" if kw["period_days"] else "--term",
+               lambda v: periods_of(parse_term(v), kw["period_days"]))
+    if kw["min_grade"] is not None and not OFFER_OPTIONAL["min_grade"](kw["min_grade"]):
+        raise click.BadParameter(f"{kw['min_grade']!r} is not 1 to 8 characters starting with a capital (e.g. B)",
+                                 param_hint="--min-grade")
     params = {"side": side, "currency": cur, "rate": kw["rate"], "term": kw["term"], "schedule": kw["kind"],
               "grace_days": kw["grace_days"], "late_fee": kw["late_fee"], "default_days": kw["default_days"],
               "expires_in_s": _duration(kw["expires"])}

@@ -4,15 +4,29 @@ here, kept until they expire or are cancelled, and the ``offer.*`` control metho
 Store keys (docs/architecture.md, "Store"):
 
     b"O" + id(32)                  -> offer envelope bytes
-    b"X" + expires(8) + id(32)     -> b"" (expiry index: purging reads only what expired)
     b"C" + offer id(32)            -> cancellation envelope bytes (kept even if the offer
                                       has not arrived yet, so that it never will)
+    b"X" + until(8) + id(32)       -> b"": the expiry index. One key per id that has an
+                                      ``O`` or ``C`` record; at ``until`` (ms) both may go,
+                                      so purging reads only what is due.
 
-Promises: an offer in the book verified (protocol/offer.py), is not expired when it came,
-and has no cancellation; each change is one write batch. The book holds at most
-``MAX_BOOK`` offers and ``MAX_PER_AUTHOR`` live ones per author. Gossip is best effort, so
-the node publishes its own live offers again every ``REPUBLISH_S`` seconds and soon
-after a peer connects.
+Rules (each change is one write batch):
+
+1. An offer is added if it verifies (protocol/offer.py), is new, has not expired, was
+   not created more than ``MAX_SKEW_MS`` ahead of our clock, and has no cancellation by
+   its author; ``until`` is its ``expires``.
+2. A cancellation by the offer's author removes the offer; one by anyone else is
+   refused (``not_yours``). For an offer not held yet the cancellation is kept (one per
+   offer: a later one by another signer replaces it, so a stranger cannot take the place
+   of the author's), if its ``created`` is within the last 90 days (``stale_cancel``
+   otherwise: any offer it could cancel has expired) and not ahead of our clock; at most
+   ``MAX_ORPHANS`` such are kept (``book_full``). Its ``until`` is the offer's
+   ``expires`` if the offer is held (the offer is refused after that anyway), else
+   ``created + 90 days`` (no offer cancelled after it was created outlives that).
+3. The book holds at most ``MAX_BOOK`` offers and ``MAX_PER_AUTHOR`` live ones per
+   author (``book_full``, ``too_many_offers``). Every ``REPUBLISH_S`` the node purges
+   what is due (at most ``PURGE_BATCH`` ids a pass) and publishes its own live offers
+   again, and does so too ``JOIN_DELAY_S`` after a peer connects: gossip is best effort.
 """
 
 from __future__ import annotations
@@ -28,7 +42,10 @@ from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 from protocol.money import MoneyError, parse_amount, parse_rate
-from protocol.offer import Offer, cancel_of, make_cancel, make_offer, matches, offer_json, offer_of, parse_book_message
+from protocol.offer import (
+    MAX_OFFER_MS, SIDES, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
+    parse_book_message,
+)
 
 from .errors import ApiError, bad_params, id_prefix, unique
 
@@ -37,10 +54,23 @@ log = logging.getLogger("p2pnode.offers")
 P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 MAX_BOOK = 10_000
 MAX_PER_AUTHOR = 100
+MAX_ORPHANS = 10_000
+"""Cancellations kept for offers not (or no longer) in the book."""
+MAX_SKEW_MS = 24 * 3600 * 1000
+"""How far ahead of our clock an offer's or cancellation's ``created`` may be."""
+PURGE_BATCH = 1000
 REPUBLISH_S = 30.0
 JOIN_DELAY_S = 1.0  # after a peer connects, so that the gossip mesh includes it
 DEFAULT_EXPIRY_S = 7 * 24 * 3600
 _U64 = struct.Struct(">Q")
+
+
+def _xkey(until: int, offer_id: bytes) -> bytes:
+    return P_EXPIRY + _U64.pack(until) + offer_id
+
+
+def _until(xkey: bytes) -> int:
+    return _U64.unpack_from(xkey, 1)[0]
 
 
 class OfferService:
@@ -49,7 +79,11 @@ class OfferService:
     def __init__(self, node: Any) -> None:
         self.node = node
         self._soon = False
-        self._book: dict[bytes, Offer] | None = None  # the stored offers, verified once, in memory
+        self._loaded = False
+        # the store's records, read (and verified) once per run, then kept in step with it
+        self._book: dict[bytes, Offer] = {}
+        self._cancels: dict[bytes, bytes] = {}  # offer id -> the cancellation's author
+        self._xkeys: dict[bytes, bytes] = {}  # offer id -> its X key
 
     @property
     def store(self) -> Any:
@@ -60,21 +94,36 @@ class OfferService:
 
     # -- the book ----------------------------------------------------------------------
 
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        for k, v in self.store.scan_raw(P_OFFER):
+            try:
+                self._book[k[1:]] = offer_of(open_envelope(v))
+            except ProtocolError as e:  # a damaged record is left out, and said so
+                log.warning("stored offer %s unreadable: %s", k[1:].hex()[:16], e.message)
+        for k, v in self.store.scan_raw(P_CANCEL):
+            try:
+                self._cancels[k[1:]] = cancel_of(open_envelope(v))["author"]
+            except ProtocolError as e:
+                log.warning("stored cancellation %s unreadable: %s", k[1:].hex()[:16], e.message)
+        for k in self.store.keys_raw(P_EXPIRY):
+            self._xkeys[k[9:]] = k
+        self._loaded = True
+        # records written without an X key (by a version before it) get one, so they go too
+        for i in (self._book.keys() | self._cancels.keys()) - self._xkeys.keys():
+            o = self._book.get(i)
+            self._write(i, o.expires if o else self.now_ms() + MAX_OFFER_MS, [])
+
     @property
     def book(self) -> dict[bytes, Offer]:
-        """Offers by id: the store's ``O`` records, read (and verified) once per run."""
-        if self._book is None:
-            book = {}
-            for k, v in self.store.scan_raw(P_OFFER):
-                try:
-                    book[k[1:]] = offer_of(open_envelope(v))
-                except ProtocolError as e:  # a damaged record is left out, and said so
-                    log.warning("stored offer %s unreadable: %s", k[1:].hex()[:16], e.message)
-            self._book = book
+        """Offers by id (the store's ``O`` records)."""
+        self._load()
         return self._book
 
     def get(self, offer_id: bytes) -> Offer | None:
-        """The offer with this id if the book holds it (cancelled offers are removed)."""
+        """The offer with this id if the book holds it: cancelled ones are removed, an
+        expired one may linger until purged (check ``expires``, or ``protocol.offer.is_live``)."""
         return self.book.get(offer_id)
 
     def all(self) -> list[Offer]:
@@ -82,7 +131,7 @@ class OfferService:
 
     def live(self) -> list[Offer]:
         now = self.now_ms()
-        return [o for o in self.all() if o.expires > now]
+        return [o for o in self.all() if is_live(o, now)]
 
     def find(self, ref: Any) -> Offer:
         """The offer an id or unique id prefix (8+ hex digits) names; ``ApiError`` if none or several."""
@@ -91,68 +140,80 @@ class OfferService:
 
     def add(self, data: bytes) -> str:
         """Take one offers-topic document into the book: ``added``, ``duplicate``,
-        ``cancelled`` (a cancellation stored, its offer removed if held) or a refusal
-        raised as ``ApiError`` (``offer_expired``, ``offer_cancelled``, ``book_full``)."""
+        ``cancelled`` (a cancellation stored, its offer removed if held), or a refusal
+        raised as ``ApiError`` (rules 1 to 3) or ``ProtocolError`` (it does not verify)."""
         item = parse_book_message(data)
         if isinstance(item, dict):
             return self._cancel(item, data)
         o = item
         if o.id in self.book:
             return "duplicate"
-        if o.expires <= self.now_ms():
-            raise ApiError("the offer has expired", code="offer_expired")
-        c = self.store.get_raw(P_CANCEL + o.id)
-        if c is not None and cancel_of(open_envelope(c))["author"] == o.author:
-            raise ApiError("the offer was cancelled", code="offer_cancelled")
-        held = self.all()
-        if len(held) >= MAX_BOOK:
-            raise ApiError(f"the offer book holds {MAX_BOOK} offers", code="book_full")
         now = self.now_ms()
-        if sum(1 for x in held if x.author == o.author and x.expires > now) >= MAX_PER_AUTHOR:
+        if not is_live(o, now):
+            raise ApiError("the offer has expired", code="offer_expired")
+        if o.created > now + MAX_SKEW_MS:
+            raise ApiError("the offer was created more than a day ahead of this node's clock", code="bad_time")
+        if self._cancels.get(o.id) == o.author:
+            raise ApiError("the offer was cancelled", code="offer_cancelled")
+        if len(self.book) >= MAX_BOOK:
+            raise ApiError(f"the offer book holds {MAX_BOOK} offers", code="book_full")
+        if sum(1 for x in self.book.values() if x.author == o.author and is_live(x, now)) >= MAX_PER_AUTHOR:
             raise ApiError(f"the author has {MAX_PER_AUTHOR} live offers already", code="too_many_offers")
-        self.store.put_raw([(P_OFFER + o.id, o.envelope), (P_EXPIRY + _U64.pack(o.expires) + o.id, b"")], sync=False)
-        self.book[o.id] = o
+        self._write(o.id, o.expires, [(P_OFFER + o.id, o.envelope)])
+        self._book[o.id] = o
         return "added"
 
     def _cancel(self, doc: dict, data: bytes) -> str:
-        offer_id = doc["offer"]
-        if self.store.get_raw(P_CANCEL + offer_id) is not None:
+        offer_id, author, created = doc["offer"], doc["author"], doc["created"]
+        if self._cancels.get(offer_id) == author:
             return "duplicate"
         o = self.get(offer_id)
-        if o is not None and o.author != doc["author"]:
+        now = self.now_ms()
+        if o is not None and o.author != author:
             raise ApiError("a cancellation by someone other than the offer's author", code="not_yours")
-        puts = [(P_CANCEL + offer_id, data)]
-        deletes = [] if o is None else [P_OFFER + o.id, P_EXPIRY + _U64.pack(o.expires) + o.id]
-        self._write(puts, deletes)
-        self.book.pop(offer_id, None)
+        if created > now + MAX_SKEW_MS:
+            raise ApiError("the cancellation was created more than a day ahead of this node's clock", code="bad_time")
+        if o is None:
+            if created + MAX_OFFER_MS <= now:
+                raise ApiError("a cancellation older than any offer it could cancel", code="stale_cancel")
+            if offer_id not in self._cancels and sum(1 for i in self._cancels if i not in self._book) >= MAX_ORPHANS:
+                raise ApiError(f"{MAX_ORPHANS} cancellations of offers not held are kept already", code="book_full")
+        until = created + MAX_OFFER_MS if o is None else o.expires
+        self._write(offer_id, until, [(P_CANCEL + offer_id, data)], [] if o is None else [P_OFFER + offer_id])
+        self._cancels[offer_id] = author
+        self._book.pop(offer_id, None)
         return "cancelled"
 
-    def _write(self, puts: list, deletes: list) -> None:
-        import plyvel
+    def _write(self, offer_id: bytes, until: int, puts: list, deletes: list = ()) -> None:
+        """One batch: ``puts`` and ``deletes``, and the id's X key moved to ``until`` (or
+        later, if it was due later already)."""
+        old = self._xkeys.get(offer_id)
+        if old is not None:
+            until = max(until, _until(old))
+        key = _xkey(until, offer_id)
+        self.store.write_raw([*puts, (key, b"")], [*deletes, *([old] if old not in (None, key) else [])],
+                             sync=False)
+        self._xkeys[offer_id] = key
 
-        from .store import _wrap_io
-
-        try:
-            with self.store.db.write_batch(sync=False, transaction=True) as wb:
-                for k, v in puts:
-                    wb.put(k, v)
-                for k in deletes:
-                    wb.delete(k)
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.store.path) from None
-
-    def purge(self, limit: int = 1000) -> int:
-        """Remove up to ``limit`` expired offers (their cancellations go with them)."""
+    def purge(self, limit: int = PURGE_BATCH) -> int:
+        """Remove the records of up to ``limit`` ids that are due (expired offers, and
+        cancellations that can no longer cancel anything); how many went."""
+        self._load()
         now = self.now_ms()
-        gone = []
-        for k, _ in self.store.scan_raw(P_EXPIRY)[:limit]:
-            if _U64.unpack_from(k, 1)[0] > now:
-                break
-            gone.append(k)
+        gone: list[bytes] = []
+        keys = self.store.keys_raw(P_EXPIRY)
+        try:
+            for k in keys:
+                if len(gone) >= limit or _until(k) > now:
+                    break
+                gone.append(k)
+        finally:
+            keys.close()
         if gone:
-            self._write([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])])
+            self.store.write_raw([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])], sync=False)
             for g in gone:
-                self.book.pop(g[9:], None)
+                for d in (self._book, self._cancels, self._xkeys):
+                    d.pop(g[9:], None)
         return len(gone)
 
     # -- gossip ------------------------------------------------------------------------
@@ -160,7 +221,7 @@ class OfferService:
     async def on_gossip(self, data: bytes) -> None:
         try:
             outcome = self.add(data)
-        except ApiError as e:
+        except (ApiError, ProtocolError) as e:
             self.node.count(f"offers.refused.{e.code}")
             return
         self.node.count(f"offers.{outcome}")
@@ -195,8 +256,9 @@ class OfferService:
     # -- control methods ---------------------------------------------------------------
 
     async def create(self, p: dict) -> dict:
+        _known(p, CREATE_PARAMS)
         side = p.get("side", "lend")
-        if side not in ("lend", "borrow"):
+        if side not in SIDES:
             raise bad_params('"side" is "lend" or "borrow"')
         currency = p.get("currency")
         try:
@@ -209,7 +271,7 @@ class OfferService:
         except MoneyError as e:
             raise ApiError(e.message, code=e.code) from None
         ttl = p.get("expires_in_s", DEFAULT_EXPIRY_S)
-        if not isinstance(ttl, int) or not 1 <= ttl <= 90 * 24 * 3600:
+        if type(ttl) is not int or not 1 <= ttl <= MAX_OFFER_MS // 1000:
             raise bad_params('"expires_in_s" is 1 to 7776000 seconds')
         ints = {k: p.get(k, d) for k, d in (("grace_days", 5), ("default_days", 90), ("period_days", None))}
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in ints.values()):
@@ -226,6 +288,7 @@ class OfferService:
         return offer_json(offer_of(env))
 
     async def cancel(self, p: dict) -> dict:
+        _known(p, {"id"})
         o = self.find(p.get("id"))
         if o.author != self.node.key.public_key:
             raise ApiError("only its author cancels an offer", code="not_yours")
@@ -235,6 +298,9 @@ class OfferService:
         return {"id": o.id.hex(), "cancelled": True}
 
     def list(self, p: dict) -> dict:
+        _known(p, LIST_PARAMS)
+        if p.get("side") not in (None, *SIDES):
+            raise bad_params('"side" is "lend" or "borrow"')
         currency = p.get("currency")
         try:
             amount = parse_amount(p["amount"], currency) if p.get("amount") is not None else None
@@ -263,6 +329,18 @@ class OfferService:
             return self.list(p)
 
         async def show(p: dict) -> dict:
+            _known(p, {"id"})
             return offer_json(self.find(p.get("id")))
 
         return {"offer.create": create, "offer.cancel": cancel, "offer.list": list_, "offer.show": show}
+
+
+CREATE_PARAMS = {"side", "currency", "amount", "min_amount", "max_amount", "rate", "term", "period_days", "schedule",
+                 "grace_days", "late_fee", "default_days", "min_grade", "expires_in_s"}
+LIST_PARAMS = {"side", "currency", "amount", "max_rate", "min_rate", "author", "own"}
+
+
+def _known(params: dict, names: set[str]) -> None:
+    extra = set(params) - names
+    if extra:
+        raise bad_params(f"unknown params {sorted(extra)}; known: {sorted(names)}")

@@ -9,6 +9,9 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
     b"F" + author(32) + seq(8)   -> fork proof bytes (fork.py)
     b"L" + loan(32) + author(32) + seq(8) -> b"" for each entry about a loan (contract.loan_of)
     b"P" + loan(32)              -> a proposal's record on this node (p2pnode/loans.py)
+    b"O" + id(32)                -> an offer or request of the book (p2pnode/offers.py)
+    b"X" + until(8) + id(32)     -> b"": when the book's O and C records of id may go
+    b"C" + offer id(32)          -> an offer's cancellation (kept even before the offer)
 
 Invariants (checked by ``p2pnode.verify``, assumed nowhere else):
 
@@ -301,6 +304,26 @@ class Store:
     def put_raw(self, items: Iterable[tuple[bytes, bytes]], *, sync: bool = True) -> None:
         """Write records under a prefix the store does not interpret, in one batch."""
         self._write(items, sync=sync)
+
+    def write_raw(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
+                  sync: bool = True) -> None:
+        """Put and delete records under prefixes the store does not interpret, in one batch."""
+        try:
+            with self._db.write_batch(sync=sync, transaction=True) as wb:
+                for k, v in puts:
+                    wb.put(k, v)
+                for k in deletes:
+                    wb.delete(k)
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+
+    def keys_raw(self, prefix: bytes) -> Iterator[bytes]:
+        """The keys under ``prefix`` in order, read lazily (stop early to bound the work)."""
+        try:
+            with self._db.iterator(prefix=prefix, include_value=False) as it:
+                yield from it
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
 
     def scan_raw(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         try:

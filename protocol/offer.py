@@ -95,13 +95,16 @@ def check_offer(doc: Any) -> dict:
         raise OfferError("offer field 'min_amount' is above 'max_amount'")
     if not doc["created"] < doc["expires"] <= doc["created"] + MAX_OFFER_MS:
         raise OfferError("offer field 'expires' is not after 'created' and within 90 days of it")
+    field = "currency"
     try:
         exponent(doc["currency"])
+        field = "term"
         term = parse_term(doc["term"])
+        field = "period_days" if "period_days" in doc else "term"
         if doc["schedule"] != "bullet" or "period_days" in doc:
             periods_of(term, doc.get("period_days"))
     except MoneyError as e:
-        raise OfferError(f"offer: {e.message}") from None
+        raise OfferError(f"offer field {field!r}: {e.message}") from None
     return doc
 
 
@@ -149,6 +152,16 @@ def cancel_of(env: Envelope) -> dict:
     except SignatureError:
         raise SignatureError("a cancellation must be signed by its author alone") from None
     return env.document
+
+
+parse_offer_document = offer_of
+parse_cancel = cancel_of
+
+
+def is_live(o: Offer, now_ms: int) -> bool:
+    """Whether ``o`` has not expired at ``now_ms`` (rule 4; cancellations are the book's
+    to know: a cancelled offer is no longer in it)."""
+    return now_ms < o.expires
 
 
 def parse_book_message(data: bytes) -> Offer | dict:

@@ -3,7 +3,11 @@ are refused before any node is asked, naming the option; a node must run for the
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from p2ptest import run_cli
 
 BASE = ["--currency", "EUR", "--rate", "7.5%", "--term", "12m"]
 
@@ -17,6 +21,9 @@ BASE = ["--currency", "EUR", "--rate", "7.5%", "--term", "12m"]
     (["--amount", "10", *BASE, "--expires", "2w"], "--expires"),
     (["--amount", "10", *BASE, "--kind", "balloon"], "--kind"),
     (["--amount", "10", *BASE, "--late-fee", "0.001"], "--late-fee"),
+    (["--min-amount", "30", "--max-amount", "20", *BASE], "--min-amount"),
+    (["--amount", "10", *BASE, "--period-days", "30"], "--period-days"),
+    (["--amount", "10", *BASE, "--min-grade", "b"], "--min-grade"),
 ])
 def test_bad_values_exit_2_naming_the_option(run, home, args, option):
     for group in ("offer", "request"):
@@ -26,8 +33,9 @@ def test_bad_values_exit_2_naming_the_option(run, home, args, option):
 
 
 def test_an_amount_or_a_range_is_required(run, home):
-    rc, _, err = run("offer", "create", *BASE, home=home)
-    assert rc == 2 and "--amount" in err
+    for extra in ([], ["--min-amount", "1"], ["--amount", "5", "--min-amount", "1", "--max-amount", "9"]):
+        rc, _, err = run("offer", "create", *BASE, *extra, home=home)
+        assert rc == 2 and "--amount" in err, (extra, err)
 
 
 def test_without_a_node_the_book_commands_exit_6(run, home):
@@ -36,3 +44,61 @@ def test_without_a_node_the_book_commands_exit_6(run, home):
                  ["loan", "show", "0123456789abcdef"]):
         rc, _, err = run(*args, home=home)
         assert rc == 6 and "no node is running" in err, (args, rc, err)
+
+
+@pytest.fixture
+def running(node):
+    """A node process started by the CLI on the ``node`` home; killed by its pid after."""
+    import subprocess
+
+    from p2pnode.testnet import free_port
+    from p2ptest import COMMAND, Testnet, child_env, kill_by_pid
+
+    home, info = node
+    proc = subprocess.Popen([*COMMAND, "--home", str(home), "start", "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        Testnet(home.parent).wait(lambda: proc.poll() is not None or run_cli("status", home=home)[0] == 0, 30,
+                                  "the node to answer")
+        assert proc.poll() is None, proc.stderr.read()
+        yield home, info
+    finally:
+        kill_by_pid(proc)
+        proc.stderr.close()
+
+
+def test_offers_and_requests_through_a_running_node(running):
+    home, info = running
+
+    def ok(*args):
+        rc, out, err = run_cli(*args, home=home)
+        assert rc == 0, (args, rc, err)
+        return out
+
+    def js(*args):
+        return json.loads(ok(*args, "--json"))
+
+    lend = js("offer", "create", "--amount", "1500.00", *BASE, "--late-fee", "2.50", "--min-grade", "B")
+    assert (lend["side"], lend["max_amount"], lend["rate_bp"], lend["late_fee_text"], lend["min_grade"]) == (
+        "lend", 150_000, 750, "2.50", "B")
+    assert lend["author"] == info["peer_id"] and lend["expires"] - lend["created"] == 7 * 86400 * 1000
+    req = js("request", "create", "--min-amount", "100", "--max-amount", "900.50", "--currency", "EUR",
+             "--rate", "9%", "--term", "26w", "--period-days", "14", "--kind", "equal-principal", "--expires", "2h")
+    assert (req["side"], req["min_amount"], req["max_amount"], req["period_days"]) == ("borrow", 10_000, 90_050, 14)
+    assert [o["id"] for o in js("offer", "list")["offers"]] == [lend["id"], req["id"]]  # cheapest rate first
+    assert [o["id"] for o in js("offer", "list", "--side", "borrow", "--mine")["offers"]] == [req["id"]]
+    assert [o["id"] for o in js("offer", "list", "--currency", "EUR", "--amount", "1500")["offers"]] == [lend["id"]]
+    assert [o["id"] for o in js("offer", "list", "--min-rate", "8%", "--max-rate", "10%")["offers"]] == [req["id"]]
+    table = ok("offer", "list")
+    assert "offer book (2)" in table and lend["id"][:16] in table and "100.00..900.50 EUR" in table
+    shown = ok("offer", "show", req["id"][:10])
+    assert "14-day periods" in shown and "equal-principal" in shown
+    assert js("offer", "show", lend["id"]) == lend
+    # refusals by the node: exit 1 with the code's message
+    rc, _, err = run_cli("offer", "show", "00000000", home=home)
+    assert rc == 1 and "no offer or request 00000000" in err
+    rc, _, err = run_cli("offer", "show", "abc", home=home)
+    assert rc != 0 and "at least 8" in err
+    assert js("offer", "cancel", lend["id"][:12]) == {"id": lend["id"], "cancelled": True}
+    assert "cancelled" in ok("offer", "cancel", req["id"])
+    assert js("offer", "list")["offers"] == []

@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import make_node, start, start_line, stop_all, wait_for
+from nodenet import LOCAL, REGISTRY, make_node, start, start_line, stop_all, wait_for
 from p2pnode import offers as offers_mod
 from p2pnode.control import ApiError
+from p2pnode.home import Home
+from p2pnode.node import Node, NodeSettings
 from protocol import wire
 from protocol.envelope import open_envelope, seal
+from protocol.keys import SigningKey
+from protocol.offer import MAX_OFFER_MS, make_cancel, make_offer
 
 pytestmark = pytest.mark.trio
 
@@ -57,10 +61,11 @@ async def test_bad_offer_gossip_is_refused_and_the_book_is_bounded(tmp_path: Pat
         assert (await b.call("node.status"))["peer_id"] == b.peer_id
         # an expired offer is purged
         monkeypatch.setattr(offers_mod, "MAX_PER_AUTHOR", 3)
-        short = await a.call("offer.create", dict(TERMS, expires_in_s=1))
-        await a.call("offer.create", TERMS)  # a's second live offer besides `o`
+        # (two offers alike made in the same millisecond are one offer: the amounts differ)
+        short = await a.call("offer.create", dict(TERMS, expires_in_s=1, amount="501.00"))
+        await a.call("offer.create", dict(TERMS, amount="502.00"))  # a's third live offer, with `o`
         with pytest.raises(ApiError) as e:
-            await a.call("offer.create", TERMS)
+            await a.call("offer.create", dict(TERMS, amount="503.00"))
         assert e.value.code == "too_many_offers"
         await trio.sleep(1.1)
         assert a.offers.purge() >= 1 and not held(a, short["id"])
@@ -68,3 +73,59 @@ async def test_bad_offer_gossip_is_refused_and_the_book_is_bounded(tmp_path: Pat
             await a.call("offer.create", dict(TERMS, rate="abc"))
         assert e.value.code == "bad_rate"
         await stop_all([a, b])
+
+
+K, S = SigningKey.from_seed(b"k" * 32), SigningKey.from_seed(b"s" * 32)  # an author, a stranger
+DAY = 24 * 3600 * 1000
+
+
+def an_offer(created: int, n: int = 100, ttl: int = 3600_000):
+    return make_offer(K, side="borrow", currency="EUR", min_amount=n, max_amount=n, rate_bp=500, term="3m",
+                      created=created, expires=created + ttl)
+
+
+def refusal(node, data: bytes) -> str:
+    with pytest.raises(ApiError) as e:
+        node.offers.add(data)
+    return e.value.code
+
+
+def records(node) -> dict[bytes, int]:
+    return {p: len(node.store.scan_raw(p)) for p in (b"O", b"X", b"C")}
+
+
+async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make_node(tmp_path / "a", "a", pex=False))
+        now = a.offers.now_ms()
+        o1, o2, o3 = (an_offer(now, n) for n in (100, 200, 300))
+        # a cancellation before its offer is kept, and the offer is then refused
+        assert a.offers.add(make_cancel(S, o1.id, now).raw) == "cancelled"  # a stranger's, first
+        assert a.offers.add(make_cancel(K, o1.id, now).raw) == "cancelled"  # the author's replaces it
+        assert a.offers.add(make_cancel(K, o1.id, now).raw) == "duplicate"
+        assert refusal(a, o1.raw) == "offer_cancelled"
+        # a stranger's cancellation before the offer does not cancel it, nor block the author's
+        assert a.offers.add(make_cancel(S, o2.id, now).raw) == "cancelled"
+        assert a.offers.add(o2.raw) == "added" and a.offers.add(o2.raw) == "duplicate"
+        assert a.offers.add(make_cancel(K, o2.id, now + 1).raw) == "cancelled" and a.offers.get(o2.id) is None
+        # a held offer: a stranger cannot cancel it
+        assert a.offers.add(o3.raw) == "added"
+        assert refusal(a, make_cancel(S, o3.id, now).raw) == "not_yours"
+        # time: expired, from the future, a cancellation too old to cancel anything
+        assert refusal(a, an_offer(now - 2 * DAY, ttl=DAY).raw) == "offer_expired"
+        assert refusal(a, an_offer(now + 2 * DAY).raw) == "bad_time"
+        assert refusal(a, make_cancel(K, b"\x01" * 32, now - MAX_OFFER_MS).raw) == "stale_cancel"
+        assert refusal(a, make_cancel(K, b"\x01" * 32, now + 2 * DAY).raw) == "bad_time"
+        assert records(a) == {b"O": 1, b"X": 3, b"C": 2}  # o3; o1, o2 and o3 due; o1's and o2's cancellations
+        a.stop()
+    async with trio.open_nursery() as nursery:  # the same home again: the book is as it was
+        home = Home(tmp_path / "a")
+        a = await start(nursery, Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], pex=False), REGISTRY))
+        assert a.offers.get(o3.id).max_amount == 300 and a.offers.get(o2.id) is None
+        assert refusal(a, o1.raw) == "offer_cancelled"
+        assert a.offers.purge() == 0
+        later = now + MAX_OFFER_MS + 1
+        a.offers.now_ms = lambda: later  # every record is due by then: purging leaves nothing
+        assert a.offers.purge(limit=2) == 2 and a.offers.purge() == 1
+        assert records(a) == {b"O": 0, b"X": 0, b"C": 0} and a.offers.all() == []
+        a.stop()

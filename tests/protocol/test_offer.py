@@ -12,9 +12,11 @@ from protocol import wire
 from protocol.envelope import seal
 from protocol.errors import ProtocolError, SignatureError
 from protocol.keys import SigningKey
-from protocol.money import CURRENCIES
+from protocol.entry import next_entry
+from protocol.money import CURRENCIES, MAX_AMOUNT
 from protocol.offer import (
-    OfferError, cancel_of, check_offer, make_cancel, make_offer, matches, offer_json, offer_of, parse_book_message,
+    OfferError, cancel_of, check_offer, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
+    parse_book_message, parse_cancel, parse_offer_document,
 )
 from protocol.envelope import open_envelope
 
@@ -41,16 +43,35 @@ def test_a_valid_offer_round_trips_and_shows():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("side", "give"), ("author", b"x"), ("currency", "XXX"), ("currency", "eur"), ("min_amount", 0),
-    ("min_amount", 200_000), ("rate_bp", 100_001), ("term", "0m"), ("term", "13x"), ("schedule", "balloon"),
-    ("grace_days", 366), ("default_days", 0), ("expires", T0), ("expires", T0 + 91 * 24 * 3600 * 1000),
-    ("period_days", 7), ("min_grade", ""), ("extra", 1),
+    ("type", "offer.cancel"), ("side", "give"), ("author", b"x"), ("author", "A" * 32), ("currency", "XXX"),
+    ("currency", "eur"), ("currency", 978), ("min_amount", 0), ("min_amount", 200_000), ("min_amount", "1"),
+    ("max_amount", MAX_AMOUNT + 1), ("rate_bp", 100_001), ("rate_bp", -1), ("term", "0m"), ("term", "13x"),
+    ("term", "10000m"), ("term", "45d"), ("schedule", "balloon"), ("grace_days", 366), ("late_fee", -1),
+    ("default_days", 0), ("default_days", 3651), ("created", -1), ("created", True), ("expires", T0),
+    ("expires", T0 + 91 * 24 * 3600 * 1000), ("period_days", 7), ("period_days", 0), ("min_grade", ""),
+    ("min_grade", "b"), ("min_grade", "ABCDEFGHI"), ("extra", 1),
 ])
 def test_each_bad_field_is_refused_by_name(field, value):
     with pytest.raises(OfferError) as e:
         check_offer(doc(**{field: value}))
     assert e.value.code == "bad_offer"
-    assert field in e.value.message or field in ("min_amount", "expires", "currency", "term", "period_days")
+    assert repr(field) in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize("field", sorted(set(doc()) - {"type"}))
+def test_each_missing_field_is_named(field):
+    d = doc()
+    del d[field]
+    with pytest.raises(OfferError) as e:
+        check_offer(d)
+    assert repr(field) in e.value.message
+
+
+def test_a_bullet_needs_no_whole_periods_and_weeks_default_to_7_days():
+    assert check_offer(doc(term="45d", schedule="bullet"))
+    assert check_offer(doc(term="3w"))
+    with pytest.raises(OfferError, match="'period_days'"):
+        check_offer(doc(term="12m", period_days=30))
 
 
 def test_weekly_terms_take_period_days():
@@ -64,6 +85,20 @@ def test_an_offer_signed_by_another_key_is_refused():
         offer_of(open_envelope(seal(doc(), B).raw))
 
 
+def test_liveness_and_the_named_parsers():
+    env = make_offer(A, side="lend", currency="EUR", min_amount=1, max_amount=2, rate_bp=1, term="1m",
+                     created=T0, expires=T0 + 10)
+    o = parse_offer_document(open_envelope(env.raw))
+    assert (o.grace_days, o.late_fee, o.default_days, o.schedule, o.min_grade, o.period_days) == (
+        5, 0, 90, "annuity", None, None)
+    assert is_live(o, T0) and is_live(o, T0 + 9) and not is_live(o, T0 + 10)
+    c = make_cancel(A, o.id, T0 + 5)
+    assert parse_cancel(open_envelope(c.raw)) == {"type": "offer.cancel", "author": A.public_key, "offer": o.id,
+                                                  "created": T0 + 5}
+    with pytest.raises(OfferError, match="'type'"):
+        parse_offer_document(open_envelope(c.raw))
+
+
 def test_cancellations():
     o = make_offer(A, side="borrow", currency="JPY", min_amount=1000, max_amount=1000, rate_bp=0, term="90d",
                    created=T0, expires=T0 + 1)
@@ -73,17 +108,27 @@ def test_cancellations():
     forged = seal(dict(c.document), B)  # B signs A's cancellation
     with pytest.raises(SignatureError):
         cancel_of(open_envelope(forged.raw))
-    with pytest.raises(OfferError):
-        cancel_of(open_envelope(seal({"type": "offer.cancel", "author": A.public_key}, A).raw))
+    with pytest.raises(OfferError, match="'offer'"):
+        cancel_of(open_envelope(seal({"type": "offer.cancel", "author": A.public_key, "created": T0}, A).raw))
+    with pytest.raises(OfferError, match="'note'"):
+        cancel_of(open_envelope(seal(dict(c.document, note="x"), A).raw))
+    with pytest.raises(OfferError, match="'offer'"):
+        cancel_of(open_envelope(seal(dict(c.document, offer=b"short"), A).raw))
 
 
 def test_the_offers_topic_takes_offers_and_cancellations_only():
     o = make_offer(A, side="lend", currency="EUR", min_amount=1, max_amount=2, rate_bp=1, term="1m",
                    created=T0, expires=T0 + 1)
     assert wire.check_gossip(wire.TOPIC_OFFERS, o.raw).id == o.id
-    for bad in (seal({"type": "note", "text": "x"}, A).raw, b"\x92\xc4\x00\x90", seal(doc(), B).raw):
+    c = make_cancel(A, o.id, T0)
+    assert wire.check_gossip(wire.TOPIC_OFFERS, c.raw)["offer"] == o.id
+    entry = next_entry(A, None, now_ms=T0, kind="genesis", body={})
+    for bad in (seal({"type": "note", "text": "x"}, A).raw, b"\x92\xc4\x00\x90", seal(doc(), B).raw,
+                seal(doc(rate_bp=-1), A).raw, seal(dict(c.document), B).raw, entry.envelope, b"\xff" * 70_000):
         with pytest.raises(ProtocolError):
             wire.check_gossip(wire.TOPIC_OFFERS, bad)
+    with pytest.raises(ProtocolError):  # and offers on another topic are refused there
+        wire.check_gossip(wire.TOPIC_ENTRIES, o.raw)
 
 
 def test_filters():
