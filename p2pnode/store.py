@@ -20,7 +20,9 @@ Invariants (checked by ``p2pnode.verify``, assumed nowhere else):
 - I3 ``H[author]`` is (n, id, ts) of that author's entry n, and exists iff ``E`` has some;
 - I4 ``I`` maps each entry's id to its key, and holds nothing else;
 - I5 every ``F`` value is a valid fork proof of its key's author and seq.
-- I6 ``L`` holds a key for exactly the stored entries that name a loan, in the same batch.
+- I6 ``L`` holds a key for exactly the stored entries that name a loan, in the same batch;
+- I7 every ``O``/``C`` record is a valid offer/cancellation under its offer's id, and
+  ``X`` holds exactly one key for each id with an ``O`` or ``C`` record, and no other.
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
 entries are written with ``sync=True``. Opening reads nothing but the schema version, so

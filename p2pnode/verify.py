@@ -1,4 +1,4 @@
-"""Full re-check of a store against its invariants (store.py, I1-I6).
+"""Full re-check of a store against its invariants (store.py, I1-I7).
 
 ``verify_store`` reads every key once, in order, and never trusts what it reads: each
 entry is re-decoded and its signature re-verified, each chain re-linked, each head and
@@ -70,6 +70,7 @@ def verify_store(store: Store, registry: KindRegistry, progress: Callable[[int],
         _check_index(store, report)
         _check_forks(store, report)
         _check_loan_index(store, loan_keys, report)
+        _check_offer_book(store, report)
     except plyvel.Error as e:
         report.add(Problem("store_corrupt", f"the database cannot be read: {e}"))
     return report
@@ -235,3 +236,36 @@ def _check_loan_index(store: Store, wanted: set[bytes], report: VerifyReport) ->
     for key in sorted(wanted - found):
         report.add(Problem("bad_loan_index", f"the loan entry has no loan index record for {key[1:9].hex()}",
                            key[33:65], int.from_bytes(key[65:73], "big")))
+
+
+def _check_offer_book(store: Store, report: VerifyReport) -> None:
+    """I7: every ``O`` value is a valid offer stored under its own id, every ``C`` value a
+    valid cancellation stored under the id of the offer it cancels, and the ``X`` index
+    holds exactly one key for each id that has an ``O`` or ``C`` record, and no other."""
+    from protocol.envelope import open_envelope
+    from protocol.offer import cancel_of, offer_of
+
+    from .offers import P_CANCEL, P_EXPIRY, P_OFFER
+
+    held: set[bytes] = set()
+    for prefix, what in ((P_OFFER, "offer"), (P_CANCEL, "cancellation")):
+        for key, value in _iter(store, prefix):
+            held.add(key[1:])
+            try:
+                env = open_envelope(value)
+                ok = offer_of(env).id == key[1:] if prefix == P_OFFER else cancel_of(env)["offer"] == key[1:]
+            except ProtocolError as e:
+                report.add(Problem("bad_offer_book", f"stored {what} {key[1:9].hex()} is invalid: {e.message}"))
+                continue
+            if not ok:
+                report.add(Problem("bad_offer_book", f"stored {what} {key[1:9].hex()} is under another id"))
+    indexed: dict[bytes, int] = {}
+    for key, _ in _iter(store, P_EXPIRY):
+        offer_id = key[9:]
+        indexed[offer_id] = indexed.get(offer_id, 0) + 1
+        if len(key) != 41 or offer_id not in held:
+            report.add(Problem("bad_offer_book", f"expiry index key {key[9:17].hex()} names no offer or cancellation"))
+    for offer_id in held:
+        n = indexed.get(offer_id, 0)
+        if n != 1:
+            report.add(Problem("bad_offer_book", f"offer {offer_id[:8].hex()} has {n} expiry index keys, not 1"))

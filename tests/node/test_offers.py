@@ -129,3 +129,23 @@ async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
         assert a.offers.purge(limit=2) == 2 and a.offers.purge() == 1
         assert records(a) == {b"O": 0, b"X": 0, b"C": 0} and a.offers.all() == []
         a.stop()
+
+
+async def test_ledger_verify_checks_the_offer_book(tmp_path: Path):
+    from p2pnode.home import Home
+    from p2pnode.verify import verify_store
+    from protocol.kinds import core_registry
+
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        kept = await node.call("offer.create", dict(TERMS, amount="501.00"))
+        gone = await node.call("offer.create", dict(TERMS, amount="502.00"))
+        await node.call("offer.cancel", {"id": gone["id"]})
+        node.stop()
+    with Home(tmp_path / "n").open_store() as store:
+        assert verify_store(store, core_registry()).ok
+        xkey = next(k for k, _ in store.scan_raw(b"X") if k[9:].hex() == kept["id"])
+        store.db.delete(xkey)  # damage: an offer the purge would never reach
+        store.db.put(b"X" + bytes(8) + bytes(32), b"")  # and an index key naming nothing
+        codes = [p.code for p in verify_store(store, core_registry()).problems]
+    assert codes == ["bad_offer_book", "bad_offer_book"]
