@@ -48,10 +48,10 @@ from protocol.offer import (
 )
 
 from .errors import ApiError, bad_params, id_prefix, unique
+from .store import P_CANCEL, P_EXPIRY, P_OFFER
 
 log = logging.getLogger("p2pnode.offers")
 
-P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 MAX_BOOK = 10_000
 MAX_PER_AUTHOR = 100
 MAX_ORPHANS = 10_000

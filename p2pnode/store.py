@@ -55,6 +55,7 @@ P_HEAD = b"H"
 P_FORK = b"F"
 P_LOAN = b"L"
 P_PROPOSAL = b"P"
+P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"  # the offer book (p2pnode/offers.py)
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")

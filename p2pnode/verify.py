@@ -245,7 +245,7 @@ def _check_offer_book(store: Store, report: VerifyReport) -> None:
     from protocol.envelope import open_envelope
     from protocol.offer import cancel_of, offer_of
 
-    from .offers import P_CANCEL, P_EXPIRY, P_OFFER
+    from .store import P_CANCEL, P_EXPIRY, P_OFFER
 
     held: set[bytes] = set()
     for prefix, what in ((P_OFFER, "offer"), (P_CANCEL, "cancellation")):
