@@ -126,17 +126,36 @@ class Node:
         try:
             self.host = build_host(self.key, listen, mdns=self.settings.mdns)
             self.pubsub, gossipsub = build_pubsub(self.host)
-            async with self.host.run(listen_addrs=listen):
-                try:
-                    async with background_trio_service(self.pubsub), background_trio_service(gossipsub):
-                        await self.pubsub.wait_until_ready()
-                        await self._serve(task_status)
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        await self.host.close()
+            try:
+                async with self.host.run(listen_addrs=listen):
+                    try:
+                        async with background_trio_service(self.pubsub), background_trio_service(gossipsub):
+                            await self.pubsub.wait_until_ready()
+                            await self._serve(task_status)
+                            await self._hang_up()
+                    finally:
+                        with trio.CancelScope(shield=True), trio.move_on_after(5):
+                            await self.host.close()
+            except Exception as e:
+                if not self._stop.is_set():
+                    raise
+                # py-libp2p may still hand a message that arrived mid-shutdown to the pubsub
+                # service it has just closed ("Nursery is closed to new arrivals"): nothing
+                # of ours is lost by that, and a stop must end cleanly.
+                log.debug("libp2p while stopping: %r", e)
         finally:
             self.store.close()
             log.info("stopped")
+
+    async def _hang_up(self) -> None:
+        """Close every connection while pubsub still runs, so that no peer's message
+        reaches a pubsub service that is shutting down."""
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            for pid in list(self.host.get_connected_peers()):
+                try:
+                    await self.host.disconnect(pid)
+                except Exception as e:  # already gone
+                    log.debug("disconnect %s: %s", pid, e)
 
     async def _serve(self, task_status: Any) -> None:
         self.host.set_stream_handler(wire.SYNC_PROTOCOL, self._on_sync_stream)
