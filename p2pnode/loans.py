@@ -25,15 +25,16 @@ from typing import Any
 import trio
 
 from protocol import agree, codec
-from protocol.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED, REFUSED
+from protocol.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED
 from protocol.contract import (
     acceptor, contract_from, counterparty, make_receipt, open_agreement, open_proposal, open_transfer,
-    parse_date, propose, terms_mismatch, terms_of,
+    parse_date, propose, terms_of,
 )
 from protocol.envelope import countersign, open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.money import MoneyError, format_amount, parse_amount
+from protocol.offer import is_live
 
 from .errors import ApiError, bad_params, id_prefix, unique
 from .loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
@@ -138,7 +139,7 @@ class LoanService:
         old = self.get(p.loan)
         p.state = agree.step(old.state if old else None, event)
         p.updated = self.now_ms()
-        self.store.put_raw([(P_PROPOSAL + p.loan, p.encode())], sync=True)
+        self.store.write_raw([(P_PROPOSAL + p.loan, p.encode())], sync=True)
         if p.state in FINAL:
             self._open.discard(p.loan)
         else:
@@ -347,13 +348,12 @@ class LoanService:
         if self.get(loan) is None:
             # Pull the proposer's chain up to its committed head first, outside the lock, so
             # that one proposal waiting for sync does not hold up the others.
-            theirs = doc["borrower_head" if self.me == doc["lender"] else "lender_head"]
-            await self._synced_to(doc["proposer"], theirs)
+            await self._synced_to(doc["proposer"], agree.committed_heads(doc, doc["proposer"])[0])
         async with self._decide_lock:
             p = self.get(loan)
             if p is not None:
                 return _answer_of(p)
-            code, reason = await self._check(doc)
+            code, reason = self._check(doc)
             p = Proposal(loan, "in", "", env.raw, code or "", reason or "")
             if code is not None:
                 self._save(p, "refuse")
@@ -364,36 +364,23 @@ class LoanService:
                 return agree.Held(loan)
             return await self._countersign(p, "countersign")
 
-    async def _check(self, doc: dict) -> tuple[str | None, str | None]:
-        """(refusal code, reason) for a proposal addressed to us, or (None, None)."""
-        if doc["expires"] < self.now_ms():
-            return "expired", "the proposal arrived after its expiry"
-        proposer = doc["proposer"]
-        if proposer in self.store.forked_authors():
-            return "fraudulent", f"{peer_id(proposer)} has signed a fork"
+    def _check(self, doc: dict) -> tuple[str | None, str | None]:
+        """(refusal code, reason) for a proposal addressed to us, or (None, None): the rule
+        is ``protocol.agree.refusal``; this gathers what it asks about."""
         offer = self.node.offers.get(doc["offer"])
-        if offer is None or offer.author != self.me:
-            return "unknown_offer", "the contract names no offer or request of this node"
-        if not self._live(offer):
-            return "offer_expired", "the offer or request has expired, was cancelled or was taken"
-        why = terms_mismatch(doc, offer.id, terms_of(offer))
-        if why:
-            return "terms_mismatch", why
-        cap = self.node.settings.max_rate_bp
-        if cap is not None and doc["rate_bp"] > cap:
-            return "policy", f"rate {doc['rate_bp']} bp is over this node's cap of {cap} bp"
-        mine = doc["lender_head" if self.me == doc["lender"] else "borrower_head"]
-        theirs = doc["borrower_head" if self.me == doc["lender"] else "lender_head"]
-        if not self._holds(self.me, mine):
-            return "bad_head", f"this node's chain has no entry {mine[1].hex()[:16]}... at seq {mine[0]}"
-        if not await self._synced_to(proposer, theirs):
-            return "bad_head", (f"the proposer's chain as held here has no entry {theirs[1].hex()[:16]}... "
-                                f"at seq {theirs[0]}")
-        return None, None
+        if offer is not None and offer.author != self.me:
+            offer = None
+        mine, theirs = agree.committed_heads(doc, self.me)
+        why = agree.refusal(doc, now_ms=self.now_ms(), proposer_forked=doc["proposer"] in self.store.forked_authors(),
+                            offer=offer, offer_live=offer is not None and self._live(offer),
+                            max_rate_bp=self.node.settings.max_rate_bp, own_head_held=self._holds(self.me, mine),
+                            proposer_head_held=self._holds(doc["proposer"], theirs))
+        return why if why is not None else (None, None)
 
     def _live(self, offer: Any) -> bool:
-        """The book drops cancelled (and taken) offers; an expired one may linger until purged."""
-        return offer.expires > self.now_ms() and offer.id not in self._taken
+        """The book drops cancelled offers; an expired one may linger until purged, and a
+        taken one until its cancellation is stored."""
+        return is_live(offer, self.now_ms()) and offer.id not in self._taken
 
     def _holds(self, author: bytes, head: list) -> bool:
         data = self.store.get(author, head[0])
@@ -548,17 +535,12 @@ class LoanService:
     def check_append(self, kind: str, body: Any) -> None:
         """Refuse (``duplicate_document``) a ``ledger.append`` of a loan document this
         chain already records: a replay adds nothing but noise to the ledger."""
-        if kind not in ("loan.agreement", "loan.receipt", "loan.transfer") or type(body) is not dict:
-            return
-        from protocol.contract import loan_of
-        from protocol.envelope import document_id
+        from protocol.contract import embedded_id, loan_of
 
-        loan = loan_of(kind, body)
-        try:
-            doc_id = document_id(codec.decode(body[kind[5:] if kind != "loan.agreement" else "contract"])[0])
-        except Exception:
-            return  # the kind's own rules will refuse it
-        if loan is not None and doc_id in read_loan(self.store, loan).recorded_by(self.me):
+        doc_id, loan = embedded_id(kind, body), loan_of(kind, body)
+        if doc_id is None or loan is None:
+            return  # not a two-party document, or unreadable: the kind's own rules decide
+        if doc_id in read_loan(self.store, loan).recorded_by(self.me):
             raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
 
     async def _record_document(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
@@ -883,24 +865,6 @@ def _declared_day(rec: LoanRecord, what: str) -> date | None:
 
 async def _read_message(stream: Any) -> Any:
     """One agree frame from ``stream``; ``PeerMisbehaved`` if it breaks the rules."""
-    from protocol.wire import FRAME_HEADER
+    from .sync import recv
 
-    from .sync import PeerGone, PeerMisbehaved, read_exactly
-
-    with trio.move_on_after(ANSWER_TIMEOUT) as scope:
-        try:
-            header = await read_exactly(stream, FRAME_HEADER)
-            n = int.from_bytes(header, "big")
-            if not 1 <= n <= agree.MAX_AGREE_FRAME:
-                raise PeerMisbehaved(f"agree frame of {n} bytes", "oversize")
-            payload = await read_exactly(stream, n)
-        except (PeerGone, PeerMisbehaved):
-            raise
-        except Exception as e:  # libp2p stream errors
-            raise PeerGone(f"{type(e).__name__}: {e}") from None
-    if scope.cancelled_caught:
-        raise PeerGone("no answer in time")
-    try:
-        return agree.decode(payload)
-    except ProtocolError as e:
-        raise PeerMisbehaved(e.message, e.code) from None
+    return await recv(stream, timeout=ANSWER_TIMEOUT, decode=agree.decode, max_frame=agree.MAX_AGREE_FRAME)

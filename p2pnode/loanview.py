@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from protocol.contract import open_agreement, open_receipt, open_transfer, parse_date
+from protocol.contract import embedded_id, open_agreement, open_receipt, open_transfer, parse_date
 from protocol.entry import Entry
 from protocol.errors import ProtocolError
 
@@ -43,7 +43,7 @@ class LoanRecord:
         for e in self.entries:
             if e.author != author:
                 continue
-            doc = _embedded(e)
+            doc = embedded_id(e.kind, e.body)
             if doc is not None:
                 out.add(doc)
         return out
@@ -61,19 +61,6 @@ class LoanRecord:
         """The number the next receipt takes: one after the counted ones (a refused receipt
         leaves no hole; its number is given again)."""
         return len(self.state(today).counted) + 1
-
-
-def _embedded(e: Entry) -> bytes | None:
-    from protocol.envelope import document_id
-    from protocol import codec
-
-    field_ = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer"}.get(e.kind)
-    if field_ is None:
-        return None
-    try:
-        return document_id(codec.decode(e.body[field_])[0])
-    except Exception:
-        return None
 
 
 def read_loan(store: Store, loan: bytes) -> LoanRecord:

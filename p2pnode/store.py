@@ -304,10 +304,6 @@ class Store:
         """A value under a prefix the store does not interpret (proposal records)."""
         return self._get(key)
 
-    def put_raw(self, items: Iterable[tuple[bytes, bytes]], *, sync: bool = True) -> None:
-        """Write records under a prefix the store does not interpret, in one batch."""
-        self._write(items, sync=sync)
-
     def write_raw(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
                   sync: bool = True) -> None:
         """Put and delete records under prefixes the store does not interpret, in one batch."""
@@ -343,12 +339,7 @@ class Store:
     # -- writes -----------------------------------------------------------------------
 
     def _write(self, batch_items: Iterable[tuple[bytes, bytes]], *, sync: bool) -> None:
-        try:
-            with self._db.write_batch(sync=sync, transaction=True) as wb:
-                for k, v in batch_items:
-                    wb.put(k, v)
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        self.write_raw(batch_items, sync=sync)
 
     def append(
         self, key: SigningKey, items: Iterable[tuple[str, Any]], *, now_ms: int, registry: KindRegistry

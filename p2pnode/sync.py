@@ -57,12 +57,14 @@ async def read_exactly(stream: Stream, n: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def recv(stream: Stream, *, timeout: float = STREAM_TIMEOUT) -> wire.Message:
-    """The next message on ``stream``. Raises ``PeerMisbehaved`` for a bad frame and
-    ``PeerGone`` if the stream ends or stays silent for ``timeout`` seconds."""
+async def recv(stream: Stream, *, timeout: float = STREAM_TIMEOUT,
+               decode: Callable[[bytes], Any] = wire.decode_message, max_frame: int = wire.MAX_FRAME) -> Any:
+    """The next message on ``stream`` (by default a wire.py message; ``decode`` and
+    ``max_frame`` serve other protocols framed alike). Raises ``PeerMisbehaved`` for a bad
+    frame and ``PeerGone`` if the stream ends or stays silent for ``timeout`` seconds."""
     with trio.move_on_after(timeout) as scope:
         try:
-            n = wire.frame_length(await read_exactly(stream, wire.FRAME_HEADER))
+            n = wire.frame_length(await read_exactly(stream, wire.FRAME_HEADER), max_frame)
             payload = await read_exactly(stream, n)
         except ProtocolError as e:
             raise PeerMisbehaved(e.message, e.code) from None
@@ -75,7 +77,7 @@ async def recv(stream: Stream, *, timeout: float = STREAM_TIMEOUT) -> wire.Messa
     if scope.cancelled_caught:
         raise PeerGone(f"no message within {timeout:.0f} s")
     try:
-        return wire.decode_message(payload)
+        return decode(payload)
     except ProtocolError as e:
         raise PeerMisbehaved(e.message, e.code) from None
 

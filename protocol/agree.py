@@ -30,7 +30,8 @@ Rules of this file (docs/protocol.md, "Countersigning"):
 3. The acceptor countersigns only before ``expires`` by its clock, only if the contract
    takes a live offer of its own on the offer's exact terms, and only if its copy of the
    proposer's chain holds the committed head (``[seq, id]``) and its own chain holds the
-   head committed for it. Otherwise it refuses with a code from ``REFUSALS``.
+   head committed for it. Otherwise it refuses with a code from ``REFUSALS``, the first
+   that applies in the order ``refusal`` checks them.
 4. A proposal's life on each side is the table ``TRANSITIONS`` below; ``step`` is the only
    way to move, and a state with no way out (``FINAL``) never changes again.
 """
@@ -42,7 +43,7 @@ from typing import Any, Union
 
 from . import codec
 from .errors import ProtocolError
-from .wire import MAX_FRAME, WireError, _bin, _fields
+from .wire import WireError, _bin, _fields
 
 AGREE_PROTOCOL = "/p2plend/agree/1.0.0"
 MAX_AGREE_FRAME = 256 * 1024
@@ -99,6 +100,48 @@ REFUSALS = {
     "busy": "the acceptor cannot decide now; ask again",
 }
 """Codes a ``refused`` answer may carry, and what each means."""
+
+
+def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_live: bool,
+            max_rate_bp: int | None, own_head_held: bool, proposer_head_held: bool) -> tuple[str, str] | None:
+    """Rule 3: ``(code, reason)`` of the first ``REFUSALS`` entry that applies to the
+    checked contract ``doc`` addressed to its acceptor, or None if it may be countersigned.
+
+    The acceptor passes what it knows: its clock, whether it holds a fork proof against
+    the proposer, the offer named by ``doc["offer"]`` if its book holds one of its own
+    (else None) and whether that is still live, its rate cap, and whether its chain and
+    its copy of the proposer's hold the heads the contract commits to."""
+    from .contract import terms_mismatch, terms_of
+    from .keys import peer_id
+
+    if doc["expires"] < now_ms:
+        return "expired", "the proposal arrived after its expiry"
+    if proposer_forked:
+        return "fraudulent", f"{peer_id(doc['proposer'])} has signed a fork"
+    if offer is None:
+        return "unknown_offer", "the contract names no offer or request of this node"
+    if not offer_live:
+        return "offer_expired", "the offer or request has expired, was cancelled or was taken"
+    why = terms_mismatch(doc, offer.id, terms_of(offer))
+    if why:
+        return "terms_mismatch", why
+    if max_rate_bp is not None and doc["rate_bp"] > max_rate_bp:
+        return "policy", f"rate {doc['rate_bp']} bp is over this node's cap of {max_rate_bp} bp"
+    proposer_head, acceptor_head = committed_heads(doc, doc["proposer"])
+    if not own_head_held:
+        seq, head_id = acceptor_head
+        return "bad_head", f"this node's chain has no entry {head_id.hex()[:16]}... at seq {seq}"
+    if not proposer_head_held:
+        seq, head_id = proposer_head
+        return "bad_head", f"the proposer's chain as held here has no entry {head_id.hex()[:16]}... at seq {seq}"
+    return None
+
+
+def committed_heads(doc: dict, party: bytes) -> tuple[list, list]:
+    """``(party's committed head, the other party's)``, each ``[seq, id]``."""
+    if party == doc["lender"]:
+        return doc["lender_head"], doc["borrower_head"]
+    return doc["borrower_head"], doc["lender_head"]
 
 
 class AgreeError(ProtocolError):
@@ -206,7 +249,6 @@ def _code(value: Any) -> str:
 def decode(payload: bytes) -> AgreeMessage:
     """The agree message whose canonical bytes are ``payload``; ``WireError`` otherwise.
     Envelopes inside are not verified here."""
-    assert MAX_AGREE_FRAME <= MAX_FRAME
     doc = codec.decode(payload, max_size=MAX_AGREE_FRAME)
     if type(doc) is not dict or type(doc.get("type")) is not str:
         raise WireError("a message is a map with a text 'type'")

@@ -312,14 +312,30 @@ LOAN_KINDS = (
 )
 
 
+EMBEDDING = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer"}
+"""The kinds whose body embeds a two-party document, and the body field that holds it."""
+
+
+def embedded_id(kind: str, body: Any) -> bytes | None:
+    """The id of the document an entry of ``kind`` embeds (an agreement's id is its
+    loan's), or None if it embeds none or its bytes are unreadable. Never raises."""
+    field = EMBEDDING.get(kind)
+    if field is None:
+        return None
+    try:
+        return document_id(codec.decode(body[field])[0])
+    except Exception:
+        return None
+
+
 def loan_of(kind: str, body: Any) -> bytes | None:
     """The id of the loan an entry of ``kind`` with ``body`` is about, or None if it is not
     a (well-formed) loan entry. For the store's loan index: never raises."""
     try:
         if kind == "loan.agreement":
-            return document_id(codec.decode(body["contract"])[0])
+            return embedded_id(kind, body)
         if kind in ("loan.receipt", "loan.transfer"):
-            loan = peek_document(body[kind[5:]])["loan"]
+            loan = peek_document(body[EMBEDDING[kind]])["loan"]
         elif kind in ("loan.declared", "loan.default", "loan.writeoff", "loan.dispute"):
             loan = body["loan"]
         else:

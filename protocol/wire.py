@@ -149,13 +149,14 @@ def frame(msg: Message) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
-def frame_length(header: bytes) -> int:
-    """The payload length announced by a 4-byte frame header; ``WireError`` if out of range."""
+def frame_length(header: bytes, max_frame: int = MAX_FRAME) -> int:
+    """The payload length announced by a 4-byte frame header; ``WireError`` if out of
+    range (1..``max_frame``: a protocol may allow less than ``MAX_FRAME``)."""
     if len(header) != FRAME_HEADER:
         raise WireError("truncated frame header", code="truncated")
     (n,) = _LEN.unpack(header)
-    if not 1 <= n <= MAX_FRAME:
-        raise WireError(f"frame length {n} is outside 1..{MAX_FRAME}", code="oversize" if n else "malformed")
+    if not 1 <= n <= max_frame:
+        raise WireError(f"frame length {n} is outside 1..{max_frame}", code="oversize" if n else "malformed")
     return n
 
 
