@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
 import plyvel  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from p2pnode.store import Store, entry_key  # noqa: E402
+from p2pnode.ledger.store import Store, entry_key  # noqa: E402
 from protocol.entry import next_entry  # noqa: E402
 from protocol.envelope import SIGNING_PREFIX, open_envelope  # noqa: E402
 from protocol.keys import SigningKey  # noqa: E402

@@ -1,6 +1,6 @@
 """``python -m cli``: the same as the ``p2pnode`` console script."""
 
-from .main import main
+from cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from .main import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
-from .output import FAILED, emit_json, fail, iso_ms, short, table
+from cli.main import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
+from cli.output import FAILED, emit_json, fail, iso_ms, short, table
 
 DEFAULT_SHOW_LIMIT = 100
 RPC_TIMEOUT = 30.0  # seconds for a quick call to the node
@@ -31,7 +31,7 @@ def ask_node(c: Ctx, method: str, params: dict | None = None, *, timeout: float 
 
     Only a failed connect means "no node" (nothing was sent then), so falling back to the
     store never repeats work the node did. The node's refusals raise ``RpcError``."""
-    from .rpc import NodeNotRunning, call
+    from cli.rpc import NodeNotRunning, call
 
     try:
         return call(c.home.path, method, params, timeout=timeout)
@@ -42,7 +42,7 @@ def ask_node(c: Ctx, method: str, params: dict | None = None, *, timeout: float 
 def open_here(c: Ctx) -> Any:
     """The home's store opened by this process, for when no node answers (a ``Store``,
     to be used in a ``with``)."""
-    from p2pnode.store import StoreLocked
+    from p2pnode.ledger.store import StoreLocked
 
     try:
         return c.home.open_store()
@@ -96,7 +96,7 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
     # A running node signs with the key it holds: no passphrase is asked for then.
     view = ask_node(c, "ledger.append", {"kind": kind, "body": jsonform.to_json(value)})
     if view is None:
-        from p2pnode import api
+        from p2pnode.ledger import ops as api
         from p2pnode.home import now_ms
 
         key = c.home.signing_key(read_passphrase(passphrase_file))
@@ -122,7 +122,7 @@ def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -
 
     shown = ask_node(c, "ledger.show", {"author": peer_id(pk), "from": from_seq, "limit": limit})
     if shown is None:
-        from p2pnode import api
+        from p2pnode.ledger import ops as api
 
         with open_here(c) as store:
             shown = api.ledger_show(store, c.registry, pk, from_seq, limit)
@@ -157,7 +157,7 @@ def heads(c: Ctx, as_json: bool) -> None:
     """List every chain held, with its last seq, id and time."""
     answer = ask_node(c, "ledger.heads")
     if answer is None:
-        from p2pnode import api
+        from p2pnode.ledger import ops as api
 
         own = c.home.public_key()
         with open_here(c) as store:
@@ -205,8 +205,8 @@ def verify(c: Ctx, as_json: bool) -> None:
 
 
 def _verify_here(c: Ctx, as_json: bool) -> dict:
-    from p2pnode import api
-    from p2pnode.store import StoreError, StoreLocked, StoreMissing
+    from p2pnode.ledger import ops as api
+    from p2pnode.ledger.store import StoreError, StoreLocked, StoreMissing
 
     try:
         store = open_here(c)
@@ -246,11 +246,11 @@ def export(c: Ctx, author: str | None, output: Path | None) -> None:
     params: dict[str, Any] = {"author": peer_id(pk)} if pk else {}
     first = ask_node(c, "ledger.export", params)
     if first is not None:
-        from .rpc import call
+        from cli.rpc import call
 
         _write_export(first, lambda p: call(c.home.path, "ledger.export", p, timeout=RPC_TIMEOUT), params, output)
         return
-    from p2pnode import api
+    from p2pnode.ledger import ops as api
 
     with open_here(c) as store:
         fetch = lambda p: api.ledger_export(store, pk, p.get("cursor"))  # noqa: E731
@@ -299,7 +299,7 @@ def import_(c: Ctx, file: Path, as_json: bool) -> None:
     Entries already held are skipped. An entry that differs from a held one at the same
     author and seq is a fork: the import is refused and the fork proof is recorded.
     """
-    from p2pnode import api
+    from p2pnode.ledger import ops as api
 
     if str(file) == "-":
         try:
@@ -326,7 +326,7 @@ def _import_via_node(c: Ctx, file: Path, lines: list[str]) -> dict | None:
         return ask_node(c, "ledger.import", {"lines": lines}, timeout=LONG_RPC_TIMEOUT)
     if str(file) != "-":
         return ask_node(c, "ledger.import", {"path": str(file.absolute())}, timeout=LONG_RPC_TIMEOUT)
-    from .rpc import node_running
+    from cli.rpc import node_running
 
     if not node_running(c.home.path):
         return None
@@ -346,7 +346,7 @@ def _import_via_node(c: Ctx, file: Path, lines: list[str]) -> dict | None:
 @handles_errors
 def kinds(c: Ctx, as_json: bool) -> None:
     """List the entry kinds this node knows (core and extensions)."""
-    from p2pnode import api
+    from p2pnode.ledger import ops as api
 
     answer = ask_node(c, "ledger.kinds") or api.ledger_kinds(c.registry)
     rows = answer["kinds"]

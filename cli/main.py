@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from .output import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, emit_json, fail
+from cli.output import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, emit_json, fail
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -67,7 +67,7 @@ def read_passphrase(path: Path | None) -> bytes | None:
 
 def _exit_code_of(e: Exception) -> tuple[int, str] | None:
     """The exit status and code for an expected failure, or None for a bug."""
-    from .rpc import NodeNotRunning, RpcError
+    from cli.rpc import NodeNotRunning, RpcError
 
     if isinstance(e, RpcError):  # the node's refusal, or a broken exchange with it
         return EXIT_OF_CODE.get(e.code, FAILED), e.code
@@ -79,8 +79,8 @@ def _exit_code_of(e: Exception) -> tuple[int, str] | None:
         return EXIT_OF_CODE.get(e.code, FAILED), e.code
     from p2pnode.home import HomeError
     from p2pnode.keyfile import KeyFileError
-    from p2pnode.ledger import ExportFileError
-    from p2pnode.store import StoreError, StoreLocked, StoreMissing
+    from p2pnode.ledger.export import ExportFileError
+    from p2pnode.ledger.store import StoreError, StoreLocked, StoreMissing
     from protocol.errors import ProtocolError
 
     if isinstance(e, StoreLocked):
@@ -199,19 +199,19 @@ def id_(c: Ctx, as_json: bool) -> None:
 
 
 def _register_groups() -> None:
-    from .ledger import ledger
-    from .node import connect, peers, status, stop
-    from .start import start
-    from .testnet import testnet
+    from cli.ledger import ledger
+    from cli.node import connect, peers, status, stop
+    from cli.start import start
+    from cli.testnet import testnet
 
     cli.add_command(ledger)
     cli.add_command(start)
     for command in (status, peers, connect, stop):
         cli.add_command(command)
     cli.add_command(testnet)
-    from .schedule import schedule; cli.add_command(schedule)  # noqa: E702
-    from .loan import loan; cli.add_command(loan)  # noqa: E702
-    from .offer import offer, request; cli.add_command(offer); cli.add_command(request)  # noqa: E702
+    from cli.lending.schedule import schedule; cli.add_command(schedule)  # noqa: E702
+    from cli.lending.loan import loan; cli.add_command(loan)  # noqa: E702
+    from cli.lending.offer import offer, request; cli.add_command(offer); cli.add_command(request)  # noqa: E702
 
 
 _register_groups()

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from .main import Ctx, handles_errors, json_option, pass_ctx
-from .output import FAILED, NOT_RUNNING, emit_json, fail, iso_ms, table
+from cli.main import Ctx, handles_errors, json_option, pass_ctx
+from cli.output import FAILED, NOT_RUNNING, emit_json, fail, iso_ms, table
 
 RPC_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -17,7 +17,7 @@ DEFAULT_STOP_TIMEOUT = 30.0
 
 def node_call(c: Ctx, method: str, params: dict | None = None, *, timeout: float = RPC_TIMEOUT) -> Any:
     """The running node's answer to ``method``; exit 6 if no node runs at the home."""
-    from .rpc import NodeNotRunning, call
+    from cli.rpc import NodeNotRunning, call
 
     try:
         return call(c.home.path, method, params, timeout=timeout)
@@ -135,7 +135,7 @@ def stop(c: Ctx, timeout: float, as_json: bool) -> None:
     Exits 0 once the node's control socket is gone and its process has ended, 1 if it
     is still running after --timeout seconds, 6 if no node was running.
     """
-    from .rpc import NodeNotRunning, RpcError, call
+    from cli.rpc import NodeNotRunning, RpcError, call
 
     st = node_call(c, "node.status")
     pid, who = st.get("pid"), st.get("peer_id")
@@ -166,7 +166,7 @@ def stop(c: Ctx, timeout: float, as_json: bool) -> None:
 def _wait_gone(home: Path, pid: int | None, deadline: float) -> bool:
     """Whether, before ``deadline`` (monotonic), the socket stopped answering and the
     process ``pid`` ended. Polls every 50 ms."""
-    from .rpc import node_running
+    from cli.rpc import node_running
 
     while True:
         if not node_running(home) and not pid_alive(pid):

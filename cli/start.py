@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .main import Ctx, handles_errors, pass_ctx, passphrase_option, read_passphrase
-from .output import FAILED, fail
+from cli.main import Ctx, handles_errors, pass_ctx, passphrase_option, read_passphrase
+from cli.output import FAILED, fail
 
 
 class _UtcFormatter(logging.Formatter):
@@ -93,7 +93,7 @@ def start(
 
 
 def _rate(text: str | None, where: str) -> int | None:
-    from protocol.money import MoneyError, parse_rate
+    from protocol.lending.money import MoneyError, parse_rate
 
     if not text:
         return None

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .main import Ctx, handles_errors, json_option, pass_ctx
-from .output import FAILED, emit_json, fail, table
+from cli.main import Ctx, handles_errors, json_option, pass_ctx
+from cli.output import FAILED, emit_json, fail, table
 
 DIR_OPTION = click.option(
     "--dir",
@@ -20,7 +20,7 @@ DIR_OPTION = click.option(
 
 
 def _status(member) -> dict | None:
-    from .rpc import NodeNotRunning, RpcError, call
+    from cli.rpc import NodeNotRunning, RpcError, call
 
     try:
         return call(Path(member.home), "node.status", timeout=5.0)
@@ -29,7 +29,7 @@ def _status(member) -> dict | None:
 
 
 def _ask_stop(member) -> bool:
-    from .rpc import NodeNotRunning, RpcError, call
+    from cli.rpc import NodeNotRunning, RpcError, call
 
     try:
         call(Path(member.home), "node.stop", timeout=5.0)

@@ -23,8 +23,8 @@ from typing import Any
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry, genesis_body
 
-from .keyfile import read_key, read_public_key, write_key
-from .store import Store
+from p2pnode.keyfile import read_key, read_public_key, write_key
+from p2pnode.ledger.store import Store
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"

@@ -20,17 +20,17 @@ import multiaddr
 import trio
 
 from protocol import wire
-from protocol.agree import AGREE_PROTOCOL
+from protocol.lending.agree import AGREE_PROTOCOL
 from protocol.entry import Entry
 from protocol.errors import ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey, peer_id, public_key_from_peer_id
 from protocol.kinds import KindRegistry
 
-from .control import ApiError, serve_control, socket_path
-from .home import Home, now_ms
-from .peers import PeerBook
-from .store import Store
+from p2pnode.control.server import ApiError, serve_control, socket_path
+from p2pnode.home import Home, now_ms
+from p2pnode.net.peers import PeerBook
+from p2pnode.ledger.store import Store
 
 log = logging.getLogger("p2pnode")
 
@@ -98,10 +98,10 @@ class Node:
         self._inbound: dict[tuple[bytes | None, str], int] = {}  # open inbound streams per (peer, protocol)
         self._outbox: list[bytes] = []  # own and imported entries waiting to be gossiped
         self._outbox_ready = trio.Event()
-        from .loans import LoanService
+        from p2pnode.lending.loans import LoanService
 
         self.loans = LoanService(self)
-        from .offers import OfferService
+        from p2pnode.lending.offers import OfferService
 
         self.offers = OfferService(self)
 
@@ -114,7 +114,7 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         from libp2p.tools.anyio_service import background_trio_service
 
-        from .host import build_host, build_pubsub
+        from p2pnode.net.host import build_host, build_pubsub
 
         listen = [multiaddr.Multiaddr(a) for a in self.settings.listen]
         self.store = self.home.open_store()  # first: a running node on this home says so
@@ -214,7 +214,7 @@ class Node:
         log.warning("peer %s misbehaved (%s): %s; score %d", peer_id(pk), reason, detail, self.book.score(pk))
         if banned:
             log.warning("peer %s banned for misbehaviour; disconnecting", peer_id(pk))
-            from .host import peer_id_of
+            from p2pnode.net.host import peer_id_of
 
             try:
                 self.pubsub.add_to_blacklist(peer_id_of(pk))
@@ -225,7 +225,7 @@ class Node:
     def _unblacklist(self, pk: bytes) -> None:
         """A peer whose ban has run out gets gossip again: pubsub's blacklist has no expiry
         of its own, so the node lifts it when the peer reconnects after its ban."""
-        from .host import peer_id_of
+        from p2pnode.net.host import peer_id_of
 
         try:
             pid = peer_id_of(pk)
@@ -236,7 +236,7 @@ class Node:
             log.debug("unblacklist %s: %s", peer_id(pk), e)
 
     async def _disconnect(self, pk: bytes) -> None:
-        from .host import peer_id_of
+        from p2pnode.net.host import peer_id_of
 
         with trio.move_on_after(5):
             try:
@@ -336,7 +336,7 @@ class Node:
             await trio.sleep(WATCH_INTERVAL)
 
     def _describe(self, pk: bytes) -> Connected:
-        from .host import peer_id_of
+        from p2pnode.net.host import peer_id_of
 
         addr, direction = "", "?"
         conns = self.host.get_network().connections.get(peer_id_of(pk))
@@ -354,7 +354,7 @@ class Node:
     # -- streams -------------------------------------------------------------------------
 
     async def _open(self, pk: bytes, protocol: str) -> Any:
-        from .host import peer_id_of
+        from p2pnode.net.host import peer_id_of
 
         with trio.fail_after(DIAL_TIMEOUT):
             return await self.host.new_stream(peer_id_of(pk), [protocol])
@@ -369,7 +369,7 @@ class Node:
     async def _guard_stream(self, stream: Any, what: str, serve: Any) -> None:
         """Run ``serve(pk)`` for an inbound stream: a peer breaking the rules is penalised,
         one that leaves is let go, anything else is logged; the stream is always closed."""
-        from .sync import PeerGone, PeerMisbehaved
+        from p2pnode.net.sync import PeerGone, PeerMisbehaved
 
         pk = self._remote(stream)
         key = (pk, what)
@@ -395,7 +395,7 @@ class Node:
             await _close(stream)
 
     async def _on_sync_stream(self, stream: Any) -> None:
-        from .sync import serve_sync
+        from p2pnode.net.sync import serve_sync
 
         async def serve(pk: bytes | None) -> None:
             self.count("sync.entries_sent", await serve_sync(stream, self.store.heads, self._chain_slice))
@@ -412,7 +412,7 @@ class Node:
         return list(self.store.chain(author, start=start, limit=limit))
 
     async def _on_pex_stream(self, stream: Any) -> None:
-        from .sync import serve_pex
+        from p2pnode.net.sync import serve_pex
 
         async def serve(pk: bytes | None) -> None:
             def hello(addrs: tuple[str, ...]) -> None:
@@ -439,7 +439,7 @@ class Node:
         return wire.Peers(tuple([me] + others))
 
     async def _exchange_peers(self, pk: bytes) -> None:
-        from .sync import PeerGone, PeerMisbehaved, ask_pex
+        from p2pnode.net.sync import PeerGone, PeerMisbehaved, ask_pex
 
         stream = None
         try:
@@ -482,7 +482,7 @@ class Node:
                 self.request_sync(pk)
 
     async def _sync_with(self, pk: bytes) -> None:
-        from .sync import PeerGone, PeerMisbehaved, pull
+        from p2pnode.net.sync import PeerGone, PeerMisbehaved, pull
 
         try:
             for _ in range(MAX_SYNC_ROUNDS):
@@ -671,7 +671,7 @@ class Node:
         }
 
     def _methods(self) -> dict:
-        from .api import ledger_methods
+        from p2pnode.ledger.ops import ledger_methods
 
         async def status(params: dict) -> dict:
             return self.status()

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .home import Config, Home, init_home
+from p2pnode.home import Config, Home, init_home
 
 STATE_FILE = "testnet.json"
 LOG_FILE = "node.log"

@@ -108,6 +108,6 @@ CORE_KINDS = (
 
 def core_registry() -> KindRegistry:
     """A new registry holding the core and loan kinds, ready for extensions to add theirs."""
-    from .contract import LOAN_KINDS  # contract.py builds on this module
+    from .lending.contract import LOAN_KINDS  # contract.py builds on this module
 
     return KindRegistry(CORE_KINDS + LOAN_KINDS)

@@ -24,7 +24,7 @@ Rules of this file (docs/protocol.md, "Network"):
 5. A list in a message longer than its limit, an integer out of range, a missing or extra
    field: the message is refused with a ``WireError`` naming the field.
 
-Nothing here reads a socket or a clock: the node (``p2pnode/sync.py``) does the I/O.
+Nothing here reads a socket or a clock: the node (``p2pnode/net/sync.py``) does the I/O.
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ def check_gossip(topic: str, data: bytes) -> Any:
             raise WireError(f"fork proof of {len(data)} bytes exceeds {MAX_FORK_PROOF_SIZE}", code="oversize")
         return ForkProof.decode(data)
     if topic == TOPIC_OFFERS:
-        from .offer import parse_book_message
+        from .lending.offer import parse_book_message
 
         if open_envelope(data).type == "entry":
             raise WireError("chain entries belong on the entries topic", code="wrong_topic")

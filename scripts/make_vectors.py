@@ -256,8 +256,8 @@ def loan_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
     receipts (the second 10 days late with its fee), and the state they give."""
     from datetime import date
 
-    from protocol.contract import contract_schedule, countersign_contract, make_receipt
-    from protocol.loanstate import SignedReceipt, loan_state
+    from protocol.lending.contract import contract_schedule, countersign_contract, make_receipt
+    from protocol.lending.loanstate import SignedReceipt, loan_state
 
     contract = {
         "type": "contract", "offer": bytes(range(32)), "proposer": b.public_key, "lender": a.public_key,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from p2pnode.keyfile import read_key
-from p2pnode.ledger import entry_json
-from p2pnode.store import Store
+from p2pnode.ledger.export import entry_json
+from p2pnode.ledger.store import Store
 from protocol.chain import Head
 from protocol.entry import next_entry
 from protocol.keys import public_key_from_peer_id

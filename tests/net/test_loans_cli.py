@@ -123,7 +123,7 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Testnet):
 
 def test_forged_and_replayed_receipts_transfer_and_default(net: Testnet):
     from p2pnode.home import Home
-    from protocol.contract import make_receipt
+    from protocol.lending.contract import make_receipt
 
     net.up(3)
     oid = offer(net, 1)
@@ -194,9 +194,9 @@ def test_a_proposal_committing_to_a_wrong_head_is_refused_by_a_node_process(net:
     import trio
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
-    from p2pnode.host import build_host
-    from protocol import agree
-    from protocol.contract import Terms, contract_from, propose
+    from p2pnode.net.host import build_host
+    from protocol.lending import agree
+    from protocol.lending.contract import Terms, contract_from, propose
     from protocol.entry import ZERO_ID, make_entry
     from protocol.keys import SigningKey, public_key_from_peer_id
     from protocol.kinds import genesis_body

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from p2ptest import Testnet, run_cli
-from p2pnode.ledger import entry_json
+from p2pnode.ledger.export import entry_json
 from protocol.entry import ZERO_ID, make_entry
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body

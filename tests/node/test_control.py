@@ -20,13 +20,13 @@ import pytest
 import trio
 
 from cli import rpc
-from p2pnode import control
-from p2pnode.api import ledger_methods
-from p2pnode.control import ApiError, ControlSocketError, serve_control, socket_path
+from p2pnode.control import server as control
+from p2pnode.ledger.ops import ledger_methods
+from p2pnode.control.server import ApiError, ControlSocketError, serve_control, socket_path
 from p2pnode.extensions import load_registry
 from p2pnode.home import Home, init_home, now_ms
 from p2pnode.keyfile import read_key
-from p2pnode.ledger import entry_json, export_lines
+from p2pnode.ledger.export import entry_json, export_lines
 from protocol.keys import SigningKey
 
 from p2ptest import run_cli

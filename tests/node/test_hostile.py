@@ -17,7 +17,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
 from nodenet import make_node, start, wait_for
-from p2pnode.host import build_host, build_pubsub, key_pair
+from p2pnode.net.host import build_host, build_pubsub, key_pair
 from protocol import codec, wire
 from protocol.entry import ZERO_ID, make_entry
 from protocol.envelope import seal
@@ -143,7 +143,7 @@ async def test_bad_answers_to_a_pull_store_nothing_and_get_the_peer_banned(tmp_p
     served = []
 
     async def hostile_sync(stream) -> None:
-        from p2pnode.sync import recv, send
+        from p2pnode.net.sync import recv, send
 
         try:
             msg = await recv(stream)
@@ -235,7 +235,7 @@ async def test_a_plaintext_only_dialer_cannot_connect(tmp_path: Path):
 
 
 async def _agree_exchange(host, node, raw: bytes) -> bytes:
-    from protocol.agree import AGREE_PROTOCOL
+    from protocol.lending.agree import AGREE_PROTOCOL
 
     stream = await host.new_stream(node.host.get_id(), [AGREE_PROTOCOL])
     await stream.write(raw)
@@ -250,7 +250,7 @@ async def _agree_exchange(host, node, raw: bytes) -> bytes:
 
 
 async def test_bad_requests_on_the_agree_stream_are_refused_and_counted(tmp_path: Path):
-    from protocol import agree
+    from protocol.lending import agree
 
     async with trio.open_nursery() as nursery:
         node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
@@ -276,8 +276,8 @@ async def test_bad_requests_on_the_agree_stream_are_refused_and_counted(tmp_path
 
 
 async def test_a_peer_whose_ban_ran_out_gets_gossip_again(tmp_path: Path, monkeypatch):
-    from p2pnode import peers
-    from p2pnode.host import peer_id_of
+    from p2pnode.net import peers
+    from p2pnode.net.host import peer_id_of
 
     monkeypatch.setattr(peers, "BAN_SECONDS", 1.0)
     async with trio.open_nursery() as nursery:

@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from nodenet import make_node, start, stop_all, sync_all, wait_for
-from p2pnode.control import ApiError
-from p2pnode.loanview import read_loan
+from p2pnode.control.server import ApiError
+from p2pnode.lending.loanview import read_loan
 from protocol.keys import peer_id
 
 pytestmark = pytest.mark.trio
@@ -129,8 +129,8 @@ async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
 
 
 async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path):
-    from protocol.contract import contract_from, propose, terms_of
-    from protocol import agree
+    from protocol.lending.contract import contract_from, propose, terms_of
+    from protocol.lending import agree
 
     async with trio.open_nursery() as nursery:
         lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
@@ -166,7 +166,7 @@ async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path)
 
 
 async def test_transfer_default_and_forged_receipts(tmp_path: Path):
-    from protocol.contract import make_receipt
+    from protocol.lending.contract import make_receipt
 
     async with trio.open_nursery() as nursery:
         lender, borrower, buyer = nodes = await mesh(nursery, tmp_path, 3)

@@ -8,14 +8,14 @@ import pytest
 import trio
 
 from nodenet import LOCAL, REGISTRY, make_node, start, start_line, stop_all, wait_for
-from p2pnode import offers as offers_mod
-from p2pnode.control import ApiError
+from p2pnode.lending import offers as offers_mod
+from p2pnode.control.server import ApiError
 from p2pnode.home import Home
 from p2pnode.node import Node, NodeSettings
 from protocol import wire
 from protocol.envelope import open_envelope, seal
 from protocol.keys import SigningKey
-from protocol.offer import MAX_OFFER_MS, make_cancel, make_offer
+from protocol.lending.offer import MAX_OFFER_MS, make_cancel, make_offer
 
 pytestmark = pytest.mark.trio
 
@@ -133,7 +133,7 @@ async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
 
 async def test_ledger_verify_checks_the_offer_book(tmp_path: Path):
     from p2pnode.home import Home
-    from p2pnode.verify import verify_store
+    from p2pnode.ledger.verify import verify_store
     from protocol.kinds import core_registry
 
     async with trio.open_nursery() as nursery:

@@ -1,8 +1,8 @@
-"""The peer book (p2pnode/peers.py): backoff, bans and what gets dialed."""
+"""The peer book (p2pnode/net/peers.py): backoff, bans and what gets dialed."""
 
 from __future__ import annotations
 
-from p2pnode.peers import BACKOFF_MAX, BAN_SECONDS, PeerBook
+from p2pnode.net.peers import BACKOFF_MAX, BAN_SECONDS, PeerBook
 
 ME, A, B, C = (bytes([i]) * 32 for i in range(4))
 

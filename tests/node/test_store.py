@@ -10,7 +10,7 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from p2pnode.store import (
+from p2pnode.ledger.store import (
     P_ENTRY,
     IngestRefused,
     Store,
@@ -19,7 +19,7 @@ from p2pnode.store import (
     StoreMissing,
     entry_key,
 )
-from p2pnode.verify import verify_store
+from p2pnode.ledger.verify import verify_store
 from protocol.chain import Head
 from protocol.entry import ZERO_ID, Entry, next_entry, parse_entry
 from protocol.errors import ChainError, ProtocolError

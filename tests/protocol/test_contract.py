@@ -1,5 +1,5 @@
-"""Loan documents and the loan.* entry kinds (protocol/contract.py), and the proposal
-states table with its messages (protocol/agree.py)."""
+"""Loan documents and the loan.* entry kinds (protocol/lending/contract.py), and the proposal
+states table with its messages (protocol/lending/agree.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import agree
-from protocol.contract import (
+from protocol.lending import agree
+from protocol.lending.contract import (
     LoanError, Terms, acceptor, check_contract, contract_from, contract_schedule, loan_of, make_receipt,
     open_agreement, open_proposal, open_receipt, open_transfer, propose, terms_mismatch,
 )

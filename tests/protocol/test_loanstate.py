@@ -1,4 +1,4 @@
-"""Loan state (protocol/loanstate.py): exact cases of each rule, then properties that hold
+"""Loan state (protocol/lending/loanstate.py): exact cases of each rule, then properties that hold
 for every mix of receipts, transfers and notices."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import codec
-from protocol.contract import check_contract, contract_schedule
-from protocol.loanstate import (
+from protocol.lending.contract import check_contract, contract_schedule
+from protocol.lending.loanstate import (
     AWAITING, CURRENT, DEFAULTED, DELINQUENT, FINAL, LATE, REPAID, STATES, TRANSITIONS, WRITTEN_OFF, Notice,
     SignedReceipt, SignedTransfer, bucket_of, loan_state,
 )
-from protocol.schedule import KINDS
+from protocol.lending.schedule import KINDS
 
 L, B, N, X = (bytes([ch]) * 32 for ch in b"LBNX")  # lender, borrower, new lender, stranger
 LOAN = hashlib.sha256(b"the loan").digest()

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
-from protocol.money import (CURRENCIES, MAX_AMOUNT, MoneyError, exponent, format_amount, format_rate,
+from protocol.lending.money import (CURRENCIES, MAX_AMOUNT, MoneyError, exponent, format_amount, format_rate,
                             parse_amount, parse_rate, parse_term)
 
 

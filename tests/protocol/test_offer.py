@@ -1,4 +1,4 @@
-"""Offers, requests and cancellations (protocol/offer.py), and the offers gossip validator."""
+"""Offers, requests and cancellations (protocol/lending/offer.py), and the offers gossip validator."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from protocol.envelope import seal
 from protocol.errors import ProtocolError, SignatureError
 from protocol.keys import SigningKey
 from protocol.entry import next_entry
-from protocol.money import CURRENCIES, MAX_AMOUNT
-from protocol.offer import (
+from protocol.lending.money import CURRENCIES, MAX_AMOUNT
+from protocol.lending.offer import (
     OfferError, cancel_of, check_offer, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
     parse_book_message, parse_cancel, parse_offer_document,
 )

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.money import CURRENCIES, MoneyError, format_amount, parse_amount
-from protocol.schedule import KINDS, ScheduleError, add_months, schedule
+from protocol.lending.money import CURRENCIES, MoneyError, format_amount, parse_amount
+from protocol.lending.schedule import KINDS, ScheduleError, add_months, schedule
 
 principals = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 2, 3, 10**15]))
 rates = st.one_of(st.integers(0, 100_000), st.just(0), st.integers(0, 3000))

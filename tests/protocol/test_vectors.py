@@ -72,7 +72,7 @@ def test_documented_error_codes_are_the_codes():
     section = DOC[DOC.index("## Error codes"):DOC.index("## Test vectors")]
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
     used = set()
-    for path in (ROOT / "protocol").glob("*.py"):
+    for path in (ROOT / "protocol").rglob("*.py"):
         used |= set(re.findall(r'code\s*=\s*"([a-z_]+)"', path.read_text(encoding="utf-8")))
     assert documented == used
 
@@ -206,8 +206,8 @@ def test_fork_proof():
 def test_loan_vector():
     from datetime import date
 
-    from protocol.contract import check_contract, contract_schedule, open_agreement, open_receipt
-    from protocol.loanstate import SignedReceipt, loan_state
+    from protocol.lending.contract import check_contract, contract_schedule, open_agreement, open_receipt
+    from protocol.lending.loanstate import SignedReceipt, loan_state
 
     L = V["loan"]
     env = open_agreement(bytes.fromhex(L["agreement"]))

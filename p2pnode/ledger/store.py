@@ -8,8 +8,8 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
     b"H" + author(32)            -> seq(8) + id(32) + ts(8) of the author's last entry
     b"F" + author(32) + seq(8)   -> fork proof bytes (fork.py)
     b"L" + loan(32) + author(32) + seq(8) -> b"" for each entry about a loan (contract.loan_of)
-    b"P" + loan(32)              -> a proposal's record on this node (p2pnode/loans.py)
-    b"O" + id(32)                -> an offer or request of the book (p2pnode/offers.py)
+    b"P" + loan(32)              -> a proposal's record on this node (p2pnode/lending/loans.py)
+    b"O" + id(32)                -> an offer or request of the book (p2pnode/lending/offers.py)
     b"X" + until(8) + id(32)     -> b"": when the book's O and C records of id may go
     b"C" + offer id(32)          -> an offer's cancellation (kept even before the offer)
 
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 import plyvel
 
 from protocol.chain import Head, check_entry, check_link
-from protocol.contract import loan_of
+from protocol.lending.contract import loan_of
 from protocol.entry import Entry, next_entry, parse_entry
 from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
@@ -55,7 +55,7 @@ P_HEAD = b"H"
 P_FORK = b"F"
 P_LOAN = b"L"
 P_PROPOSAL = b"P"
-P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"  # the offer book (p2pnode/offers.py)
+P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"  # the offer book (p2pnode/lending/offers.py)
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")

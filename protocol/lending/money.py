@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 CURRENCIES: dict[str, int] = {
     "AUD": 2, "BHD": 3, "BRL": 2, "BTC": 8, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2,

@@ -39,7 +39,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
-from .errors import BAD_PARAMS, ApiError
+from p2pnode.errors import BAD_PARAMS, ApiError
 
 __all__ = ["ApiError", "CONTROL_SOCKET", "serve_control", "socket_path", "ControlSocketError"]
 

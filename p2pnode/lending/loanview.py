@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from protocol.contract import embedded_id, open_agreement, open_receipt, open_transfer, parse_date
+from protocol.lending.contract import embedded_id, open_agreement, open_receipt, open_transfer, parse_date
 from protocol.entry import Entry
 from protocol.errors import ProtocolError
 
-from .store import Store
+from p2pnode.ledger.store import Store
 
 
 def utc_date(ms: int) -> date:
@@ -50,7 +50,7 @@ class LoanRecord:
 
     def state(self, today: date) -> Any:
         """The ``protocol.loanstate.LoanState`` of this loan at ``today``."""
-        from protocol.loanstate import loan_state
+        from protocol.lending.loanstate import loan_state
 
         if self.contract is None:
             raise LookupError("no agreement for this loan is held")
@@ -76,7 +76,7 @@ def read_loan(store: Store, loan: bytes) -> LoanRecord:
 
 
 def _take(rec: LoanRecord, e: Entry) -> None:
-    from protocol.loanstate import Notice, SignedReceipt, SignedTransfer
+    from protocol.lending.loanstate import Notice, SignedReceipt, SignedTransfer
 
     if e.kind == "loan.agreement":
         env = open_agreement(e.body["contract"])
@@ -110,7 +110,7 @@ def role_of(contract: dict, holder: bytes, me: bytes) -> str | None:
 def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
     """The JSON view of a loan at ``today``: terms, state, schedule rows, receipts."""
     from protocol.keys import peer_id
-    from protocol.money import format_amount, format_rate
+    from protocol.lending.money import format_amount, format_rate
 
     c = rec.contract
     st = rec.state(today)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 from .money import MAX_AMOUNT, MAX_RATE_BP, MAX_TERM_COUNT, TERM_UNITS, MoneyError
 
 KINDS = ("annuity", "equal-principal", "interest-only", "bullet")

@@ -19,7 +19,7 @@ from protocol.errors import ProtocolError
 from protocol.jsonform import to_json
 from protocol.keys import peer_id
 
-from .store import Store
+from p2pnode.ledger.store import Store
 
 
 class ExportFileError(Exception):

@@ -41,9 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from . import codec
-from .errors import ProtocolError
-from .wire import WireError, _bin, _fields
+from .. import codec
+from ..errors import ProtocolError
+from ..wire import WireError, _bin, _fields
 
 AGREE_PROTOCOL = "/p2plend/agree/1.0.0"
 MAX_AGREE_FRAME = 256 * 1024
@@ -112,7 +112,7 @@ def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_
     (else None) and whether that is still live, its rate cap, and whether its chain and
     its copy of the proposer's hold the heads the contract commits to."""
     from .contract import terms_mismatch, terms_of
-    from .keys import peer_id
+    from ..keys import peer_id
 
     if doc["expires"] < now_ms:
         return "expired", "the proposal arrived after its expiry"

@@ -112,7 +112,7 @@ from datetime import date
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from .contract import contract_schedule, parse_date
-from .errors import ProtocolError
+from ..errors import ProtocolError
 from .schedule import Installment
 
 # -- the states of a loan -------------------------------------------------------------------

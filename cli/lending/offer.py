@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import click
 
-from .main import handles_errors, json_option, pass_ctx, Ctx
-from .node import node_call
-from .output import emit_json, table
+from cli.main import handles_errors, json_option, pass_ctx, Ctx
+from cli.node import node_call
+from cli.output import emit_json, table
 
 KINDS = ("annuity", "equal-principal", "interest-only", "bullet")
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
@@ -22,7 +22,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _check(value: str | None, param: str, parse: Callable[[str], Any]) -> None:
-    from protocol.money import MoneyError
+    from protocol.lending.money import MoneyError
 
     if value is None:
         return
@@ -73,9 +73,9 @@ def terms_options(f: Callable) -> Callable:
 
 
 def _create(c: Ctx, side: str, kw: dict, as_json: bool) -> None:
-    from protocol.money import parse_amount, parse_rate, parse_term
-    from protocol.offer import OFFER_OPTIONAL
-    from protocol.schedule import periods_of
+    from protocol.lending.money import parse_amount, parse_rate, parse_term
+    from protocol.lending.offer import OFFER_OPTIONAL
+    from protocol.lending.schedule import periods_of
 
     cur = kw["currency"]
     _check(cur, "--currency", lambda v: parse_amount("0", v))
@@ -163,7 +163,7 @@ def offer_cancel(c: Ctx, offer_id: str, as_json: bool) -> None:
 def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | None, max_rate: str | None,
                min_rate: str | None, mine: bool, as_json: bool) -> None:
     """The live offers and requests this node's book holds, cheapest rate first."""
-    from protocol.money import parse_amount, parse_rate
+    from protocol.lending.money import parse_amount, parse_rate
 
     if amount is not None and currency is None:
         raise click.UsageError("--amount needs --currency")

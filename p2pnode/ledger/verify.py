@@ -22,9 +22,9 @@ from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.kinds import UNKNOWN, KindRegistry
 
-from protocol.contract import loan_of
+from protocol.lending.contract import loan_of
 
-from .store import P_ENTRY, P_FORK, P_HEAD, P_INDEX, P_LOAN, P_META, Store, split_seq_key, unpack_head
+from p2pnode.ledger.store import P_ENTRY, P_FORK, P_HEAD, P_INDEX, P_LOAN, P_META, Store, split_seq_key, unpack_head
 
 MAX_PROBLEMS = 1000
 
@@ -243,9 +243,9 @@ def _check_offer_book(store: Store, report: VerifyReport) -> None:
     valid cancellation stored under the id of the offer it cancels, and the ``X`` index
     holds exactly one key for each id that has an ``O`` or ``C`` record, and no other."""
     from protocol.envelope import open_envelope
-    from protocol.offer import cancel_of, offer_of
+    from protocol.lending.offer import cancel_of, offer_of
 
-    from .store import P_CANCEL, P_EXPIRY, P_OFFER
+    from p2pnode.ledger.store import P_CANCEL, P_EXPIRY, P_OFFER
 
     held: set[bytes] = set()
     for prefix, what in ((P_OFFER, "offer"), (P_CANCEL, "cancellation")):

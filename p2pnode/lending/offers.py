@@ -12,7 +12,7 @@ Store keys (docs/architecture.md, "Store"):
 
 Rules (each change is one write batch):
 
-1. An offer is added if it verifies (protocol/offer.py), is new, has not expired, was
+1. An offer is added if it verifies (protocol/lending/offer.py), is new, has not expired, was
    not created more than ``MAX_SKEW_MS`` ahead of our clock, and has no cancellation by
    its author; ``until`` is its ``expires``.
 2. A cancellation by the offer's author removes the offer; one by anyone else is
@@ -41,14 +41,14 @@ from protocol import wire
 from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
-from protocol.money import MoneyError, parse_amount, parse_rate
-from protocol.offer import (
+from protocol.lending.money import MoneyError, parse_amount, parse_rate
+from protocol.lending.offer import (
     MAX_OFFER_MS, SIDES, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
     parse_book_message,
 )
 
-from .errors import ApiError, bad_params, id_prefix, unique
-from .store import P_CANCEL, P_EXPIRY, P_OFFER
+from p2pnode.errors import ApiError, bad_params, id_prefix, unique
+from p2pnode.ledger.store import P_CANCEL, P_EXPIRY, P_OFFER
 
 log = logging.getLogger("p2pnode.offers")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from .main import Ctx, handles_errors, json_option, pass_ctx
-from .node import node_call
-from .output import emit_json, table
+from cli.main import Ctx, handles_errors, json_option, pass_ctx
+from cli.node import node_call
+from cli.output import emit_json, table
 
 ANSWER_TIMEOUT = 60.0  # the other node may first sync our chain before it answers
 
@@ -240,7 +240,7 @@ def list_(c: Ctx, role: str, state: str | None, at: str | None, as_json: bool) -
 @handles_errors
 def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
     """Show a loan: terms, schedule with paid and due parts, receipts, state."""
-    from protocol.money import format_amount
+    from protocol.lending.money import format_amount
 
     v = node_call(c, "loan.show", {k: val for k, val in {"loan": loan_id, "at": at}.items() if val})
     if as_json:

@@ -24,22 +24,23 @@ from typing import Any
 
 import trio
 
-from protocol import agree, codec
-from protocol.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED
-from protocol.contract import (
+from protocol import codec
+from protocol.lending import agree
+from protocol.lending.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED
+from protocol.lending.contract import (
     acceptor, contract_from, counterparty, make_receipt, open_agreement, open_proposal, open_transfer,
     parse_date, propose, terms_of,
 )
 from protocol.envelope import countersign, open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id, public_key_from_peer_id
-from protocol.money import MoneyError, format_amount, parse_amount
-from protocol.offer import is_live
+from protocol.lending.money import MoneyError, format_amount, parse_amount
+from protocol.lending.offer import is_live
 
-from .errors import ApiError, bad_params, id_prefix, unique
-from .loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
-from .store import P_PROPOSAL
-from .sync import PeerMisbehaved
+from p2pnode.errors import ApiError, bad_params, id_prefix, unique
+from p2pnode.lending.loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
+from p2pnode.ledger.store import P_PROPOSAL
+from p2pnode.net.sync import PeerMisbehaved
 
 log = logging.getLogger("p2pnode.loans")
 
@@ -80,7 +81,7 @@ class Proposal:
 
     def json(self) -> dict:
         doc = self.document
-        from protocol.money import format_rate
+        from protocol.lending.money import format_rate
 
         return {
             "loan": self.loan.hex(), "role": self.role, "state": self.state, "code": self.code or None,
@@ -110,7 +111,7 @@ class LoanService:
         return self.node.store
 
     def now_ms(self) -> int:
-        from .home import now_ms
+        from p2pnode.home import now_ms
 
         return now_ms()
 
@@ -294,7 +295,7 @@ class LoanService:
 
     async def _ask(self, pk: bytes, msg: Any) -> Any:
         """Send one request to ``pk`` on the agree protocol; its answer."""
-        from .sync import PeerGone
+        from p2pnode.net.sync import PeerGone
 
         if pk not in self.node.connected:
             raise _Unreachable(f"{peer_id(pk)} is not connected")
@@ -306,7 +307,7 @@ class LoanService:
         except PeerGone as e:
             raise _Unreachable(str(e)) from None
         finally:
-            from .node import _close
+            from p2pnode.node import _close
 
             await _close(stream)
 
@@ -337,7 +338,7 @@ class LoanService:
         return answer
 
     async def decide(self, data: bytes, sender: bytes) -> Any:
-        """The answer to a proposal (rule 3 of protocol/agree.py), recorded before it is sent."""
+        """The answer to a proposal (rule 3 of protocol/lending/agree.py), recorded before it is sent."""
         try:
             env = open_proposal(data)
         except ProtocolError as e:
@@ -514,7 +515,7 @@ class LoanService:
             if self.me in env.signers:
                 await self._agreed_elsewhere(env.raw)
         elif e.kind == "loan.receipt":
-            from protocol.contract import open_receipt
+            from protocol.lending.contract import open_receipt
 
             env = open_receipt(e.body["receipt"])
             if self.me in (env.document["payer"], env.document["payee"]):
@@ -535,7 +536,7 @@ class LoanService:
     def check_append(self, kind: str, body: Any) -> None:
         """Refuse (``duplicate_document``) a ``ledger.append`` of a loan document this
         chain already records: a replay adds nothing but noise to the ledger."""
-        from protocol.contract import embedded_id, loan_of
+        from protocol.lending.contract import embedded_id, loan_of
 
         doc_id, loan = embedded_id(kind, body), loan_of(kind, body)
         if doc_id is None or loan is None:
@@ -865,6 +866,6 @@ def _declared_day(rec: LoanRecord, what: str) -> date | None:
 
 async def _read_message(stream: Any) -> Any:
     """One agree frame from ``stream``; ``PeerMisbehaved`` if it breaks the rules."""
-    from .sync import recv
+    from p2pnode.net.sync import recv
 
     return await recv(stream, timeout=ANSWER_TIMEOUT, decode=agree.decode, max_frame=agree.MAX_AGREE_FRAME)

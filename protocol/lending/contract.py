@@ -42,15 +42,15 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from . import codec
-from .envelope import Envelope, document_id, open_envelope, peek_document, require_signers, seal
-from .errors import ProtocolError, SchemaError, SignatureError
-from .keys import SigningKey
-from .kinds import Kind
+from .. import codec
+from ..envelope import Envelope, document_id, open_envelope, peek_document, require_signers, seal
+from ..errors import ProtocolError, SchemaError, SignatureError
+from ..keys import SigningKey
+from ..kinds import Kind
 from .money import MAX_AMOUNT, MAX_RATE_BP, MoneyError, exponent, parse_term
 from .schedule import KINDS as SCHEDULE_KINDS
 from .schedule import Installment, periods_of, schedule
-from .schema import U63_MAX, binary, check_fields, const, text, uint
+from ..schema import U63_MAX, binary, check_fields, const, text, uint
 
 MAX_PROPOSAL_MS = 7 * 24 * 3600 * 1000
 """A proposal expires at most a week after it is made."""
@@ -184,7 +184,7 @@ def propose(key: SigningKey, doc: dict) -> Envelope:
 
 def countersign_contract(doc: dict, proposer: SigningKey, other: SigningKey) -> Envelope:
     """The agreement on ``doc``: proposed by ``proposer``, countersigned by ``other``."""
-    from .envelope import countersign
+    from ..envelope import countersign
 
     return countersign(propose(proposer, doc), other)
 

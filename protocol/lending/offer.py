@@ -24,13 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .envelope import Envelope, open_envelope, require_signers, seal
-from .errors import ProtocolError, SchemaError, SignatureError
-from .keys import SigningKey, peer_id
+from ..envelope import Envelope, open_envelope, require_signers, seal
+from ..errors import ProtocolError, SchemaError, SignatureError
+from ..keys import SigningKey, peer_id
 from .money import MAX_AMOUNT, MAX_RATE_BP, MoneyError, exponent, format_amount, format_rate, parse_term
 from .schedule import KINDS as SCHEDULE_KINDS
 from .schedule import periods_of
-from .schema import U63_MAX, binary, check_fields, const, text, uint
+from ..schema import U63_MAX, binary, check_fields, const, text, uint
 
 MAX_OFFER_MS = 90 * 24 * 3600 * 1000
 """An offer lives at most 90 days."""

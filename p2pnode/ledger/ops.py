@@ -21,9 +21,9 @@ from protocol.errors import ProtocolError
 from protocol.keys import SigningKey, peer_id, public_key_from_peer_id
 from protocol.kinds import KindRegistry
 
-from .errors import ApiError, bad_params
-from .ledger import ExportFileError, entry_json, read_export
-from .store import IngestRefused, IngestReport, Store, StoreError
+from p2pnode.errors import ApiError, bad_params
+from p2pnode.ledger.export import ExportFileError, entry_json, read_export
+from p2pnode.ledger.store import IngestRefused, IngestReport, Store, StoreError
 
 log = logging.getLogger("p2pnode.api")
 
@@ -86,10 +86,10 @@ def ledger_heads(store: Store, own: bytes | None = None) -> dict:
 
 
 def ledger_verify(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None) -> dict:
-    """A full re-check of the store (p2pnode/verify.py) as ``{"ok", "authors", "entries",
+    """A full re-check of the store (p2pnode/ledger/verify.py) as ``{"ok", "authors", "entries",
     "unknown_kinds", "fork_proofs", "problems": [{"code", "message", "author", "seq"}],
     "problems_truncated"}``. Damage is reported, not raised."""
-    from .verify import verify_store
+    from p2pnode.ledger.verify import verify_store
 
     report = verify_store(store, registry, progress)
     return {

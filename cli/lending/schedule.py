@@ -1,6 +1,6 @@
 """``p2pnode schedule``: print a loan's repayment schedule; needs no node and no home.
 
-The rules are those of ``protocol/schedule.py`` (docs/protocol.md, "Schedules"). Bad
+The rules are those of ``protocol/lending/schedule.py`` (docs/protocol.md, "Schedules"). Bad
 input exits 2 (a usage error) naming the option at fault.
 """
 
@@ -12,11 +12,11 @@ from datetime import date
 import click
 
 from protocol.errors import ProtocolError
-from protocol.money import format_amount, format_rate, format_term, parse_amount, parse_rate, parse_term
-from protocol.schedule import KINDS, schedule as make_schedule
+from protocol.lending.money import format_amount, format_rate, format_term, parse_amount, parse_rate, parse_term
+from protocol.lending.schedule import KINDS, schedule as make_schedule
 
-from .main import handles_errors, json_option
-from .output import emit_json, table
+from cli.main import handles_errors, json_option
+from cli.output import emit_json, table
 
 _OPTION_OF_CODE = {
     "bad_amount": "--principal",

@@ -1,0 +1,1 @@
+"""The lending commands: ``offer``, ``request``, ``loan`` and ``schedule``."""

@@ -1,0 +1,1 @@
+"""Lending on the running node: the offer book, countersigning and loans."""
