@@ -2,7 +2,7 @@
 
 Each command asks the node running at the home (control method ``ledger.<name>``, see
 docs/api.md); if none runs, it opens the store and calls the same function of
-``p2pnode.api`` itself. Both give the same JSON value, rendered here by one renderer,
+``p2pnode.ledger.ops`` itself. Both give the same JSON value, rendered here by one renderer,
 so the output does not depend on whether a node runs.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from cli.main import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
+from cli.context import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
 from cli.output import FAILED, emit_json, fail, iso_ms, short, table
 
 DEFAULT_SHOW_LIMIT = 100
@@ -33,19 +33,28 @@ def ask_node(c: Ctx, method: str, params: dict | None = None, *, timeout: float 
     store never repeats work the node did. The node's refusals raise ``RpcError``."""
     from cli.rpc import NodeNotRunning, call
 
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    c.loaded.methods.methods[method].check(params)  # the node's own check of the declared params
     try:
         return call(c.home.path, method, params, timeout=timeout)
     except NodeNotRunning:
         return None
 
 
-def open_here(c: Ctx) -> Any:
+def open_here(c: Ctx, *, write: bool = False) -> Any:
     """The home's store opened by this process, for when no node answers (a ``Store``,
-    to be used in a ``with``)."""
+    to be used in a ``with``); to ``write``, made fit for this home's extensions first."""
     from p2pnode.ledger.store import StoreLocked
 
     try:
-        return c.home.open_store()
+        store = c.home.open_store()
+        if write:
+            try:
+                c.loaded.prepare(store)
+            except BaseException:
+                store.close()
+                raise
+        return store
     except StoreLocked:
         raise StoreLocked(
             f"the store at {c.home.store_dir} is in use by another process, but no node answers on "
@@ -96,11 +105,11 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
     # A running node signs with the key it holds: no passphrase is asked for then.
     view = ask_node(c, "ledger.append", {"kind": kind, "body": jsonform.to_json(value)})
     if view is None:
+        from p2pnode.clock import now_ms
         from p2pnode.ledger import ops as api
-        from p2pnode.home import now_ms
 
         key = c.home.signing_key(read_passphrase(passphrase_file))
-        with open_here(c) as store:
+        with open_here(c, write=True) as store:
             view = api.append_value(store, key, c.registry, kind, value, now_ms())[1]
     if as_json:
         emit_json(view)
@@ -219,7 +228,7 @@ def _verify_here(c: Ctx, as_json: bool) -> dict:
         progress = None
         if not as_json and sys.stderr.isatty():
             progress = lambda n: click.echo(f"\r  {n} entries checked", nl=False, err=True)  # noqa: E731
-        summary = api.ledger_verify(store, c.registry, progress)
+        summary = api.ledger_verify(store, c.registry, progress, c.loaded.verify_checks())
         if progress:
             click.echo("", err=True)
     return summary
@@ -310,7 +319,7 @@ def import_(c: Ctx, file: Path, as_json: bool) -> None:
         lines = api.read_import_file(file)  # read here too, so a bad file fails the same way
     summary = _import_via_node(c, file, lines)
     if summary is None:
-        with open_here(c) as store:
+        with open_here(c, write=True) as store:
             summary = api.ledger_import(store, c.registry, lines)
     if as_json:
         emit_json(summary)

@@ -1,129 +1,18 @@
 """The ``p2pnode`` command line: parse, call the node (or its store), render.
 
-This module never imports libp2p: commands must answer fast. Each command's docstring is
-its help text.
+The core's commands are here; every extension adds its own (its declaration names them,
+``p2pnode.extension``), lending's among them. This module never imports libp2p or trio:
+commands must answer fast. Each command's docstring is its help text.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-from cli.output import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, emit_json, fail
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Ctx:
-    """What the top-level options say, shared by every subcommand."""
-
-    def __init__(self, home: str | None) -> None:
-        from p2pnode.home import Home, resolve_home
-
-        self.home = Home(resolve_home(home))
-        self._registry = None
-
-    @property
-    def registry(self):
-        if self._registry is None:
-            from p2pnode.extensions import load_registry
-
-            self._registry = load_registry()
-        return self._registry
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
-
-
-def json_option(f: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")(f)
-
-
-def passphrase_option(f: Callable) -> Callable:
-    return click.option(
-        "--passphrase-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="File whose first line is the key's passphrase (default: $P2PNODE_PASSPHRASE).",
-    )(f)
-
-
-def read_passphrase(path: Path | None) -> bytes | None:
-    """The passphrase from ``--passphrase-file`` or ``P2PNODE_PASSPHRASE``, else None."""
-    if path is not None:
-        try:
-            lines = path.read_bytes().splitlines()
-        except OSError as e:
-            fail(f"cannot read passphrase file {path}: {e.strerror}", code="bad_passphrase_file", exit_code=KEY)
-        if not lines or not lines[0]:
-            fail(f"passphrase file {path} is empty", code="bad_passphrase_file", exit_code=KEY)
-        return lines[0]
-    env = os.environ.get("P2PNODE_PASSPHRASE")
-    return env.encode() if env else None
-
-
-def _exit_code_of(e: Exception) -> tuple[int, str] | None:
-    """The exit status and code for an expected failure, or None for a bug."""
-    from cli.rpc import NodeNotRunning, RpcError
-
-    if isinstance(e, RpcError):  # the node's refusal, or a broken exchange with it
-        return EXIT_OF_CODE.get(e.code, FAILED), e.code
-    if isinstance(e, NodeNotRunning):
-        return NOT_RUNNING, e.code
-    from p2pnode.errors import ApiError
-
-    if isinstance(e, ApiError):  # the same refusal, from the API run here without a node
-        return EXIT_OF_CODE.get(e.code, FAILED), e.code
-    from p2pnode.home import HomeError
-    from p2pnode.keyfile import KeyFileError
-    from p2pnode.ledger.export import ExportFileError
-    from p2pnode.ledger.store import StoreError, StoreLocked, StoreMissing
-    from protocol.errors import ProtocolError
-
-    if isinstance(e, StoreLocked):
-        return LOCKED, e.code
-    if isinstance(e, (HomeError, StoreMissing)):
-        return HOME, e.code
-    if isinstance(e, KeyFileError):
-        return KEY, e.code
-    if isinstance(e, (StoreError, ProtocolError, ExportFileError)):
-        return FAILED, e.code
-    if isinstance(e, OSError):
-        return FAILED, "os_error"
-    return None
-
-
-def handles_errors(f: Callable) -> Callable:
-    """Turn expected failures into a clear message and the documented exit status."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = kwargs.get("as_json", False)
-        try:
-            return f(*args, **kwargs)
-        except CommandError as e:
-            e.json_mode = as_json
-            raise
-        except click.UsageError as e:  # a bad option value found by the command itself
-            if not as_json:
-                raise
-            err = CommandError(e.format_message(), code="usage_error", exit_code=USAGE)
-            err.json_mode = True
-            raise err from None
-        except Exception as e:
-            mapped = _exit_code_of(e)
-            if mapped is None:
-                raise
-            message = str(e) if not isinstance(e, OSError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-            err = CommandError(message, code=mapped[1], exit_code=mapped[0], details=getattr(e, "details", None))
-            err.json_mode = as_json
-            raise err from None
-
-    return wrapper
-
+from cli.context import CONTEXT, Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
+from cli.output import FAILED, emit_json, fail
 
 @click.group(context_settings=CONTEXT)
 @click.option(
@@ -161,7 +50,8 @@ def init(c: Ctx, name: str, passphrase_file: Path | None, as_json: bool) -> None
     if len(name) > 64:
         fail("--name is at most 64 characters", code="bad_name", exit_code=FAILED)
     passphrase = read_passphrase(passphrase_file)
-    home, genesis = init_home(c.home.path, registry=c.registry, name=name, passphrase=passphrase)
+    home, genesis = init_home(c.home.path, registry=c.registry, name=name, passphrase=passphrase,
+                              extensions=c.loaded.extensions)
     info = {
         "home": str(home.path),
         "peer_id": peer_id(genesis.author),
@@ -198,23 +88,21 @@ def id_(c: Ctx, as_json: bool) -> None:
         click.echo(f"public key  {info['public_key']}")
 
 
-def _register_groups() -> None:
+def _register_commands() -> None:
+    """The core's commands, then each installed extension's (a broken one is left out:
+    ``p2pnode extensions`` says why)."""
+    from cli.extensions import add_extension_commands, extensions
     from cli.ledger import ledger
     from cli.node import connect, peers, status, stop
     from cli.start import start
     from cli.testnet import testnet
 
-    cli.add_command(ledger)
-    cli.add_command(start)
-    for command in (status, peers, connect, stop):
+    for command in (ledger, start, status, peers, connect, stop, testnet, extensions):
         cli.add_command(command)
-    cli.add_command(testnet)
-    from cli.lending.schedule import schedule; cli.add_command(schedule)  # noqa: E702
-    from cli.lending.loan import loan; cli.add_command(loan)  # noqa: E702
-    from cli.lending.offer import offer, request; cli.add_command(offer); cli.add_command(request)  # noqa: E702
+    add_extension_commands(cli)
 
 
-_register_groups()
+_register_commands()
 
 
 def main() -> None:

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cli.main import Ctx, handles_errors, json_option, pass_ctx
-from cli.output import FAILED, NOT_RUNNING, emit_json, fail, iso_ms, table
+from cli.context import node_call, Ctx, handles_errors, json_option, pass_ctx
+from cli.output import FAILED, emit_json, fail, iso_ms, table
 
 RPC_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
-
-
-def node_call(c: Ctx, method: str, params: dict | None = None, *, timeout: float = RPC_TIMEOUT) -> Any:
-    """The running node's answer to ``method``; exit 6 if no node runs at the home."""
-    from cli.rpc import NodeNotRunning, call
-
-    try:
-        return call(c.home.path, method, params, timeout=timeout)
-    except NodeNotRunning:
-        home = c.home.path
-        fail(f"no node is running at {home} (start one with `p2pnode --home {home} start`)", code="not_running", exit_code=NOT_RUNNING)
 
 
 def duration(seconds: float) -> str:

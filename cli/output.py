@@ -20,24 +20,7 @@ from typing import Any, NoReturn
 
 import click
 
-OK, FAILED, USAGE, HOME, LOCKED, KEY, NOT_RUNNING = 0, 1, 2, 3, 4, 5, 6
-
-EXIT_OF_CODE = {
-    "usage_error": USAGE,
-    "bad_params": USAGE,
-    "bad_address": USAGE,
-    "home_error": HOME,
-    "not_initialised": HOME,
-    "already_initialised": HOME,
-    "bad_config": HOME,
-    "node_running": LOCKED,
-    "bad_key_file": KEY,
-    "passphrase_needed": KEY,
-    "wrong_passphrase": KEY,
-    "not_running": NOT_RUNNING,
-}
-"""The exit status of an error the node (or the API run here) reports by its string
-code; any other code exits FAILED."""
+from p2pnode.errors import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, OK, USAGE  # noqa: F401
 
 
 class CommandError(click.ClickException):

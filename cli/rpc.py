@@ -15,17 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocol.errors import CodedError
+
 CONTROL_SOCKET = "control.sock"  # the same name as p2pnode.control.CONTROL_SOCKET
 _ids = itertools.count(1)
 
 
-class NodeNotRunning(Exception):
+class NodeNotRunning(CodedError):
     """No node answers at the home: no socket file, or one nobody listens on."""
 
     code = "not_running"
 
 
-class RpcError(Exception):
+class RpcError(CodedError):
     """The node answered with an error, or the exchange broke after connecting.
 
     ``code`` is our string code (``fork``, ``bad_params``, ``timeout``, ...), ``message``
@@ -33,14 +35,8 @@ class RpcError(Exception):
     (None if the failure was local)."""
 
     def __init__(self, code: str, message: str, details: Any = None, rpc_code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
+        super().__init__(message, code=code, details=details)
         self.rpc_code = rpc_code
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def socket_path(home_path: str | os.PathLike) -> Path:

@@ -1,113 +1,119 @@
-"""``p2pnode start``: run the node in the foreground until SIGINT or SIGTERM."""
+"""``p2pnode start``: run the node in the foreground until SIGINT or SIGTERM.
+
+The command checks its options, then becomes the node program (``python -m p2pnode``,
+p2pnode/daemon.py) in the same process: the same pid, signals and exit status. Each
+extension setting with a ``flag`` (lending's ``--review``, ``--auto-confirm``,
+``--max-rate``) is an option here, passed on as ``--set EXTENSION.SETTING=JSON``.
+"""
 
 from __future__ import annotations
 
-import logging
+import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from cli.main import Ctx, handles_errors, pass_ctx, passphrase_option, read_passphrase
-from cli.output import FAILED, fail
+from cli.context import Ctx, handles_errors, pass_ctx, passphrase_option
 
 
-class _UtcFormatter(logging.Formatter):
-    converter = __import__("time").gmtime
-    default_msec_format = "%s.%03dZ"
+def _check_bootstrap(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from p2pnode.net.addresses import split_p2p_addr
+
+    for addr in value:
+        try:
+            split_p2p_addr(addr)
+        except ValueError as e:
+            raise click.BadParameter(f"{addr}: {e}") from None
+    return value
 
 
-def _setup_logging(level: str, log_file: Path | None) -> None:
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)  # libp2p's own chatter: warnings and worse only
-    logging.getLogger("p2pnode").setLevel(level.upper())
+def _check_listen(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from p2pnode.net.addresses import check_multiaddr
+
+    for addr in value:
+        try:
+            check_multiaddr(addr)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
 
 
-@click.command()
-@click.option("--listen", multiple=True, metavar="MULTIADDR", help="Listen here (repeatable); default: the config's network.listen.")
-@click.option("--bootstrap", multiple=True, metavar="MULTIADDR", help="Dial this peer at start (repeatable), added to the config's.")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--listen", multiple=True, metavar="MULTIADDR", callback=_check_listen,
+              help="Listen here (repeatable); default: the config's network.listen.")
+@click.option("--bootstrap", multiple=True, metavar="MULTIADDR", callback=_check_bootstrap,
+              help="Dial this peer at start (repeatable), added to the config's.")
 @click.option("--mdns/--no-mdns", default=None, help="Find peers on the local network by mDNS (default: the config's, off).")
-@click.option("--review/--no-review", default=None,
-              help="Hold incoming loan proposals for you to accept or reject (`loan pending`) instead of "
-                   "countersigning by policy alone (default: the config's loans.review, off).")
-@click.option("--auto-confirm/--no-auto-confirm", default=None,
-              help="Sign the disbursement receipt as soon as the lender declares it (default: the config's "
-                   "loans.auto_confirm, off).")
-@click.option("--max-rate", metavar="RATE", help="Refuse proposals above this yearly rate, e.g. 20% "
-              "(default: the config's loans.max_rate, none).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Append the log here instead of stderr.")
 @passphrase_option
 @pass_ctx
 @handles_errors
-def start(
-    c: Ctx,
-    listen: tuple[str, ...],
-    bootstrap: tuple[str, ...],
-    mdns: bool | None,
-    review: bool | None,
-    auto_confirm: bool | None,
-    max_rate: str | None,
-    log_level: str,
-    log_file: Path | None,
-    passphrase_file: Path | None,
-) -> None:
+def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None, log_level: str,
+          log_file: Path | None, passphrase_file: Path | None, **extension_flags: Any) -> None:
     """Run the node in the foreground: share the ledger with peers and answer commands.
 
     Other commands (status, ledger append, ...) talk to it over the control socket in
     the home. Stop it with Ctrl-C, SIGTERM or `p2pnode stop`; it exits 0 after closing
-    the host and the store. One line is logged per notable event.
+    the host and the store. One line is logged per notable event. Options an extension
+    adds override its section of config.toml.
     """
-    import trio
-
-    from p2pnode.node import Node, NodeSettings, PortInUse, split_p2p_addr
-
-    config = c.home.config()
+    c.home.config()  # a broken config fails here, exit 3, before anything starts
     c.home.require()
-    key = c.home.signing_key(read_passphrase(passphrase_file))
-    for addr in bootstrap:
+    argv = [sys.executable, "-m", "p2pnode", "--home", str(c.home.path), "--log-level", log_level]
+    for a in listen:
+        argv += ["--listen", a]
+    for a in bootstrap:
+        argv += ["--bootstrap", a]
+    if mdns is not None:
+        argv.append("--mdns" if mdns else "--no-mdns")
+    if log_file is not None:
+        argv += ["--log-file", str(log_file)]
+    if passphrase_file is not None:
+        argv += ["--passphrase-file", str(passphrase_file)]
+    for option, value in extension_flags.items():
+        if value is not None:
+            argv += ["--set", f"{_FLAG_SETTINGS[option]}={json.dumps(value)}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+_FLAG_SETTINGS: dict[str, str] = {}
+"""Click's parameter name of each extension flag -> ``EXTENSION.SETTING``."""
+
+
+def add_extension_flags(extensions: list[Any]) -> None:
+    """Give ``start`` an option for every setting of ``extensions`` that declares a flag."""
+    for ext in extensions:
+        for s in ext.settings:
+            if not s.flag:
+                continue
+            word = s.flag[2:]
+            name = f"x_{ext.name}_{s.name}"
+            _FLAG_SETTINGS[name] = f"{ext.name}.{s.name}"
+            help_ = f"{s.help} (default: the config's {ext.config_section}.{s.name})"
+            if s.type == "bool":
+                opt = click.Option([f"--{word}/--no-{word}", name], default=None, help=help_)
+            else:
+                kind = {"int": int, "str": str}.get(s.type, str)
+                opt = click.Option([s.flag, name], type=kind, default=None, metavar=s.type.upper(), help=help_,
+                                   callback=_check(s))
+            start.params.insert(len(start.params) - 1, opt)
+
+
+def _check(setting: Any) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from p2pnode.extensions import check_setting
+
+        if value is None:
+            return value
         try:
-            split_p2p_addr(addr)
+            return check_setting(setting, value, where=setting.flag)
         except ValueError as e:
-            raise click.BadParameter(f"{addr}: {e}", param_hint="--bootstrap") from None
-    settings = NodeSettings(
-        listen=list(listen) or list(config.listen),
-        bootstrap=list(dict.fromkeys(list(config.bootstrap) + list(bootstrap))),
-        mdns=config.mdns if mdns is None else mdns,
-        review=config.review if review is None else review,
-        auto_confirm=config.auto_confirm if auto_confirm is None else auto_confirm,
-        max_rate_bp=_rate(max_rate, "--max-rate") if max_rate else _rate(config.max_rate, "loans.max_rate"),
-    )
-    _check_listen(settings.listen)
-    _setup_logging(log_level, log_file)
-    node = Node(c.home, key, settings, c.registry)
-    try:
-        trio.run(node.run)
-    except PortInUse as e:
-        fail(str(e.strerror), code="port_in_use", exit_code=FAILED)
-    except OSError as e:
-        fail(f"cannot start the node: {e.strerror or e}", code="start_failed", exit_code=FAILED)
+            raise click.BadParameter(str(e)) from None
 
-
-def _rate(text: str | None, where: str) -> int | None:
-    from protocol.lending.money import MoneyError, parse_rate
-
-    if not text:
-        return None
-    try:
-        return parse_rate(text)
-    except MoneyError as e:
-        raise click.BadParameter(e.message, param_hint=where) from None
-
-
-def _check_listen(addrs: list[str]) -> None:
-    import multiaddr
-
-    for a in addrs:
-        try:
-            multiaddr.Multiaddr(a)
-        except Exception as e:
-            raise click.BadParameter(f"{a}: {e}", param_hint="--listen") from None
+    return callback

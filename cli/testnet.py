@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import Ctx, handles_errors, json_option, pass_ctx
+from cli.context import Ctx, handles_errors, json_option, pass_ctx
 from cli.output import FAILED, emit_json, fail, table
 
 DIR_OPTION = click.option(

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.errors import CodedError
+
 BAD_PARAMS = "bad_params"
 """The code of an ``ApiError`` about the request's params: sent as JSON-RPC -32602."""
 
 
-class ApiError(Exception):
-    """An expected refusal: ``message`` for people, ``code`` for scripts, ``details`` (any
-    JSON value) for both. Sent as a JSON-RPC error -32000 (-32602 for ``bad_params``)."""
+class ApiError(CodedError):
+    """A refusal of the control API: ``message`` for people, ``code`` for scripts,
+    ``details`` (any JSON value) for both. Sent as a JSON-RPC error -32000 (-32602 for
+    ``bad_params``), as is any other ``CodedError`` a method raises."""
 
     def __init__(self, message: str, *, code: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.details = details
-
-    def __str__(self) -> str:
-        return self.message
+        super().__init__(message, code=code, details=details)
 
 
 def bad_params(message: str) -> ApiError:
@@ -46,3 +43,28 @@ def id_prefix(ref: object, what: str) -> str:
     if not isinstance(ref, str) or not 8 <= len(ref) <= 64 or any(c not in "0123456789abcdef" for c in ref.lower()):
         raise bad_params(f"{what} is 64 hex digits, or a unique prefix of at least 8")
     return ref.lower()
+
+
+OK, FAILED, USAGE, HOME, LOCKED, KEY, NOT_RUNNING = 0, 1, 2, 3, 4, 5, 6
+"""Exit statuses of every p2pnode process (the CLI and the node program; docs/cli.md)."""
+
+EXIT_OF_CODE = {
+    "usage_error": USAGE,
+    "bad_params": USAGE,
+    "bad_address": USAGE,
+    "home_error": HOME,
+    "not_initialised": HOME,
+    "already_initialised": HOME,
+    "bad_config": HOME,
+    "node_running": LOCKED,
+    "bad_key_file": KEY,
+    "passphrase_needed": KEY,
+    "wrong_passphrase": KEY,
+    "bad_passphrase_file": KEY,
+    "not_running": NOT_RUNNING,
+}
+"""The exit status of a failure by its string code; any other code exits ``FAILED``."""
+
+
+def exit_status(code: str) -> int:
+    return EXIT_OF_CODE.get(code, FAILED)

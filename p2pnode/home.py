@@ -11,18 +11,20 @@ home that already holds any of these files.
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
+
 import json
 import os
 import shutil
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry, genesis_body
 
+from p2pnode.clock import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import Store
 
@@ -33,7 +35,7 @@ DEFAULT_PORT = 7420
 DEFAULT_HOME = "~/.p2pnode"
 
 
-class HomeError(Exception):
+class HomeError(CodedError):
     code = "home_error"
 
 
@@ -49,30 +51,33 @@ class ConfigError(HomeError):
     code = "bad_config"
 
 
-def now_ms() -> int:
-    """The wall clock in milliseconds since the Unix epoch (the protocol's ``ts`` unit)."""
-    return time.time_ns() // 1_000_000
-
-
 def resolve_home(home: str | os.PathLike | None) -> Path:
     """The home directory named by ``--home``, else ``P2PNODE_HOME``, else the default."""
     raw = home or os.environ.get("P2PNODE_HOME") or DEFAULT_HOME
     return Path(raw).expanduser().absolute()
 
 
+CORE_SECTIONS = ("node", "network", "extensions")
+
+
 @dataclass
 class Config:
+    """What config.toml says: the core's sections (``[node]``, ``[network]``,
+    ``[extensions]``) and, untouched, every other section: each extension's own, checked
+    by its declared settings when the extension loads (``extensions.settings_of``)."""
+
     name: str = ""
     listen: list[str] = field(default_factory=lambda: [f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"])
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = False
-    review: bool = False
-    auto_confirm: bool = False
-    max_rate: str = ""
+    disabled: list[str] = field(default_factory=list)
+    sections: dict[str, dict] = field(default_factory=dict)
 
-    def to_toml(self) -> str:
+    def to_toml(self, extensions: Iterable[Any] = ()) -> str:
+        """The file's text, with a section for each of ``extensions`` (declarations)
+        holding its settings (the values of ``sections``, else the defaults) and their help."""
         q = json.dumps  # a JSON string with ASCII escapes is a valid TOML basic string
-        return (
+        out = (
             "# p2pnode configuration. Edit while the node is stopped; command-line flags override it.\n\n"
             "[node]\n"
             f"# A display name, written into the genesis entry at init.\nname = {q(self.name)}\n\n"
@@ -83,14 +88,16 @@ class Config:
             f"bootstrap = [{', '.join(q(a) for a in self.bootstrap)}]\n"
             "# Find peers on the local network by mDNS.\n"
             f"mdns = {'true' if self.mdns else 'false'}\n\n"
-            "[loans]\n"
-            "# Hold incoming loan proposals for the owner (`p2pnode loan pending`).\n"
-            f"review = {'true' if self.review else 'false'}\n"
-            "# Sign the disbursement receipt as soon as the lender declares it.\n"
-            f"auto_confirm = {'true' if self.auto_confirm else 'false'}\n"
-            "# Refuse proposals above this yearly rate, e.g. \"20%\" (empty: no cap).\n"
-            f"max_rate = {q(self.max_rate)}\n"
+            "[extensions]\n"
+            "# Installed extensions this node leaves out, by name (`p2pnode extensions` lists them).\n"
+            f"disabled = [{', '.join(q(n) for n in self.disabled)}]\n"
         )
+        for ext in extensions:
+            section = self.sections.get(ext.config_section, {})
+            out += f"\n[{ext.config_section}]\n"
+            for setting in ext.settings:
+                out += f"# {setting.help}\n{setting.name} = {_toml(section.get(setting.name, setting.default))}\n"
+        return out
 
     @classmethod
     def from_toml(cls, text: str, *, where: str) -> "Config":
@@ -98,30 +105,32 @@ class Config:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: {e}") from None
-        node, net, loans = doc.get("node", {}), doc.get("network", {}), doc.get("loans", {})
+        node, net, ext = doc.get("node", {}), doc.get("network", {}), doc.get("extensions", {})
         cfg = cls(
             name=node.get("name", ""),
             listen=net.get("listen", cls().listen),
             bootstrap=net.get("bootstrap", []),
             mdns=net.get("mdns", False),
-            review=loans.get("review", False),
-            auto_confirm=loans.get("auto_confirm", False),
-            max_rate=loans.get("max_rate", ""),
+            disabled=ext.get("disabled", []),
+            sections={k: v for k, v in doc.items() if k not in CORE_SECTIONS and isinstance(v, dict)},
         )
-        for k in ("review", "auto_confirm"):
-            if not isinstance(getattr(cfg, k), bool):
-                raise ConfigError(f"{where}: loans.{k} must be true or false")
-        if not isinstance(cfg.max_rate, str):
-            raise ConfigError(f'{where}: loans.max_rate must be a string such as "20%"')
         if not isinstance(cfg.name, str):
             raise ConfigError(f"{where}: node.name must be a string")
-        for k in ("listen", "bootstrap"):
+        for k, section in (("listen", "network"), ("bootstrap", "network"), ("disabled", "extensions")):
             v = getattr(cfg, k)
             if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
-                raise ConfigError(f"{where}: network.{k} must be a list of multiaddr strings")
+                raise ConfigError(f"{where}: {section}.{k} must be a list of strings")
         if not isinstance(cfg.mdns, bool):
             raise ConfigError(f"{where}: network.mdns must be true or false")
         return cfg
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 class Home:
@@ -161,11 +170,17 @@ class Home:
         self.require()
         return Store(self.store_dir)
 
+    def disabled_extensions(self) -> list[str]:
+        """The extensions this home's config leaves out (none if there is no config)."""
+        return self.config().disabled if self.config_file.exists() else []
+
 
 def init_home(
-    path: Path, *, registry: KindRegistry, name: str = "", passphrase: bytes | None = None, key: SigningKey | None = None
+    path: Path, *, registry: KindRegistry, name: str = "", passphrase: bytes | None = None, key: SigningKey | None = None,
+    extensions: Iterable[Any] = (),
 ) -> tuple[Home, Any]:
-    """Create a node home at ``path``: key, config, store and genesis entry, or nothing.
+    """Create a node home at ``path``: key, config (with a section for each of
+    ``extensions``), store and genesis entry, or nothing.
 
     Returns the home and the genesis entry. Raises ``AlreadyInitialised`` if ``path``
     already holds a key, config or store.
@@ -184,7 +199,7 @@ def init_home(
     try:
         with Store(home.store_dir, create=True) as store:
             genesis = store.append_one(key, "genesis", genesis_body(name or None), now_ms=now_ms(), registry=registry)
-        home.config_file.write_text(Config(name=name).to_toml())
+        home.config_file.write_text(Config(name=name).to_toml(extensions))
         write_key(home.key_file, key, passphrase)
     except BaseException:
         # All or nothing: remove what this call created.

@@ -13,6 +13,8 @@ fsynced and renamed, so a crash leaves the old file or the new one, never half o
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
+
 import json
 import os
 from pathlib import Path
@@ -27,7 +29,7 @@ FORMAT = "p2pnode-key"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 
 
-class KeyFileError(Exception):
+class KeyFileError(CodedError):
     code = "bad_key_file"
 
 

@@ -9,6 +9,8 @@ Imports neither libp2p nor trio: the CLI uses this module.
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
+
 import json
 import os
 import signal
@@ -27,7 +29,7 @@ LOG_FILE = "node.log"
 MAX_NODES = 64
 
 
-class TestnetError(Exception):
+class TestnetError(CodedError):
     code = "testnet_error"
 
 

@@ -5,8 +5,10 @@ Rules (docs/protocol.md, "Chains"):
 1. A chain is the entries of one author at seq 1, 2, 3, ... with no gap.
 2. Each entry's ``prev`` is the id of the entry before it (32 zero bytes at seq 1).
 3. ``ts`` never decreases from one entry to the next.
-4. Seq 1 is a ``genesis`` entry, and every entry of a known kind has a valid body
-   (kinds.py). Entries of unknown kinds are accepted and reported as unknown.
+4. Seq 1 is a ``genesis`` entry with a valid genesis body, and no other seq is
+   (``kinds.check_opening``). No other kind rule decides a chain: whether a body suits
+   its kind is for the kind's owner to judge (kinds.py, rule 2), so every node holds the
+   same chains whatever extensions it runs.
 5. Two different valid entries of one author at one seq are a fork (fork.py).
 
 Every failure raises ``ChainError`` naming the author, the seq where the chain breaks, and
@@ -20,7 +22,7 @@ from typing import Iterable, Iterator, NamedTuple, Union
 
 from .entry import ZERO_ID, Entry, parse_entry
 from .errors import ChainError, ProtocolError
-from .kinds import KindRegistry
+from .kinds import check_opening
 
 
 class Head(NamedTuple):
@@ -63,16 +65,16 @@ def check_link(prev: Link | None, entry: Entry) -> None:
         )
 
 
-def check_entry(prev: Link | None, entry: Entry, registry: KindRegistry) -> str:
-    """Check links and body of one entry after ``prev``; the kind status ("known"/"unknown")."""
+def check_entry(prev: Link | None, entry: Entry) -> None:
+    """Check one entry after ``prev`` by rules 1 to 4; raises ``ChainError``."""
     check_link(prev, entry)
     try:
-        return registry.check(entry)
+        check_opening(entry)
     except ProtocolError as e:
         raise ChainError(e.message, author=entry.author, seq=entry.seq, code="bad_body") from None
 
 
-def parse_next(prev: Link | None, data: bytes, *, author: bytes, registry: KindRegistry) -> Entry:
+def parse_next(prev: Link | None, data: bytes, *, author: bytes) -> Entry:
     """Parse the envelope ``data`` expected to follow ``prev`` in ``author``'s chain, and check it.
 
     A parse failure is reported as a ``ChainError`` at the seq that was expected.
@@ -84,16 +86,14 @@ def parse_next(prev: Link | None, data: bytes, *, author: bytes, registry: KindR
         raise ChainError(e.message, author=author, seq=expected, code=e.code) from None
     if entry.author != author:
         raise ChainError("entry belongs to another author", author=author, seq=expected, code="wrong_author")
-    check_entry(prev, entry, registry)
+    check_entry(prev, entry)
     return entry
 
 
-def validate_chain(
-    envelopes: Iterable[bytes], *, author: bytes, registry: KindRegistry, after: Link | None = None
-) -> Iterator[Entry]:
+def validate_chain(envelopes: Iterable[bytes], *, author: bytes, after: Link | None = None) -> Iterator[Entry]:
     """Yield each entry of ``envelopes`` once verified to extend ``author``'s chain after
     ``after`` (None: from seq 1). Raises ``ChainError`` at the first break."""
     prev = after
     for data in envelopes:
-        prev = parse_next(prev, data, author=author, registry=registry)
+        prev = parse_next(prev, data, author=author)
         yield prev

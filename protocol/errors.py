@@ -7,20 +7,37 @@ match on) and a human message. Codes are part of the documented interface: see
 
 from __future__ import annotations
 
+from typing import Any
 
-class ProtocolError(Exception):
-    """Some bytes or values break a rule of the protocol."""
 
-    code = "protocol_error"
+class CodedError(Exception):
+    """The one base of every expected failure in p2pnode, in every layer: a ``message``
+    for people, a stable ``code`` for scripts and peers, and optional ``details`` (any
+    JSON value). A subclass sets its default ``code``; a raise may give another. The CLI
+    turns any ``CodedError`` into one line (or JSON object) and an exit status chosen by
+    its code alone (cli/output.py), so no caller needs to know the family it came from.
+    """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    code = "error"
+
+    def __init__(self, message: str = "", *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.details = details
 
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else self.code
+        return str(self.args[0]) if self.args and self.args[0] else self.code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProtocolError(CodedError):
+    """Some bytes or values break a rule of the protocol."""
+
+    code = "protocol_error"
 
 
 class DecodeError(ProtocolError):

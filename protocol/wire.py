@@ -17,10 +17,9 @@ Rules of this file (docs/protocol.md, "Network"):
    knows, each as a public key and multiaddrs (without ``/p2p/``).
 4. Gossip messages carry bare bytes: on ``TOPIC_ENTRIES`` a canonical array of 1 to
    ``MAX_GOSSIP_ENTRIES`` entry envelopes (bin) of at most ``MAX_GOSSIP_SIZE`` bytes in
-   all; on ``TOPIC_FRAUD`` a fork proof; on ``TOPIC_OFFERS`` an offer or its
-   cancellation (offer.py).
-   ``check_gossip`` is the validator: a message it refuses (any part of it) is neither
-   delivered nor forwarded.
+   all; on ``TOPIC_FRAUD`` a fork proof. ``check_gossip`` is the validator of these core
+   topics: a message it refuses (any part of it) is neither delivered nor forwarded.
+   Extensions add topics of their own, each with its validator.
 5. A list in a message longer than its limit, an integer out of range, a missing or extra
    field: the message is refused with a ``WireError`` naming the field.
 
@@ -35,8 +34,8 @@ from typing import Any, Mapping, Union
 
 from . import codec
 from .chain import Head
-from .entry import Entry, parse_entry
-from .envelope import MAX_ENVELOPE_SIZE, Envelope, open_envelope
+from .entry import parse_entry
+from .envelope import MAX_ENVELOPE_SIZE
 from .errors import ProtocolError
 from .fork import MAX_FORK_PROOF_SIZE, ForkProof
 from .schema import U63_MAX
@@ -44,10 +43,10 @@ from .schema import U63_MAX
 SYNC_PROTOCOL = "/p2plend/sync/1.0.0"
 PEX_PROTOCOL = "/p2plend/pex/1.0.0"
 
-TOPIC_OFFERS = "p2plend/1/offers"
 TOPIC_ENTRIES = "p2plend/1/entries"
 TOPIC_FRAUD = "p2plend/1/fraud"
-TOPICS = (TOPIC_OFFERS, TOPIC_ENTRIES, TOPIC_FRAUD)
+TOPICS = (TOPIC_ENTRIES, TOPIC_FRAUD)
+"""The core's gossip topics."""
 
 MAX_FRAME = 8 << 20  # bytes of one frame's payload
 MAX_HEADS = 65_536  # authors in one `heads` answer
@@ -359,10 +358,4 @@ def check_gossip(topic: str, data: bytes) -> Any:
         if len(data) > MAX_FORK_PROOF_SIZE:
             raise WireError(f"fork proof of {len(data)} bytes exceeds {MAX_FORK_PROOF_SIZE}", code="oversize")
         return ForkProof.decode(data)
-    if topic == TOPIC_OFFERS:
-        from .lending.offer import parse_book_message
-
-        if open_envelope(data).type == "entry":
-            raise WireError("chain entries belong on the entries topic", code="wrong_topic")
-        return parse_book_message(data)
     raise WireError(f"unknown topic {topic[:60]!r}", code="wrong_topic")

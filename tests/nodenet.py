@@ -9,17 +9,29 @@ from typing import Any
 
 import trio
 
+from p2pnode.clock import SYSTEM, Clock
+from p2pnode.extensions import load, settings_of
 from p2pnode.home import init_home
 from p2pnode.node import Node, NodeSettings
-from protocol.kinds import core_registry
 
-REGISTRY = core_registry()
+LOADED = load()  # the core and every installed extension: lending, found by its entry point
+REGISTRY = LOADED.registry
 LOCAL = "/ip4/127.0.0.1/tcp/0"
+LENDING = ("review", "auto_confirm", "max_rate")
 
 
-def make_node(path: Path, name: str, **settings: Any) -> Node:
+def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, **settings: Any) -> Node:
+    """A node (not started) on a new home at ``path``; ``review``, ``auto_confirm`` and
+    ``max_rate`` (e.g. "10%") are lending's settings, the rest ``NodeSettings``."""
     home, _ = init_home(path, registry=REGISTRY, name=name)
-    return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], **settings), REGISTRY)
+    lending = settings_of(LOADED.get("lending"), {k: settings.pop(k) for k in LENDING if k in settings}, where=name)
+    return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], extensions={"lending": lending}, **settings),
+                LOADED, clock)
+
+
+def lending(node: Node) -> Any:
+    """The lending service of a running node (p2pnode/lending/service.py)."""
+    return node.services["lending"]
 
 
 async def start(nursery: trio.Nursery, node: Node) -> Node:

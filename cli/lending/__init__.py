@@ -1,1 +1,11 @@
-"""The lending commands: ``offer``, ``request``, ``loan`` and ``schedule``."""
+"""The lending extension's commands: ``offer``, ``request``, ``loan`` and ``schedule``.
+Its declaration (p2pnode/lending/__init__.py) names ``COMMANDS``; the CLI adds them like
+any extension's commands."""
+
+from __future__ import annotations
+
+from cli.lending.loan import loan
+from cli.lending.offer import offer, request
+from cli.lending.schedule import schedule
+
+COMMANDS = [offer, request, loan, schedule]

@@ -11,8 +11,7 @@ from typing import Any
 
 import click
 
-from cli.main import Ctx, handles_errors, json_option, pass_ctx
-from cli.node import node_call
+from cli.context import node_call, Ctx, handles_errors, json_option, pass_ctx
 from cli.output import emit_json, table
 
 ANSWER_TIMEOUT = 60.0  # the other node may first sync our chain before it answers

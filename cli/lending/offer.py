@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from cli.main import handles_errors, json_option, pass_ctx, Ctx
-from cli.node import node_call
+from cli.context import node_call, handles_errors, json_option, pass_ctx, Ctx
 from cli.output import emit_json, table
 
 KINDS = ("annuity", "equal-principal", "interest-only", "bullet")

@@ -15,7 +15,7 @@ from protocol.errors import ProtocolError
 from protocol.lending.money import format_amount, format_rate, format_term, parse_amount, parse_rate, parse_term
 from protocol.lending.schedule import KINDS, schedule as make_schedule
 
-from cli.main import handles_errors, json_option
+from cli.context import handles_errors, json_option
 from cli.output import emit_json, table
 
 _OPTION_OF_CODE = {

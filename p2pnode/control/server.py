@@ -18,12 +18,13 @@ The rules of this module (docs/api.md says the same for clients):
   seconds is closed, as is one that does not read its response within ``SEND_TIMEOUT``.
 - Errors: JSON-RPC error objects whose ``data`` carries our string code:
   ``{"code": -32000, "message": "...", "data": {"code": "fork", "details": ...}}``.
-  A handler refuses by raising ``ApiError``; any other exception is a bug, logged with
-  its traceback and answered -32603 ``internal error``. Nothing a client sends ends the
-  server: only cancellation does.
+  A method refuses by raising a ``CodedError`` (``ApiError``, ``ProtocolError``,
+  ``StoreError``, ...); any other exception is a bug, logged with its traceback and
+  answered -32603 ``internal error``. Nothing a client sends ends the server: only
+  cancellation does.
 
-Handlers are ``async def handler(params: dict) -> JSON value``; they get ``{}`` when a
-request has no params.
+Methods are those of a ``MethodTable`` (p2pnode/control/methods.py): the table checks
+each request's params against the method's declaration before its handler runs.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import trio
 
-from p2pnode.errors import BAD_PARAMS, ApiError
+from protocol.errors import CodedError
 
-__all__ = ["ApiError", "CONTROL_SOCKET", "serve_control", "socket_path", "ControlSocketError"]
+from p2pnode.control.methods import MethodTable
+from p2pnode.errors import BAD_PARAMS
 
 log = logging.getLogger("p2pnode.control")
 
@@ -60,9 +62,6 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 APPLICATION_ERROR = -32000
 
-Handler = Callable[[dict], Awaitable[Any]]
-
-
 class ControlSocketError(OSError):
     """The control socket cannot be set up; ``strerror`` says why and what to do."""
 
@@ -74,7 +73,7 @@ def socket_path(home_path: str | os.PathLike) -> Path:
 
 async def serve_control(
     path: Path,
-    methods: Mapping[str, Handler],
+    methods: MethodTable,
     *,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -185,7 +184,7 @@ _TOO_LONG = object()
 
 
 class _Server:
-    def __init__(self, methods: Mapping[str, Handler]) -> None:
+    def __init__(self, methods: MethodTable) -> None:
         self.methods = methods
         self.active = 0
 
@@ -284,12 +283,11 @@ class _Server:
         return response if "id" in req else None
 
     async def _call(self, rid: Any, method: str, params: dict) -> dict:
-        handler = self.methods.get(method)
-        if handler is None:
+        if method not in self.methods.handlers:
             return _error(rid, METHOD_NOT_FOUND, f"unknown method {method!r}", "unknown_method", {"method": method})
         try:
-            result = await handler(params)
-        except ApiError as e:
+            result = await self.methods.call(method, params)
+        except CodedError as e:
             code = INVALID_PARAMS if e.code == BAD_PARAMS else APPLICATION_ERROR
             return _error(rid, code, e.message, e.code, e.details)
         except Exception:

@@ -11,6 +11,8 @@ and refuses a line whose other fields disagree with it.
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
+
 import json
 from typing import Iterable, Iterator
 
@@ -22,7 +24,7 @@ from protocol.keys import peer_id
 from p2pnode.ledger.store import Store
 
 
-class ExportFileError(Exception):
+class ExportFileError(CodedError):
     code = "bad_export_file"
 
 

@@ -2,18 +2,17 @@
 
 Each returns the JSON value that the control method ``ledger.<name>`` answers, and the CLI
 calls the very same function when no node runs, so a command prints the same either way.
-Refusals are ``ApiError`` with a string code (docs/api.md lists them). This module
-imports neither trio nor libp2p: the CLI loads it. ``ledger_methods`` wraps the functions
-as the node's async handlers; only it touches trio, and only when called.
+Refusals are ``CodedError``s (``ApiError``, ``StoreError``, ``ProtocolError``) with a
+string code (docs/api.md lists them). This module imports neither trio nor libp2p: the
+CLI loads it; the node's handlers (p2pnode/ledger/handlers.py) call it.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from protocol import codec, jsonform
 from protocol.entry import Entry, parse_entry
@@ -23,7 +22,7 @@ from protocol.kinds import KindRegistry
 
 from p2pnode.errors import ApiError, bad_params
 from p2pnode.ledger.export import ExportFileError, entry_json, read_export
-from p2pnode.ledger.store import IngestRefused, IngestReport, Store, StoreError
+from p2pnode.ledger.store import IngestRefused, IngestReport, Store
 
 log = logging.getLogger("p2pnode.api")
 
@@ -60,7 +59,8 @@ def append_value(store: Store, key: SigningKey, registry: KindRegistry, kind: st
 
 def ledger_show(store: Store, registry: KindRegistry, author: bytes, from_seq: int = 1, limit: int = DEFAULT_SHOW_LIMIT) -> dict:
     """Entries ``from_seq`` .. ``from_seq + limit - 1`` of ``author``'s chain:
-    ``{"author", "head_seq" (0 if none is held), "forked", "entries": [view + "known_kind"]}``."""
+    ``{"author", "head_seq" (0 if none is held), "forked", "entries": [view + "known_kind"
+    + "kind_status" (+ "invalid_reason")]}``."""
     head = store.head(author)
     forked = author in store.forked_authors()
     entries = [parse_entry(d) for d in store.chain(author, start=from_seq, limit=limit)]
@@ -68,8 +68,16 @@ def ledger_show(store: Store, registry: KindRegistry, author: bytes, from_seq: i
         "author": peer_id(author),
         "head_seq": head.seq if head else 0,
         "forked": forked,
-        "entries": [dict(entry_json(e), known_kind=e.kind in registry) for e in entries],
+        "entries": [_shown(e, registry) for e in entries],
     }
+
+
+def _shown(e: Entry, registry: KindRegistry) -> dict:
+    verdict = registry.classify(e)
+    view = dict(entry_json(e), known_kind=e.kind in registry, kind_status=verdict.status)
+    if verdict.reason:
+        view["invalid_reason"] = verdict.reason
+    return view
 
 
 def ledger_heads(store: Store, own: bytes | None = None) -> dict:
@@ -85,18 +93,21 @@ def ledger_heads(store: Store, own: bytes | None = None) -> dict:
     }
 
 
-def ledger_verify(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None) -> dict:
-    """A full re-check of the store (p2pnode/ledger/verify.py) as ``{"ok", "authors", "entries",
-    "unknown_kinds", "fork_proofs", "problems": [{"code", "message", "author", "seq"}],
+def ledger_verify(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None,
+                  checks: Iterable[tuple[str, Any]] = ()) -> dict:
+    """A full re-check of the store (p2pnode/ledger/verify.py), with the extensions'
+    ``checks``, as ``{"ok", "authors", "entries", "unknown_kinds", "invalid_bodies",
+    "fork_proofs", "problems": [{"code", "message", "author", "seq"}],
     "problems_truncated"}``. Damage is reported, not raised."""
     from p2pnode.ledger.verify import verify_store
 
-    report = verify_store(store, registry, progress)
+    report = verify_store(store, registry, progress, checks)
     return {
         "ok": report.ok,
         "authors": report.authors,
         "entries": report.entries,
         "unknown_kinds": report.unknown_kinds,
+        "invalid_bodies": report.invalid_bodies,
         "fork_proofs": report.fork_proofs,
         "problems": [
             {"code": p.code, "message": p.message, "author": peer_id(p.author) if p.author and len(p.author) == 32 else None, "seq": p.seq}
@@ -193,174 +204,23 @@ def ledger_export(store: Store, author: bytes | None = None, cursor: dict | None
 def _cursor(cursor: Any) -> tuple[bytes, int]:
     if not isinstance(cursor, dict) or not isinstance(cursor.get("seq"), int) or cursor["seq"] < 1:
         raise bad_params('"cursor" must be {"author": peer ID, "seq": n >= 1} as a previous page returned')
-    return _peer(cursor.get("author"), "cursor.author"), cursor["seq"]
+    return peer_key(cursor.get("author"), "cursor.author"), cursor["seq"]
 
 
 def ledger_kinds(registry: KindRegistry) -> dict:
-    """The entry kinds known: ``{"kinds": [{"kind", "description"}]}``."""
-    return {"kinds": [{"kind": k.name, "description": k.description} for k in registry]}
+    """The entry kinds known: ``{"kinds": [{"kind", "description", "owner"}]}``."""
+    return {"kinds": [{"kind": k.name, "description": k.description, "owner": registry.owner(k.name)}
+                      for k in registry]}
 
 
 # -- params --------------------------------------------------------------------------------
 
 
-def _peer(value: Any, name: str) -> bytes:
+def peer_key(value: Any, name: str) -> bytes:
+    """The public key of the peer ID ``value``; ``bad_params`` naming ``name`` otherwise."""
     if not isinstance(value, str):
         raise bad_params(f'"{name}" must be a peer ID string')
     try:
         return public_key_from_peer_id(value)
     except ProtocolError as e:
         raise bad_params(f'"{name}": {e.message}') from None
-
-
-def _int(params: dict, name: str, default: int, *, low: int = 1, high: int | None = None) -> int:
-    v = params.get(name, default)
-    if type(v) is not int or v < low or (high is not None and v > high):
-        raise bad_params(f'"{name}" must be an integer from {low}' + (f" to {high}" if high is not None else " up"))
-    return v
-
-
-def _known(params: dict, allowed: set[str]) -> None:
-    extra = sorted(set(params) - allowed)
-    if extra:
-        raise bad_params(f"unknown param(s): {', '.join(extra)}; this method takes {', '.join(sorted(allowed)) or 'none'}")
-
-
-# -- the node's handlers -------------------------------------------------------------------
-
-
-Hook = Callable[[Any], Any]  # a plain or async function; its result is awaited if awaitable
-
-
-def ledger_methods(
-    store: Store,
-    key: SigningKey,
-    registry: KindRegistry,
-    *,
-    now_ms: Callable[[], int],
-    on_append: Hook | None = None,
-    on_ingest: Hook | None = None,
-    lock: Any = None,
-    run_sync: Callable[..., Awaitable[Any]] | None = None,
-    check: Callable[[str, Any], None] | None = None,
-) -> dict[str, Callable[[dict], Awaitable[Any]]]:
-    """The async control handlers ``ledger.append``, ``.show``, ``.heads``, ``.verify``,
-    ``.import``, ``.export`` and ``.kinds`` over ``store``, signing with ``key``.
-
-    ``on_append(entries)`` is called with the node's own new entries once they are
-    durable (the node gossips them); ``on_ingest(report)`` with the ``IngestReport`` of
-    an import that stored entries or recorded fork proofs (refused imports pass a report
-    whose ``added`` is empty). A hook that fails is logged; the caller still gets its
-    answer, since the entries are stored. Writes (and ``verify``, which must see no
-    half-written chain) hold ``lock`` (an async context manager, default a new
-    ``trio.Lock``; pass the node's write lock). Slow work runs in ``run_sync`` (default
-    ``trio.to_thread.run_sync``) so the node keeps serving meanwhile. ``check(kind, body)``
-    may refuse an append (raising ``ApiError``) for reasons beyond the kind's own rules,
-    e.g. a loan document this chain already records; it runs under ``lock``.
-    """
-    import trio  # only the node calls this; the CLI's import of this module stays light
-
-    lock = lock if lock is not None else trio.Lock()
-    run_sync = run_sync or trio.to_thread.run_sync
-
-    async def hook(fn: Hook | None, arg: Any) -> None:
-        if fn is None:
-            return
-        try:
-            result = fn(arg)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("control hook %s failed", getattr(fn, "__name__", fn))
-
-    async def append(params: dict) -> dict:
-        _known(params, {"kind", "body"})
-        kind = params.get("kind")
-        if not isinstance(kind, str):
-            raise bad_params('"kind" must be a string, e.g. "note"')
-        if "body" not in params:
-            raise bad_params('"body" is required (the JSON form of the entry body)')
-        try:
-            value = jsonform.from_json(params["body"])
-            codec.encode(value)
-        except ProtocolError as e:
-            raise ApiError(f"body refused: {e.message}", code=e.code) from None
-        async with lock:
-            if check is not None:
-                check(kind, value)
-            entry, view = await run_sync(_mapped(append_value, store, key, registry, kind, value, now_ms()))
-        await hook(on_append, [entry])
-        return view
-
-    async def show(params: dict) -> dict:
-        _known(params, {"author", "from", "limit"})
-        author = key.public_key if params.get("author") is None else _peer(params["author"], "author")
-        return _mapped(ledger_show, store, registry, author, _int(params, "from", 1), _int(params, "limit", DEFAULT_SHOW_LIMIT))()
-
-    async def heads(params: dict) -> dict:
-        _known(params, set())
-        return _mapped(ledger_heads, store, key.public_key)()
-
-    async def verify(params: dict) -> dict:
-        _known(params, set())
-        async with lock:
-            return await run_sync(_mapped(ledger_verify, store, registry))
-
-    async def import_(params: dict) -> dict:
-        _known(params, {"path", "lines"})
-        path, lines = params.get("path"), params.get("lines")
-        if (path is None) == (lines is None):
-            raise bad_params('pass either "path" (a file the node can read) or "lines" (export lines)')
-        if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
-            raise bad_params('"path" must be an absolute path')
-        if lines is not None and (not isinstance(lines, list) or not all(isinstance(x, str) for x in lines)):
-            raise bad_params('"lines" must be a list of strings')
-
-        def work() -> tuple[dict, IngestReport]:
-            return _mapped(import_report, store, registry, lines if lines is not None else read_import_file(path))()
-
-        async with lock:
-            try:
-                summary, report = await run_sync(work)
-            except ImportRefused as e:
-                if e.report.forks:
-                    await hook(on_ingest, e.report)
-                raise
-        if report.added or report.forks:
-            await hook(on_ingest, report)
-        return summary
-
-    async def export(params: dict) -> dict:
-        _known(params, {"author", "cursor", "limit"})
-        author = None if params.get("author") is None else _peer(params["author"], "author")
-        cursor = params.get("cursor")
-        limit = _int(params, "limit", EXPORT_PAGE, high=MAX_EXPORT_PAGE)
-        return await run_sync(_mapped(ledger_export, store, author, cursor, limit))
-
-    async def kinds(params: dict) -> dict:
-        _known(params, set())
-        return ledger_kinds(registry)
-
-    return {
-        "ledger.append": append,
-        "ledger.show": show,
-        "ledger.heads": heads,
-        "ledger.verify": verify,
-        "ledger.import": import_,
-        "ledger.export": export,
-        "ledger.kinds": kinds,
-    }
-
-
-def _mapped(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    """``fn(*args)`` as a thunk whose store and protocol errors become ``ApiError``s."""
-
-    def thunk() -> Any:
-        try:
-            return fn(*args)
-        except StoreError as e:
-            raise ApiError(str(e), code=e.code) from None
-        except ProtocolError as e:
-            raise ApiError(e.message, code=e.code) from None
-
-    return thunk

@@ -1,4 +1,5 @@
-"""The node's LevelDB store: chains, their index and heads, fork proofs, metadata.
+"""The node's LevelDB store: chains, their index and heads, fork proofs, metadata, and
+one key space and one index space for each extension.
 
 Key layout (docs/architecture.md, "Store"), all integers big-endian:
 
@@ -7,26 +8,25 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
     b"I" + id(32)                -> author(32) + seq(8)
     b"H" + author(32)            -> seq(8) + id(32) + ts(8) of the author's last entry
     b"F" + author(32) + seq(8)   -> fork proof bytes (fork.py)
-    b"L" + loan(32) + author(32) + seq(8) -> b"" for each entry about a loan (contract.loan_of)
-    b"P" + loan(32)              -> a proposal's record on this node (p2pnode/lending/loans.py)
-    b"O" + id(32)                -> an offer or request of the book (p2pnode/lending/offers.py)
-    b"X" + until(8) + id(32)     -> b"": when the book's O and C records of id may go
-    b"C" + offer id(32)          -> an offer's cancellation (kept even before the offer)
+    b"x" + name + b"/" + key     -> a record of extension ``name`` (its ``Records``)
+    b"y" + name + b"/" + key     -> b"": an index key of extension ``name``'s kinds
+                                    (``Kind.index``), written in the entry's own batch
+    b"M" b"index/" + name        -> b"1": extension ``name``'s index is complete
 
-Invariants (checked by ``p2pnode.verify``, assumed nowhere else):
+Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
 
 - I1 every ``E`` value is a valid entry whose author and seq are its key's;
 - I2 each author's ``E`` keys run 1..n with no gap, each linking to the one before;
 - I3 ``H[author]`` is (n, id, ts) of that author's entry n, and exists iff ``E`` has some;
 - I4 ``I`` maps each entry's id to its key, and holds nothing else;
-- I5 every ``F`` value is a valid fork proof of its key's author and seq.
-- I6 ``L`` holds a key for exactly the stored entries that name a loan, in the same batch;
-- I7 every ``O``/``C`` record is a valid offer/cancellation under its offer's id, and
-  ``X`` holds exactly one key for each id with an ``O`` or ``C`` record, and no other.
+- I5 every ``F`` value is a valid fork proof of its key's author and seq;
+- I6 for every extension whose index is marked complete, its ``y`` space holds exactly
+  the keys its kinds' index functions give for the stored entries with valid bodies.
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
-entries are written with ``sync=True``. Opening reads nothing but the schema version, so
-start-up time does not grow with the ledger.
+entries are written with ``sync=True``. Opening reads the schema version and the index
+marks only, so start-up time does not grow with the ledger; an index is rebuilt from
+the entries once, when its extension is first seen (``use``).
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ from typing import Any, Iterable, Iterator
 
 import plyvel
 
-from protocol.chain import Head, check_entry, check_link
-from protocol.lending.contract import loan_of
+from protocol.chain import Head, check_entry
 from protocol.entry import Entry, next_entry, parse_entry
-from protocol.errors import ChainError, ProtocolError
+from protocol.errors import ChainError, CodedError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry
@@ -53,15 +52,22 @@ P_ENTRY = b"E"
 P_INDEX = b"I"
 P_HEAD = b"H"
 P_FORK = b"F"
-P_LOAN = b"L"
-P_PROPOSAL = b"P"
-P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"  # the offer book (p2pnode/lending/offers.py)
+P_RECORDS = b"x"
+P_EXT_INDEX = b"y"
+CORE_PREFIXES = (P_META, P_ENTRY, P_INDEX, P_HEAD, P_FORK)
+INDEX_MARK = b"index/"
+MIGRATE_BATCH = 10_000  # keys moved per write when adopting an extension's old keys
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
 
 
-class StoreError(Exception):
+def space_prefix(kind: bytes, name: str) -> bytes:
+    """The prefix of extension ``name``'s records (``P_RECORDS``) or index (``P_EXT_INDEX``)."""
+    return kind + name.encode() + b"/"
+
+
+class StoreError(CodedError):
     """The store cannot do what was asked; the message says why and what to do."""
 
     code = "store_error"
@@ -98,14 +104,14 @@ def split_seq_key(key: bytes) -> tuple[bytes, int]:
     return key[1:33], _U64.unpack_from(key, 33)[0]
 
 
-def entry_puts(e: Entry) -> list[tuple[bytes, bytes]]:
-    """The puts that store entry ``e``: its envelope, its id index and, if it names a
-    loan, the loan index (I1, I4, I6)."""
+def entry_puts(e: Entry, registry: KindRegistry) -> list[tuple[bytes, bytes]]:
+    """The puts that store entry ``e``: its envelope, its id index and the index keys its
+    kind gives, in its owner's index space (I1, I4, I6)."""
     puts = [(entry_key(e.author, e.seq), e.envelope), (P_INDEX + e.id, e.author + _U64.pack(e.seq))]
-    if e.kind.startswith("loan."):
-        loan = loan_of(e.kind, e.body)
-        if loan is not None:
-            puts.append((P_LOAN + loan + e.author + _U64.pack(e.seq), b""))
+    indexed = registry.index_keys(e)
+    if indexed is not None:
+        prefix = space_prefix(P_EXT_INDEX, indexed[0])
+        puts.extend((prefix + k, b"") for k in indexed[1])
     return puts
 
 
@@ -271,42 +277,22 @@ class Store:
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
-    def loan_entries(self, loan: bytes) -> list[Entry]:
-        """Every stored entry (of any author) that names ``loan``, by author then seq."""
+    def _keys(self, prefix: bytes) -> Iterator[bytes]:
         try:
-            keys = [k for k in self._db.iterator(prefix=P_LOAN + loan, include_value=False)]
+            with self._db.iterator(prefix=prefix, include_value=False) as it:
+                yield from it
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
-        out = []
-        for k in keys:
-            author, seq = k[33:65], _U64.unpack_from(k, 65)[0]
-            e = self.entry(author, seq)
-            if e is not None:
-                out.append(e)
-        return out
 
-    def loans(self) -> list[bytes]:
-        """The ids of every loan some stored entry names."""
-        out: list[bytes] = []
+    def _items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         try:
-            it = self._db.iterator(prefix=P_LOAN, include_value=False)
-            key = next(it, None)
-            while key is not None:  # skip from one loan to the next, not entry by entry
-                out.append(key[1:33])
-                it.seek(P_LOAN + key[1:33] + b"\xff" * 41)
-                key = next(it, None)
-            it.close()
+            return list(self._db.iterator(prefix=prefix))
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
-        return out
 
-    def get_raw(self, key: bytes) -> bytes | None:
-        """A value under a prefix the store does not interpret (proposal records)."""
-        return self._get(key)
-
-    def write_raw(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
-                  sync: bool = True) -> None:
-        """Put and delete records under prefixes the store does not interpret, in one batch."""
+    def write_batch(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
+                    sync: bool = True) -> None:
+        """Put and delete keys in one batch: the store's one writer."""
         try:
             with self._db.write_batch(sync=sync, transaction=True) as wb:
                 for k, v in puts:
@@ -316,19 +302,73 @@ class Store:
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
-    def keys_raw(self, prefix: bytes) -> Iterator[bytes]:
-        """The keys under ``prefix`` in order, read lazily (stop early to bound the work)."""
-        try:
-            with self._db.iterator(prefix=prefix, include_value=False) as it:
-                yield from it
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+    def records(self, name: str) -> "Records":
+        """Extension ``name``'s own key space."""
+        return Records(self, space_prefix(P_RECORDS, name))
 
-    def scan_raw(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        try:
-            return list(self._db.iterator(prefix=prefix))
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+    def index(self, name: str) -> "IndexView":
+        """Extension ``name``'s index space, read-only (written with the entries, I6)."""
+        return IndexView(self, space_prefix(P_EXT_INDEX, name))
+
+    # -- extension indexes and old layouts --------------------------------------------
+
+    def indexed(self) -> set[str]:
+        """Extensions whose index is marked complete (I6)."""
+        n = len(P_META + INDEX_MARK)
+        return {k[n:].decode() for k in self._keys(P_META + INDEX_MARK)}
+
+    def use(self, registry: KindRegistry, legacy: dict[str, dict[bytes, str]] | None = None) -> list[str]:
+        """Make the store fit ``registry`` before anything is written with it: move the keys
+        each extension kept under its old single-byte prefixes into its spaces
+        (``legacy[name][prefix]`` is ``"records"`` or ``"index"``), drop the complete-mark
+        of every index whose owner is absent (its index stops being kept up to date, so
+        it must be rebuilt if the owner comes back), and rebuild, from the entries, every
+        index of a present owner that is not marked complete. Returns the names whose index
+        was rebuilt. Reads one key per extension when nothing needs doing."""
+        for name, prefixes in (legacy or {}).items():
+            for old, space in prefixes.items():
+                self._adopt(old, space_prefix(P_EXT_INDEX if space == "index" else P_RECORDS, name) + old)
+        present, marked = registry.indexed_owners(), self.indexed()
+        gone = marked - present
+        if gone:
+            self.write_batch([], [P_META + INDEX_MARK + n.encode() for n in sorted(gone)])
+        rebuilt = sorted(present - marked)
+        for name in rebuilt:
+            self._rebuild_index(name, registry)
+        return rebuilt
+
+    def _adopt(self, old: bytes, new: bytes) -> None:
+        """Move every key under the one-byte prefix ``old`` to ``new`` + the rest, a batch
+        at a time (each batch moves its keys whole, so a crash leaves each key in one place)."""
+        if len(old) != 1 or old in CORE_PREFIXES or old in (P_RECORDS, P_EXT_INDEX):
+            raise ValueError(f"{old!r} is not an extension's old prefix")
+        while True:
+            batch = []
+            for k, v in self._db.iterator(prefix=old):
+                batch.append((k, v))
+                if len(batch) >= MIGRATE_BATCH:
+                    break
+            if not batch:
+                return
+            self.write_batch([(new + k[1:], v) for k, v in batch], [k for k, _ in batch])
+
+    def _rebuild_index(self, name: str, registry: KindRegistry) -> None:
+        """Write extension ``name``'s index from every stored entry, then mark it complete."""
+        prefix = space_prefix(P_EXT_INDEX, name)
+        self.write_batch([], list(self._keys(prefix)), sync=False)
+        puts: list[tuple[bytes, bytes]] = []
+        for value in self._db.iterator(prefix=P_ENTRY, include_key=False):
+            try:
+                e = parse_entry(value)
+            except ProtocolError:
+                continue  # damage is `ledger verify`'s to report
+            indexed = registry.index_keys(e)
+            if indexed is not None and indexed[0] == name:
+                puts.extend((prefix + k, b"") for k in indexed[1])
+            if len(puts) >= MIGRATE_BATCH:
+                self.write_batch(puts, sync=False)
+                puts = []
+        self.write_batch(puts + [(P_META + INDEX_MARK + name.encode(), b"1")])
 
     def forked_authors(self) -> set[bytes]:
         try:
@@ -337,9 +377,6 @@ class Store:
             raise _wrap_io(e, self.path) from None
 
     # -- writes -----------------------------------------------------------------------
-
-    def _write(self, batch_items: Iterable[tuple[bytes, bytes]], *, sync: bool) -> None:
-        self.write_raw(batch_items, sync=sync)
 
     def append(
         self, key: SigningKey, items: Iterable[tuple[str, Any]], *, now_ms: int, registry: KindRegistry
@@ -354,13 +391,17 @@ class Store:
         puts: list[tuple[bytes, bytes]] = []
         for kind, body in items:
             entry = next_entry(key, head, now_ms=now_ms, kind=kind, body=body)
-            check_entry(head, entry, registry)
-            puts.extend(entry_puts(entry))
+            check_entry(head, entry)
+            try:
+                registry.check(entry)  # this node signs no body its registry refuses (kinds.py, rule 3)
+            except ProtocolError as err:
+                raise ChainError(err.message, author=entry.author, seq=entry.seq, code="bad_body") from None
+            puts.extend(entry_puts(entry, registry))
             out.append(entry)
             head = Head.of(entry)
         if out:
             puts.append((P_HEAD + key.public_key, pack_head(head)))
-            self._write(puts, sync=True)
+            self.write_batch(puts, sync=True)
         return out
 
     def append_one(self, key: SigningKey, kind: str, body: Any, *, now_ms: int, registry: KindRegistry) -> Entry:
@@ -371,7 +412,7 @@ class Store:
         k = fork_key(proof.author, proof.seq)
         if self._get(k) is not None:
             return False
-        self._write([(k, proof.encode())], sync=False)
+        self.write_batch([(k, proof.encode())], sync=False)
         return True
 
     def ingest(
@@ -412,7 +453,7 @@ class Store:
         if strict and (report.errors or report.forks):
             raise IngestRefused(report)
         if puts:
-            self._write(puts, sync=False)
+            self.write_batch(puts, sync=False)
         return report
 
     def _extend(
@@ -434,13 +475,105 @@ class Store:
                         report.forks.append(ForkProof.of(stored, e))
                 continue
             try:
-                check_entry(head, e, registry)
+                check_entry(head, e)
             except ChainError as err:
                 report.errors.append(err)
                 break  # nothing after a break in the chain can link
-            puts.extend(entry_puts(e))
+            puts.extend(entry_puts(e, registry))
             report.added.append(e)
             head = Head.of(e)
         if head is not None and head.seq > top:
             puts.append((P_HEAD + author, pack_head(head)))
         return puts
+
+
+class Records:
+    """One extension's own key space: what it keeps beside the chains (its records are
+    never part of a chain). Keys are given and returned without the space's prefix."""
+
+    def __init__(self, store: Store, prefix: bytes) -> None:
+        self._store = store
+        self.prefix = prefix
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store._get(self.prefix + key)
+
+    def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix``, in key order (read at once: bound what you keep)."""
+        n = len(self.prefix)
+        return [(k[n:], v) for k, v in self._store._items(self.prefix + prefix)]
+
+    def keys(self, prefix: bytes = b"") -> Iterator[bytes]:
+        """The keys under ``prefix`` in order, read lazily (stop early to bound the work)."""
+        n = len(self.prefix)
+        return (k[n:] for k in self._store._keys(self.prefix + prefix))
+
+    def write(self, puts: Iterable[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = (), *,
+              sync: bool = False) -> None:
+        """Put and delete records in one batch (``sync``: durable when this returns)."""
+        self._store.write_batch([(self.prefix + k, v) for k, v in puts], [self.prefix + k for k in deletes],
+                                sync=sync)
+
+
+class IndexView:
+    """One extension's index space, read-only: the keys its kinds' index functions gave
+    for the stored entries (store invariant I6)."""
+
+    def __init__(self, store: Store, prefix: bytes) -> None:
+        self._store = store
+        self.prefix = prefix
+
+    def keys(self, prefix: bytes = b"") -> Iterator[bytes]:
+        n = len(self.prefix)
+        return (k[n:] for k in self._store._keys(self.prefix + prefix))
+
+    def distinct(self, width: int, prefix: bytes = b"") -> list[bytes]:
+        """The distinct first ``width`` bytes (after ``prefix``) of the keys, skipping from
+        one to the next instead of reading every key."""
+        out: list[bytes] = []
+        start = self.prefix + prefix
+        try:
+            it = self._store.db.iterator(prefix=start, include_value=False)
+            key = next(it, None)
+            while key is not None:
+                head = key[len(start):len(start) + width]
+                out.append(head)
+                it.seek(start + head + b"\xff" * 64)
+                key = next(it, None)
+            it.close()
+        except plyvel.Error as e:
+            raise _wrap_io(e, self._store.path) from None
+        return out
+
+
+class Chains:
+    """Every chain held, read-only: what an extension reads of the ledger (it writes
+    through the node's ``Ledger``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def head(self, author: bytes) -> Head | None:
+        return self._store.head(author)
+
+    def heads(self) -> dict[bytes, Head]:
+        return self._store.heads()
+
+    def get(self, author: bytes, seq: int) -> bytes | None:
+        """The envelope bytes stored at (author, seq), or None."""
+        return self._store.get(author, seq)
+
+    def entry(self, author: bytes, seq: int) -> Entry | None:
+        return self._store.entry(author, seq)
+
+    def locate(self, entry_id: bytes) -> tuple[bytes, int] | None:
+        return self._store.locate(entry_id)
+
+    def chain(self, author: bytes, *, start: int = 1, limit: int | None = None) -> Iterator[bytes]:
+        return self._store.chain(author, start=start, limit=limit)
+
+    def forked_authors(self) -> set[bytes]:
+        return self._store.forked_authors()
+
+    def fork_proofs(self, author: bytes | None = None) -> list[bytes]:
+        return self._store.fork_proofs(author)

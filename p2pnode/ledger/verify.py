@@ -1,4 +1,5 @@
-"""Full re-check of a store against its invariants (store.py, I1-I7).
+"""Full re-check of a store against its invariants (store.py, I1-I6), and against the
+checks each extension declares for its own records.
 
 ``verify_store`` reads every key once, in order, and never trusts what it reads: each
 entry is re-decoded and its signature re-verified, each chain re-linked, each head and
@@ -10,7 +11,7 @@ file) into a problem report instead of an exception.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import plyvel
 
@@ -20,11 +21,11 @@ from protocol.entry import parse_entry
 from protocol.envelope import document_id
 from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
-from protocol.kinds import UNKNOWN, KindRegistry
+from protocol.kinds import INVALID, UNKNOWN, KindRegistry
 
-from protocol.lending.contract import loan_of
-
-from p2pnode.ledger.store import P_ENTRY, P_FORK, P_HEAD, P_INDEX, P_LOAN, P_META, Store, split_seq_key, unpack_head
+from p2pnode.ledger.store import (
+    P_ENTRY, P_EXT_INDEX, P_FORK, P_HEAD, P_INDEX, P_META, Store, space_prefix, split_seq_key, unpack_head,
+)
 
 MAX_PROBLEMS = 1000
 
@@ -44,6 +45,7 @@ class VerifyReport:
     authors: int = 0
     entries: int = 0
     unknown_kinds: int = 0
+    invalid_bodies: int = 0
     fork_proofs: int = 0
     problems: list[Problem] = field(default_factory=list)
     truncated: bool = False
@@ -59,21 +61,42 @@ class VerifyReport:
             self.truncated = True
 
 
-def verify_store(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check every invariant of ``store``; never raises for damage, only reports it."""
+Check = Callable[[Store, Callable[[str, str], None]], None]
+"""An extension's check of its own records: ``check(store, problem)`` calls
+``problem(code, message)`` for each thing wrong, and raises nothing for damage."""
+
+
+def verify_store(store: Store, registry: KindRegistry, progress: Callable[[int], None] | None = None,
+                 checks: Iterable[tuple[str, Check]] = ()) -> VerifyReport:
+    """Check every invariant of ``store``, then each extension's ``checks`` (by name);
+    never raises for damage, only reports it."""
     report = VerifyReport()
     try:
         _check_meta(store, report)
-        loan_keys: set[bytes] = set()
-        last = _check_entries(store, registry, report, progress, loan_keys)
+        index_keys: dict[str, set[bytes]] = {name: set() for name in store.indexed() & registry.indexed_owners()}
+        last = _check_entries(store, registry, report, progress, index_keys)
         _check_heads(store, last, report)
         _check_index(store, report)
         _check_forks(store, report)
-        _check_loan_index(store, loan_keys, report)
-        _check_offer_book(store, report)
+        for name, wanted in sorted(index_keys.items()):
+            _check_extension_index(store, name, wanted, report)
+        for name, check in checks:
+            _run_check(store, name, check, report)
     except plyvel.Error as e:
         report.add(Problem("store_corrupt", f"the database cannot be read: {e}"))
     return report
+
+
+def _run_check(store: Store, name: str, check: Check, report: VerifyReport) -> None:
+    def problem(code: str, message: str) -> None:
+        report.add(Problem(code, f"{name}: {message}"))
+
+    try:
+        check(store, problem)
+    except plyvel.Error:
+        raise
+    except Exception as e:  # an extension's bug is reported, and the other checks still run
+        report.add(Problem("check_failed", f"{name}: its verify check failed: {type(e).__name__}: {e}"))
 
 
 def _iter(store: Store, prefix: bytes):
@@ -87,11 +110,11 @@ def _check_meta(store: Store, report: VerifyReport) -> None:
 
 def _check_entries(
     store: Store, registry: KindRegistry, report: VerifyReport, progress: Callable[[int], None] | None,
-    loan_keys: set[bytes],
+    index_keys: dict[str, set[bytes]],
 ) -> dict[bytes, Head]:
-    """I1, I2, and the entry halves of I4 and I6 (the ``L`` keys the entries call for are
-    added to ``loan_keys``); returns, for each author, the last entry of the
-    valid run from seq 1 (before any break)."""
+    """I1, I2, and the entry halves of I4 and I6 (the index keys the entries call for are
+    added to ``index_keys`` of their owner); returns, for each author, the last entry of
+    the valid run from seq 1 (before any break)."""
     last: dict[bytes, Head] = {}
     author: bytes | None = None
     prev: Head | None = None
@@ -122,7 +145,7 @@ def _check_entries(
             prev = _recheck_after_break(k_author, k_seq, value, registry, report)
             continue
         try:
-            entry = parse_next(prev, value, author=k_author, registry=registry)
+            entry = parse_next(prev, value, author=k_author)
         except ChainError as e:
             report.add(Problem(e.code, e.message, k_author, k_seq))
             broken = True
@@ -130,13 +153,13 @@ def _check_entries(
             continue
         if entry.seq != k_seq:
             report.add(Problem("misplaced", f"entry claims seq {entry.seq} but is stored at {k_seq}", k_author, k_seq))
-        if registry.get(entry.kind) is None:
-            report.unknown_kinds += 1
+        status = registry.classify(entry).status
+        report.unknown_kinds += status == UNKNOWN
+        report.invalid_bodies += status == INVALID
         _check_index_of(store, entry.id, k_author, k_seq, report)
-        if entry.kind.startswith("loan."):
-            loan = loan_of(entry.kind, entry.body)
-            if loan is not None:
-                loan_keys.add(P_LOAN + loan + key[1:])
+        indexed = registry.index_keys(entry) if index_keys else None
+        if indexed is not None and indexed[0] in index_keys:
+            index_keys[indexed[0]].update(indexed[1])
         prev = good = Head.of(entry)
     if author is not None and good is not None:
         last[author] = good
@@ -224,48 +247,15 @@ def _check_forks(store: Store, report: VerifyReport) -> None:
             report.add(Problem("bad_fork_proof", "fork proof stored under another author or seq", author, seq))
 
 
-def _check_loan_index(store: Store, wanted: set[bytes], report: VerifyReport) -> None:
-    """I6: the ``L`` keys are exactly those the stored loan entries call for."""
+def _check_extension_index(store: Store, name: str, wanted: set[bytes], report: VerifyReport) -> None:
+    """I6: extension ``name``'s index space holds exactly the keys the entries call for."""
+    prefix = space_prefix(P_EXT_INDEX, name)
     found = set()
-    for key, _ in _iter(store, P_LOAN):
-        found.add(key)
-        if key not in wanted:
-            author, seq = (key[33:65], int.from_bytes(key[65:73], "big")) if len(key) == 73 else (None, None)
-            report.add(Problem("bad_loan_index", f"loan index record {key[1:9].hex()} names no such loan entry",
-                               author, seq))
-    for key in sorted(wanted - found):
-        report.add(Problem("bad_loan_index", f"the loan entry has no loan index record for {key[1:9].hex()}",
-                           key[33:65], int.from_bytes(key[65:73], "big")))
-
-
-def _check_offer_book(store: Store, report: VerifyReport) -> None:
-    """I7: every ``O`` value is a valid offer stored under its own id, every ``C`` value a
-    valid cancellation stored under the id of the offer it cancels, and the ``X`` index
-    holds exactly one key for each id that has an ``O`` or ``C`` record, and no other."""
-    from protocol.envelope import open_envelope
-    from protocol.lending.offer import cancel_of, offer_of
-
-    from p2pnode.ledger.store import P_CANCEL, P_EXPIRY, P_OFFER
-
-    held: set[bytes] = set()
-    for prefix, what in ((P_OFFER, "offer"), (P_CANCEL, "cancellation")):
-        for key, value in _iter(store, prefix):
-            held.add(key[1:])
-            try:
-                env = open_envelope(value)
-                ok = offer_of(env).id == key[1:] if prefix == P_OFFER else cancel_of(env)["offer"] == key[1:]
-            except ProtocolError as e:
-                report.add(Problem("bad_offer_book", f"stored {what} {key[1:9].hex()} is invalid: {e.message}"))
-                continue
-            if not ok:
-                report.add(Problem("bad_offer_book", f"stored {what} {key[1:9].hex()} is under another id"))
-    indexed: dict[bytes, int] = {}
-    for key, _ in _iter(store, P_EXPIRY):
-        offer_id = key[9:]
-        indexed[offer_id] = indexed.get(offer_id, 0) + 1
-        if len(key) != 41 or offer_id not in held:
-            report.add(Problem("bad_offer_book", f"expiry index key {key[9:17].hex()} names no offer or cancellation"))
-    for offer_id in held:
-        n = indexed.get(offer_id, 0)
-        if n != 1:
-            report.add(Problem("bad_offer_book", f"offer {offer_id[:8].hex()} has {n} expiry index keys, not 1"))
+    for key, _ in _iter(store, prefix):
+        k = key[len(prefix):]
+        found.add(k)
+        if k not in wanted:
+            report.add(Problem("bad_ext_index", f"{name}: index key {k[:12].hex()}... names no stored entry of its kinds"))
+    missing = wanted - found
+    for k in sorted(missing)[:MAX_PROBLEMS]:
+        report.add(Problem("bad_ext_index", f"{name}: the index lacks key {k[:12].hex()}... that a stored entry calls for"))

@@ -1,1 +1,48 @@
-"""Lending on the running node: the offer book, countersigning and loans."""
+"""Lending, the first extension: offers and requests in a gossiped book, contracts
+countersigned over ``/p2plend/agree/1.0.0``, receipts, notices and transfers in both
+parties' chains, and loan state computed from them.
+
+It is declared here and found through the ``p2pnode.extensions`` entry point like any
+third-party extension (pyproject.toml); the core knows it by nothing else. Its rules are in
+``protocol/lending/``, its commands in ``cli/lending/``. This module imports no trio and
+no libp2p (extension contract, rule 1).
+"""
+
+from __future__ import annotations
+
+from protocol import wire
+from protocol.lending import agree
+from protocol.lending.contract import LOAN_KINDS
+from protocol.lending.offer import TOPIC_OFFERS, check_gossip
+from protocol.envelope import MAX_ENVELOPE_SIZE
+
+from p2pnode.extension import Codec, Extension, StreamProtocol, Topic
+from p2pnode.lending.methods import METHODS
+from p2pnode.lending.settings import SETTINGS
+
+MAX_INBOUND_AGREE = 32  # proposals one peer may have in flight: each is one short stream
+
+
+def _agree_payload(msg: agree.AgreeMessage) -> bytes:
+    """An agree message's frame payload (``agree.encode`` gives the whole frame)."""
+    return agree.encode(msg)[wire.FRAME_HEADER:]
+
+
+EXTENSION = Extension(
+    name="lending",
+    version="1",
+    description="offers, countersigned loans, receipts and loan state",
+    kinds=LOAN_KINDS,
+    reacts=tuple(k.name for k in LOAN_KINDS),
+    topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE),),
+    streams=(StreamProtocol(agree.AGREE_PROTOCOL, Codec(_agree_payload, agree.decode), "serve_agree",
+                            max_per_peer=MAX_INBOUND_AGREE, max_frame=agree.MAX_AGREE_FRAME),),
+    methods=METHODS,
+    tasks=("book_upkeep", "proposal_retries"),
+    settings=SETTINGS,
+    section="loans",
+    service="p2pnode.lending.service:Lending",
+    cli="cli.lending:COMMANDS",
+    verify="p2pnode.lending.verify:check_book",
+    legacy_prefixes=((b"L", "index"), (b"P", "records"), (b"O", "records"), (b"X", "records"), (b"C", "records")),
+)

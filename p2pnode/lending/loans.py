@@ -17,10 +17,9 @@ Promises:
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Mapping
 
 import trio
 
@@ -37,20 +36,21 @@ from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.lending.money import MoneyError, format_amount, parse_amount
 from protocol.lending.offer import is_live
 
+from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
-from p2pnode.lending.loanview import LoanRecord, loan_json, read_loan, role_of, utc_date
-from p2pnode.ledger.store import P_PROPOSAL
-from p2pnode.net.sync import PeerMisbehaved
+from p2pnode.lending.loanview import LoanRecord, loan_ids, loan_json, read_loan, role_of
+from p2pnode.lending.offers import OfferBook
+from p2pnode.net.streams import FramedStream
+from p2pnode.net.sync import PeerGone, PeerMisbehaved
 
-log = logging.getLogger("p2pnode.loans")
+log = logging.getLogger(__name__)
 
-PROPOSAL_TTL_S = 600  # default life of a proposal: the acceptor must answer within it
-MAX_PROPOSAL_TTL_S = 7 * 24 * 3600
+P_PROPOSAL = b"P"  # + loan(32): this node's record of a proposal, in lending's record space
+
 RETRY_INTERVAL = 2.0  # seconds between passes over proposals waiting for an answer
 HELD_RETRY = 10.0  # seconds between asking again about a proposal held for review
 ANSWER_TIMEOUT = 15.0  # seconds for the acceptor's answer (it may sync our chain first)
 HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
-HEAD_POLL = 0.005  # seconds between looks at the store while waiting for that head
 SEND_RETRIES = (0.05, 0.2, 0.5)  # pauses between quick resends of a proposal the acceptor did not get
 
 
@@ -94,35 +94,37 @@ class Proposal:
         }
 
 
-class LoanService:
-    """The loan half of a ``Node``; built by the node, run in its nursery."""
+class Loans:
+    """Loans on a node running lending: countersigning, receipts, notices, transfers.
+    ``settings`` are lending's (``review``, ``auto_confirm``, ``max_rate_bp``)."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.me = node.key.public_key
+    def __init__(self, ctx: Context, book: OfferBook, settings: Mapping[str, Any]) -> None:
+        self.ctx = ctx
+        self.book = book
+        self.settings = settings
+        self.me = ctx.me
+        self.records = ctx.records
         self._open: set[bytes] = set()  # proposals not yet final, either role
         self._in_flight: set[bytes] = set()
         self._asked: dict[bytes, float] = {}  # loan -> when a held proposal was last asked about
         self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
         self._taken: set[bytes] = set()  # offers taken whose cancellation may still be under way
 
-    @property
-    def store(self) -> Any:
-        return self.node.store
-
     def now_ms(self) -> int:
-        from p2pnode.home import now_ms
-
-        return now_ms()
+        return self.ctx.clock.now_ms()
 
     def today(self) -> date:
-        return utc_date(self.now_ms())
+        return self.ctx.clock.today()
+
+    def read(self, loan: bytes) -> LoanRecord:
+        """Everything the chains held here say about ``loan``."""
+        return read_loan(self.ctx.chains, self.ctx.index, loan)
 
     # -- records -------------------------------------------------------------------------
 
     def load(self) -> None:
         """Find the proposals a previous run left open (bounded by what is stored)."""
-        for k, v in self.store.scan_raw(P_PROPOSAL):
+        for k, v in self.records.items(P_PROPOSAL):
             try:
                 p = Proposal.decode(k[1:], v)
             except Exception:
@@ -132,7 +134,7 @@ class LoanService:
                 self._open.add(p.loan)
 
     def get(self, loan: bytes) -> Proposal | None:
-        v = self.store.get_raw(P_PROPOSAL + loan)
+        v = self.records.get(P_PROPOSAL + loan)
         return None if v is None else Proposal.decode(loan, v)
 
     def _save(self, p: Proposal, event: str) -> Proposal:
@@ -140,7 +142,7 @@ class LoanService:
         old = self.get(p.loan)
         p.state = agree.step(old.state if old else None, event)
         p.updated = self.now_ms()
-        self.store.write_raw([(P_PROPOSAL + p.loan, p.encode())], sync=True)
+        self.records.write([(P_PROPOSAL + p.loan, p.encode())], sync=True)
         if p.state in FINAL:
             self._open.discard(p.loan)
         else:
@@ -149,27 +151,23 @@ class LoanService:
         return p
 
     async def _append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None) -> Any:
-        """Append one entry to our chain and gossip it; with ``once = (loan, document id)``,
-        only if our chain does not record that document yet (checked under the write
-        lock, so two paths learning of one document at once record it once). The entry,
-        or None if it was recorded already."""
-        async with self.node._write_lock:
-            if once is not None and once[1] in read_loan(self.store, once[0]).recorded_by(self.me):
-                return None
-            entry = self.store.append_one(self.node.key, kind, body, now_ms=self.now_ms(), registry=self.node.registry)
-        self.node.announce([entry])
-        return entry
+        """Append one entry to our chain (the writer gossips it); with ``once = (loan,
+        document id)``, only if our chain does not record that document yet (checked under
+        the write lock, so two paths learning of one document at once record it once). The
+        entry, or None if it was recorded already."""
+        unless = None if once is None else (lambda: once[1] in self.read(once[0]).recorded_by(self.me))
+        return await self.ctx.writer.append_one(kind, body, unless=unless)
 
     async def _record_agreement(self, agreement: bytes) -> None:
         """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one."""
         env = open_agreement(agreement)
         if await self._append("loan.agreement", {"contract": agreement}, once=(env.id, env.id)) is not None:
-            self.node.count("loans.agreed")
+            self.ctx.count("loans.agreed")
 
     # -- proposing -------------------------------------------------------------------------
 
     async def propose(self, offer_ref: str, amount: str | None, start: str | None, ttl_s: int) -> dict:
-        offer = self.node.offers.find(offer_ref)
+        offer = self.book.find(offer_ref)
         if offer.author == self.me:
             raise ApiError("that offer is your own: another node takes it", code="own_offer")
         now = self.now_ms()
@@ -192,7 +190,7 @@ class LoanService:
         except ProtocolError as e:
             raise ApiError(e.message, code=e.code) from None
         other = offer.author
-        mine, theirs = self.store.head(self.me), self.store.head(other)
+        mine, theirs = self.ctx.chains.head(self.me), self.ctx.chains.head(other)
         if theirs is None:
             raise ApiError(f"this node holds no chain of {peer_id(other)} yet: connect to it and let sync run",
                            code="no_chain")
@@ -202,13 +200,13 @@ class LoanService:
         try:
             doc = contract_from(offer.id, terms, taker=self.me, principal=principal, start=start_day,
                                 lender_head=heads[0], borrower_head=heads[1], created=now, expires=now + ttl_s * 1000)
-            env = propose(self.node.key, doc)
+            env = propose(self.ctx.key, doc)
         except ProtocolError as e:
             raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
         p = self._save(Proposal(env.id, "out", "", env.raw), "propose")
         for delay in SEND_RETRIES:  # a dropped stream is retried at once; a lost peer by retry_loop
             await self._send_proposal(p)
-            if self.get(p.loan).state != PROPOSED or other not in self.node.connected:
+            if self.get(p.loan).state != PROPOSED or not self.ctx.peers.is_connected(other):
                 break
             await trio.sleep(delay)
         return self.get(p.loan).json()
@@ -240,14 +238,14 @@ class LoanService:
             seq = doc["lender_head" if doc["lender"] == pk else "borrower_head"][0]
         except Exception:
             return False  # decide() refuses it with the reason
-        head = self.store.head(pk)
+        head = self.ctx.chains.head(pk)
         return head is None or head.seq < seq
 
     def _tail(self, doc: dict) -> tuple[bytes, ...]:
         """Our last entries up to the head the proposal commits for us."""
         seq = doc["lender_head" if self.me == doc["lender"] else "borrower_head"][0]
         first = max(1, seq - agree.MAX_PROPOSAL_ENTRIES + 1)
-        return tuple(self.store.chain(self.me, start=first, limit=seq - first + 1))
+        return tuple(self.ctx.chains.chain(self.me, start=first, limit=seq - first + 1))
 
     async def _on_answer(self, loan: bytes, answer: Any) -> None:
         p = self.get(loan)
@@ -286,46 +284,43 @@ class LoanService:
                     continue
                 if p.role != "out":
                     continue
-                if p.state == HELD and time.monotonic() - self._asked.get(loan, 0) < HELD_RETRY:
+                now_s = self.ctx.clock.monotonic()
+                if p.state == HELD and now_s - self._asked.get(loan, -HELD_RETRY) < HELD_RETRY:
                     continue
-                self._asked[loan] = time.monotonic()
-                self.node._nursery.start_soon(self._send_proposal, p)
+                self._asked[loan] = now_s
+                self.ctx.spawn(self._send_proposal, p)
 
     # -- the agree stream --------------------------------------------------------------------
 
     async def _ask(self, pk: bytes, msg: Any) -> Any:
         """Send one request to ``pk`` on the agree protocol; its answer."""
-        from p2pnode.net.sync import PeerGone
-
-        if pk not in self.node.connected:
+        if not self.ctx.peers.is_connected(pk):
             raise _Unreachable(f"{peer_id(pk)} is not connected")
-        stream = await self.node._open(pk, agree.AGREE_PROTOCOL)
+        stream = await self.ctx.open_stream(pk, agree.AGREE_PROTOCOL)
+        stream.timeout = ANSWER_TIMEOUT
         try:
             with trio.fail_after(ANSWER_TIMEOUT):
-                await stream.write(agree.encode(msg))
-                return await _read_message(stream)
+                await stream.send(msg)
+                return await stream.recv()
         except PeerGone as e:
             raise _Unreachable(str(e)) from None
         finally:
-            from p2pnode.node import _close
+            await stream.close()
 
-            await _close(stream)
-
-    async def serve(self, stream: Any, pk: bytes | None) -> None:
+    async def serve(self, stream: FramedStream, pk: bytes) -> None:
         """Answer one request on an inbound agree stream."""
-        msg = await _read_message(stream)
-        if pk is None:
-            return
+        stream.timeout = ANSWER_TIMEOUT
+        msg = await stream.recv()
         try:
             answer = await self._answer(msg, pk)
         except ProtocolError as e:  # a push or request whose document breaks the rules
             raise PeerMisbehaved(e.message, e.code) from None
-        await stream.write(agree.encode(answer))
+        await stream.send(answer)
 
     async def _answer(self, msg: Any, pk: bytes) -> Any:
         if isinstance(msg, agree.Propose):
             if msg.entries and self._behind(msg.contract, pk):
-                await self.node.ingest(list(msg.entries), pk, via="agree")  # only the sender's own chain
+                await self.ctx.writer.ingest(list(msg.entries), pk, via="agree")  # only the sender's own chain
             answer = await self.decide(msg.contract, pk)
         elif isinstance(msg, agree.Countersigned):
             answer = await self._pushed_agreement(msg.contract)
@@ -358,9 +353,9 @@ class LoanService:
             p = Proposal(loan, "in", "", env.raw, code or "", reason or "")
             if code is not None:
                 self._save(p, "refuse")
-                self.node.count("loans.refused")
+                self.ctx.count("loans.refused")
                 return _answer_of(p)
-            if self.node.settings.review:
+            if self.settings["review"]:
                 self._save(p, "receive")
                 return agree.Held(loan)
             return await self._countersign(p, "countersign")
@@ -368,13 +363,13 @@ class LoanService:
     def _check(self, doc: dict) -> tuple[str | None, str | None]:
         """(refusal code, reason) for a proposal addressed to us, or (None, None): the rule
         is ``protocol.agree.refusal``; this gathers what it asks about."""
-        offer = self.node.offers.get(doc["offer"])
+        offer = self.book.get(doc["offer"])
         if offer is not None and offer.author != self.me:
             offer = None
         mine, theirs = agree.committed_heads(doc, self.me)
-        why = agree.refusal(doc, now_ms=self.now_ms(), proposer_forked=doc["proposer"] in self.store.forked_authors(),
+        why = agree.refusal(doc, now_ms=self.now_ms(), proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(),
                             offer=offer, offer_live=offer is not None and self._live(offer),
-                            max_rate_bp=self.node.settings.max_rate_bp, own_head_held=self._holds(self.me, mine),
+                            max_rate_bp=self.settings["max_rate_bp"], own_head_held=self._holds(self.me, mine),
                             proposer_head_held=self._holds(doc["proposer"], theirs))
         return why if why is not None else (None, None)
 
@@ -384,7 +379,7 @@ class LoanService:
         return is_live(offer, self.now_ms()) and offer.id not in self._taken
 
     def _holds(self, author: bytes, head: list) -> bool:
-        data = self.store.get(author, head[0])
+        data = self.ctx.chains.get(author, head[0])
         if data is None:
             return False
         from protocol.entry import parse_entry
@@ -392,18 +387,16 @@ class LoanService:
         return parse_entry(data).id == head[1]
 
     async def _synced_to(self, author: bytes, head: list) -> bool:
-        """Whether our copy of ``author``'s chain reaches ``head``, pulling it first if not."""
-        have = self.store.head(author)
+        """Whether our copy of ``author``'s chain reaches ``head``, pulling it first if not
+        (woken by the write that brings it, not by polling)."""
+        have = self.ctx.chains.head(author)
         if have is None or have.seq < head[0]:
-            if author in self.node.connected:
-                self.node.request_sync(author)
-            with trio.move_on_after(HEAD_SYNC_WAIT):
-                while (h := self.store.head(author)) is None or h.seq < head[0]:
-                    await trio.sleep(HEAD_POLL)
+            self.ctx.peers.request_sync(author)
+            await self.ctx.writer.wait_head(author, head[0], HEAD_SYNC_WAIT)
         return self._holds(author, head)
 
     async def _countersign(self, p: Proposal, event: str) -> Any:
-        env = countersign(open_envelope(p.contract), self.node.key)
+        env = countersign(open_envelope(p.contract), self.ctx.key)
         agreement = env.raw
         await self._record_agreement(agreement)  # first: our chain says so before anyone hears
         now = self.get(p.loan)
@@ -413,13 +406,13 @@ class LoanService:
         # Cancelling the taken offer (sign, store, gossip) need not delay the answer; the
         # decision lock already keeps a second taker out, since the offer is checked live.
         self._taken.add(env.document["offer"])
-        self.node._nursery.start_soon(self._consume_offer, env.document["offer"])
+        self.ctx.spawn(self._consume_offer, env.document["offer"])
         return agree.Accepted(agreement)
 
     async def _consume_offer(self, offer_id: bytes) -> None:
         """An offer or request is taken once: cancel it in every book."""
         try:
-            await self.node.call("offer.cancel", {"id": offer_id.hex()})
+            await self.book.cancel_own(offer_id)
         except Exception as e:  # already cancelled or expired: nothing more to do
             log.debug("cancel of taken offer %s: %s", offer_id.hex()[:16], e)
 
@@ -470,13 +463,13 @@ class LoanService:
             if p.document["expires"] < self.now_ms():
                 self._save(p, "expire")
                 raise ApiError("the proposal has expired; nothing was signed", code="expired")
-            offer = self.node.offers.get(p.document["offer"])
+            offer = self.book.get(p.document["offer"])
             if offer is None or not self._live(offer):
                 p.code, p.reason = "offer_expired", "the offer was cancelled, taken or expired before review"
                 self._save(p, "refuse")
                 raise ApiError(p.reason, code="offer_expired")
             await self._countersign(p, "countersign")
-        self.node._nursery.start_soon(self._push, p.loan, agree.Countersigned(p.contract))
+        self.ctx.spawn(self._push, p.loan, agree.Countersigned(p.contract))
         return self.get(p.loan).json()
 
     async def reject(self, ref: str, reason: str) -> dict:
@@ -484,7 +477,7 @@ class LoanService:
             p = self._find_pending(ref)
             p.code, p.reason = "rejected", reason
             self._save(p, "refuse")
-        self.node._nursery.start_soon(self._push, p.loan, agree.Refused(p.loan, "rejected", reason))
+        self.ctx.spawn(self._push, p.loan, agree.Refused(p.loan, "rejected", reason))
         return self.get(p.loan).json()
 
     async def _push(self, loan: bytes, msg: Any) -> None:
@@ -522,14 +515,14 @@ class LoanService:
                 await self._record_document(env.document["loan"], env.id, "loan.receipt", {"receipt": env.raw})
         elif e.kind == "loan.transfer":
             env = open_transfer(e.body["transfer"])
-            rec = read_loan(self.store, env.document["loan"])
+            rec = self.read(env.document["loan"])
             parties = {env.document["from"], env.document["to"]}
             if rec.contract is not None:
                 parties.add(rec.contract["borrower"])
             if self.me in parties:
                 await self._record_document(env.document["loan"], env.id, "loan.transfer", {"transfer": env.raw})
-        elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.node.settings.auto_confirm:
-            rec = read_loan(self.store, e.body["loan"])
+        elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.settings["auto_confirm"]:
+            rec = self.read(e.body["loan"])
             if rec.contract is not None and rec.contract["borrower"] == self.me and not rec.receipts:
                 await self.confirm(e.body["loan"].hex(), None)
 
@@ -541,7 +534,7 @@ class LoanService:
         doc_id, loan = embedded_id(kind, body), loan_of(kind, body)
         if doc_id is None or loan is None:
             return  # not a two-party document, or unreadable: the kind's own rules decide
-        if doc_id in read_loan(self.store, loan).recorded_by(self.me):
+        if doc_id in self.read(loan).recorded_by(self.me):
             raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
 
     async def _record_document(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
@@ -552,8 +545,8 @@ class LoanService:
     def find_loan(self, ref: Any) -> LoanRecord:
         """The agreed loan an id or unique id prefix (8 hex digits or more) names."""
         ref = id_prefix(ref, '"loan"')
-        loans = [bytes.fromhex(ref)] if len(ref) == 64 else [x for x in self.store.loans() if x.hex().startswith(ref)]
-        records = [r for r in (read_loan(self.store, x) for x in loans) if r.contract is not None]
+        loans = [bytes.fromhex(ref)] if len(ref) == 64 else [x for x in loan_ids(self.ctx.index) if x.hex().startswith(ref)]
+        records = [r for r in (self.read(x) for x in loans) if r.contract is not None]
         return unique(records, ref, "agreed loan", "unknown_loan")
 
     def _day(self, value: Any) -> date:
@@ -620,11 +613,11 @@ class LoanService:
 
     async def _receipt(self, rec: LoanRecord, what: str, amount: int, d: date, *, payer: bytes) -> dict:
         async with self._decide_lock:  # receipt numbers are handed out one at a time
-            rec = read_loan(self.store, rec.loan)
+            rec = self.read(rec.loan)
             n = rec.next_receipt_number(self.today())
-            env = make_receipt(self.node.key, loan=rec.loan, n=n, what=what, amount=amount, day=d, payer=payer)
+            env = make_receipt(self.ctx.key, loan=rec.loan, n=n, what=what, amount=amount, day=d, payer=payer)
             e = await self._append("loan.receipt", {"receipt": env.raw})
-        self.node.count("loans.receipts")
+        self.ctx.count("loans.receipts")
         return {"loan": rec.loan.hex(), "receipt": env.id.hex(), "n": n, "what": what, "amount": amount,
                 "amount_text": _money(rec, amount), "date": d.isoformat(), "seq": e.seq}
 
@@ -671,7 +664,7 @@ class LoanService:
         self._need(new not in (self.me, rec.contract["borrower"]), "the new lender must be a third party", "bad_peer")
         doc = {"type": "transfer", "loan": rec.loan, "from": self.me, "to": new, "after": len(st.counted),
                "date": self.today().isoformat()}
-        offer_env = seal(doc, self.node.key)
+        offer_env = seal(doc, self.ctx.key)
         try:
             answer = await self._ask(new, agree.Transfer(offer_env.raw))
         except (_Unreachable, PeerMisbehaved, trio.TooSlowError, OSError) as e:
@@ -694,19 +687,20 @@ class LoanService:
         doc = env.document
         if doc["to"] != self.me or doc["from"] != sender:
             return agree.Refused(doc["loan"], "not_party", "this transfer is not from the sender to this node")
-        rec = read_loan(self.store, doc["loan"])
+        rec = self.read(doc["loan"])
         if rec.contract is None:
-            if sender in self.node.connected:
-                self.node.request_sync(sender)
+            self.ctx.peers.request_sync(sender)
             with trio.move_on_after(HEAD_SYNC_WAIT):
-                while (rec := read_loan(self.store, doc["loan"])).contract is None:
+                for _ in range(int(HEAD_SYNC_WAIT / 0.1) + 1):  # a sync brings the agreement, or time runs out
+                    if (rec := self.read(doc["loan"])).contract is not None:
+                        break
                     await trio.sleep(0.1)
         if rec.contract is None:
             return agree.Refused(doc["loan"], "unknown_loan", "this node holds no agreement for that loan")
         st = rec.state(self.today())
         if st.holder != sender:
             return agree.Refused(doc["loan"], "not_holder", "the sender does not hold the claim")
-        full = countersign(env, self.node.key)
+        full = countersign(env, self.ctx.key)
         await self._record_document(rec.loan, full.id, "loan.transfer", {"transfer": full.raw})
         return agree.Accepted(full.raw, "transfer")
 
@@ -727,8 +721,8 @@ class LoanService:
     def list(self, role: Any, state: Any, at: Any) -> dict:
         today = self._at(at)
         out = []
-        for loan in self.store.loans():
-            rec = read_loan(self.store, loan)
+        for loan in loan_ids(self.ctx.index):
+            rec = self.read(loan)
             if rec.contract is None:
                 continue
             try:
@@ -752,7 +746,7 @@ class LoanService:
                 "outstanding_text": format_amount(st.outstanding_principal, c["currency"]),
                 "start": c["start"], "term": c["term"],
             })
-        for k, v in self.store.scan_raw(P_PROPOSAL):  # proposals never agreed, so the owner sees them too
+        for k, v in self.records.items(P_PROPOSAL):  # proposals never agreed, so the owner sees them too
             try:
                 p = Proposal.decode(k[1:], v)
             except Exception:
@@ -774,71 +768,10 @@ class LoanService:
     def proposal(self, ref: Any) -> dict:
         if not isinstance(ref, str) or len(ref) < 8:
             raise bad_params('"loan" must be a proposal id, or at least its first 8 hex digits')
-        found = [k[1:] for k, _ in self.store.scan_raw(P_PROPOSAL) if k[1:].hex().startswith(ref.lower())]
+        found = [k[1:] for k in self.records.keys(P_PROPOSAL) if k[1:].hex().startswith(ref.lower())]
         if len(found) != 1:
             raise ApiError(f"no single proposal {ref} here", code="unknown_proposal")
         return self.get(found[0]).json()
-
-    # -- control methods -------------------------------------------------------------------------
-
-    def methods(self) -> dict:
-        def known(params: dict, names: set[str]) -> None:
-            extra = set(params) - names
-            if extra:
-                raise bad_params(f"unknown params {sorted(extra)}; known: {sorted(names)}")
-
-        async def m_propose(p: dict) -> dict:
-            known(p, {"offer", "amount", "start", "ttl_s"})
-            ttl = p.get("ttl_s", PROPOSAL_TTL_S)
-            if not isinstance(ttl, int) or not 1 <= ttl <= MAX_PROPOSAL_TTL_S:
-                raise bad_params(f'"ttl_s" is 1 to {MAX_PROPOSAL_TTL_S} seconds')
-            if not isinstance(p.get("offer"), str):
-                raise bad_params('"offer" is an offer or request id (or its first 8+ hex digits)')
-            return await self.propose(p["offer"], p.get("amount"), p.get("start"), ttl)
-
-        def simple(fn: Any, *names: str) -> Any:
-            async def method(p: dict) -> dict:
-                known(p, set(names))
-                result = fn(*(p.get(n) for n in names))
-                return await result if hasattr(result, "__await__") else result
-
-            return method
-
-        async def m_pending(p: dict) -> dict:
-            known(p, set())
-            return self.pending()
-
-        async def m_accept(p: dict) -> dict:
-            known(p, {"loan"})
-            if not isinstance(p.get("loan"), str):
-                raise bad_params('"loan" is the proposal id (or its first 8+ hex digits)')
-            return await self.accept(p["loan"])
-
-        async def m_reject(p: dict) -> dict:
-            known(p, {"loan", "reason"})
-            reason = p.get("reason") or "rejected by the owner"
-            if not isinstance(p.get("loan"), str) or not isinstance(reason, str):
-                raise bad_params('"loan" is the proposal id; "reason" is text')
-            return await self.reject(p["loan"], reason[: agree.MAX_REASON])
-
-        return {
-            "loan.propose": m_propose,
-            "loan.pending": m_pending,
-            "loan.accept": m_accept,
-            "loan.reject": m_reject,
-            "loan.proposal": simple(self.proposal, "loan"),
-            "loan.disburse": simple(self.disburse, "loan", "date"),
-            "loan.confirm": simple(self.confirm, "loan", "date"),
-            "loan.repay": simple(self.repay, "loan", "amount", "date"),
-            "loan.receipt": simple(self.receipt, "loan", "amount", "date"),
-            "loan.default": simple(self.default, "loan"),
-            "loan.writeoff": simple(self.writeoff, "loan"),
-            "loan.dispute": simple(self.dispute, "loan", "reason"),
-            "loan.transfer": simple(self.transfer, "loan", "to"),
-            "loan.show": simple(self.show, "loan", "at"),
-            "loan.list": simple(self.list, "role", "state", "at"),
-        }
-
 
 class _Unreachable(Exception):
     """The counterparty is not connected, or left mid-exchange."""
@@ -862,10 +795,3 @@ def _money(rec: LoanRecord, minor: int) -> str:
 def _declared_day(rec: LoanRecord, what: str) -> date | None:
     days = [d["date"] for d in rec.declared if d["what"] == what]
     return parse_date(max(days)) if days else None
-
-
-async def _read_message(stream: Any) -> Any:
-    """One agree frame from ``stream``; ``PeerMisbehaved`` if it breaks the rules."""
-    from p2pnode.net.sync import recv
-
-    return await recv(stream, timeout=ANSWER_TIMEOUT, decode=agree.decode, max_frame=agree.MAX_AGREE_FRAME)

@@ -8,19 +8,15 @@ computes the same state for the same loan and date. No trio, no libp2p.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Any
 
-from protocol.lending.contract import embedded_id, open_agreement, open_receipt, open_transfer, parse_date
 from protocol.entry import Entry
 from protocol.errors import ProtocolError
+from protocol.lending.contract import LOAN_INDEX, embedded_id, open_agreement, open_receipt, open_transfer, parse_date
 
-from p2pnode.ledger.store import Store
-
-
-def utc_date(ms: int) -> date:
-    """The UTC calendar day of a time in milliseconds since the epoch."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date()
+from p2pnode.clock import utc_date
+from p2pnode.ledger.store import Chains, IndexView
 
 
 @dataclass
@@ -63,10 +59,25 @@ class LoanRecord:
         return len(self.state(today).counted) + 1
 
 
-def read_loan(store: Store, loan: bytes) -> LoanRecord:
+def loan_entries(chains: Chains, index: IndexView, loan: bytes) -> list[Entry]:
+    """Every stored entry (of any author) that names ``loan``, by author then seq."""
+    out = []
+    for k in index.keys(LOAN_INDEX + loan):
+        e = chains.entry(k[33:65], int.from_bytes(k[65:73], "big"))
+        if e is not None:
+            out.append(e)
+    return out
+
+
+def loan_ids(index: IndexView) -> list[bytes]:
+    """The ids of every loan some stored entry names."""
+    return index.distinct(32, LOAN_INDEX)
+
+
+def read_loan(chains: Chains, index: IndexView, loan: bytes) -> LoanRecord:
     """Everything the store holds about ``loan`` (an empty record if nothing)."""
     rec = LoanRecord(loan)
-    for e in store.loan_entries(loan):
+    for e in loan_entries(chains, index, loan):
         rec.entries.append(e)
         try:
             _take(rec, e)
@@ -117,6 +128,9 @@ def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
     view = st.to_json()
     cur = c["currency"]
     role = role_of(c, st.holder, me)
+    # peers appear as peer IDs everywhere in the node's answers (loanstate gives keys in hex)
+    view["holder"] = peer_id(st.holder)
+    view["disputes"] = [dict(d, by=peer_id(bytes.fromhex(d["by"]))) for d in view["disputes"]]
     view.update({
         "loan": rec.loan.hex(),
         "as_of": today.isoformat(),

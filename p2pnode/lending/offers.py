@@ -1,7 +1,7 @@
 """The offer book on the running node: offers and requests received by gossip or made
 here, kept until they expire or are cancelled, and the ``offer.*`` control methods.
 
-Store keys (docs/architecture.md, "Store"):
+Keys in lending's record space (``Context.records``; docs/architecture.md, "Store"):
 
     b"O" + id(32)                  -> offer envelope bytes
     b"C" + offer id(32)            -> cancellation envelope bytes (kept even if the offer
@@ -37,20 +37,21 @@ from typing import Any
 
 import trio
 
-from protocol import wire
 from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 from protocol.lending.money import MoneyError, parse_amount, parse_rate
 from protocol.lending.offer import (
-    MAX_OFFER_MS, SIDES, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
-    parse_book_message,
+    MAX_OFFER_MS, SIDES, TOPIC_OFFERS, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json,
+    offer_of, parse_book_message,
 )
 
+from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
-from p2pnode.ledger.store import P_CANCEL, P_EXPIRY, P_OFFER
 
-log = logging.getLogger("p2pnode.offers")
+log = logging.getLogger(__name__)
+
+P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 
 MAX_BOOK = 10_000
 MAX_PER_AUTHOR = 100
@@ -61,7 +62,6 @@ MAX_SKEW_MS = 24 * 3600 * 1000
 PURGE_BATCH = 1000
 REPUBLISH_S = 30.0
 JOIN_DELAY_S = 1.0  # after a peer connects, so that the gossip mesh includes it
-DEFAULT_EXPIRY_S = 7 * 24 * 3600
 _U64 = struct.Struct(">Q")
 
 
@@ -73,11 +73,12 @@ def _until(xkey: bytes) -> int:
     return _U64.unpack_from(xkey, 1)[0]
 
 
-class OfferService:
-    """The offer book of a ``Node``."""
+class OfferBook:
+    """The offer book of a node running lending."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.records = ctx.records
         self._soon = False
         self._loaded = False
         # the store's records, read (and verified) once per run, then kept in step with it
@@ -85,29 +86,25 @@ class OfferService:
         self._cancels: dict[bytes, bytes] = {}  # offer id -> the cancellation's author
         self._xkeys: dict[bytes, bytes] = {}  # offer id -> its X key
 
-    @property
-    def store(self) -> Any:
-        return self.node.store
-
     def now_ms(self) -> int:
-        return self.node.loans.now_ms()
+        return self.ctx.clock.now_ms()
 
     # -- the book ----------------------------------------------------------------------
 
     def _load(self) -> None:
         if self._loaded:
             return
-        for k, v in self.store.scan_raw(P_OFFER):
+        for k, v in self.records.items(P_OFFER):
             try:
                 self._book[k[1:]] = offer_of(open_envelope(v))
             except ProtocolError as e:  # a damaged record is left out, and said so
                 log.warning("stored offer %s unreadable: %s", k[1:].hex()[:16], e.message)
-        for k, v in self.store.scan_raw(P_CANCEL):
+        for k, v in self.records.items(P_CANCEL):
             try:
                 self._cancels[k[1:]] = cancel_of(open_envelope(v))["author"]
             except ProtocolError as e:
                 log.warning("stored cancellation %s unreadable: %s", k[1:].hex()[:16], e.message)
-        for k in self.store.keys_raw(P_EXPIRY):
+        for k in self.records.keys(P_EXPIRY):
             self._xkeys[k[9:]] = k
         self._loaded = True
         # records written without an X key (by a version before it) get one, so they go too
@@ -191,8 +188,8 @@ class OfferService:
         if old is not None:
             until = max(until, _until(old))
         key = _xkey(until, offer_id)
-        self.store.write_raw([*puts, (key, b"")], [*deletes, *([old] if old not in (None, key) else [])],
-                             sync=False)
+        self.records.write([*puts, (key, b"")], [*deletes, *([old] if old not in (None, key) else [])],
+                           sync=False)
         self._xkeys[offer_id] = key
 
     def purge(self, limit: int = PURGE_BATCH) -> int:
@@ -201,7 +198,7 @@ class OfferService:
         self._load()
         now = self.now_ms()
         gone: list[bytes] = []
-        keys = self.store.keys_raw(P_EXPIRY)
+        keys = self.records.keys(P_EXPIRY)
         try:
             for k in keys:
                 if len(gone) >= limit or _until(k) > now:
@@ -210,7 +207,7 @@ class OfferService:
         finally:
             keys.close()
         if gone:
-            self.store.write_raw([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])], sync=False)
+            self.records.write([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])], sync=False)
             for g in gone:
                 for d in (self._book, self._cancels, self._xkeys):
                     d.pop(g[9:], None)
@@ -218,19 +215,20 @@ class OfferService:
 
     # -- gossip ------------------------------------------------------------------------
 
-    async def on_gossip(self, data: bytes) -> None:
+    async def on_gossip(self, data: bytes, sender: bytes | None = None) -> None:
+        self.ctx.count("offers.received")
         try:
             outcome = self.add(data)
         except (ApiError, ProtocolError) as e:
-            self.node.count(f"offers.refused.{e.code}")
+            self.ctx.count(f"offers.refused.{e.code}")
             return
-        self.node.count(f"offers.{outcome}")
+        self.ctx.count(f"offers.{outcome}")
 
     def peer_joined(self) -> None:
         """Publish our live offers again shortly: the new peer may have missed them."""
         if not self._soon:
             self._soon = True
-            self.node._nursery.start_soon(self._republish_soon)
+            self.ctx.spawn(self._republish_soon)
 
     async def _republish_soon(self) -> None:
         await trio.sleep(JOIN_DELAY_S)
@@ -238,10 +236,9 @@ class OfferService:
         await self.republish()
 
     async def republish(self) -> None:
-        me = self.node.key.public_key
         for o in self.live():
-            if o.author == me:
-                await self.node._publish(wire.TOPIC_OFFERS, o.envelope)
+            if o.author == self.ctx.me:
+                await self.ctx.publish(TOPIC_OFFERS, o.envelope)
 
     async def loop(self) -> None:
         """Every ``REPUBLISH_S``: purge what expired, publish our live offers again."""
@@ -256,8 +253,8 @@ class OfferService:
     # -- control methods ---------------------------------------------------------------
 
     async def create(self, p: dict) -> dict:
-        _known(p, CREATE_PARAMS)
-        side = p.get("side", "lend")
+        """``offer.create``: ``p`` as checked by its declaration (p2pnode/lending/methods.py)."""
+        side = p["side"]
         if side not in SIDES:
             raise bad_params('"side" is "lend" or "borrow"')
         currency = p.get("currency")
@@ -270,35 +267,34 @@ class OfferService:
             late_fee = parse_amount(p.get("late_fee") or "0", currency)
         except MoneyError as e:
             raise ApiError(e.message, code=e.code) from None
-        ttl = p.get("expires_in_s", DEFAULT_EXPIRY_S)
-        if type(ttl) is not int or not 1 <= ttl <= MAX_OFFER_MS // 1000:
-            raise bad_params('"expires_in_s" is 1 to 7776000 seconds')
-        ints = {k: p.get(k, d) for k, d in (("grace_days", 5), ("default_days", 90), ("period_days", None))}
-        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in ints.values()):
-            raise bad_params('"grace_days", "default_days" and "period_days" are integers')
+        ttl = p["expires_in_s"]
+        ints = {k: p[k] for k in ("grace_days", "default_days", "period_days")}
         now = self.now_ms()
         try:
-            env = make_offer(self.node.key, side=side, currency=currency, min_amount=lo, max_amount=hi, rate_bp=rate,
+            env = make_offer(self.ctx.key, side=side, currency=currency, min_amount=lo, max_amount=hi, rate_bp=rate,
                              term=p.get("term"), schedule=p.get("schedule") or "annuity", late_fee=late_fee,
                              created=now, expires=now + ttl * 1000, min_grade=p.get("min_grade"), **ints)
         except ProtocolError as e:
             raise ApiError(e.message, code=e.code) from None
         self.add(env.raw)
-        await self.node._publish(wire.TOPIC_OFFERS, env.raw)
+        await self.ctx.publish(TOPIC_OFFERS, env.raw)
         return offer_json(offer_of(env))
 
-    async def cancel(self, p: dict) -> dict:
-        _known(p, {"id"})
-        o = self.find(p.get("id"))
-        if o.author != self.node.key.public_key:
+    async def cancel(self, ref: str) -> dict:
+        o = self.find(ref)
+        if o.author != self.ctx.me:
             raise ApiError("only its author cancels an offer", code="not_yours")
-        env = make_cancel(self.node.key, o.id, self.now_ms())
-        self.add(env.raw)
-        await self.node._publish(wire.TOPIC_OFFERS, env.raw)
+        await self.cancel_own(o.id)
         return {"id": o.id.hex(), "cancelled": True}
 
+    async def cancel_own(self, offer_id: bytes) -> None:
+        """Sign, store and gossip the cancellation of our own offer ``offer_id`` (a taken
+        offer is consumed this way too: an internal step, not a call of the API)."""
+        env = make_cancel(self.ctx.key, offer_id, self.now_ms())
+        self.add(env.raw)
+        await self.ctx.publish(TOPIC_OFFERS, env.raw)
+
     def list(self, p: dict) -> dict:
-        _known(p, LIST_PARAMS)
         if p.get("side") not in (None, *SIDES):
             raise bad_params('"side" is "lend" or "borrow"')
         currency = p.get("currency")
@@ -312,35 +308,8 @@ class OfferService:
         except ProtocolError as e:
             raise bad_params(f'"author": {e.message}') from None
         if p.get("own"):
-            author = self.node.key.public_key
+            author = self.ctx.me
         got = [o for o in self.live() if matches(o, side=p.get("side"), currency=currency, amount=amount,
                                                   max_rate_bp=max_rate, min_rate_bp=min_rate, author=author)]
         got.sort(key=lambda o: (o.rate_bp, o.created))
         return {"offers": [offer_json(o) for o in got]}
-
-    def methods(self) -> dict:
-        async def create(p: dict) -> dict:
-            return await self.create(p)
-
-        async def cancel(p: dict) -> dict:
-            return await self.cancel(p)
-
-        async def list_(p: dict) -> dict:
-            return self.list(p)
-
-        async def show(p: dict) -> dict:
-            _known(p, {"id"})
-            return offer_json(self.find(p.get("id")))
-
-        return {"offer.create": create, "offer.cancel": cancel, "offer.list": list_, "offer.show": show}
-
-
-CREATE_PARAMS = {"side", "currency", "amount", "min_amount", "max_amount", "rate", "term", "period_days", "schedule",
-                 "grace_days", "late_fee", "default_days", "min_grade", "expires_in_s"}
-LIST_PARAMS = {"side", "currency", "amount", "max_rate", "min_rate", "author", "own"}
-
-
-def _known(params: dict, names: set[str]) -> None:
-    extra = set(params) - names
-    if extra:
-        raise bad_params(f"unknown params {sorted(extra)}; known: {sorted(names)}")

@@ -17,6 +17,9 @@ Rules (docs/protocol.md, "Offers"):
    whichever comes first. Taking it yields a contract (contract.py) on exactly its terms.
 5. Every refusal is an ``OfferError`` (``bad_offer``) naming the field, or a
    ``SignatureError`` if the signer is not the author.
+6. Offers and cancellations travel on the gossip topic ``TOPIC_OFFERS``, whose validator
+   (``check_gossip``) takes exactly these two documents, signed and valid, and nothing
+   else (a chain entry there is ``wrong_topic``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from .money import MAX_AMOUNT, MAX_RATE_BP, MoneyError, exponent, format_amount,
 from .schedule import KINDS as SCHEDULE_KINDS
 from .schedule import periods_of
 from ..schema import U63_MAX, binary, check_fields, const, text, uint
+from ..wire import WireError
 
 MAX_OFFER_MS = 90 * 24 * 3600 * 1000
+TOPIC_OFFERS = "p2plend/1/offers"
 """An offer lives at most 90 days."""
 SIDES = ("lend", "borrow")
 
@@ -172,6 +177,14 @@ def parse_book_message(data: bytes) -> Offer | dict:
     if env.type == "offer.cancel":
         return cancel_of(env)
     raise OfferError(f"a {env.type[:40]!r} document does not belong in the offer book")
+
+
+def check_gossip(data: bytes) -> Offer | dict:
+    """Rule 6: the offer or cancellation a ``TOPIC_OFFERS`` message carries, verified;
+    ``ProtocolError`` if it must be neither delivered nor forwarded."""
+    if open_envelope(data).type == "entry":
+        raise WireError("chain entries belong on the entries topic", code="wrong_topic")
+    return parse_book_message(data)
 
 
 def matches(o: Offer, *, side: str | None = None, currency: str | None = None, amount: int | None = None,

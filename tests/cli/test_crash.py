@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,12 +22,12 @@ READ_TIMEOUT = 60.0  # a hang guard only: the kill point is decided by counts, n
 WRITER = r"""
 import sys
 from pathlib import Path
-from p2pnode.extensions import load_registry
+from p2pnode.extensions import load
 from p2pnode.home import Home, now_ms
 
 home = Home(Path(sys.argv[1]))
 limit = int(sys.argv[2])
-registry = load_registry()
+registry = load().registry
 key = home.signing_key(None)
 store = home.open_store()
 for i in range(limit):

@@ -20,12 +20,17 @@ import pytest
 import trio
 
 from cli import rpc
+from p2pnode.clock import SYSTEM
 from p2pnode.control import server as control
-from p2pnode.ledger.ops import ledger_methods
-from p2pnode.control.server import ApiError, ControlSocketError, serve_control, socket_path
-from p2pnode.extensions import load_registry
-from p2pnode.home import Home, init_home, now_ms
+from p2pnode.control.core import CORE_METHODS
+from p2pnode.control.methods import Method, MethodTable
+from p2pnode.control.server import ControlSocketError, serve_control, socket_path
+from p2pnode.errors import ApiError
+from p2pnode.extensions import load
+from p2pnode.home import Home, init_home
 from p2pnode.keyfile import read_key
+from p2pnode.ledger import writer
+from p2pnode.ledger.handlers import ledger_handlers
 from p2pnode.ledger.export import entry_json, export_lines
 from protocol.keys import SigningKey
 
@@ -33,7 +38,7 @@ from p2ptest import run_cli
 
 pytestmark = pytest.mark.trio
 
-REGISTRY = load_registry()
+REGISTRY = load().registry
 PASSPHRASE = b"correct horse"
 WAIT = 5.0  # seconds any one wait of these tests may take
 
@@ -65,6 +70,30 @@ def home(home_template, short_dir) -> Home:
     return Home(path)
 
 
+def table(handlers: dict) -> MethodTable:
+    """The core's declared methods with ``handlers`` bound; a name not declared (a test's
+    own method) is declared here, without params."""
+    t = MethodTable()
+    t.declare_all(CORE_METHODS, "core")
+    for name, fn in handlers.items():
+        if t.get(name) is None:
+            t.declare(Method(name, "a method of this test"), "test")
+        t.bind(name, fn)
+    return t
+
+
+class _Writer(writer.Ledger):
+    """The node's real writer, noting the reports its import hook is run with."""
+
+    def __init__(self, *args: Any, ingested: list, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ingested = ingested
+
+    async def stored(self, report: Any, *, via: str) -> None:
+        self.ingested.append(report)
+        await super().stored(report, via=via)
+
+
 class Ledger:
     """An open store of ``home`` with its key, the real ledger handlers, and what their
     hooks were called with."""
@@ -75,12 +104,10 @@ class Ledger:
         self.store = home.open_store()
         self.appended: list[list] = []
         self.ingested: list[Any] = []
-        self.methods = ledger_methods(
-            self.store, self.key, REGISTRY, now_ms=now_ms, on_append=self._on_append, on_ingest=self.ingested.append
-        )
-
-    async def _on_append(self, entries: list) -> None:  # async, as the node's is
-        self.appended.append(entries)
+        self.writer = _Writer(self.store, self.key, REGISTRY, SYSTEM, count=lambda *a: None, ingested=self.ingested)
+        self.writer.on_announce(self.appended.append)
+        self.handlers = ledger_handlers(self.writer)
+        self.methods = table(self.handlers)
 
 
 @pytest.fixture
@@ -91,7 +118,7 @@ def ledger(home: Home):
 
 
 @asynccontextmanager
-async def serving(path: Path, methods: dict) -> AsyncIterator[trio.Nursery]:
+async def serving(path: Path, methods: MethodTable) -> AsyncIterator[trio.Nursery]:
     """The control server on ``path`` for the duration of the block."""
     async with trio.open_nursery() as nursery:
         with trio.fail_after(WAIT):
@@ -208,13 +235,13 @@ async def test_a_path_too_long_for_a_unix_socket_is_refused_clearly(short_dir):
 async def test_malformed_requests_get_the_right_error_and_the_server_keeps_answering(ledger, caplog):
     path = socket_path(ledger.home.path)
 
-    async def boom(params: dict) -> None:
+    async def boom() -> None:
         raise RuntimeError("a bug")
 
-    async def refuse(params: dict) -> None:
+    async def refuse() -> None:
         raise ApiError("no way", code="nope", details={"why": [1, 2]})
 
-    methods = dict(ledger.methods, boom=boom, refuse=refuse)
+    methods = table({**ledger.handlers, "test.boom": boom, "test.refuse": refuse})
     async with serving(path, methods):
         c = await Client.open(path)
         cases = [
@@ -232,11 +259,11 @@ async def test_malformed_requests_get_the_right_error_and_the_server_keeps_answe
             (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.show", "params": {"limit": "x"}}\n', -32602, "bad_params"),
             (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.show", "params": {"author": "nope"}}\n', -32602, "bad_params"),
             (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.append", "params": {"kind": "note"}}\n', -32602, "bad_params"),
-            (b'{"jsonrpc": "2.0", "id": 1, "method": "boom"}\n', -32603, "internal"),
+            (b'{"jsonrpc": "2.0", "id": 1, "method": "test.boom"}\n', -32603, "internal"),
         ]
         for raw, code, ours in cases:
             assert error_of(await c.ask(raw)) == (code, ours), raw[:60]
-        refused = await c.call("refuse", rid="r")
+        refused = await c.call("test.refuse", rid="r")
         assert refused["id"] == "r" and refused["error"]["data"] == {"code": "nope", "details": {"why": [1, 2]}}
         assert refused["error"]["code"] == -32000 and refused["error"]["message"] == "no way"
         assert "a bug" in caplog.text and "Traceback" in caplog.text  # a bug is logged in full
@@ -331,7 +358,7 @@ async def test_the_cli_client_against_the_ledger_methods(ledger):
         assert (view["seq"], view["body"]) == (2, body)
         assert [[e.id.hex() for e in batch] for batch in ledger.appended] == [[view["id"]]]
         shown = await in_thread(rpc.call, home, "ledger.show", {"from": 2})
-        assert shown["entries"] == [dict(view, known_kind=False)] and shown["head_seq"] == 2
+        assert shown["entries"] == [dict(view, known_kind=False, kind_status="unknown")] and shown["head_seq"] == 2
 
         with pytest.raises(rpc.RpcError) as e:
             await in_thread(rpc.call, home, "ledger.append", {"kind": "note", "body": {"txt": "no text"}})
@@ -439,7 +466,7 @@ async def test_status_peers_connect_and_stop_against_a_served_api(ledger):
     async with trio.open_nursery() as outer:
         server = trio.CancelScope()
 
-        async def stop(params: dict) -> dict:
+        async def stop() -> dict:
             async def later() -> None:  # answer first, then go, as the node does
                 await trio.sleep(0.05)
                 server.cancel()
@@ -449,20 +476,18 @@ async def test_status_peers_connect_and_stop_against_a_served_api(ledger):
             outer.start_soon(later)
             return {"stopping": True}
 
-        async def connect(params: dict) -> dict:
-            if not params.get("addr", "").endswith("/p2p/" + pid):
+        async def connect(addr: str) -> dict:
+            if not addr.endswith("/p2p/" + pid):
                 raise ApiError("a peer address ends in /p2p/<peer id>", code="bad_address")
             return {"peer_id": pid, "connected": True}
 
-        methods = dict(
-            ledger.methods,
-            **{
-                "node.status": lambda p: _value(status),
-                "node.peers": lambda p: _value({"peers": [dict(peer, connected_s=12.5, score=3)]}),
-                "node.connect": connect,
-                "node.stop": stop,
-            },
-        )
+        methods = table({
+            **ledger.handlers,
+            "node.status": lambda: _value(status),
+            "node.peers": lambda: _value({"peers": [dict(peer, connected_s=12.5, score=3)]}),
+            "node.connect": connect,
+            "node.stop": stop,
+        })
 
         async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
             with server:

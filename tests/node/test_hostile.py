@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from nodenet import make_node, start, wait_for
 from p2pnode.net.host import build_host, build_pubsub, key_pair
 from protocol import codec, wire
+from protocol.lending.offer import TOPIC_OFFERS
 from protocol.entry import ZERO_ID, make_entry
 from protocol.envelope import seal
 from protocol.keys import SigningKey
@@ -39,6 +39,9 @@ def chain(key: SigningKey, n: int):
     return out
 
 
+ALL_TOPICS = (*wire.TOPICS, TOPIC_OFFERS)  # the core's and lending's
+
+
 def flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
@@ -52,7 +55,7 @@ async def attacker(key: SigningKey = MALLORY, *, pubsub: bool = False):
             ps, gs = build_pubsub(host)
             async with background_trio_service(ps), background_trio_service(gs):
                 await ps.wait_until_ready()
-                for topic in wire.TOPICS:
+                for topic in ALL_TOPICS:
                     await ps.subscribe(topic)
                 yield host, ps
         else:
@@ -164,7 +167,7 @@ async def test_bad_answers_to_a_pull_store_nothing_and_get_the_peer_banned(tmp_p
             host.set_stream_handler(wire.SYNC_PROTOCOL, hostile_sync)
             await dial(host, node)
             mallory_pk = MALLORY.public_key
-            await wait_for(lambda: node.book.banned(mallory_pk, time.monotonic()), 20, "the peer to be banned")
+            await wait_for(lambda: node.book.banned(mallory_pk, node.clock.monotonic()), 20, "the peer to be banned")
             assert node.counters.get("misbehaviour.bad_entries", 0) >= 4
             await wait_for(lambda: mallory_pk not in node.connected, 10, "the peer to be disconnected")
         assert STRANGER.public_key not in node.store.heads()
@@ -189,13 +192,13 @@ async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Pat
             codec.encode([mallory_chain[1].envelope, mallory_chain[1].envelope]),  # not a fork
             mallory_chain[0].envelope,  # an entry on the wrong topic
         ],
-        wire.TOPIC_OFFERS: [b"\x92\xc4\x00\x90", mallory_chain[0].envelope, flip_last_byte(mallory_chain[0].envelope)],
+        TOPIC_OFFERS: [b"\x92\xc4\x00\x90", mallory_chain[0].envelope, flip_last_byte(mallory_chain[0].envelope)],
     }
     async with trio.open_nursery() as nursery:
         node = await start(nursery, make_node(tmp_path / "n", "n", pex=False, sync_interval=600))
         async with attacker(pubsub=True) as (host, ps):
             await dial(host, node)
-            for topic in wire.TOPICS:
+            for topic in ALL_TOPICS:
                 with trio.move_on_after(5):
                     await ps.wait_for_mesh(node.host.get_id(), topic, timeout=5)
             sent = 0
@@ -206,7 +209,7 @@ async def test_bad_gossip_on_every_topic_is_dropped_and_not_stored(tmp_path: Pat
             rejected = lambda: sum(v for k, v in node.counters.items() if k.startswith("gossip.rejected."))
             # each costs 10 points: the tenth gets the sender banned and cut off
             await wait_for(lambda: rejected() >= 10, 10, "bad gossip messages to be rejected")
-            await wait_for(lambda: node.book.banned(MALLORY.public_key, time.monotonic()), 10, "a ban")
+            await wait_for(lambda: node.book.banned(MALLORY.public_key, node.clock.monotonic()), 10, "a ban")
             await wait_for(lambda: MALLORY.public_key not in node.connected, 10, "the sender to be cut off")
             assert sent > 10
             assert not any(k.startswith("gossip.received.") for k in node.counters)
@@ -271,7 +274,7 @@ async def test_bad_requests_on_the_agree_stream_are_refused_and_counted(tmp_path
             msg = agree.decode(answer[4:])
             assert isinstance(msg, agree.Refused) and msg.code == "bad_proposal"
         await still_serves(node)
-        assert node.store.scan_raw(b"P") == []
+        assert node.store.records("lending").items(b"P") == []
         node.stop()
 
 
@@ -286,7 +289,7 @@ async def test_a_peer_whose_ban_ran_out_gets_gossip_again(tmp_path: Path, monkey
             await dial(host, node)
             await wait_for(lambda: MALLORY.public_key in node.connected, 5, "the peer to connect")
             for _ in range(2):
-                await node._penalise(MALLORY.public_key, "bad_frame", "test")
+                await node.conns.penalise(MALLORY.public_key, "bad_frame", "test")
             assert node.pubsub.is_peer_blacklisted(peer_id_of(MALLORY.public_key))
             await wait_for(lambda: MALLORY.public_key not in node.connected, 5, "the ban to disconnect it")
             await trio.sleep(1.2)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import make_node, start, stop_all, sync_all, wait_for
-from p2pnode.control.server import ApiError
-from p2pnode.lending.loanview import read_loan
+from nodenet import lending, make_node, start, stop_all, sync_all, wait_for
+from p2pnode.errors import ApiError
 from protocol.keys import peer_id
 
 pytestmark = pytest.mark.trio
@@ -39,12 +38,12 @@ async def offer(node, **over) -> str:
 
 
 async def seen_offer(nodes, offer_id: str) -> None:
-    await wait_for(lambda: all(x.offers.get(bytes.fromhex(offer_id)) is not None for x in nodes), 10,
+    await wait_for(lambda: all(lending(x).book.get(bytes.fromhex(offer_id)) is not None for x in nodes), 10,
                    "the offer to reach every book")
 
 
 def recorded(node, loan: str) -> set[str]:
-    return {peer_id(e.author) for e in read_loan(node.store, bytes.fromhex(loan)).entries
+    return {peer_id(e.author) for e in lending(node).loans.read(bytes.fromhex(loan)).entries
             if e.kind == "loan.agreement"}
 
 
@@ -61,7 +60,7 @@ async def test_an_offer_taken_countersigned_disbursed_and_repaid_looks_the_same_
         await wait_for(lambda: recorded(lender, loan) == recorded(borrower, loan) == both, 10,
                        "each node to hold both agreement entries")
         # the offer is taken once: it leaves every book
-        await wait_for(lambda: all(x.offers.get(bytes.fromhex(oid)) is None for x in nodes), 10, "the offer to go")
+        await wait_for(lambda: all(lending(x).book.get(bytes.fromhex(oid)) is None for x in nodes), 10, "the offer to go")
         await sync_all(nodes)
         with pytest.raises(ApiError) as e:
             await observer.call("loan.disburse", {"loan": loan})
@@ -83,7 +82,7 @@ async def test_an_offer_taken_countersigned_disbursed_and_repaid_looks_the_same_
             r = await lender.call("loan.receipt", {"loan": loan, "amount": text, "date": paid_on.isoformat()})
             assert r["n"] == i + 2  # the disbursement receipt is #1
         await sync_all(nodes)
-        await wait_for(lambda: len(read_loan(borrower.store, bytes.fromhex(loan)).recorded_by(
+        await wait_for(lambda: len(lending(borrower).loans.read(bytes.fromhex(loan)).recorded_by(
             borrower.key.public_key)) == 5, 10, "the borrower to record every receipt")
         await sync_all(nodes)
         views = [await x.call("loan.show", {"loan": loan}) for x in nodes]
@@ -113,7 +112,7 @@ async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
         again = await borrower.call("loan.proposal", {"loan": p["loan"][:12]})
         assert again["state"] == "held"
         await lender.call("loan.accept", {"loan": p["loan"][:10]})
-        await wait_for(lambda: borrower.loans.get(bytes.fromhex(p["loan"])).state == "agreed", 10,
+        await wait_for(lambda: lending(borrower).loans.get(bytes.fromhex(p["loan"])).state == "agreed", 10,
                        "the borrower to learn of the agreement")
         assert recorded(borrower, p["loan"]) == {lender.peer_id, borrower.peer_id}
         assert (await lender.call("loan.pending"))["pending"] == []
@@ -122,7 +121,7 @@ async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
         await seen_offer([borrower], oid2)
         p2 = await borrower.call("loan.propose", {"offer": oid2})
         await lender.call("loan.reject", {"loan": p2["loan"], "reason": "too soon after the last one"})
-        await wait_for(lambda: borrower.loans.get(bytes.fromhex(p2["loan"])).state == "refused", 10, "the refusal")
+        await wait_for(lambda: lending(borrower).loans.get(bytes.fromhex(p2["loan"])).state == "refused", 10, "the refusal")
         got = await borrower.call("loan.proposal", {"loan": p2["loan"]})
         assert got["code"] == "rejected" and got["reason"] == "too soon after the last one"
         await stop_all([lender, borrower])
@@ -136,18 +135,18 @@ async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path)
         lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
-        o = borrower.offers.get(bytes.fromhex(oid))
+        o = lending(borrower).book.get(bytes.fromhex(oid))
         me, them = borrower.store.head(borrower.key.public_key), borrower.store.head(lender.key.public_key)
 
         async def ask(**over):
             kw = dict(taker=borrower.key.public_key, principal=120000, start=date.today(),
                       lender_head=(them.seq, them.id), borrower_head=(me.seq, me.id),
-                      created=borrower.loans.now_ms(), expires=borrower.loans.now_ms() + 60_000)
+                      created=lending(borrower).loans.now_ms(), expires=lending(borrower).loans.now_ms() + 60_000)
             kw.update(over)
             env = propose(borrower.key, contract_from(o.id, terms_of(o), **kw))
-            return await borrower.loans._ask(lender.key.public_key, agree.Propose(env.raw))
+            return await lending(borrower).loans._ask(lender.key.public_key, agree.Propose(env.raw))
 
-        expired = await ask(created=borrower.loans.now_ms() - 120_000, expires=borrower.loans.now_ms() - 1)
+        expired = await ask(created=lending(borrower).loans.now_ms() - 120_000, expires=lending(borrower).loans.now_ms() - 1)
         assert isinstance(expired, agree.Refused) and expired.code == "expired"
         wrong = await ask(lender_head=(them.seq, bytes(32)))
         assert isinstance(wrong, agree.Refused) and wrong.code == "bad_head"
@@ -191,7 +190,7 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
         assert t["after"] == 1
         await sync_all(nodes)
         await wait_for(lambda: any(e.kind == "loan.transfer" and e.author == borrower.key.public_key
-                                   for e in read_loan(borrower.store, bytes.fromhex(loan)).entries), 10,
+                                   for e in lending(borrower).loans.read(bytes.fromhex(loan)).entries), 10,
                        "the borrower's node to record the transfer")
         with pytest.raises(ApiError) as e:
             await lender.call("loan.receipt", {"loan": loan, "amount": "10.00"})
@@ -207,7 +206,7 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
 
 async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, max_rate_bp=1000))
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, max_rate="10%"))
         borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False, auto_confirm=True))
         await borrower.connect(lender.listen_addrs()[0])
         await sync_all([lender, borrower])
@@ -221,7 +220,7 @@ async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
         loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
         await lender.call("loan.disburse", {"loan": loan, "date": START})
         # the borrower's node signs the disbursement receipt by itself
-        await wait_for(lambda: len(read_loan(lender.store, bytes.fromhex(loan)).receipts) == 1, 10,
+        await wait_for(lambda: len(lending(lender).loans.read(bytes.fromhex(loan)).receipts) == 1, 10,
                        "the automatic disbursement receipt")
         await sync_all([lender, borrower])
         v = await lender.call("loan.show", {"loan": loan})

@@ -55,7 +55,7 @@ async def test_a_fork_is_proven_and_the_proof_reaches_every_node(tmp_path: Path)
         # The author signs a second genesis: a forged history at a seq every node holds.
         forged = make_entry(author.key, seq=1, prev=stored.prev, ts=stored.ts, kind="genesis",
                             body={"protocol": "p2plend/1", "name": "someone else"})
-        report = await nodes[0].ingest([forged.envelope])
+        report = await nodes[0].ledger.ingest([forged.envelope])
         assert len(report.forks) == 1 and not report.added
         await wait_for(lambda: all(author.key.public_key in x.store.forked_authors() for x in nodes), 10,
                        "the fork proof to reach every node")

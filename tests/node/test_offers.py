@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import LOCAL, REGISTRY, make_node, start, start_line, stop_all, wait_for
+from nodenet import LOADED, LOCAL, lending, make_node, start, start_line, stop_all, wait_for
 from p2pnode.lending import offers as offers_mod
-from p2pnode.control.server import ApiError
+from p2pnode.errors import ApiError
 from p2pnode.home import Home
 from p2pnode.node import Node, NodeSettings
-from protocol import wire
 from protocol.envelope import open_envelope, seal
 from protocol.keys import SigningKey
-from protocol.lending.offer import MAX_OFFER_MS, make_cancel, make_offer
+from protocol.lending.offer import MAX_OFFER_MS, TOPIC_OFFERS, make_cancel, make_offer
 
 pytestmark = pytest.mark.trio
 
@@ -23,7 +22,7 @@ TERMS = {"side": "lend", "amount": "500.00", "currency": "EUR", "rate": "8%", "t
 
 
 def held(node, oid: str) -> bool:
-    return node.offers.get(bytes.fromhex(oid)) is not None
+    return lending(node).book.get(bytes.fromhex(oid)) is not None
 
 
 async def test_offers_and_cancellations_reach_every_book_and_late_joiners(tmp_path: Path):
@@ -52,12 +51,12 @@ async def test_bad_offer_gossip_is_refused_and_the_book_is_bounded(tmp_path: Pat
         # garbage and a wrongly signed offer, published raw on the topic: b drops them, keeps running
         o = await a.call("offer.create", TERMS)
         await wait_for(lambda: held(b, o["id"]), 10, "the good offer")
-        stored = open_envelope(a.offers.get(bytes.fromhex(o["id"])).envelope).document
+        stored = open_envelope(lending(a).book.get(bytes.fromhex(o["id"])).envelope).document
         forged = seal(dict(stored, rate_bp=1), b.key)  # a's offer, altered and signed by b
         for data in (b"\x00garbage", forged.raw):
-            await a._publish(wire.TOPIC_OFFERS, data)
+            await a.gossip.publish(TOPIC_OFFERS, data)
         await trio.sleep(0.5)
-        assert len(b.offers.all()) == 1
+        assert len(lending(b).book.all()) == 1
         assert (await b.call("node.status"))["peer_id"] == b.peer_id
         # an expired offer is purged
         monkeypatch.setattr(offers_mod, "MAX_PER_AUTHOR", 3)
@@ -68,7 +67,7 @@ async def test_bad_offer_gossip_is_refused_and_the_book_is_bounded(tmp_path: Pat
             await a.call("offer.create", dict(TERMS, amount="503.00"))
         assert e.value.code == "too_many_offers"
         await trio.sleep(1.1)
-        assert a.offers.purge() >= 1 and not held(a, short["id"])
+        assert lending(a).book.purge() >= 1 and not held(a, short["id"])
         with pytest.raises(ApiError) as e:
             await a.call("offer.create", dict(TERMS, rate="abc"))
         assert e.value.code == "bad_rate"
@@ -86,30 +85,30 @@ def an_offer(created: int, n: int = 100, ttl: int = 3600_000):
 
 def refusal(node, data: bytes) -> str:
     with pytest.raises(ApiError) as e:
-        node.offers.add(data)
+        lending(node).book.add(data)
     return e.value.code
 
 
 def records(node) -> dict[bytes, int]:
-    return {p: len(node.store.scan_raw(p)) for p in (b"O", b"X", b"C")}
+    return {p: len(node.store.records("lending").items(p)) for p in (b"O", b"X", b"C")}
 
 
 async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
     async with trio.open_nursery() as nursery:
         a = await start(nursery, make_node(tmp_path / "a", "a", pex=False))
-        now = a.offers.now_ms()
+        now = lending(a).book.now_ms()
         o1, o2, o3 = (an_offer(now, n) for n in (100, 200, 300))
         # a cancellation before its offer is kept, and the offer is then refused
-        assert a.offers.add(make_cancel(S, o1.id, now).raw) == "cancelled"  # a stranger's, first
-        assert a.offers.add(make_cancel(K, o1.id, now).raw) == "cancelled"  # the author's replaces it
-        assert a.offers.add(make_cancel(K, o1.id, now).raw) == "duplicate"
+        assert lending(a).book.add(make_cancel(S, o1.id, now).raw) == "cancelled"  # a stranger's, first
+        assert lending(a).book.add(make_cancel(K, o1.id, now).raw) == "cancelled"  # the author's replaces it
+        assert lending(a).book.add(make_cancel(K, o1.id, now).raw) == "duplicate"
         assert refusal(a, o1.raw) == "offer_cancelled"
         # a stranger's cancellation before the offer does not cancel it, nor block the author's
-        assert a.offers.add(make_cancel(S, o2.id, now).raw) == "cancelled"
-        assert a.offers.add(o2.raw) == "added" and a.offers.add(o2.raw) == "duplicate"
-        assert a.offers.add(make_cancel(K, o2.id, now + 1).raw) == "cancelled" and a.offers.get(o2.id) is None
+        assert lending(a).book.add(make_cancel(S, o2.id, now).raw) == "cancelled"
+        assert lending(a).book.add(o2.raw) == "added" and lending(a).book.add(o2.raw) == "duplicate"
+        assert lending(a).book.add(make_cancel(K, o2.id, now + 1).raw) == "cancelled" and lending(a).book.get(o2.id) is None
         # a held offer: a stranger cannot cancel it
-        assert a.offers.add(o3.raw) == "added"
+        assert lending(a).book.add(o3.raw) == "added"
         assert refusal(a, make_cancel(S, o3.id, now).raw) == "not_yours"
         # time: expired, from the future, a cancellation too old to cancel anything
         assert refusal(a, an_offer(now - 2 * DAY, ttl=DAY).raw) == "offer_expired"
@@ -120,21 +119,20 @@ async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
         a.stop()
     async with trio.open_nursery() as nursery:  # the same home again: the book is as it was
         home = Home(tmp_path / "a")
-        a = await start(nursery, Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], pex=False), REGISTRY))
-        assert a.offers.get(o3.id).max_amount == 300 and a.offers.get(o2.id) is None
+        a = await start(nursery, Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], pex=False), LOADED))
+        assert lending(a).book.get(o3.id).max_amount == 300 and lending(a).book.get(o2.id) is None
         assert refusal(a, o1.raw) == "offer_cancelled"
-        assert a.offers.purge() == 0
+        assert lending(a).book.purge() == 0
         later = now + MAX_OFFER_MS + 1
-        a.offers.now_ms = lambda: later  # every record is due by then: purging leaves nothing
-        assert a.offers.purge(limit=2) == 2 and a.offers.purge() == 1
-        assert records(a) == {b"O": 0, b"X": 0, b"C": 0} and a.offers.all() == []
+        lending(a).book.now_ms = lambda: later  # every record is due by then: purging leaves nothing
+        assert lending(a).book.purge(limit=2) == 2 and lending(a).book.purge() == 1
+        assert records(a) == {b"O": 0, b"X": 0, b"C": 0} and lending(a).book.all() == []
         a.stop()
 
 
 async def test_ledger_verify_checks_the_offer_book(tmp_path: Path):
     from p2pnode.home import Home
     from p2pnode.ledger.verify import verify_store
-    from protocol.kinds import core_registry
 
     async with trio.open_nursery() as nursery:
         node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
@@ -143,9 +141,10 @@ async def test_ledger_verify_checks_the_offer_book(tmp_path: Path):
         await node.call("offer.cancel", {"id": gone["id"]})
         node.stop()
     with Home(tmp_path / "n").open_store() as store:
-        assert verify_store(store, core_registry()).ok
-        xkey = next(k for k, _ in store.scan_raw(b"X") if k[9:].hex() == kept["id"])
-        store.db.delete(xkey)  # damage: an offer the purge would never reach
-        store.db.put(b"X" + bytes(8) + bytes(32), b"")  # and an index key naming nothing
-        codes = [p.code for p in verify_store(store, core_registry()).problems]
+        book = store.records("lending")
+        assert verify_store(store, LOADED.registry, checks=LOADED.verify_checks()).ok
+        xkey = next(k for k, _ in book.items(b"X") if k[9:].hex() == kept["id"])
+        store.db.delete(book.prefix + xkey)  # damage: an offer the purge would never reach
+        store.db.put(book.prefix + b"X" + bytes(8) + bytes(32), b"")  # and an index key naming nothing
+        codes = [p.code for p in verify_store(store, LOADED.registry, checks=LOADED.verify_checks()).problems]
     assert codes == ["bad_offer_book", "bad_offer_book"]

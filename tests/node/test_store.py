@@ -17,7 +17,6 @@ from p2pnode.ledger.store import (
     StoreError,
     StoreLocked,
     StoreMissing,
-    entry_key,
 )
 from p2pnode.ledger.verify import verify_store
 from protocol.chain import Head
@@ -229,7 +228,7 @@ def test_strict_ingest_with_a_gap_stores_nothing(store, registry):
     assert (entry_keys(store), store.heads()) == before
 
 
-@pytest.mark.parametrize("damage", ["bad-signature", "garbage", "bad-body", "wrong-prev"])
+@pytest.mark.parametrize("damage", ["bad-signature", "garbage", "bad-genesis", "wrong-prev"])
 def test_strict_ingest_with_one_bad_entry_stores_nothing(store, registry, damage):
     key, other = SigningKey.generate(), SigningKey.generate()
     es, good = build_chain(key, 5), build_chain(other, 4)
@@ -240,8 +239,8 @@ def test_strict_ingest_with_one_bad_entry_stores_nothing(store, registry, damage
         envs[2] = bytes(b)
     elif damage == "garbage":
         envs[2] = b"\x92\xc4\x03abc"
-    elif damage == "bad-body":  # validly signed, but a note without text
-        envs.append(next_entry(key, es[-1], now_ms=T0 + 99, kind="note", body={"txt": "x"}).envelope)
+    elif damage == "bad-genesis":  # validly signed, but a chain that opens with no valid genesis
+        envs[0] = next_entry(key, None, now_ms=T0, kind="genesis", body={"protocol": "p2plend/2"}).envelope
     else:  # validly signed seq 6 whose prev is not seq 5's id
         envs.append(next_entry(key, Head(key.public_key, 5, bytes(32), T0), now_ms=T0 + 99, kind="note", body={"text": "x"}).envelope)
 
@@ -253,6 +252,22 @@ def test_strict_ingest_with_one_bad_entry_stores_nothing(store, registry, damage
     # The same input, not strict: the valid part is stored.
     report = store.ingest(envs + [e.envelope for e in good], registry=registry)
     assert report.errors and store.head(other.public_key) == Head.of(good[-1])
+
+
+def test_an_entry_whose_body_its_kind_refuses_is_stored_and_classified_invalid(store, registry):
+    """Replication never depends on kinds (kinds.py, rule 2): a validly signed, linked entry
+    is stored even when the kind's validator refuses its body, strict or not; the registry
+    says it is invalid, and it is not indexed."""
+    from protocol.kinds import INVALID
+
+    key = SigningKey.generate()
+    es = build_chain(key, 3)
+    bad = next_entry(key, es[-1], now_ms=T0 + 99, kind="note", body={"txt": "x"})
+    after = next_entry(key, bad, now_ms=T0 + 100, kind="note", body={"text": "after"})
+    report = store.ingest([e.envelope for e in es] + [bad.envelope, after.envelope], registry=registry, strict=True)
+    assert not report.errors and store.head(key.public_key) == Head.of(after)
+    assert registry.classify(store.entry(key.public_key, 4)).status == INVALID
+    assert verify_store(store, registry).ok and verify_store(store, registry).invalid_bodies == 1
 
 
 def test_fork_against_stored_entry_is_recorded(store, registry):

@@ -21,6 +21,7 @@ from protocol.envelope import countersign, seal
 from protocol.errors import ProtocolError, SchemaError, SignatureError
 from protocol.keys import SigningKey
 from protocol.kinds import core_registry
+from protocol.lending.contract import LOAN_KINDS
 from protocol.wire import WireError
 
 
@@ -132,8 +133,24 @@ def _entry(k: SigningKey, kind: str, body, ts: int = T0):
     return make_entry(k, seq=2, prev=hashlib.sha256(b"prev").digest(), ts=ts, kind=kind, body=body)
 
 
-def test_loan_entry_kinds_check_their_documents():
+def lending_registry():
+    """The core's kinds and lending's, as a node running lending has them."""
     reg = core_registry()
+    for kind in LOAN_KINDS:
+        reg.register(kind, "lending")
+    return reg
+
+
+def test_the_loan_kinds_are_lendings():
+    loan = ["loan.agreement", "loan.declared", "loan.default", "loan.dispute", "loan.receipt", "loan.transfer",
+            "loan.writeoff"]
+    reg = lending_registry()
+    assert [k.name for k in reg] == ["genesis"] + loan + ["note"]
+    assert {reg.owner(n) for n in loan} == {"lending"} and reg.indexed_owners() == {"lending"}
+
+
+def test_loan_entry_kinds_check_their_documents():
+    reg = lending_registry()
     env = agreement()
     assert reg.check(_entry(LENDER, "loan.agreement", {"contract": env.raw})) == "known"
     assert loan_of("loan.agreement", {"contract": env.raw}) == env.id

@@ -210,7 +210,7 @@ def test_next_entry_ts_never_decreases(clock):
         entries.append(e)
         head = e if i % 2 else Head.of(e)  # an Entry or a Head both work
     assert all(a.ts <= b.ts for a, b in zip(entries, entries[1:]))
-    ok = list(validate_chain([e.envelope for e in entries], author=ALICE.public_key, registry=core_registry()))
+    ok = list(validate_chain([e.envelope for e in entries], author=ALICE.public_key))
     assert ok == entries
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from protocol.chain import validate_chain
 from protocol.entry import ZERO_ID, Entry, make_entry
-from protocol.errors import ChainError, SchemaError
+from protocol.errors import SchemaError
 from protocol.keys import SigningKey
 from protocol.kinds import (
+    INVALID,
     CORE_KINDS,
     KNOWN,
     MAX_NAME_LEN,
@@ -41,10 +42,8 @@ X_LOAN = Kind("x.loan", "a test extension", _amount)
 def test_core_kinds_present():
     reg = core_registry()
     assert "genesis" in reg and "note" in reg
-    loan = ["loan.agreement", "loan.declared", "loan.default", "loan.dispute", "loan.receipt", "loan.transfer",
-            "loan.writeoff"]
-    assert [k.name for k in reg] == ["genesis"] + loan + ["note"]
-    assert {k.name for k in CORE_KINDS} == {"genesis", "note"}
+    assert [k.name for k in reg] == ["genesis", "note"]  # lending's kinds are its own (test_contract.py)
+    assert {k.name for k in CORE_KINDS} == {"genesis", "note"} and reg.owners() == {"core"}
     assert reg.get("genesis").description
     assert reg.get("nope") is None
 
@@ -71,22 +70,23 @@ def test_copy_is_independent():
     assert core_registry() is not reg and "x.loan" not in core_registry()
 
 
-def test_extension_kind_is_enforced():
+def test_extension_kind_is_enforced_for_signing_and_classified_for_reading():
     reg = core_registry()
     good, bad = entry("x.loan", {"amount": 5}), entry("x.loan", {"amount": 0})
     assert reg.check(good) == UNKNOWN
     assert reg.check(bad) == UNKNOWN  # unknown here: stored and forwarded, not judged
-    reg.register(X_LOAN)
+    reg.register(X_LOAN, "ext")
     assert reg.check(good) == KNOWN
     with pytest.raises(SchemaError):
         reg.check(bad)
     with pytest.raises(SchemaError):
         reg.check(entry("x.loan", {"amount": 5, "extra": 1}))
-    assert list(validate_chain([GENESIS.envelope, good.envelope], author=KEY.public_key, registry=reg))
-    with pytest.raises(ChainError) as info:
-        list(validate_chain([GENESIS.envelope, bad.envelope], author=KEY.public_key, registry=reg))
-    assert (info.value.code, info.value.seq) == ("bad_body", 2)
-    assert len(list(validate_chain([GENESIS.envelope, bad.envelope], author=KEY.public_key, registry=core_registry()))) == 2
+    assert reg.classify(good) == (KNOWN, "ext", None)
+    assert reg.classify(bad).status == INVALID and reg.classify(bad).owner == "ext"
+    assert core_registry().classify(bad).status == UNKNOWN
+    # a chain is valid by the core's rules alone, with the extension or without it (rule 2)
+    assert len(list(validate_chain([GENESIS.envelope, good.envelope], author=KEY.public_key))) == 2
+    assert len(list(validate_chain([GENESIS.envelope, bad.envelope], author=KEY.public_key))) == 2
 
 
 def test_unknown_kind_reports_unknown():

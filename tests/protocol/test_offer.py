@@ -15,7 +15,7 @@ from protocol.keys import SigningKey
 from protocol.entry import next_entry
 from protocol.lending.money import CURRENCIES, MAX_AMOUNT
 from protocol.lending.offer import (
-    OfferError, cancel_of, check_offer, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
+    OfferError, cancel_of, check_gossip, check_offer, is_live, make_cancel, make_offer, matches, offer_json, offer_of,
     parse_book_message, parse_cancel, parse_offer_document,
 )
 from protocol.envelope import open_envelope
@@ -119,16 +119,22 @@ def test_cancellations():
 def test_the_offers_topic_takes_offers_and_cancellations_only():
     o = make_offer(A, side="lend", currency="EUR", min_amount=1, max_amount=2, rate_bp=1, term="1m",
                    created=T0, expires=T0 + 1)
-    assert wire.check_gossip(wire.TOPIC_OFFERS, o.raw).id == o.id
+    assert check_gossip(o.raw).id == o.id
     c = make_cancel(A, o.id, T0)
-    assert wire.check_gossip(wire.TOPIC_OFFERS, c.raw)["offer"] == o.id
+    assert check_gossip(c.raw)["offer"] == o.id
     entry = next_entry(A, None, now_ms=T0, kind="genesis", body={})
     for bad in (seal({"type": "note", "text": "x"}, A).raw, b"\x92\xc4\x00\x90", seal(doc(), B).raw,
                 seal(doc(rate_bp=-1), A).raw, seal(dict(c.document), B).raw, entry.envelope, b"\xff" * 70_000):
         with pytest.raises(ProtocolError):
-            wire.check_gossip(wire.TOPIC_OFFERS, bad)
+            check_gossip(bad)
     with pytest.raises(ProtocolError):  # and offers on another topic are refused there
         wire.check_gossip(wire.TOPIC_ENTRIES, o.raw)
+
+
+def test_gossip_offers_topic_refuses_entries():  # (moved from test_wire.py with lending)
+    e = next_entry(A, None, now_ms=T0, kind="genesis", body={"protocol": "p2plend/1"})
+    with pytest.raises(ProtocolError, match="entries topic"):
+        check_gossip(e.envelope)
 
 
 def test_filters():

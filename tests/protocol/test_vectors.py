@@ -20,7 +20,6 @@ from protocol.errors import ChainError, DecodeError, ProtocolError
 from protocol.fork import MAX_FORK_PROOF_SIZE, ForkProof
 from protocol.jsonform import from_json
 from protocol.keys import SigningKey, b58decode, peer_id, public_key_from_peer_id, verify
-from protocol.kinds import core_registry
 
 from refimpl import ref_encode
 
@@ -148,7 +147,7 @@ def test_chain():
     assert note["fields"]["seq"] == 2 and note["fields"]["prev"] == {"$bin": genesis["id"]}
     assert note == V["note_entry"]
     author = public_key_from_peer_id(V["chain"]["author"])
-    got = list(validate_chain([bytes.fromhex(v["envelope"]) for v in entries], author=author, registry=core_registry()))
+    got = list(validate_chain([bytes.fromhex(v["envelope"]) for v in entries], author=author))
     assert [e.id.hex() for e in got] == [v["id"] for v in entries]
 
 
@@ -186,7 +185,7 @@ def test_bad_entry(vec):
 def test_chain_break(vec):
     author = public_key_from_peer_id(V["chain"]["author"])
     with pytest.raises(ChainError) as info:
-        list(validate_chain([bytes.fromhex(h) for h in vec["envelopes"]], author=author, registry=core_registry()))
+        list(validate_chain([bytes.fromhex(h) for h in vec["envelopes"]], author=author))
     assert (info.value.code, info.value.seq, info.value.author) == (vec["code"], vec["seq"], author)
 
 

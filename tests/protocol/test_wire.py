@@ -194,10 +194,8 @@ def test_gossip_fraud_topic_takes_valid_fork_proofs_only():
         wire.check_gossip(wire.TOPIC_FRAUD, b"\x00" * (300 * 1024))
 
 
-def test_gossip_offers_topic_refuses_entries_and_unknown_topics_are_refused():
+def test_unknown_topics_are_refused():
     e = _chain(1)[0]
-    with pytest.raises(ProtocolError, match="entries topic"):
-        wire.check_gossip(wire.TOPIC_OFFERS, e.envelope)
     with pytest.raises(ProtocolError, match="unknown topic"):
         wire.check_gossip("p2plend/1/other", e.envelope)
 

@@ -1,0 +1,130 @@
+"""What every command shares: the context of the top-level options (the home, its
+extensions), the common options, calling the node, and turning failures into a message
+and an exit status (cli/output.py). Imports neither trio nor libp2p."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from cli.output import EXIT_OF_CODE, FAILED, KEY, NOT_RUNNING, USAGE, CommandError, fail
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Ctx:
+    """What the top-level options say, shared by every subcommand."""
+
+    def __init__(self, home: str | None) -> None:
+        from p2pnode.home import Home, resolve_home
+
+        self.home = Home(resolve_home(home))
+        self._loaded = None
+
+    @property
+    def loaded(self):
+        """The extensions this home runs (``p2pnode.extensions.load``; ``[extensions]
+        disabled`` in its config leaves some out), read on first use."""
+        if self._loaded is None:
+            from p2pnode.extensions import load
+
+            self._loaded = load(self.home.disabled_extensions())
+        return self._loaded
+
+    @property
+    def registry(self):
+        return self.loaded.registry
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")(f)
+
+
+def passphrase_option(f: Callable) -> Callable:
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="File whose first line is the key's passphrase (default: $P2PNODE_PASSPHRASE).",
+    )(f)
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """The passphrase from ``--passphrase-file`` or ``P2PNODE_PASSPHRASE``, else None."""
+    if path is not None:
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as e:
+            fail(f"cannot read passphrase file {path}: {e.strerror}", code="bad_passphrase_file", exit_code=KEY)
+        if not lines or not lines[0]:
+            fail(f"passphrase file {path} is empty", code="bad_passphrase_file", exit_code=KEY)
+        return lines[0]
+    env = os.environ.get("P2PNODE_PASSPHRASE")
+    return env.encode() if env else None
+
+
+def _exit_code_of(e: Exception) -> tuple[int, str] | None:
+    """The exit status and code for an expected failure, or None for a bug. Every
+    expected failure is a ``CodedError``; its code alone chooses the status."""
+    from protocol.errors import CodedError
+
+    if isinstance(e, CodedError):
+        return EXIT_OF_CODE.get(e.code, FAILED), e.code
+    if isinstance(e, OSError):
+        return FAILED, "os_error"
+    return None
+
+
+def handles_errors(f: Callable) -> Callable:
+    """Turn expected failures into a clear message and the documented exit status."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return f(*args, **kwargs)
+        except CommandError as e:
+            e.json_mode = as_json
+            raise
+        except click.UsageError as e:  # a bad option value found by the command itself
+            if not as_json:
+                raise
+            err = CommandError(e.format_message(), code="usage_error", exit_code=USAGE)
+            err.json_mode = True
+            raise err from None
+        except Exception as e:
+            mapped = _exit_code_of(e)
+            if mapped is None:
+                raise
+            message = str(e) if not isinstance(e, OSError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+            err = CommandError(message, code=mapped[1], exit_code=mapped[0], details=getattr(e, "details", None))
+            err.json_mode = as_json
+            raise err from None
+
+    return wrapper
+
+
+def node_call(c: Ctx, method: str, params: dict | None = None, *, timeout: float = 30.0) -> Any:
+    """The running node's answer to ``method``; exit 6 if no node runs at the home.
+
+    ``params`` (None values left out) are checked against the method's declaration first,
+    the same check the node makes, so a bad value is refused here in the node's words."""
+    from cli.rpc import NodeNotRunning, call
+
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    spec = c.loaded.methods.get(method)
+    if spec is None:
+        raise RuntimeError(f"the CLI calls {method}, which nothing loaded here declares")
+    spec.check(params)
+    try:
+        return call(c.home.path, method, params, timeout=timeout)
+    except NodeNotRunning:
+        home = c.home.path
+        fail(f"no node is running at {home} (start one with `p2pnode --home {home} start`)",
+             code="not_running", exit_code=NOT_RUNNING)

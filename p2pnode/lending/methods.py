@@ -1,0 +1,169 @@
+"""Lending's control methods, declared (``offer.*`` and ``loan.*``): name, params, result and
+help in one place (p2pnode/control/methods.py); the service (p2pnode/lending/service.py)
+binds each to the handler its ``handler`` names. No trio: the CLI reads these.
+
+Ids of offers, loans and proposals are 64 hex digits, or a unique prefix of at least 8.
+Amounts in params are decimal text in the currency (``"250.00"``); amounts in answers are
+integers of minor units, with a ``*_text`` twin where a person reads them. Dates are
+``YYYY-MM-DD`` (UTC) and default to today; a date in the future is refused (``bad_date``).
+"""
+
+from __future__ import annotations
+
+from protocol.lending.offer import MAX_OFFER_MS, SIDES
+
+from p2pnode.control.methods import Method, Param
+
+PROPOSAL_TTL_S = 600  # default life of a proposal: the acceptor must answer within it
+MAX_PROPOSAL_TTL_S = 7 * 24 * 3600
+DEFAULT_OFFER_EXPIRY_S = 7 * 24 * 3600
+MAX_REASON = 1000
+
+OFFER_VIEW = ("offer view `{id, side, author (peer ID), currency, min_amount, max_amount, min_amount_text, "
+              "max_amount_text, rate_bp, rate_text, term, period_days, schedule, grace_days, late_fee, late_fee_text, "
+              "default_days, min_grade, created, expires}` (amounts in minor units, times in ms)")
+PROPOSAL_VIEW = ("proposal view `{loan, role (out|in), state (proposed|held|pending|agreed|refused|expired), code, "
+                 "reason, lender, borrower, proposer, principal, principal_text, currency, rate_bp, rate_text, term, "
+                 "schedule, start, offer, expires, updated}`")
+LOAN_VIEW = ("loan view: `protocol.lending.loanstate.LoanState.to_json()` (state, days past due, bucket, holder, rows "
+             "with paid and due parts, totals, counted and rejected documents, disputes) with peers as peer IDs, plus "
+             "`loan`, `as_of`, `role` (this node's: lender, borrower, former_lender or null), `shown_state` "
+             "(`transferred` for a former lender), `terms`, `declared` (payments declared by the payer, counted or "
+             "not), `receipts` (each with `counted`), `recorded_by` and `unreadable_entries`. Every node holding both "
+             "chains gives the same view for the same `at`, except `role` and `shown_state`")
+
+_ID = "an id, or a unique prefix of at least 8 hex digits"
+
+
+def _loan(required: bool = True) -> Param:
+    return Param("loan", "str", f"the loan: {_ID}", required=required, max_len=64)
+
+
+def _date(what: str) -> Param:
+    return Param("date", "str", what, max_len=10)
+
+
+METHODS = (
+    Method(
+        "offer.create",
+        "Sign an offer to lend (`side` lend) or a request to borrow (`side` borrow), keep it in this node's book "
+        "and gossip it. Refusals: `bad_amount`, `bad_currency`, `bad_rate`, `bad_term`, `bad_offer` (naming the "
+        "field), `too_many_offers` (100 live per author), `book_full`.",
+        params=(
+            Param("side", "str", "lend or borrow", default="lend", choices=SIDES),
+            Param("currency", "str", "ISO 4217-style code, e.g. EUR", required=True, max_len=3),
+            Param("amount", "str", "the amount, decimal text (or give min_amount and max_amount)", max_len=40),
+            Param("min_amount", "str", "the smallest amount a taker may take", max_len=40),
+            Param("max_amount", "str", "the largest amount a taker may take", max_len=40),
+            Param("rate", "str", 'yearly rate, e.g. "7.5%"', required=True, max_len=20),
+            Param("term", "str", 'e.g. "12m", "26w", "90d"', required=True, max_len=8),
+            Param("period_days", "int", "days between installments of a day-based term", low=1, high=3660),
+            Param("schedule", "str", "annuity, equal-principal, interest-only or bullet", default="annuity",
+                  max_len=20),
+            Param("grace_days", "int", "days after a due date before an installment is late", default=5, low=0,
+                  high=365),
+            Param("late_fee", "str", "fee charged once per late installment, decimal text", default="0",
+                  max_len=40),
+            Param("default_days", "int", "days past due after which the lender may declare a default",
+                  default=90, low=1, high=3650),
+            Param("min_grade", "str", "the lowest credit grade of a taker (stored; credit comes later)", max_len=8),
+            Param("expires_in_s", "int", "seconds the offer stays live", default=DEFAULT_OFFER_EXPIRY_S, low=1,
+                  high=MAX_OFFER_MS // 1000),
+        ),
+        result=OFFER_VIEW, handler="offer_create",
+    ),
+    Method("offer.cancel", "Cancel one of this node's own offers or requests, in every book. Refusals: "
+           "`unknown_offer`, `ambiguous_id`, `not_yours`.",
+           params=(Param("id", "str", f"the offer: {_ID}", required=True, max_len=64),),
+           result="`{id, cancelled: true}`", handler="offer_cancel"),
+    Method(
+        "offer.list", "The live offers and requests in this node's book, by rate then age. Refusals: `bad_amount`, "
+        "`bad_rate`.",
+        params=(
+            Param("side", "str", "lend or borrow", choices=SIDES),
+            Param("currency", "str", "only this currency", max_len=3),
+            Param("amount", "str", "only offers whose range holds this amount", max_len=40),
+            Param("max_rate", "str", 'at most this rate, e.g. "10%"', max_len=20),
+            Param("min_rate", "str", "at least this rate", max_len=20),
+            Param("author", "peer", "only this author's"),
+            Param("own", "bool", "only this node's own", default=False),
+        ),
+        result=f'`{{"offers": [{OFFER_VIEW}]}}`', handler="offer_list",
+    ),
+    Method("offer.show", "One offer or request of the book. Refusals: `unknown_offer`, `ambiguous_id`.",
+           params=(Param("id", "str", f"the offer: {_ID}", required=True, max_len=64),),
+           result=OFFER_VIEW, handler="offer_show"),
+    Method(
+        "loan.propose",
+        "Take an offer or request: sign a contract on its terms that commits both chain heads as this node holds "
+        "them, and send it to its author, who countersigns by its policy or holds it for its owner's review. "
+        "Answers once the proposal is stored durably and asked (state agreed, held, refused with `code` and "
+        "`reason`, or proposed: the other node is unreachable now and is asked again until the expiry). "
+        "Refusals: `unknown_offer`, `ambiguous_id`, `own_offer`, `offer_expired`, `bad_amount`, `no_chain` (no "
+        "copy of the other party's chain yet), `bad_date`.",
+        params=(
+            Param("offer", "str", f"the offer or request: {_ID}", required=True, max_len=64),
+            Param("amount", "str", "the principal (default: the offer's maximum)", max_len=40),
+            Param("start", "str", "the first day of the schedule (default today; may be in the past)", max_len=10),
+            Param("ttl_s", "int", "seconds the other node has to countersign", default=PROPOSAL_TTL_S, low=1,
+                  high=MAX_PROPOSAL_TTL_S),
+        ),
+        result=PROPOSAL_VIEW, handler="loan_propose",
+    ),
+    Method("loan.proposal", "One proposal this node made or must answer. Refusals: `unknown_proposal`.",
+           params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),),
+           result=PROPOSAL_VIEW, handler="loan_proposal"),
+    Method("loan.pending", "Proposals held for this owner's review (a node run with --review).",
+           result=f'`{{"pending": [{PROPOSAL_VIEW}]}}`', handler="loan_pending"),
+    Method("loan.accept", "Countersign a proposal held for review. Refusals: `unknown_proposal`, `expired`, "
+           "`offer_expired`.", params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),),
+           result=PROPOSAL_VIEW + " (agreed)", handler="loan_accept"),
+    Method("loan.reject", "Refuse a proposal held for review; the proposer sees the reason. Refusals: "
+           "`unknown_proposal`.",
+           params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),
+                   Param("reason", "str", "why, for the proposer", default="rejected by the owner",
+                         max_len=MAX_REASON)),
+           result=PROPOSAL_VIEW + " (refused)", handler="loan_reject"),
+    Method("loan.disburse", "The lender says it sent the principal (`loan.declared`); the borrower's receipt "
+           "makes it count. Refusals: `not_lender`, `bad_state`.",
+           params=(_loan(), _date("the day the money was sent")),
+           result="`{loan, declared, amount, amount_text, date, seq}`", handler="loan_disburse"),
+    Method("loan.confirm", "The borrower signs the receipt for the principal. Refusals: `not_borrower`, "
+           "`bad_state`.", params=(_loan(), _date("the day the money arrived (default: the day the lender "
+                                                  "declared)")),
+           result="`{loan, receipt, n, what, amount, amount_text, date, seq}`", handler="loan_confirm"),
+    Method("loan.repay", "The borrower says it sent a repayment (`loan.declared`); the holder's receipt makes it "
+           "count. Refusals: `not_borrower`, `bad_amount`.",
+           params=(_loan(), Param("amount", "str", "decimal text in the loan's currency", required=True, max_len=40),
+                   _date("the day the money was sent")),
+           result="`{loan, declared, amount, amount_text, date, seq}`", handler="loan_repay"),
+    Method("loan.receipt", "The lender holding the claim signs the receipt for a repayment. Refusals: "
+           "`not_holder`, `bad_state`, `bad_amount`.",
+           params=(_loan(), Param("amount", "str", "decimal text in the loan's currency", required=True, max_len=40),
+                   _date("the day the money arrived")),
+           result="`{loan, receipt, n, what, amount, amount_text, date, seq}`", handler="loan_receipt"),
+    Method("loan.default", "The holder declares the loan in default (allowed from the contract's default_days "
+           "past due). Refusals: `not_holder`, `default_not_allowed`.", params=(_loan(),),
+           result="`{loan, notice, seq, days_past_due}`", handler="loan_default"),
+    Method("loan.writeoff", "The holder writes a defaulted loan off. Refusals: `not_holder`, `bad_state`.",
+           params=(_loan(),), result="`{loan, notice, seq}`", handler="loan_writeoff"),
+    Method("loan.dispute", "A party records its side of a disagreement. Refusals: `not_party`.",
+           params=(_loan(), Param("reason", "str", "what is disputed, 1 to 1000 characters", required=True,
+                                  max_len=MAX_REASON)),
+           result="`{loan, notice, seq}`", handler="loan_dispute"),
+    Method("loan.transfer", "The holder passes the claim to a new lender, whose node countersigns the transfer. "
+           "Refusals: `not_holder`, `bad_peer`, `unreachable`, and the new lender's refusal code.",
+           params=(_loan(), Param("to", "peer", "the new lender", required=True)),
+           result="`{loan, transfer, to, after}`", handler="loan_transfer"),
+    Method("loan.show", "One agreed loan as of a day. Refusals: `unknown_loan`, `ambiguous_id`.",
+           params=(_loan(), Param("at", "str", "the day to look at (default today)", max_len=10)),
+           result=LOAN_VIEW, handler="loan_show"),
+    Method("loan.list", "Every loan this node holds documents of, and its own proposals never agreed.",
+           params=(Param("role", "str", "only loans where this node is", choices=("lender", "borrower",
+                                                                                 "former_lender", "any")),
+                   Param("state", "str", "only loans in this state", max_len=30),
+                   Param("at", "str", "the day to look at (default today)", max_len=10)),
+           result='`{"as_of", "loans": [{loan, role, state, days_past_due, bucket, lender, borrower, currency, '
+                  'principal, principal_text, outstanding, outstanding_text, start, term}]}`',
+           handler="loan_list"),
+)

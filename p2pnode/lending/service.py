@@ -1,0 +1,118 @@
+"""Lending's service on a running node: the offer book and loans, behind the handlers its
+declaration (p2pnode/lending/__init__.py) routes to it. Built with a ``Context`` like any
+extension's service; it reaches the node through nothing else."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from protocol.lending.offer import offer_json
+
+from p2pnode.context import Context
+from p2pnode.lending.loans import Loans
+from p2pnode.lending.offers import OfferBook
+from p2pnode.lending.settings import max_rate_bp
+from p2pnode.net.streams import FramedStream
+
+log = logging.getLogger(__name__)
+
+
+class Lending:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        settings = dict(ctx.settings)
+        settings.setdefault("review", False)
+        settings.setdefault("auto_confirm", False)
+        settings["max_rate_bp"] = max_rate_bp(settings.get("max_rate") or "")
+        self.book = OfferBook(ctx)
+        self.loans = Loans(ctx, self.book, settings)
+
+    async def start(self) -> None:
+        """Find the proposals a previous run left open."""
+        self.loans.load()
+
+    # -- the node's hooks ----------------------------------------------------------------
+
+    async def on_offers(self, data: bytes, sender: bytes | None) -> None:
+        await self.book.on_gossip(data, sender)
+
+    async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
+        await self.loans.serve(stream, peer)
+
+    async def on_entries(self, entries: list) -> None:
+        await self.loans.on_entries(entries)
+
+    async def on_peer_connected(self, peer: bytes) -> None:
+        self.book.peer_joined()
+
+    def check_append(self, kind: str, body: Any) -> None:
+        self.loans.check_append(kind, body)
+
+    async def book_upkeep(self) -> None:
+        await self.book.loop()
+
+    async def proposal_retries(self) -> None:
+        await self.loans.retry_loop()
+
+    # -- offer.* ---------------------------------------------------------------------------
+
+    async def offer_create(self, **p: Any) -> dict:
+        return await self.book.create(p)
+
+    async def offer_cancel(self, id: str) -> dict:
+        return await self.book.cancel(id)
+
+    async def offer_list(self, **p: Any) -> dict:
+        return self.book.list(p)
+
+    async def offer_show(self, id: str) -> dict:
+        return offer_json(self.book.find(id))
+
+    # -- loan.* ----------------------------------------------------------------------------
+
+    async def loan_propose(self, offer: str, amount: str | None, start: str | None, ttl_s: int) -> dict:
+        return await self.loans.propose(offer, amount, start, ttl_s)
+
+    async def loan_proposal(self, loan: str) -> dict:
+        return self.loans.proposal(loan)
+
+    async def loan_pending(self) -> dict:
+        return self.loans.pending()
+
+    async def loan_accept(self, loan: str) -> dict:
+        return await self.loans.accept(loan)
+
+    async def loan_reject(self, loan: str, reason: str) -> dict:
+        return await self.loans.reject(loan, reason)
+
+    async def loan_disburse(self, loan: str, date: str | None) -> dict:
+        return await self.loans.disburse(loan, date)
+
+    async def loan_confirm(self, loan: str, date: str | None) -> dict:
+        return await self.loans.confirm(loan, date)
+
+    async def loan_repay(self, loan: str, amount: str, date: str | None) -> dict:
+        return await self.loans.repay(loan, amount, date)
+
+    async def loan_receipt(self, loan: str, amount: str, date: str | None) -> dict:
+        return await self.loans.receipt(loan, amount, date)
+
+    async def loan_default(self, loan: str) -> dict:
+        return await self.loans.default(loan)
+
+    async def loan_writeoff(self, loan: str) -> dict:
+        return await self.loans.writeoff(loan)
+
+    async def loan_dispute(self, loan: str, reason: str) -> dict:
+        return await self.loans.dispute(loan, reason)
+
+    async def loan_transfer(self, loan: str, to: str) -> dict:
+        return await self.loans.transfer(loan, to)
+
+    async def loan_show(self, loan: str, at: str | None) -> dict:
+        return self.loans.show(loan, at)
+
+    async def loan_list(self, role: str | None, state: str | None, at: str | None) -> dict:
+        return self.loans.list(role, state, at)
+

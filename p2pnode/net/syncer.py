@@ -1,0 +1,183 @@
+"""When the node syncs, and with whom: one pull at a time per peer, on connect, every
+``SYNC_INTERVAL``, and whenever gossip shows a gap; and the listener side of sync.
+
+Gossip makes new entries arrive fast; sync makes them arrive always (DESIGN.md). A peer
+whose answers break the wire rules, or whose entries do not verify, is scored down; one
+that relays a fork is not at fault. ``progress()`` is what ``status`` shows of a pull
+under way: entries planned and fetched, the rate and the time left.
+
+Gaps: gossipsub forwards a message once it validates, before the forwarder has stored
+it, and a forwarder that lacks the entries before it cannot store it until its own pull
+brings them. So a pull that a gap triggered may ask a peer that does not hold the missing
+entries yet, and nothing else would trigger another before the routine round. A gap
+seen in gossip (``note_gap``) is therefore remembered: after each pull that leaves it
+open, the node asks that peer again after ``GAP_RETRY`` seconds, for at most
+``GAP_PATIENCE`` seconds, and at most ``MAX_GAPS`` gaps are remembered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import trio
+
+from protocol import wire
+from protocol.keys import peer_id
+
+from p2pnode.clock import Clock
+from p2pnode.ledger.writer import Ledger
+from p2pnode.net.connections import Connections
+from p2pnode.net.streams import StreamRouter, close
+from p2pnode.net.sync import PeerGone, PeerMisbehaved, pull, serve_sync
+
+log = logging.getLogger(__name__)
+
+SYNC_INTERVAL = 5.0  # seconds between routine head exchanges with each peer
+MAX_SYNC_ROUNDS = 1_000  # consecutive pulls from one peer before yielding the slot
+MAX_INBOUND = 4  # concurrent inbound sync streams one peer may hold
+GAP_RETRY = 0.5  # seconds before asking a peer again about a gap it did not fill
+GAP_PATIENCE = 15.0  # seconds a gap seen in gossip is chased
+MAX_GAPS = 1024  # gaps remembered at once (the oldest goes first)
+
+
+@dataclass
+class _Pull:
+    """Progress of one pull under way."""
+
+    started: float
+    target: int = 0
+    fetched: int = 0
+
+
+class Syncer:
+    def __init__(self, ledger: Ledger, conns: Connections, streams: StreamRouter, clock: Clock, *,
+                 interval: float, count: Callable[[str, int], None]) -> None:
+        self.ledger = ledger
+        self.conns = conns
+        self.streams = streams
+        self.clock = clock
+        self.interval = interval
+        self._count = count
+        self._syncing: dict[bytes, bool] = {}  # peer -> "sync again when done"
+        self._pulls: dict[bytes, _Pull] = {}
+        self.last_round_ms: int | None = None
+        self._nursery: trio.Nursery | None = None
+        self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
+        streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._syncing)
+
+    def request(self, pk: bytes) -> None:
+        """Pull from ``pk`` now, or once more after the pull under way."""
+        if pk in self._syncing:
+            self._syncing[pk] = True
+            return
+        self._syncing[pk] = False
+        self._nursery.start_soon(self._sync_with, pk)
+
+    def request_all(self) -> None:
+        for pk in list(self.conns.connected):
+            self.request(pk)
+
+    async def routine(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            self.request_all()
+
+    async def _sync_with(self, pk: bytes) -> None:
+        try:
+            for _ in range(MAX_SYNC_ROUNDS):
+                self._syncing[pk] = False
+                self._pulls[pk] = _Pull(self.clock.monotonic())
+                stream = None
+                try:
+                    stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
+                    result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk))
+                    self.last_round_ms = self.clock.now_ms()
+                    if result.added:
+                        log.info("synced %d entries from %s", result.added, peer_id(pk))
+                    if result.errors and not result.forks:  # a peer relaying a fork is not at fault
+                        first = result.errors[0]
+                        await self.conns.penalise(pk, "bad_entries", f"seq {first.seq}: {first.message}")
+                except PeerMisbehaved as e:
+                    await self.conns.penalise(pk, "bad_frame", f"sync answer: {e}")
+                except (PeerGone, trio.TooSlowError) as e:
+                    log.debug("sync with %s ended: %s", peer_id(pk), e)
+                except Exception as e:
+                    if pk in self.conns.connected:
+                        log.info("sync with %s failed: %s", peer_id(pk), e)
+                finally:
+                    if stream is not None:
+                        await close(stream)
+                if not self._syncing.get(pk):
+                    break
+        finally:
+            self._syncing.pop(pk, None)
+            self._pulls.pop(pk, None)
+        if self._open_gaps() and pk in self.conns.connected:
+            self._nursery.start_soon(self._ask_again, pk)
+
+    def note_gap(self, author: bytes, seq: int) -> None:
+        """Gossip showed that ``author``'s chain reaches ``seq`` while ours does not."""
+        until = self.clock.monotonic() + GAP_PATIENCE
+        old = self._gaps.get(author)
+        self._gaps[author] = (max(seq, old[0] if old else 0), until)
+        if len(self._gaps) > MAX_GAPS:
+            del self._gaps[min(self._gaps, key=lambda a: self._gaps[a][1])]
+
+    def _open_gaps(self) -> bool:
+        """Whether a remembered gap is still open (closed and expired ones are dropped)."""
+        now = self.clock.monotonic()
+        for author, (seq, until) in list(self._gaps.items()):
+            head = self.ledger.store.head(author)
+            if until < now or (head is not None and head.seq >= seq):
+                del self._gaps[author]
+        return bool(self._gaps)
+
+    async def _ask_again(self, pk: bytes) -> None:
+        await trio.sleep(GAP_RETRY)
+        if pk in self.conns.connected and pk not in self._syncing and self._open_gaps():
+            self.request(pk)
+
+    def _ingest_from(self, pk: bytes) -> Callable[[list[bytes], bytes], Any]:
+        async def ingest(envelopes: list[bytes], author: bytes) -> Any:
+            p = self._pulls.get(pk)
+            if p is not None:
+                p.fetched += len(envelopes)
+            return await self.ledger.ingest(envelopes, author, via="sync")
+
+        return ingest
+
+    def set_target(self, pk: bytes, target: int) -> None:
+        p = self._pulls.get(pk)
+        if p is not None:
+            p.target = target
+
+    def progress(self) -> dict | None:
+        """``{"fetched", "target", "rate_per_s", "eta_s"}`` over the pulls under way that
+        fetch anything, or None."""
+        pulls = [p for p in self._pulls.values() if p.fetched or p.target]
+        if not pulls:
+            return None
+        fetched = sum(p.fetched for p in pulls)
+        target = max(sum(p.target for p in pulls), fetched)
+        elapsed = max(self.clock.monotonic() - min(p.started for p in pulls), 1e-3)
+        rate = fetched / elapsed
+        eta = (target - fetched) / rate if rate > 0 else None
+        return {"fetched": fetched, "target": target, "rate_per_s": round(rate, 1),
+                "eta_s": None if eta is None else round(eta, 1)}
+
+    async def _serve(self, stream: Any, pk: bytes | None) -> None:
+        store = self.ledger.store
+
+        def chain(author: bytes, start: int, limit: int) -> list[bytes]:
+            return list(store.chain(author, start=start, limit=limit))
+
+        self._count("sync.entries_sent", await serve_sync(stream, store.heads, chain))
