@@ -124,6 +124,7 @@ class Ingested:
 
 Event = Union[Begin, Received, BadFrame, Gone, HeadsRead, ChainRead, Ingested]
 PEER_EVENTS = (Received, BadFrame, Gone)
+NODE_EVENTS = (Begin, HeadsRead, ChainRead, Ingested)
 
 
 # -- actions: what to do -------------------------------------------------------------
@@ -350,7 +351,8 @@ class _Machine:
 
     TABLE: dict
     EXPECTS: dict  # state -> what a peer is expected to send in it (for error messages)
-    max_events: int
+    FAILED_STATE: enum.Enum
+    max_events: int  # no conversation takes more events than this (rule 7)
 
     def __init__(self, state: enum.Enum) -> None:
         self.state = state
@@ -392,8 +394,6 @@ class _Machine:
 
     def _garbled(self, event: BadFrame) -> tuple[enum.Enum, list[Action]]:
         return self.FAILED_STATE, [Misbehaved(event.error)]
-
-    FAILED_STATE: enum.Enum
 
 
 def _check_actions(actions: list[Action], row: Row) -> None:
@@ -640,8 +640,8 @@ class Server(_Machine):
 
 def _check_table(table: dict, machine: type) -> None:
     for state, row in table.items():
-        peer = [k for k in row if k in PEER_EVENTS or k is AnyMessage or k not in _NODE_EVENTS]
-        node = [k for k in row if k in _NODE_EVENTS]
+        node = [k for k in row if k in NODE_EVENTS]
+        peer = [k for k in row if k not in NODE_EVENTS]  # message types, AnyMessage, BadFrame, Gone
         assert not (peer and node), f"{state.name} waits on both sides"
         if peer:  # rule 6: every peer event has a row, so a peer cannot cause SyncMisuse
             assert {AnyMessage, BadFrame, Gone} <= set(row), f"{state.name} misses a peer event"
@@ -650,6 +650,5 @@ def _check_table(table: dict, machine: type) -> None:
             assert targets <= set(table), targets
 
 
-_NODE_EVENTS = (Begin, HeadsRead, ChainRead, Ingested)
 _check_table(PULL_TABLE, Puller)
 _check_table(SERVE_TABLE, Server)
