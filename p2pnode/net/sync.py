@@ -1,10 +1,15 @@
-"""Sync and peer exchange over libp2p streams: the I/O half of ``protocol/wire.py``.
+"""Sync and peer exchange over libp2p streams: the I/O half of ``protocol/wire.py`` and
+``protocol/sync.py``.
 
 Gossip makes new entries arrive fast; sync makes them arrive always. A pull asks the peer
 for its heads, skips every author whose head we already hold, and fetches the missing
 ranges in batches of up to ``wire.MAX_BATCH`` entries, asking for the next batch before
 verifying the last so that the peer's reading and our verifying overlap. Each batch is
 verified and stored in one write (``Store.ingest``).
+
+The order of that conversation (what may be sent or received when, what ends it) is the
+pure ``Puller``/``Server`` of ``protocol/sync.py``; ``pull`` and ``serve_sync`` only read
+frames, feed them in, and perform the actions that come out.
 
 Every read is bounded in size (``wire.MAX_FRAME``) and time (``STREAM_TIMEOUT``); a peer
 that sends garbage gets ``PeerMisbehaved`` and is scored down by the node.
@@ -13,13 +18,14 @@ that sends garbage gets ``PeerMisbehaved`` and is scored down by the node.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
+from protocol import sync as rules
 from protocol import wire
 from protocol.errors import ProtocolError
+from protocol.sync import MAX_REQUESTS_PER_STREAM, Progress, PullResult
 
 log = logging.getLogger("p2pnode.sync")
 
@@ -106,109 +112,113 @@ def expect(msg: wire.Message, kind: type) -> Any:
         raise PeerMisbehaved(e.message, e.code) from None
 
 
-# -- the listener side ---------------------------------------------------------------
+# -- running the conversation (protocol/sync.py) ---------------------------------------
 
-MAX_REQUESTS_PER_STREAM = 1_000_000  # bounds the serving loop; far above any real sync
+Perform = Callable[[Any], Awaitable["rules.Event | None"]]
+
+
+async def _receive(stream: Stream) -> rules.Event:
+    """The next peer event: a message, a garbled frame, or the peer gone."""
+    try:
+        return rules.Received(await recv(stream))
+    except PeerMisbehaved as e:
+        return rules.BadFrame(wire.WireError(str(e), code=e.code))
+    except PeerGone as e:
+        return rules.Gone(str(e))
+
+
+async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stream, perform: Perform) -> Any:
+    """Perform ``machine``'s actions and feed it what comes of them until it ends; the
+    result of ``Finished``. Raises ``PeerMisbehaved`` or ``PeerGone`` for those endings.
+
+    A failed write does not end the conversation at once: node work already asked for
+    (the batch in hand) is still done, and the machine learns that the peer is gone when
+    it next waits for it."""
+    gone: str | None = None
+    for _ in range(machine.max_events + 1):
+        event = None
+        for action in actions:
+            if isinstance(action, rules.Send):
+                if gone is None:
+                    try:
+                        await send(stream, action.message)
+                    except PeerGone as e:
+                        gone = str(e)
+            elif isinstance(action, rules.Finished):
+                return action.result
+            elif isinstance(action, rules.Misbehaved):
+                raise PeerMisbehaved(action.message, action.code)
+            elif isinstance(action, rules.Lost):
+                raise PeerGone(action.reason)
+            else:
+                answer = await perform(action)
+                if answer is not None:
+                    event = answer
+        if event is None:
+            assert machine.awaits_peer, f"nothing to feed {type(machine).__name__} in {machine.state.name}"
+            event = rules.Gone(gone) if gone is not None else await _receive(stream)
+        actions = machine.feed(event)
+    raise AssertionError(f"{type(machine).__name__} did not end within its {machine.max_events} events")
+
+
+# -- the listener side ---------------------------------------------------------------
 
 
 async def serve_sync(stream: Stream, heads: Callable[[], dict], chain: Callable[[bytes, int, int], list[bytes]]) -> int:
-    """Answer one peer's pulls until it closes the stream; returns the entries sent.
+    """Answer one peer's pulls until it closes the stream (or has made
+    ``MAX_REQUESTS_PER_STREAM`` requests); returns the entries sent. Raises
+    ``PeerMisbehaved`` if the peer sends anything but requests.
 
     ``heads()`` gives the chains held; ``chain(author, start, limit)`` their envelopes.
     """
-    sent = 0
-    for _ in range(MAX_REQUESTS_PER_STREAM):
-        try:
-            msg = await recv(stream)
-        except PeerGone:
-            return sent
-        if isinstance(msg, wire.HeadsQuery):
-            await send(stream, wire.heads_message(heads()))
-        elif isinstance(msg, wire.Get):
-            answer = wire.answer_get(msg, chain(msg.author, msg.start, msg.limit))
-            await send(stream, answer)
-            sent += len(answer.entries)
-        else:
-            expect(msg, wire.Get)  # neither a heads query nor a get: refused
-    return sent
+
+    async def perform(action: Any) -> rules.Event:
+        if isinstance(action, rules.ReadHeads):
+            return rules.HeadsRead(heads())
+        assert isinstance(action, rules.ReadChain), action
+        return rules.ChainRead(tuple(chain(action.author, action.start, action.limit)))
+
+    server = rules.Server(max_requests=MAX_REQUESTS_PER_STREAM)
+    served = await _run(server, [], stream, perform)
+    return served.sent
 
 
 # -- the dialer side -----------------------------------------------------------------
 
 
-@dataclass
-class PullResult:
-    """What one pull from one peer brought."""
-
-    authors_checked: int = 0
-    authors_behind: int = 0
-    received: int = 0
-    added: int = 0
-    forks: list = field(default_factory=list)
-    errors: list = field(default_factory=list)
-
-
 Ingest = Callable[[list[bytes], bytes], Awaitable[Any]]  # (envelopes, author) -> store.IngestReport
 
 
-async def pull(stream: Stream, our_heads: Callable[[], dict], ingest: Ingest, *, batch: int = wire.MAX_BATCH) -> PullResult:
+async def pull(
+    stream: Stream,
+    our_heads: Callable[[], dict],
+    ingest: Ingest,
+    *,
+    batch: int = wire.MAX_BATCH,
+    progress: Callable[[Progress], None] | None = None,
+) -> PullResult:
     """Fetch from the peer on ``stream`` every entry it holds that we lack, storing each
-    batch with ``ingest`` as it arrives. Stops an author's range at the first batch that
-    does not verify (the rest could not link)."""
-    result = PullResult()
-    await send(stream, wire.HeadsQuery())
-    theirs = expect(await recv(stream), wire.Heads)
-    wants = wire.plan_pull(our_heads(), theirs)
-    result.authors_checked = len(theirs.heads)
-    result.authors_behind = len(wants)
-    for want in wants:
-        if not await _pull_range(stream, want, ingest, batch, result):
-            break  # the peer sent entries that do not verify: nothing more from it this round
-    return result
+    batch with ``ingest`` as it arrives, and return what it brought. Stops at the first
+    batch that does not verify (the rest could not link; ``result.errors`` says why, and
+    ``result.forks`` holds the proof if the histories differ).
 
+    ``progress``, if given, is called with the figures after the plan and after each
+    batch. Raises ``PeerMisbehaved`` if the peer breaks the wire rules, ``PeerGone`` if it
+    leaves mid-pull (batches already ingested stay stored)."""
 
-async def _pull_range(stream: Stream, want: wire.Want, ingest: Ingest, batch: int, result: PullResult) -> bool:
-    """Pull one author's range; False if the peer's entries did not verify."""
-    start = want.start
-    await send(stream, wire.Get(want.author, start, min(batch, want.stop - start + 1)))
-    while True:
-        got = expect(await recv(stream), wire.Entries)
-        if got.author != want.author or got.start != start:
-            raise PeerMisbehaved("entries answer a different request", "bad_message")
-        if not got.entries:
-            return True  # the peer no longer holds what it announced; nothing to do
-        result.received += len(got.entries)
-        start += len(got.entries)
-        more = start <= want.stop
-        if more:  # pipelining: the peer reads the next batch while we verify this one
-            await send(stream, wire.Get(want.author, start, min(batch, want.stop - start + 1)))
-        report = await ingest(list(got.entries), want.author)
-        result.added += len(report.added)
-        result.forks.extend(report.forks)
-        if report.errors:
-            result.errors.extend(report.errors)
-            try:
-                if more:
-                    expect(await recv(stream), wire.Entries)  # drop the answer already asked for
-                await _check_divergence(stream, want, report, ingest, result)
-            except (PeerGone, PeerMisbehaved):
-                pass  # the errors found already say what went wrong
-            return False
-        if not more:
-            return True
+    async def perform(action: Any) -> rules.Event | None:
+        if isinstance(action, rules.ReadHeads):
+            return rules.HeadsRead(our_heads())
+        if isinstance(action, rules.Ingest):
+            report = await ingest(list(action.envelopes), action.author)
+            return rules.Ingested(len(report.added), tuple(report.forks), tuple(report.errors))
+        assert isinstance(action, rules.Progressed), action
+        if progress is not None:
+            progress(action.progress)
+        return None
 
-
-async def _check_divergence(stream: Stream, want: wire.Want, report: Any, ingest: Ingest, result: PullResult) -> None:
-    """A batch that does not link at its first seq means the peer's chain and ours differ
-    before it: fetch the peer's entry just below, whose ingest yields the fork proof."""
-    first = report.errors[0]
-    if first.code != "bad_prev" or first.seq != want.start or want.start < 2:
-        return
-    await send(stream, wire.Get(want.author, want.start - 1, 1))
-    got = expect(await recv(stream), wire.Entries)
-    if got.entries:
-        fork_report = await ingest(list(got.entries), want.author)
-        result.forks.extend(fork_report.forks)
+    puller = rules.Puller(batch=batch)
+    return await _run(puller, puller.begin(), stream, perform)
 
 
 # -- peer exchange -------------------------------------------------------------------
