@@ -791,7 +791,8 @@ def _evaluate(loan_id: bytes, c: dict, receipts: list[SignedReceipt], transfers:
 
     book, timeline = None, []
     if disbursed_on is not None:
-        book, timeline = _money(plan, c, seq, disbursed_on, today, (x.date for x in given if x.kind in ("default", "writeoff")))
+        judged = (x.date for x in given if x.kind in ("default", "writeoff"))  # rule 9 looks at these days
+        book, timeline = _money(plan, c, seq, disbursed_on, today, judged)
     dpd_at = dict(timeline)
 
     def days_past_due_at(d: date) -> int:
