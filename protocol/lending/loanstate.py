@@ -61,7 +61,8 @@ Rules of this file (docs/protocol.md, "Loan state"):
    and the loan is repaid (``repaid_on``); whatever is left of a payment then is
    ``overpaid``: shown, and owed back to the borrower outside the system.
 8. Days past due at a day ``d``: ``d`` minus the day the oldest installment not fully
-   paid fell due, if that is before ``d``; else 0. The state, in this precedence:
+   paid fell due, if that is before ``d``; else 0. The state is the first that applies
+   (this is what rule 11's run of ``TRANSITIONS`` always ends in; nothing looks it up):
    ``awaiting_disbursement`` (no disbursement counted and dated on or before
    ``today``), ``repaid``, ``written_off``, ``defaulted`` (rule 9), ``current`` (0 days
    past due), ``late`` (1 to ``grace_days``), ``delinquent`` (more, with ``bucket``
@@ -73,12 +74,48 @@ Rules of this file (docs/protocol.md, "Loan state"):
    at that date, counting the receipts dated on or before it (else
    ``default_not_allowed``). A ``writeoff`` counts if given by the holder at its date
    after a counted default dated on or before it (else ``not_holder``,
-   ``not_defaulted``). A ``dispute`` by the borrower or anyone who held the claim is
-   listed in ``disputes`` (else ``not_party``) and changes nothing. Another kind is
-   ``bad_notice``. Once counted, a default or writeoff stays: paying up afterwards
-   makes the loan ``repaid`` only when it is paid off.
+   ``not_defaulted``). A ``dispute`` by the borrower or anyone in ``holders`` (the
+   contract's lender and the ``to`` of every valid transfer) is listed in ``disputes``
+   (else ``not_party``) and changes nothing. Another kind is ``bad_notice``. Once
+   counted, a default or writeoff stays: paying up afterwards makes the loan ``repaid``
+   only when it is paid off.
 10. The result depends on the inputs as sets: every choice above is made by number,
     date and id, never by the order of the lists.
+11. Moves. ``state`` is the end of a run of ``TRANSITIONS`` (``step``) from
+    ``awaiting_disbursement`` over the events of the days from the disbursement to
+    ``today``, in date order, and within one day in the order of ``EVENTS``:
+
+    - ``disbursed`` on the disbursement's date;
+    - at most one *money event*, when days past due at the end of the day, against the
+      end of the day before (0 before the disbursement), crosses 0 or ``grace_days``:
+      ``caught_up`` (from 1 or more to 0), ``partly_caught_up`` (from more than
+      ``grace_days`` to 1..``grace_days``), ``overdue`` (from 0 to 1..``grace_days``),
+      ``past_grace`` (from at most ``grace_days`` to more);
+    - ``default`` on ``defaulted_on`` and ``writeoff`` on ``written_off_on`` (rule 9);
+    - ``repaid`` on ``repaid_on`` (rule 7).
+
+    An event with no edge from the current state leaves the state as it is. That
+    happens only in ``STEADY`` (``defaulted``, ``written_off``, ``repaid``): the money no
+    longer moves them, and a writeoff after the loan is repaid changes nothing; ``step``
+    asserts it. This is why the run ends where rule 8 says: ``awaiting_disbursement``
+    until the disbursement's day; the money events keep ``current``, ``late`` and
+    ``delinquent`` in step with days past due; a counted default meets ``late`` or
+    ``delinquent`` (it is judged on its day's days past due, after that day's
+    repayments); a writeoff meets ``defaulted``, or ``repaid`` which ignores it; and
+    ``repaid`` comes last in its day and is final.
+
+    Days past due change only on a *sweep day*: the disbursement, a repayment's date,
+    and for each installment the day after it falls due and the day after its grace
+    ends (between those, the oldest unpaid installment stays the same and its days past
+    due grow by one a day). The run looks at those days, the dates of the default and
+    writeoff notices (rule 9 judges a default by days past due on its date) and
+    ``today``, nothing else.
+
+Cost: with I installments (at most ``schedule.MAX_PERIODS``), R counted receipts, T
+transfers and N notices, ``loan_state`` takes O(R*I) for the money (each repayment walks
+the installments, as before rule 11), O(S log S) for the S <= 2*I + R + N + 2 sweep
+days (days past due is O(1) amortized there: the oldest unpaid installment only moves
+forward), and O(N*T) for the notices. No loop runs per calendar day.
 
 The states, and how the state moves as ``today`` advances (``TRANSITIONS``; several
 events can happen on one day, so one day may take several edges):
@@ -108,7 +145,7 @@ state                      meaning                             entered by       
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from .contract import contract_schedule, parse_date
@@ -147,6 +184,35 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 """``(state, event) -> next state``: the only moves a loan makes as ``today`` advances."""
 
 FINAL = frozenset(s for s in STATES if not any(k[0] == s for k in TRANSITIONS))
+
+EVENTS = ("disbursed", "caught_up", "partly_caught_up", "overdue", "past_grace", "default", "writeoff", "repaid")
+"""Every event of ``TRANSITIONS``, in the order they apply within one day (rule 11)."""
+
+MONEY_EVENTS = frozenset({"caught_up", "partly_caught_up", "overdue", "past_grace"})
+"""What days past due crossing 0 or ``grace_days`` is called (rule 11); one a day at most."""
+
+STEADY = frozenset({DEFAULTED, WRITTEN_OFF, REPAID})
+"""The states that stay as they are on an event they have no edge for (rule 11)."""
+
+
+def step(state: str, event: str) -> str:
+    """The state after ``event`` in ``state`` by ``TRANSITIONS``; ``state`` itself if the
+    table has no such edge, which rule 11 allows only in a ``STEADY`` state."""
+    nxt = TRANSITIONS.get((state, event))
+    if nxt is None:
+        assert event in EVENTS and state in STEADY, f"no edge from {state} on {event}"
+        return state
+    return nxt
+
+
+class Move(NamedTuple):
+    """One event of rule 11's run: on ``day``, ``event`` took the loan from ``before`` to
+    ``after`` (the same state when it has no edge for it)."""
+
+    day: date
+    event: str
+    before: str
+    after: str
 
 BUCKETS = ((30, "1-30"), (60, "31-60"), (90, "61-90"))
 """Delinquency buckets by days past due: up to 30, up to 60, up to 90, then ``90+``."""
@@ -238,6 +304,10 @@ class LoanState:
     days_past_due: int
     bucket: str | None
     holder: bytes
+    holders: tuple[bytes, ...]
+    """The contract's lender, then the ``to`` of every valid transfer in the order they
+    apply (rule 3): everyone who holds, held or is to hold the claim. With the borrower,
+    the parties whose dispute is listed (rule 9). Not in ``to_json`` (``transfers`` is)."""
     default_allowed: bool
     rows: tuple[Row, ...]
     principal_paid: int
@@ -484,6 +554,7 @@ class _Book:
         self.grace_days, self.late_fee = grace_days, late_fee
         self.overpaid = 0
         self.repaid_on: date | None = None
+        self._oldest = 0  # no line before it is unpaid; what is paid or waived stays so
 
     def charge_fees(self, day: date) -> None:
         """Charge the fee of every installment whose grace ended before ``day`` unpaid (rule 6)."""
@@ -515,9 +586,17 @@ class _Book:
                     line.waived = line.inst.interest - line.paid_interest
         self.overpaid += amount
 
+    def oldest_unpaid(self) -> _Line | None:
+        """The first installment not fully paid. Payments and waivers only ever lower what
+        a line owes, so the search resumes where it stopped: O(I) over a book's life."""
+        while self._oldest < len(self.lines) and not self.lines[self._oldest].unpaid():
+            self._oldest += 1
+        return self.lines[self._oldest] if self._oldest < len(self.lines) else None
+
     def days_past_due(self, day: date) -> int:
-        """Rule 8: days since the oldest installment not fully paid fell due, if before ``day``."""
-        oldest = next((line for line in self.lines if line.unpaid()), None)
+        """Rule 8: days since the oldest installment not fully paid fell due, if before
+        ``day`` (for the payments allocated so far)."""
+        oldest = self.oldest_unpaid()
         return (day - oldest.falls_due).days if oldest and oldest.falls_due < day else 0
 
     def fees_unpaid(self) -> int:
@@ -546,16 +625,79 @@ class _Book:
         return "partial" if line.paid_interest or line.paid_principal else "due"
 
 
-def _book(plan: list[Installment], c: dict, seq: _Sequence, disbursed_on: date, until: date) -> _Book:
-    """The money at the end of day ``until``: repayments dated on or before it, then fees (rule 6)."""
+def _sweep_days(book: _Book, payments: list[tuple[date, int]], notice_days: Iterable[date], disbursed_on: date,
+                today: date) -> list[date]:
+    """Rule 11's sweep days from the disbursement to ``today``, in order."""
+    days = {disbursed_on, today}
+    days.update(d for d, _ in payments)
+    days.update(d for d in notice_days if disbursed_on <= d <= today)
+    grace = book.grace_days
+    for line in book.lines:
+        # Compared by day counts first: falls_due + grace may pass the year 9999.
+        late_by = (today - line.falls_due).days
+        if late_by >= 1:
+            days.add(line.falls_due + timedelta(days=1))
+        if late_by > grace:
+            days.add(line.falls_due + timedelta(days=grace + 1))
+    return sorted(days)
+
+
+def _money(plan: list[Installment], c: dict, seq: _Sequence, disbursed_on: date, today: date,
+           notice_days: Iterable[date]) -> tuple[_Book, list[tuple[date, int]]]:
+    """Rules 5 to 8 as time passes: the book at the end of ``today`` (repayments dated on
+    or before it, then fees, rule 6), and days past due at the end of each sweep day."""
     book = _Book(plan, disbursed_on, c["grace_days"], c["late_fee"])
+    payments = []
     for r in seq.counted[1:]:
         day = parse_date(r.doc["date"])
-        if day > until:
+        if day > today:
             break  # counted dates never decrease (rule 2)
-        book.pay(r.doc["amount"], day)
-    book.charge_fees(until)
-    return book
+        payments.append((day, r.doc["amount"]))
+    timeline = []
+    k = 0
+    for day in _sweep_days(book, payments, notice_days, disbursed_on, today):
+        while k < len(payments) and payments[k][0] <= day:
+            book.pay(payments[k][1], payments[k][0])  # in receipt order, which is date order
+            k += 1
+        timeline.append((day, book.days_past_due(day)))
+    assert k == len(payments), "every payment date is a sweep day"
+    book.charge_fees(today)
+    return book, timeline
+
+
+def _band(days_past_due: int, grace_days: int) -> int:
+    """0: nothing past due; 1: within the grace days; 2: beyond them."""
+    return 0 if days_past_due == 0 else 1 if days_past_due <= grace_days else 2
+
+
+def _money_event(before: int, after: int, grace_days: int) -> str | None:
+    """The money event of a day whose days past due went from ``before`` to ``after`` (rule 11)."""
+    a, b = _band(before, grace_days), _band(after, grace_days)
+    if a == b:
+        return None
+    if b == 0:
+        return "caught_up"
+    if b == 1:
+        return "overdue" if a == 0 else "partly_caught_up"
+    return "past_grace"
+
+
+def _moves(timeline: list[tuple[date, int]], grace_days: int, disbursed_on: date, repaid_on: date | None,
+           defaulted_on: date | None, written_off_on: date | None) -> list[Move]:
+    """Rule 11: the events of each sweep day, in ``EVENTS`` order, run through ``step``."""
+    dated = {"disbursed": disbursed_on, "default": defaulted_on, "writeoff": written_off_on, "repaid": repaid_on}
+    sweep = {day for day, _ in timeline}
+    assert all(d is None or d in sweep for d in dated.values()), "every dated event falls on a sweep day"
+    state, before, moves = AWAITING, 0, []
+    for day, dpd in timeline:
+        money = _money_event(before, dpd, grace_days)
+        for event in EVENTS:
+            if event == money or (event not in MONEY_EVENTS and dated[event] == day):
+                nxt = step(state, event)
+                moves.append(Move(day, event, state, nxt))
+                state = nxt
+        before = dpd
+    return moves
 
 
 # -- rule 9: notices ---------------------------------------------------------------------------
@@ -569,14 +711,21 @@ class _Notices:
     rejected: list[Rejection]
 
 
-def _notices(notices: Iterable[Notice], today: date, c: dict, seq: _Sequence,
-             days_past_due_at: Callable[[date], int]) -> _Notices:
-    """Which notices given on or before ``today`` count (rule 9)."""
+def _given(notices: Iterable[Notice], today: date) -> list[Notice]:
+    """The notices given on or before ``today`` (rule 4), one per id, by date then id."""
+    return sorted(_unique((x for x in notices if x.date <= today),
+                          lambda x: (x.kind, x.by, x.date, x.reason or "")).values(),
+                  key=lambda x: (x.date, x.id))
+
+
+def _holders(c: dict, seq: _Sequence) -> tuple[bytes, ...]:
+    return (c["lender"], *(t.doc["to"] for t in seq.transfers))
+
+
+def _notices(given: list[Notice], c: dict, seq: _Sequence, days_past_due_at: Callable[[date], int]) -> _Notices:
+    """Which of the notices ``given`` (``_given``) count (rule 9)."""
     holder_at = _holder_at(c, seq)
-    parties = {c["lender"], c["borrower"]} | {t.doc["to"] for t in seq.transfers}
-    given = sorted(_unique((x for x in notices if x.date <= today),
-                           lambda x: (x.kind, x.by, x.date, x.reason or "")).values(),
-                   key=lambda x: (x.date, x.id))
+    parties = {c["borrower"], *_holders(c, seq)}
     out = _Notices(None, None, [], [])
     for x in given:  # defaults first: a writeoff needs one dated on or before it
         if x.kind != "default":
@@ -614,42 +763,49 @@ def _notices(notices: Iterable[Notice], today: date, c: dict, seq: _Sequence,
 # -- the entry point ----------------------------------------------------------------------------
 
 
-def _state(disbursed: bool, book: _Book | None, notes: _Notices, dpd: int, grace_days: int) -> str:
-    """Rule 8's precedence."""
-    if not disbursed:
-        return AWAITING
-    if book is not None and book.repaid_on is not None:
-        return REPAID
-    if notes.written_off_on is not None:
-        return WRITTEN_OFF
-    if notes.defaulted_on is not None:
-        return DEFAULTED
-    if dpd == 0:
-        return CURRENT
-    return LATE if dpd <= grace_days else DELINQUENT
-
-
 def loan_state(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
                notices: list[Notice], today: date) -> LoanState:
     """The state of loan ``loan_id`` (the id of ``contract``) at the end of ``today``, by the
     rules of this module. Depends only on the arguments, taken as sets; raises
     ``ProtocolError`` only for a contract whose schedule cannot be made."""
-    c = contract
+    return _evaluate(loan_id, contract, receipts, transfers, notices, today)[0]
+
+
+def loan_moves(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
+               notices: list[Notice], today: date) -> tuple[Move, ...]:
+    """Rule 11's run up to the end of ``today``, every event in order (those that leave
+    the state as it was too); its last ``after`` is ``loan_state(...).state`` (nothing
+    before the disbursement: then the state is ``awaiting_disbursement``). The moves up to
+    a day never change when ``today`` is later."""
+    return _evaluate(loan_id, contract, receipts, transfers, notices, today)[1]
+
+
+def _evaluate(loan_id: bytes, c: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
+              notices: list[Notice], today: date) -> tuple[LoanState, tuple[Move, ...]]:
     plan = contract_schedule(c)
     seq = _sequence(loan_id, c, receipts, transfers)
     disbursed_on = parse_date(seq.counted[0].doc["date"]) if seq.counted else None
     if disbursed_on is not None and disbursed_on > today:
         disbursed_on = None  # rule 4: not lent yet at the end of today
+    given = _given(notices, today)
+
+    book, timeline = None, []
+    if disbursed_on is not None:
+        judged = (x.date for x in given if x.kind in ("default", "writeoff"))  # rule 9 looks at these days
+        book, timeline = _money(plan, c, seq, disbursed_on, today, judged)
+    dpd_at = dict(timeline)
 
     def days_past_due_at(d: date) -> int:
-        if disbursed_on is None or disbursed_on > d:
-            return 0
-        return _book(plan, c, seq, disbursed_on, d).days_past_due(d)
+        return 0 if disbursed_on is None or d < disbursed_on else dpd_at[d]
 
-    notes = _notices(notices, today, c, seq, days_past_due_at)
-    book = _book(plan, c, seq, disbursed_on, today) if disbursed_on is not None else None
-    dpd = book.days_past_due(today) if book else 0
-    state = _state(disbursed_on is not None, book, notes, dpd, c["grace_days"])
+    notes = _notices(given, c, seq, days_past_due_at)
+    moves: list[Move] = []
+    state = AWAITING
+    if book is not None:
+        moves = _moves(timeline, c["grace_days"], disbursed_on, book.repaid_on, notes.defaulted_on,
+                       notes.written_off_on)
+        state = moves[-1].after  # the first move is the disbursement
+    dpd = dpd_at[today] if book else 0
 
     if book is None:  # nothing lent: nothing paid, nothing owed
         rows = tuple(Row(k, i.due, i.payment, i.interest, i.principal, 0, 0, 0, 0, 0, "upcoming")
@@ -658,13 +814,14 @@ def loan_state(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], tr
         rows = tuple(Row(k, ln.inst.due, ln.inst.payment, ln.inst.interest, ln.inst.principal, ln.paid_interest,
                          ln.paid_principal, ln.waived, ln.fee, ln.fee_paid, book.status(ln, today))
                      for k, ln in enumerate(book.lines, 1))
-    return LoanState(
+    result = LoanState(
         loan=loan_id,
         as_of=today,
         state=state,
         days_past_due=dpd,
         bucket=bucket_of(dpd) if state == DELINQUENT else None,
         holder=_holder_at(c, seq)(today),
+        holders=_holders(c, seq),
         default_allowed=(state, "default") in TRANSITIONS and dpd >= c["default_days"],
         rows=rows,
         principal_paid=sum(r.paid_principal for r in rows),
@@ -685,3 +842,4 @@ def loan_state(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], tr
         defaulted_on=notes.defaulted_on,
         written_off_on=notes.written_off_on,
     )
+    return result, tuple(moves)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from protocol import codec
 from protocol.lending.contract import check_contract, contract_schedule
 from protocol.lending.loanstate import (
-    AWAITING, CURRENT, DEFAULTED, DELINQUENT, FINAL, LATE, REPAID, STATES, TRANSITIONS, WRITTEN_OFF, Notice,
-    SignedReceipt, SignedTransfer, bucket_of, loan_state,
+    AWAITING, CURRENT, DEFAULTED, DELINQUENT, EVENTS, FINAL, LATE, MONEY_EVENTS, REPAID, STATES, STEADY,
+    TRANSITIONS, WRITTEN_OFF, Move, Notice, SignedReceipt, SignedTransfer, bucket_of, loan_moves, loan_state, step,
 )
 from protocol.lending.schedule import KINDS
 
@@ -658,3 +658,241 @@ def test_documented_example():
     assert s.state == REPAID and s.fees_charged == s.fees_paid == 500
     for text in ("1020.07 (2026-02-15)", "1020.06", "due_now` 1025.06", "interest 20.10", "principal 999.96"):
         assert text in DOC
+
+
+# -- rule 11: the table, executed -----------------------------------------------------------------
+
+
+def moves(c, receipts=(), today=START, transfers=(), notices=()):
+    return loan_moves(LOAN, c, list(receipts), list(transfers), list(notices), today)
+
+
+def events(ms) -> list[tuple[str, str, str]]:
+    return [(m.event, m.before, m.after) for m in ms]
+
+
+def test_events_are_the_tables_events_and_only_steady_states_ignore_one():
+    assert set(EVENTS) == {e for _, e in TRANSITIONS} and len(EVENTS) == len(set(EVENTS))
+    assert MONEY_EVENTS < set(EVENTS) and STEADY == {DEFAULTED, WRITTEN_OFF, REPAID}
+    for (a, e), b in TRANSITIONS.items():
+        assert step(a, e) == b
+    for a in STATES:
+        for e in EVENTS:
+            if (a, e) in TRANSITIONS:
+                continue
+            if a in STEADY:
+                assert step(a, e) == a
+            else:  # rule 11 never feeds these: a run that did would be a bug, and says so
+                with pytest.raises(AssertionError):
+                    step(a, e)
+
+
+def test_a_day_disbursed_and_paid_off_takes_two_edges_in_order():
+    c = contract()
+    rs = [disbursement(c), repay(2, 300000, START)]
+    assert events(moves(c, rs, START)) == [("disbursed", AWAITING, CURRENT), ("repaid", CURRENT, REPAID)]
+    assert state(c, rs, START).state == REPAID
+
+
+def test_nothing_moves_before_the_disbursement():
+    c = contract()
+    assert moves(c, [], START + timedelta(days=100)) == ()
+    d = disbursement(c, START + timedelta(days=3))
+    assert moves(c, [d], START + timedelta(days=2)) == ()
+    assert moves(c, [d], START + timedelta(days=3)) == (Move(START + timedelta(days=3), "disbursed", AWAITING,
+                                                             CURRENT),)
+
+
+def test_money_events_name_how_days_past_due_cross_zero_and_the_grace():
+    c = contract(term="6m", grace_days=3)
+    plan = contract_schedule(c)
+    due = plan[0].due
+    rs = [disbursement(c), repay(2, plan[0].payment + 500, due + timedelta(days=10))]
+    ms = moves(c, rs, due + timedelta(days=10))
+    assert [(m.day, m.event, m.after) for m in ms] == [
+        (START, "disbursed", CURRENT), (due + timedelta(days=1), "overdue", LATE),
+        (due + timedelta(days=4), "past_grace", DELINQUENT), (due + timedelta(days=10), "caught_up", CURRENT)]
+    # partly: a payment that leaves only an installment within its grace (it pays the fee,
+    # both installments' interest, then the first one's principal)
+    rs = [disbursement(c), repay(2, plan[0].payment + 500 + plan[1].interest, plan[1].due + timedelta(days=2))]
+    ms = moves(c, rs, plan[1].due + timedelta(days=2))
+    assert events(ms[-1:]) == [("partly_caught_up", DELINQUENT, LATE)]
+    # with no grace days an installment unpaid the day after it falls due is past its grace at once
+    c0 = contract(grace_days=0)
+    ms = moves(c0, [disbursement(c0)], plan[0].due + timedelta(days=1))
+    assert events(ms) == [("disbursed", AWAITING, CURRENT), ("past_grace", CURRENT, DELINQUENT)]
+
+
+def test_default_and_writeoff_on_one_day_then_the_money_is_ignored_until_paid_off():
+    c = contract(default_days=10, grace_days=2)
+    plan = contract_schedule(c)
+    day = plan[0].due + timedelta(days=10)
+    rs = [disbursement(c), repay(2, plan[0].payment + 500, day + timedelta(days=1)),
+          repay(3, 10**6, day + timedelta(days=40))]
+    ns = [notice("default", L, day), notice("writeoff", L, day)]
+    ms = moves(c, rs, day + timedelta(days=40), notices=ns)
+    assert events(ms[3:5]) == [("default", DELINQUENT, DEFAULTED), ("writeoff", DEFAULTED, WRITTEN_OFF)]
+    assert ms[3].day == ms[4].day == day
+    # catching up the next day, the second installment falling due and passing its grace
+    # unpaid, and catching up with the payoff (its money event comes before ``repaid``):
+    # events still, but they move nothing now
+    assert [m.event for m in ms[5:-1]] == ["caught_up", "overdue", "past_grace", "caught_up"]
+    assert all(m.before == m.after == WRITTEN_OFF for m in ms[5:-1])
+    assert events(ms[-1:]) == [("repaid", WRITTEN_OFF, REPAID)]
+
+
+def test_a_writeoff_after_the_loan_is_repaid_changes_nothing():
+    c = contract(default_days=10)
+    plan = contract_schedule(c)
+    day = plan[0].due + timedelta(days=10)
+    rs = [disbursement(c), repay(2, 10**6, day + timedelta(days=1))]
+    wo = notice("writeoff", L, day + timedelta(days=2))
+    s = state(c, rs, day + timedelta(days=2), notices=[notice("default", L, day), wo])
+    assert s.state == REPAID and s.written_off_on == wo.date  # it counts (rule 9) ...
+    assert events(moves(c, rs, day + timedelta(days=2), notices=[notice("default", L, day), wo])[-1:]) == [
+        ("writeoff", REPAID, REPAID)]  # ... and moves nothing
+
+
+def test_a_dispute_by_a_holder_between_two_transfers_is_listed():
+    c = contract()
+    rs = [disbursement(c)]
+    day = START + timedelta(days=3)
+    s = state(c, rs, day, transfers=[transfer(L, N, 1, day), transfer(N, X, 1, day)],
+              notices=[notice("dispute", N, day, "mine too")])
+    assert s.holders == (L, N, X) and s.holder == X
+    assert [x.by for x in s.disputes] == [N]
+
+
+def test_a_long_daily_loan_is_swept_not_walked_day_by_day():
+    """1200 installments (the most a schedule has) and two years: the run has a bounded
+    number of moves, a few per installment, whatever the number of days."""
+    c = contract(term="1200d", period_days=1, schedule="equal-principal", principal=12_000_000, grace_days=0)
+    plan = contract_schedule(c)
+    assert len(plan) == 1200
+    ms = moves(c, [disbursement(c)], START + timedelta(days=2000),
+               notices=[notice("default", L, START + timedelta(days=k)) for k in range(40, 60)])
+    assert [m.event for m in ms] == ["disbursed", "past_grace", "default"]
+
+
+# The state by rule 8's precedence, as loanstate.py computed it before rule 11 ran the
+# table: the oracle the run must agree with. Days past due come from the rows alone.
+
+
+def precedence(s, grace_days: int) -> str:
+    if s.disbursed_on is None:
+        return AWAITING
+    if s.repaid_on is not None:
+        return REPAID
+    if s.written_off_on is not None:
+        return WRITTEN_OFF
+    if s.defaulted_on is not None:
+        return DEFAULTED
+    dpd = rows_days_past_due(s)
+    if dpd == 0:
+        return CURRENT
+    return LATE if dpd <= grace_days else DELINQUENT
+
+
+def rows_days_past_due(s) -> int:
+    """Rule 8 from the state's rows: the first row not fully paid, from the day it fell due."""
+    if s.disbursed_on is None:
+        return 0
+    for r in s.rows:
+        if r.interest - r.interest_waived - r.paid_interest + r.principal - r.paid_principal:
+            falls_due = max(r.due, s.disbursed_on)
+            return (s.as_of - falls_due).days if falls_due < s.as_of else 0
+    return 0
+
+
+def test_the_oracle_agrees_on_the_exact_cases():
+    c = contract(default_days=10)
+    plan = contract_schedule(c)
+    for k in range(0, 120, 3):
+        day = START + timedelta(days=k)
+        s = state(c, [disbursement(c)], day, notices=[notice("default", L, plan[0].due + timedelta(days=12))])
+        assert s.state == precedence(s, c["grace_days"]), day
+
+
+@st.composite
+def paid_loans(draw):
+    """``loans()`` and more of what repayments look like: on time, late, partial, prepaid,
+    overpaid, several on one day."""
+    c, receipts, transfers, notices, today = draw(loans())
+    plan = contract_schedule(c)
+    counted = [r for r in receipts if r.doc["what"] == "repayment"]
+    n = max((r.doc["n"] for r in counted), default=1)
+    day = max((date.fromisoformat(r.doc["date"]) for r in receipts), default=START)
+    holder = N if transfers and n >= transfers[0].doc["after"] else L
+    for k in range(draw(st.integers(0, 4))):
+        n += 1
+        i = plan[min(k, len(plan) - 1)]
+        kind = draw(st.sampled_from(["on_time", "late", "partial", "prepaid", "overpaid", "same_day"]))
+        if kind == "on_time":
+            day, amount = max(day, i.due), i.payment or 1
+        elif kind == "late":
+            day, amount = max(day, i.due + timedelta(days=draw(st.integers(1, 40)))), i.payment + c["late_fee"]
+        elif kind == "partial":
+            day, amount = day + timedelta(days=draw(st.integers(0, 20))), max(1, i.payment // 3)
+        elif kind == "prepaid":
+            day, amount = day + timedelta(days=draw(st.integers(0, 5))), c["principal"] // 2 + 1
+        elif kind == "overpaid":
+            day, amount = day + timedelta(days=draw(st.integers(0, 30))), 2 * c["principal"] + 7
+        else:
+            amount = draw(st.integers(1, max(1, c["principal"] // 4)))
+        receipts.append(repay(n, amount, day, payee=holder))
+    notices = list(notices)
+    if draw(st.booleans()):  # a default near the threshold by the likely holder, maybe a writeoff after it
+        first = max(plan[0].due, date.fromisoformat(receipts[0].doc["date"]))
+        d_day = first + timedelta(days=c["default_days"] + draw(st.integers(-2, 30)))
+        notices.append(notice("default", draw(st.sampled_from([L, L, N])), d_day, "d"))
+        if draw(st.booleans()):
+            notices.append(notice("writeoff", L, d_day + timedelta(days=draw(st.integers(0, 20))), "w"))
+    today = draw(st.one_of(
+        st.just(today),
+        st.builds(lambda k: day + timedelta(days=k), st.integers(-5, 60)),
+        st.builds(lambda i, k: i.due + timedelta(days=k), st.sampled_from(plan), st.integers(0, c["grace_days"] + 2)),
+    ))
+    return c, receipts, transfers, notices, today
+
+
+@settings(max_examples=150, deadline=None)
+@given(paid_loans())
+def test_the_executed_table_agrees_with_the_precedence_oracle(loan):
+    c, receipts, transfers, notices, today = loan
+    s = loan_state(LOAN, c, receipts, transfers, notices, today)
+    assert s.days_past_due == rows_days_past_due(s)
+    assert s.state == precedence(s, c["grace_days"])
+    ms = loan_moves(LOAN, c, receipts, transfers, notices, today)
+    assert (ms[-1].after if ms else AWAITING) == s.state
+    # rule 9's defaults were judged on days past due recomputed from scratch on their day
+    if s.defaulted_on is not None:
+        at = loan_state(LOAN, c, receipts, transfers, notices, s.defaulted_on)
+        assert at.holder in {x.by for x in notices if x.kind == "default" and x.date == s.defaulted_on}
+        assert rows_days_past_due(at) >= c["default_days"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(paid_loans(), st.lists(st.integers(-3, 400), min_size=1, max_size=12))
+def test_consecutive_days_take_only_edges_of_the_table(loan, offsets):
+    """The run up to a far day holds the run up to every earlier day (a day's events
+    never change when today moves on), so the edges between day d-1 and day d are the
+    moves dated d: each is an edge of the table, or an event a steady state ignores."""
+    c, receipts, transfers, notices, _ = loan
+    far = START + timedelta(days=420)
+    run = loan_moves(LOAN, c, receipts, transfers, notices, far)
+    for m in run:
+        if m.before != m.after:
+            assert TRANSITIONS[(m.before, m.event)] == m.after
+        else:
+            assert m.before in STEADY and (m.before, m.event) not in TRANSITIONS
+    for a, b in zip(run, run[1:]):
+        assert a.after == b.before and a.day <= b.day
+        assert a.day < b.day or EVENTS.index(a.event) < EVENTS.index(b.event)  # the order within a day
+    assert sum(m.event in MONEY_EVENTS for m in run) == len({m.day for m in run if m.event in MONEY_EVENTS})
+    days = {START + timedelta(days=k) for k in offsets} | {m.day for m in run} | {m.day - timedelta(days=1)
+                                                                                  for m in run}
+    for d in sorted(days):
+        prefix = tuple(m for m in run if m.day <= d)
+        assert loan_moves(LOAN, c, receipts, transfers, notices, d) == prefix
+        assert loan_state(LOAN, c, receipts, transfers, notices, d).state == (prefix[-1].after if prefix
+                                                                                else AWAITING)

@@ -1,0 +1,281 @@
+"""The offer book's admission rules: whether an offer or a cancellation enters the book.
+
+``admit`` is a pure function of the verified item (offer.py's ``Offer`` or cancellation),
+a read-only ``BookView`` of the book and the time ``now_ms``: it returns a decision, and
+the node applies it (one write batch) or reports it. No I/O and no clock here, so the
+rules are tested without a store, and every node applies the same ones.
+
+Rules of this file (docs/protocol.md, "Offers"; the store is the node's,
+p2pnode/lending/offers.py):
+
+1. An offer is added if it is new, has not expired, was not created more than
+   ``MAX_SKEW_MS`` ahead of our clock, and has no cancellation by its author; and if the
+   book holds fewer than ``max_book`` offers and its author fewer than
+   ``max_per_author`` live ones. The decision is ``Add``; ``until`` (when its records
+   may be purged) is its ``expires``. One the book holds already is a ``Duplicate``.
+2. A cancellation is kept once per offer and author: the same again is a ``Duplicate``.
+   One for an offer the book holds must be by the offer's author (``not_yours``); it
+   removes the offer. One for an offer not held (yet) is kept as an *orphan*, so that
+   the offer never enters if it comes later: if its ``created`` is within the last
+   ``MAX_OFFER_MS`` (``stale_cancel`` otherwise: any offer it could cancel has expired)
+   and at most ``max_orphans`` orphans are kept (``book_full``). No cancellation
+   created more than ``MAX_SKEW_MS`` ahead of our clock is kept (``bad_time``). The
+   decision is ``Cancel``; ``until`` is the offer's ``expires`` if it is held (the offer
+   is refused after that anyway), else ``created + MAX_OFFER_MS`` (no offer cancelled
+   after it was created outlives that).
+3. So an author's cancellation removes its offer and keeps it out while the offer
+   lives; a stranger's never removes an offer, and since each author's cancellation is
+   kept apart, never takes the place of the author's nor keeps the author's offer out.
+   (A book that keeps one cancellation per offer, the last one, loses the author's if a
+   stranger's for the same offer arrives after it and before the offer: rule 3 needs
+   the view's ``cancelled`` to answer per author.)
+4. The checks run in the order of the tables below; the first that fails decides.
+   Only a limit's value may vary (``Limits``, for tests); codes and messages are
+   stable (``REFUSALS``; docs/api.md lists them under ``offers.refused.CODE``).
+
+An offer (``admit_offer``):
+
+===========================================  ===============  =================================================
+admitted only if                             else             message
+===========================================  ===============  =================================================
+the book does not hold it                    duplicate        the book holds this offer already
+now < expires                                offer_expired    the offer has expired
+created <= now + MAX_SKEW_MS                 bad_time         the offer was created more than a day ahead of
+                                                              this node's clock
+its author has not cancelled it              offer_cancelled  the offer was cancelled
+the book holds < max_book offers             book_full        the offer book holds {max_book} offers
+its author has < max_per_author live offers  too_many_offers  the author has {max_per_author} live offers already
+===========================================  ===============  =================================================
+
+A cancellation (``admit_cancel``):
+
+===========================================  ===============  =================================================
+admitted only if                             else             message
+===========================================  ===============  =================================================
+the book does not keep it from this author   duplicate        the book keeps this cancellation already
+the offer is not held, or is the author's    not_yours        a cancellation by someone other than the offer's
+                                                              author
+created <= now + MAX_SKEW_MS                 bad_time         the cancellation was created more than a day
+                                                              ahead of this node's clock
+the offer is held, or created +              stale_cancel     a cancellation older than any offer it could
+MAX_OFFER_MS > now                                            cancel
+the offer is held, or < max_orphans orphans  book_full        {max_orphans} cancellations of offers not held
+are kept                                                      are kept already
+===========================================  ===============  =================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, NamedTuple, Protocol, Union
+
+from .offer import MAX_OFFER_MS, Offer
+
+MAX_BOOK = 10_000
+"""Offers a book holds at most."""
+MAX_PER_AUTHOR = 100
+"""Live offers a book holds at most per author."""
+MAX_ORPHANS = 10_000
+"""Cancellations kept for offers not (or no longer) in the book."""
+MAX_SKEW_MS = 24 * 3600 * 1000
+"""How far ahead of our clock an offer's or cancellation's ``created`` may be."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The book's limits (rule 4): the defaults everywhere but in tests that reach them."""
+
+    max_book: int = MAX_BOOK
+    max_per_author: int = MAX_PER_AUTHOR
+    max_orphans: int = MAX_ORPHANS
+
+    def __post_init__(self) -> None:
+        assert self.max_book >= 1 and self.max_per_author >= 1 and self.max_orphans >= 1, self
+
+
+LIMITS = Limits()
+
+
+class HeldOffer(Protocol):
+    """What the rules read of an offer the book holds (offer.py's ``Offer`` is one)."""
+
+    @property
+    def author(self) -> bytes: ...
+
+    @property
+    def expires(self) -> int: ...
+
+
+class BookView(Protocol):
+    """A read-only view of the book, as ``admit`` needs it. Every answer is about the
+    records the book holds now (expired ones not purged yet included)."""
+
+    def held(self, offer_id: bytes) -> HeldOffer | None:
+        """The offer with this id if the book holds it."""
+
+    def cancelled(self, offer_id: bytes, author: bytes) -> bool:
+        """Whether the book keeps a cancellation of ``offer_id`` signed by ``author``."""
+
+    def size(self) -> int:
+        """How many offers the book holds."""
+
+    def live(self, author: bytes, now_ms: int) -> int:
+        """How many offers by ``author`` the book holds that are live at ``now_ms``
+        (``offer.is_live``)."""
+
+    def orphans(self) -> int:
+        """How many cancellations the book keeps of offers it does not hold."""
+
+
+# -- decisions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Add:
+    """Store the offer; its records may go at ``until`` (ms)."""
+
+    offer_id: bytes
+    until: int
+    outcome: ClassVar[str] = "added"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Store the cancellation of ``offer_id`` by ``author``, and remove the offer if
+    ``removes`` (the book holds it); the records may go at ``until`` (ms)."""
+
+    offer_id: bytes
+    author: bytes
+    until: int
+    removes: bool
+    outcome: ClassVar[str] = "cancelled"
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The book has this already: nothing to do."""
+
+    outcome: ClassVar[str] = "duplicate"
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Not admitted: a stable code and a message."""
+
+    code: str
+    message: str
+    outcome: ClassVar[str] = "refused"
+
+
+Decision = Union[Add, Cancel, Duplicate, Refuse]
+
+
+# -- the tables ------------------------------------------------------------------------------
+
+
+class _Ask(NamedTuple):
+    """One admission question: the item's fields, the book, the time and the limits."""
+
+    offer_id: bytes
+    author: bytes
+    created: int
+    expires: int | None  # an offer's; None for a cancellation
+    held: HeldOffer | None
+    view: BookView
+    now_ms: int
+    limits: Limits
+
+
+class Gate(NamedTuple):
+    """One row of a table: ``test`` must hold, else the item is refused with ``code``
+    and ``message`` (a template over the limits), or is a ``Duplicate``."""
+
+    condition: str
+    code: str
+    message: str
+    test: Callable[[_Ask], bool]
+
+
+OFFER_GATES: tuple[Gate, ...] = (
+    Gate("the book does not hold it", "duplicate", "the book holds this offer already",
+         lambda q: q.held is None),
+    Gate("now < expires", "offer_expired", "the offer has expired",
+         lambda q: q.now_ms < q.expires),  # type: ignore[operator]
+    Gate("created <= now + MAX_SKEW_MS", "bad_time", "the offer was created more than a day ahead of this node's clock",
+         lambda q: q.created <= q.now_ms + MAX_SKEW_MS),
+    Gate("its author has not cancelled it", "offer_cancelled", "the offer was cancelled",
+         lambda q: not q.view.cancelled(q.offer_id, q.author)),
+    Gate("the book holds < max_book offers", "book_full", "the offer book holds {max_book} offers",
+         lambda q: q.view.size() < q.limits.max_book),
+    Gate("its author has < max_per_author live offers", "too_many_offers",
+         "the author has {max_per_author} live offers already",
+         lambda q: q.view.live(q.author, q.now_ms) < q.limits.max_per_author),
+)
+"""Rule 1, the first table of this file's docstring."""
+
+CANCEL_GATES: tuple[Gate, ...] = (
+    Gate("the book does not keep it from this author", "duplicate", "the book keeps this cancellation already",
+         lambda q: not q.view.cancelled(q.offer_id, q.author)),
+    Gate("the offer is not held, or is the author's", "not_yours",
+         "a cancellation by someone other than the offer's author",
+         lambda q: q.held is None or q.held.author == q.author),
+    Gate("created <= now + MAX_SKEW_MS", "bad_time",
+         "the cancellation was created more than a day ahead of this node's clock",
+         lambda q: q.created <= q.now_ms + MAX_SKEW_MS),
+    Gate("the offer is held, or created + MAX_OFFER_MS > now", "stale_cancel",
+         "a cancellation older than any offer it could cancel",
+         lambda q: q.held is not None or q.created + MAX_OFFER_MS > q.now_ms),
+    Gate("the offer is held, or < max_orphans orphans are kept", "book_full",
+         "{max_orphans} cancellations of offers not held are kept already",
+         lambda q: q.held is not None or q.view.orphans() < q.limits.max_orphans),
+)
+"""Rule 2, the second table of this file's docstring."""
+
+REFUSALS = frozenset(g.code for g in OFFER_GATES + CANCEL_GATES if g.code != "duplicate")
+"""Every code a ``Refuse`` may carry (the node counts gossip refused as ``offers.refused.CODE``)."""
+
+
+def _first_failing(gates: tuple[Gate, ...], q: _Ask) -> Decision | None:
+    for gate in gates:
+        if not gate.test(q):
+            if gate.code == "duplicate":
+                return Duplicate()
+            limits = q.limits
+            return Refuse(gate.code, gate.message.format(max_book=limits.max_book,
+                                                         max_per_author=limits.max_per_author,
+                                                         max_orphans=limits.max_orphans))
+    return None
+
+
+# -- admission -------------------------------------------------------------------------------
+
+
+def admit_offer(o: Offer, view: BookView, now_ms: int, limits: Limits = LIMITS) -> Decision:
+    """Rule 1: whether the verified offer ``o`` enters the book at ``now_ms``. ``Add``,
+    ``Duplicate`` or ``Refuse``; the view is only read."""
+    q = _Ask(o.id, o.author, o.created, o.expires, view.held(o.id), view, now_ms, limits)
+    return _first_failing(OFFER_GATES, q) or Add(o.id, o.expires)
+
+
+def admit_cancel(cancel: dict, view: BookView, now_ms: int, limits: Limits = LIMITS) -> Decision:
+    """Rule 2: whether the verified cancellation ``cancel`` (``offer.cancel_of``: a dict
+    with ``offer``, ``author``, ``created``) is kept at ``now_ms``. ``Cancel``,
+    ``Duplicate`` or ``Refuse``; the view is only read."""
+    offer_id, author, created = cancel["offer"], cancel["author"], cancel["created"]
+    held = view.held(offer_id)
+    q = _Ask(offer_id, author, created, None, held, view, now_ms, limits)
+    decided = _first_failing(CANCEL_GATES, q)
+    if decided is not None:
+        return decided
+    if held is None:
+        return Cancel(offer_id, author, created + MAX_OFFER_MS, removes=False)
+    return Cancel(offer_id, author, held.expires, removes=True)
+
+
+def admit(item: Offer | dict, view: BookView, now_ms: int, limits: Limits = LIMITS) -> Decision:
+    """Whether a verified offers-topic item (``offer.parse_book_message``: an ``Offer`` or
+    a cancellation) enters the book: ``admit_offer`` or ``admit_cancel``."""
+    if isinstance(item, dict):
+        return admit_cancel(item, view, now_ms, limits)
+    return admit_offer(item, view, now_ms, limits)
+
