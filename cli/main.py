@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from cli.output import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, emit_json, fail
+from cli.output import (EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, USAGE, CommandError, StdoutClosed,
+                        emit_json, end_on_closed_stdout, fail, stdout_closed)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -114,6 +116,8 @@ def handles_errors(f: Callable) -> Callable:
             err.json_mode = True
             raise err from None
         except Exception as e:
+            if isinstance(e, BrokenPipeError) and stdout_closed():
+                raise StdoutClosed() from None  # the reader has gone: not a failure to report
             mapped = _exit_code_of(e)
             if mapped is None:
                 raise
@@ -218,4 +222,19 @@ _register_groups()
 
 
 def main() -> None:
-    cli(prog_name="p2pnode")
+    """The console script. A closed stdout ends any command quietly (cli/output.py)."""
+    stdout = sys.stdout
+    try:
+        cli(prog_name="p2pnode")  # ends by SystemExit: click's standalone mode
+    except StdoutClosed:
+        end_on_closed_stdout()
+    except SystemExit:
+        # click met the closed pipe itself (writing help or usage) if it swapped stdout
+        # for its quiet wrapper; its own answer to that is exit 1, which means "refused".
+        if sys.stdout is not stdout and stdout_closed():
+            end_on_closed_stdout()
+        try:
+            sys.stdout.flush()  # here, not at interpreter exit, where a failure is only a warning
+        except BrokenPipeError:
+            end_on_closed_stdout()
+        raise
