@@ -213,6 +213,7 @@ def _register_groups() -> None:
     for command in (status, peers, connect, stop):
         cli.add_command(command)
     cli.add_command(testnet)
+    from cli.name import name; cli.add_command(name)  # noqa: E702
     from cli.lending.schedule import schedule; cli.add_command(schedule)  # noqa: E702
     from cli.lending.loan import loan; cli.add_command(loan)  # noqa: E702
     from cli.lending.offer import offer, request; cli.add_command(offer); cli.add_command(request)  # noqa: E702
