@@ -155,6 +155,16 @@ def peer_full(peer: str, names: Any = None) -> str:
     return f"{name} ({pid})" if name else pid
 
 
+def peers_table(title: str | None, columns: list[str], rows: list[list[str]], names: Any = None) -> None:
+    """A table whose first column is full peer IDs, with a "name" column beside it when
+    the user has named any of them."""
+    named = [(names.name_of(r[0]) if names is not None else None) or "" for r in rows]
+    if any(named):
+        columns = [columns[0], "name", *columns[1:]]
+        rows = [[r[0], n, *r[1:]] for r, n in zip(rows, named)]
+    table(title, columns, rows)
+
+
 # -- a closed stdout --------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -86,6 +87,8 @@ def up(c: Ctx, nodes: int, dir_: Path, timeout: float, as_json: bool) -> None:
         m.pid = tn.spawn(m)
     extra = [m for name, m in old.items() if name not in {x.name for x in members}]
     tn.save(dir_, members + extra)
+    if not as_json and sys.stderr.isatty():
+        click.echo(f"waiting (at most {timeout:g} s) for {len(members)} nodes to connect...", err=True)
     statuses = tn.wait_connected(members, _status, timeout)
     rows = [
         {
