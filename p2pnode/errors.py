@@ -52,5 +52,5 @@ def id_prefix(ref: object, what: str) -> str:
         # Older callers name the param ('"loan"', 'an offer id'); read those as the kind too.
         kind = what.strip('"').removeprefix("an ").removeprefix("a ").removesuffix(" id")
         raise bad_params(f"{ref!r} is not {'an' if kind[:1] in 'aeiou' else 'a'} {kind} id: "
-                         "give its 64 hex digits, or at least the first 8")
+                         "give its 64 hex digits, or a prefix of at least 8")
     return ref.lower()

@@ -29,7 +29,7 @@ def test_a_bad_id_names_the_value_and_what_an_id_is(ref):
     with pytest.raises(ApiError) as e:
         id_prefix(ref, "loan")
     assert e.value.code == "bad_params"
-    assert e.value.message == f"{ref!r} is not a loan id: give its 64 hex digits, or at least the first 8"
+    assert e.value.message == f"{ref!r} is not a loan id: give its 64 hex digits, or a prefix of at least 8"
     with pytest.raises(ApiError) as e:
         id_prefix(ref, "offer or request")
     assert f"{ref!r} is not an offer or request id" in e.value.message
@@ -49,4 +49,4 @@ def test_loans_and_offers_are_refused_alike_by_a_node(node_process):
         rc, _, err = run_cli(group, "show", "00000000", home=home)
         assert rc == 1 and re.fullmatch(r"p2pnode: error: no [a-z ]+ matches 00000000 on this node\n", err), err
         rc, _, err = run_cli(group, "show", "abc", home=home)
-        assert rc == 2 and "'abc' is not a" in err and "at least the first 8" in err, err
+        assert rc == 2 and "'abc' is not a" in err and "a prefix of at least 8" in err, err
