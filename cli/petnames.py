@@ -62,12 +62,12 @@ def parse_peer(value: str) -> tuple[str, str | None]:
     ``/p2p/<peer ID>``; ``ValueError`` saying why not."""
     from protocol.keys import KeyFormatError, public_key_from_peer_id
 
-    addr = None
-    pid = value
+    addr, pid = None, value
     if value.startswith("/"):
-        if "/p2p/" not in value:
-            raise ValueError(f"address {value!r} does not end in /p2p/<peer ID>")
-        addr, pid = value, value.rsplit("/p2p/", 1)[1]
+        where, _, pid = value.rpartition("/p2p/")
+        if not where:
+            raise ValueError(f"{value!r} is not an address ending in /p2p/<peer ID> (e.g. /ip4/HOST/tcp/PORT/p2p/12D3KooW...)")
+        addr = value
     try:
         public_key_from_peer_id(pid)
     except KeyFormatError as e:
