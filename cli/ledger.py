@@ -138,7 +138,8 @@ def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -
     if shown["head_seq"] == 0:
         fail(f"no chain of {shown['author']} is stored", code="unknown_author")
     head_seq, entries = shown["head_seq"], shown["entries"]
-    title = f"{peer_full(shown['author'], names)}: {head_seq} entries" + ("  FORKED: this author signed two histories" if shown["forked"] else "")
+    title = (f"{peer_full(shown['author'], names)}: {head_seq} entries"
+             + ("  FORKED: this author signed two histories" if shown["forked"] else ""))
     rows = [
         [
             str(e["seq"]),

@@ -12,7 +12,8 @@ import click
 from cli import petnames
 from cli.syncprogress import done as sync_done, sync_progress
 from cli.main import Ctx, handles_errors, json_option, pass_ctx
-from cli.output import FAILED, NOT_RUNNING, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty, table
+from cli.output import (FAILED, NOT_RUNNING, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty,
+                        table)
 
 RPC_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0

@@ -66,7 +66,8 @@ def parse_peer(value: str) -> tuple[str, str | None]:
     if value.startswith("/"):
         where, _, pid = value.rpartition("/p2p/")
         if not where:
-            raise ValueError(f"{value!r} is not an address ending in /p2p/<peer ID> (e.g. /ip4/HOST/tcp/PORT/p2p/12D3KooW...)")
+            raise ValueError(f"{value!r} is not an address ending in /p2p/<peer ID> "
+                             "(e.g. /ip4/HOST/tcp/PORT/p2p/12D3KooW...)")
         addr = value
     try:
         public_key_from_peer_id(pid)

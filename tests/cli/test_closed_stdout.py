@@ -76,7 +76,8 @@ def write_chain(path: Path, n: int) -> None:
     prev, lines = None, []
     for seq in range(1, n + 1):
         kind, body = ("genesis", genesis_body("far")) if seq == 1 else ("note", {"text": f"entry {seq}"})
-        e = make_entry(key, seq=seq, prev=prev.id if prev else ZERO_ID, ts=1_700_000_000_000 + seq, kind=kind, body=body)
+        e = make_entry(key, seq=seq, prev=prev.id if prev else ZERO_ID, ts=1_700_000_000_000 + seq, kind=kind,
+                       body=body)
         lines.append(json.dumps(entry_json(e)))
         prev = e
     path.write_text("\n".join(lines) + "\n")

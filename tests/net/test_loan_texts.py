@@ -22,7 +22,8 @@ CAP = "rate 1200 bp is over this node's cap of 1000 bp"
 
 
 def offer(net: Testnet, k: int, rate: str) -> str:
-    oid = net.json(k, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", rate, "--term", "3m")["id"]
+    oid = net.json(k, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", rate,
+                   "--term", "3m")["id"]
     for other in (2, 3):
         net.wait(lambda: net.cli(other, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{other}")
     return oid
