@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from cli.output import EXIT_OF_CODE, FAILED, KEY, NOT_RUNNING, USAGE, CommandError, fail
+from cli.output import EXIT_OF_CODE, FAILED, KEY, NOT_RUNNING, USAGE, CommandError, StdoutClosed, fail, stdout_closed
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -99,6 +99,8 @@ def handles_errors(f: Callable) -> Callable:
             err.json_mode = True
             raise err from None
         except Exception as e:
+            if isinstance(e, BrokenPipeError) and stdout_closed():
+                raise StdoutClosed() from None  # the reader has gone: not a failure to report
             mapped = _exit_code_of(e)
             if mapped is None:
                 raise

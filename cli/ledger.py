@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from cli.context import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
-from cli.output import FAILED, emit_json, fail, iso_ms, short, table
+from cli.output import FAILED, emit_json, fail, iso_ms, peer_full, peers_table, short, table
 
 DEFAULT_SHOW_LIMIT = 100
 RPC_TIMEOUT = 30.0  # seconds for a quick call to the node
@@ -64,15 +64,20 @@ def open_here(c: Ctx, *, write: bool = False) -> Any:
 
 
 def _author(value: str | None, c: Ctx) -> bytes:
-    """The public key named by a peer ID option, or this node's own."""
-    from protocol.keys import KeyFormatError, public_key_from_peer_id
+    """The public key named by a PEER option (a peer ID or a petname), or this node's own."""
+    from cli.petnames import resolve_peer
+    from protocol.keys import public_key_from_peer_id
 
     if value is None:
         return c.home.public_key()
-    try:
-        return public_key_from_peer_id(value)
-    except KeyFormatError as e:
-        raise click.BadParameter(str(e), param_hint="--author") from None
+    return public_key_from_peer_id(resolve_peer(c.home.path, value, "--author"))
+
+
+def _names(c: Ctx, as_json: bool) -> Any:
+    """The petnames text output shows; none for JSON, which keeps to full peer IDs."""
+    from cli.petnames import load
+
+    return None if as_json else load(c.home.path)
 
 
 @click.group()
@@ -118,7 +123,7 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
 
 
 @ledger.command()
-@click.option("--author", metavar="PEER", help="Whose chain (peer ID); default this node's.")
+@click.option("--author", metavar="PEER", help="Whose chain (a peer ID, or a name you gave it); default this node's.")
 @click.option("--from", "from_seq", type=click.IntRange(min=1), default=1, show_default=True, help="First seq.")
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_SHOW_LIMIT, show_default=True, help="At most this many entries.")
 @json_option
@@ -127,6 +132,7 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
 def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -> None:
     """List the entries of a chain, oldest first."""
     pk = _author(author, c)
+    names = _names(c, as_json)
     from protocol.keys import peer_id
 
     shown = ask_node(c, "ledger.show", {"author": peer_id(pk), "from": from_seq, "limit": limit})
@@ -141,7 +147,8 @@ def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -
     if shown["head_seq"] == 0:
         fail(f"no chain of {shown['author']} is stored", code="unknown_author")
     head_seq, entries = shown["head_seq"], shown["entries"]
-    title = f"{shown['author']}: {head_seq} entries" + ("  FORKED: this author signed two histories" if shown["forked"] else "")
+    title = (f"{peer_full(shown['author'], names)}: {head_seq} entries"
+             + ("  FORKED: this author signed two histories" if shown["forked"] else ""))
     rows = [
         [
             str(e["seq"]),
@@ -164,6 +171,7 @@ def show(c: Ctx, author: str | None, from_seq: int, limit: int, as_json: bool) -
 @handles_errors
 def heads(c: Ctx, as_json: bool) -> None:
     """List every chain held, with its last seq, id and time."""
+    names = _names(c, as_json)
     answer = ask_node(c, "ledger.heads")
     if answer is None:
         from p2pnode.ledger import ops as api
@@ -175,10 +183,11 @@ def heads(c: Ctx, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table(
+    peers_table(
         None,
         ["author", "seq", "last entry", "time (UTC)", ""],
         [[r["author"], str(r["seq"]), r["id"][:16], iso_ms(r["ts"]), ("own " if r["own"] else "") + ("FORKED" if r["forked"] else "")] for r in rows],
+        names,
     )
 
 
@@ -243,7 +252,7 @@ def _report_unopenable(message: str, as_json: bool, code: str = "store_corrupt")
 
 
 @ledger.command()
-@click.option("--author", metavar="PEER", help="Export only this chain (peer ID); default all chains.")
+@click.option("--author", metavar="PEER", help="Export only this chain (a peer ID, or a name you gave it); default all chains.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (default stdout).")
 @pass_ctx
 @handles_errors

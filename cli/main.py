@@ -7,12 +7,13 @@ commands must answer fast. Each command's docstring is its help text.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from cli.context import CONTEXT, Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
-from cli.output import FAILED, emit_json, fail
+from cli.output import FAILED, StdoutClosed, emit_json, end_on_closed_stdout, fail, stdout_closed
 
 @click.group(context_settings=CONTEXT)
 @click.option(
@@ -93,11 +94,12 @@ def _register_commands() -> None:
     ``p2pnode extensions`` says why)."""
     from cli.extensions import add_extension_commands, extensions
     from cli.ledger import ledger
+    from cli.name import name
     from cli.node import connect, peers, status, stop
     from cli.start import start
     from cli.testnet import testnet
 
-    for command in (ledger, start, status, peers, connect, stop, testnet, extensions):
+    for command in (ledger, start, status, peers, connect, stop, testnet, name, extensions):
         cli.add_command(command)
     add_extension_commands(cli)
 
@@ -106,4 +108,19 @@ _register_commands()
 
 
 def main() -> None:
-    cli(prog_name="p2pnode")
+    """The console script. A closed stdout ends any command quietly (cli/output.py)."""
+    stdout = sys.stdout
+    try:
+        cli(prog_name="p2pnode")  # ends by SystemExit: click's standalone mode
+    except StdoutClosed:
+        end_on_closed_stdout()
+    except SystemExit:
+        # click met the closed pipe itself (writing help or usage) if it swapped stdout
+        # for its quiet wrapper; its own answer to that is exit 1, which means "refused".
+        if sys.stdout is not stdout and stdout_closed():
+            end_on_closed_stdout()
+        try:
+            sys.stdout.flush()  # here, not at interpreter exit, where a failure is only a warning
+        except BrokenPipeError:
+            end_on_closed_stdout()
+        raise

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import click
 
-from cli.context import node_call, Ctx, handles_errors, json_option, pass_ctx
-from cli.output import FAILED, emit_json, fail, iso_ms, table
+from cli import petnames
+from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
+from cli.output import (FAILED, NOT_RUNNING, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty,
+                        table)
+from cli.syncprogress import done as sync_done, sync_progress
 
 RPC_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -30,11 +34,25 @@ def duration(seconds: float) -> str:
 
 
 @click.command()
+@click.option("--watch", is_flag=True,
+              help="Follow the sync until the node is idle: a progress bar at a terminal, else a line a second.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=7 * 86400), default=3600.0, show_default=True,
+              help="With --watch: give up (exit 1) after this many seconds.")
 @json_option
 @pass_ctx
 @handles_errors
-def status(c: Ctx, as_json: bool) -> None:
-    """Show the running node: identity, addresses, peers, chains held, sync and counters."""
+def status(c: Ctx, watch: bool, timeout: float, as_json: bool) -> None:
+    """Show the running node: identity, addresses, peers, chains held, sync and counters.
+
+    With --watch, follow its sync instead until the node is idle (exit 0), --timeout
+    passes (exit 1) or Ctrl-C (exit 130).
+    """
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch draws progress for people; without it, --json prints the status once")
+        _watch(c, timeout)
+        return
+    names = None if as_json else petnames.load(c.home.path)
     st = node_call(c, "node.status")
     if as_json:
         emit_json(st)
@@ -47,26 +65,47 @@ def status(c: Ctx, as_json: bool) -> None:
     for i, addr in enumerate(st["listen"] or ["(none)"]):
         click.echo(f"{'listening' if i == 0 else '':<12}{addr}")
     click.echo(f"sync        {sync['state']}, last round {last}, {sync['entries_received']} entries received")
+    said = sync_progress(sync)
+    if said and not sync_done(sync):  # (unknown progress matters only mid-sync)
+        click.echo(f"{'':<12}{said}")
     if st["forked"]:
-        click.echo(f"FORKED      {len(st['forked'])} author(s) signed two histories: {', '.join(st['forked'])}")
+        click.echo(f"FORKED      {len(st['forked'])} author(s) signed two histories: "
+                   + ", ".join(peer_label(a, names) for a in st["forked"]))
     click.echo("")
-    _peer_table(f"peers ({len(st['peers'])})", st["peers"], detailed=False)
+    _peer_table(f"peers ({len(st['peers'])})", st["peers"], names, detailed=False)
     click.echo("")
     own = st["peer_id"]
-    table(
+    peers_table(
         f"chains held ({len(st['heads'])})",
         ["author", "seq", "last entry", "time (UTC)", ""],
         [
-            [h["author"], str(h["seq"]), h["id"][:16], iso_ms(h["ts"]), ("own " if h["author"] == own else "") + ("FORKED" if h["forked"] else "")]
+            [h["author"], str(h["seq"]), h["id"][:16], iso_ms(h["ts"]),
+             ("own " if h["author"] == own else "") + ("FORKED" if h["forked"] else "")]
             for h in st["heads"]
         ],
+        names,
     )
     if st["counters"]:
         click.echo("")
         table("counters", ["counter", "value"], [[k, str(v)] for k, v in st["counters"].items()])
 
 
-def _peer_table(title: str, peers: list[dict], *, detailed: bool) -> None:
+def _watch(c: Ctx, timeout: float) -> None:
+    from cli.syncprogress import watch
+
+    try:
+        idle = watch(lambda: node_call(c, "node.status"), timeout, stdout_is_tty(), console())
+    except KeyboardInterrupt:
+        sys.exit(130)  # as a shell reports a command ended by Ctrl-C; nothing to report
+    if not idle:
+        fail(f"the node is still syncing after {timeout:g} s", code="timeout", exit_code=FAILED)
+
+
+def _name(peer: str, names: Any) -> str:
+    return (names.name_of(peer) if names is not None else None) or ""
+
+
+def _peer_table(title: str, peers: list[dict], names: Any, *, detailed: bool) -> None:
     if not peers:
         click.echo(f"{title}: none connected")
         return
@@ -75,7 +114,7 @@ def _peer_table(title: str, peers: list[dict], *, detailed: bool) -> None:
         [p["peer_id"], p["addr"], p["direction"]] + ([duration(p["connected_s"]), str(p["score"])] if detailed else [])
         for p in peers
     ]
-    table(title, columns, rows)
+    peers_table(title, columns, rows, names)
 
 
 @click.command()
@@ -84,26 +123,30 @@ def _peer_table(title: str, peers: list[dict], *, detailed: bool) -> None:
 @handles_errors
 def peers(c: Ctx, as_json: bool) -> None:
     """List the peers the running node is connected to."""
+    names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, "node.peers")
     if as_json:
         emit_json(answer)
     else:
-        _peer_table(f"peers ({len(answer['peers'])})", answer["peers"], detailed=True)
+        _peer_table(f"peers ({len(answer['peers'])})", answer["peers"], names, detailed=True)
 
 
 @click.command()
-@click.argument("addr", metavar="ADDR")
+@click.argument("addr", metavar="ADDR|NAME")
 @json_option
 @pass_ctx
 @handles_errors
 def connect(c: Ctx, addr: str, as_json: bool) -> None:
     """Connect the running node to a peer at ADDR, a multiaddr ending in /p2p/<peer ID>,
-    e.g. /ip4/192.0.2.7/tcp/7420/p2p/12D3KooW..."""
+    e.g. /ip4/192.0.2.7/tcp/7420/p2p/12D3KooW..., or to the peer NAME names if its
+    address was saved with it (`p2pnode name set ADDR NAME`)."""
+    addr = petnames.resolve_addr(c.home.path, addr, "ADDR")
+    names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, "node.connect", {"addr": addr})
     if as_json:
         emit_json(answer)
     else:
-        click.echo(f"connected to {answer['peer_id']}")
+        click.echo(f"connected to {answer['peer_id']}" + (f" ({n})" if (n := _name(answer["peer_id"], names)) else ""))
 
 
 @click.command()

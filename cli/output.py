@@ -9,11 +9,17 @@ Exit codes (docs/cli.md) are a promise to scripts:
     4 the store is held by a running node
     5 key problem (passphrase needed or wrong, key file damaged)
     6 no node is running at the home (for commands that need one: status, peers, stop, ...)
+
+A command whose stdout is closed early (a pager quit, ``head`` had enough) ends as cat and
+git do: silently, killed by SIGPIPE (status 141 in a shell). See ``StdoutClosed``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -66,10 +72,15 @@ def short(text: str, width: int) -> str:
 def console(stderr: bool = False):
     from rich.console import Console  # imported on use: commands that print JSON stay fast
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1, which scripts read as "refused": end like every command instead.
+            raise StdoutClosed()
+
     stream = sys.stderr if stderr else sys.stdout
     # Piped output is read by people in pagers and logs: do not fold it at 80 columns.
     width = None if stream.isatty() else 200
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
@@ -86,3 +97,90 @@ def table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+SHORT_PEER_CHARS = 8
+"""Characters of a peer ID its short form keeps: the last 8 of base58, about 47 random
+bits (every Ed25519 peer ID starts with the same ``12D3KooW``, so its head tells nothing)."""
+
+
+def as_peer_id(peer: str) -> str:
+    """A peer ID as it is; a 64-hex Ed25519 public key (some views give those) as its peer ID."""
+    if len(peer) == 64 and all(c in "0123456789abcdef" for c in peer.lower()):
+        from protocol.keys import peer_id
+
+        return peer_id(bytes.fromhex(peer))
+    return peer
+
+
+def short_peer(peer: str) -> str:
+    """The one short form of a peer in text output: ``…`` and the last characters of its
+    peer ID, e.g. ``…K51V7QaD`` (docs/cli.md, "Peers")."""
+    return "…" + as_peer_id(peer)[-SHORT_PEER_CHARS:]
+
+
+def peer_label(peer: str | None, names: Any = None) -> str:
+    """How a table or a one-line message names a peer: the name the user gave it
+    (``p2pnode name``), else its short form. ``names`` is a ``cli.petnames.Petnames``."""
+    if not peer:
+        return "-"
+    pid = as_peer_id(peer)
+    name = names.name_of(pid) if names is not None else None
+    return name or short_peer(pid)
+
+
+def peer_full(peer: str, names: Any = None) -> str:
+    """How a detailed view names a peer: its full peer ID, after its name if it has one."""
+    pid = as_peer_id(peer)
+    name = names.name_of(pid) if names is not None else None
+    return f"{name} ({pid})" if name else pid
+
+
+def peers_table(title: str | None, columns: list[str], rows: list[list[str]], names: Any = None) -> None:
+    """A table whose first column is full peer IDs, with a "name" column beside it when
+    the user has named any of them."""
+    named = [(names.name_of(r[0]) if names is not None else None) or "" for r in rows]
+    if any(named):
+        columns = [columns[0], "name", *columns[1:]]
+        rows = [[r[0], n, *r[1:]] for r, n in zip(rows, named)]
+    table(title, columns, rows)
+
+
+# -- a closed stdout --------------------------------------------------------------------------
+
+
+class StdoutClosed(BaseException):
+    """stdout's reader has gone (a pager quit, ``head`` had enough).
+
+    A BaseException, so that no handler of errors on the way (ours, click's, rich's)
+    reports it as a failure; ``cli.main.main`` ends the process quietly once the command
+    has unwound (stores closed, temporary files removed)."""
+
+
+def stdout_closed() -> bool:
+    """Whether stdout (fd 1) is a pipe or socket that nobody reads any more.
+
+    Asked before taking a ``BrokenPipeError`` for a closed stdout: a write to a node's
+    socket can break a pipe too, and that is a failure to report."""
+    try:
+        poller = select.poll()
+        poller.register(1, 0)  # POLLERR and POLLHUP are reported whatever is asked for
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def end_on_closed_stdout() -> NoReturn:
+    """End the process as cat and git do when their reader has gone: silently, by SIGPIPE
+    (a shell sees status 141; ``set -o pipefail`` knows what it means)."""
+    try:
+        # What Python still buffers for stdout is flushed at exit: send it nowhere, quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+    except OSError:
+        pass
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # not reached: the signal ends the process first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -77,7 +78,7 @@ def up(c: Ctx, nodes: int, dir_: Path, timeout: float, as_json: bool) -> None:
 
     dir_ = dir_.absolute()
     old = {m.name: m for m in tn.load(dir_)}
-    members = tn.prepare(dir_, nodes, c.registry)
+    members = tn.prepare(dir_, nodes, c.loaded)
     for m in members:
         prev = old.get(m.name)
         if prev is not None and tn.pid_alive(prev.pid) and _status(prev) is not None:
@@ -86,6 +87,8 @@ def up(c: Ctx, nodes: int, dir_: Path, timeout: float, as_json: bool) -> None:
         m.pid = tn.spawn(m)
     extra = [m for name, m in old.items() if name not in {x.name for x in members}]
     tn.save(dir_, members + extra)
+    if not as_json and sys.stderr.isatty():
+        click.echo(f"waiting (at most {timeout:g} s) for {len(members)} nodes to connect...", err=True)
     statuses = tn.wait_connected(members, _status, timeout)
     rows = [
         {

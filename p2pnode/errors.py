@@ -29,19 +29,25 @@ def bad_params(message: str) -> ApiError:
 
 def unique(matches: list, ref: str, what: str, unknown_code: str) -> object:
     """The one item that an id prefix ``ref`` names, or ``ApiError``: ``unknown_code`` if
-    none, ``ambiguous_id`` if several."""
+    none, ``ambiguous_id`` if several.
+
+    ``what`` is the kind of object in the singular ("loan", "offer or request",
+    "proposal"): every kind gets the same two sentences, "no loan matches 1234abcd on this
+    node" and "1234abcd matches 3 loans: give more of the id"."""
     if not matches:
-        raise ApiError(f"no {what} {ref} is known here", code=unknown_code)
+        raise ApiError(f"no {what} matches {ref} on this node", code=unknown_code)
     if len(matches) > 1:
-        raise ApiError(f"{ref} names {len(matches)} of them: give more of the id", code="ambiguous_id")
+        plural = " or ".join(part + "s" for part in what.split(" or "))  # offers or requests
+        raise ApiError(f"{ref} matches {len(matches)} {plural}: give more of the id", code="ambiguous_id")
     return matches[0]
 
 
 def id_prefix(ref: object, what: str) -> str:
     """``ref`` in lower case if it is an id or a prefix of at least 8 hex digits;
-    ``bad_params`` naming ``what`` otherwise."""
+    ``bad_params`` naming ``what``, the kind of object as for ``unique``, otherwise."""
     if not isinstance(ref, str) or not 8 <= len(ref) <= 64 or any(c not in "0123456789abcdef" for c in ref.lower()):
-        raise bad_params(f"{what} is 64 hex digits, or a unique prefix of at least 8")
+        raise bad_params(f"{ref!r} is not {'an' if what[:1] in 'aeiou' else 'a'} {what} id: "
+                         "give its 64 hex digits, or a prefix of at least 8")
     return ref.lower()
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from p2pnode.home import Config, Home, init_home
 
@@ -86,9 +86,10 @@ def save(dir: Path, members: list[Member]) -> None:
     os.replace(tmp, path)
 
 
-def prepare(dir: Path, n: int, registry) -> list[Member]:
+def prepare(dir: Path, n: int, loaded: Any) -> list[Member]:
     """Homes ``dir/node1..nodeN``: existing ones are kept, missing ones created with a
-    free port on 127.0.0.1 and node 1 as their bootstrap peer."""
+    free port on 127.0.0.1 and node 1 as their bootstrap peer, and a config section for
+    each of the ``loaded`` extensions (``p2pnode.extensions.Loaded``)."""
     from protocol.keys import peer_id
 
     if not 1 <= n <= MAX_NODES:
@@ -98,11 +99,11 @@ def prepare(dir: Path, n: int, registry) -> list[Member]:
     for k in range(1, n + 1):
         home = Home(dir / f"node{k}")
         if not home.exists():
-            init_home(home.path, registry=registry, name=f"node{k}")
+            init_home(home.path, registry=loaded.registry, name=f"node{k}")
             cfg = Config(name=f"node{k}", listen=[f"/ip4/127.0.0.1/tcp/{free_port()}"])
             if members:
                 cfg.bootstrap = [members[0].addr]
-            home.config_file.write_text(cfg.to_toml())
+            home.config_file.write_text(cfg.to_toml(loaded.extensions))
         cfg = home.config()
         listen = next((a for a in cfg.listen if a.startswith("/ip4/127.0.0.1/tcp/")), None)
         if listen is None:
@@ -132,48 +133,72 @@ def spawn(member: Member, extra_args: list[str] | None = None) -> int:
 
 
 def wait_connected(members: list[Member], status: Callable[[Member], dict | None], timeout: float) -> dict[str, dict]:
-    """Wait until every node answers and the nodes form one connected network; their
-    statuses. Raises ``TestnetError`` naming the laggards after ``timeout`` seconds."""
+    """Wait until the network has formed: every node answers, sees at least one other
+    node among its own peers, and the links join all of them into one graph. Returns the
+    statuses of one round in which that held, so the peer counts they give are the ones
+    that formed it. Raises ``TestnetError`` saying what was missing after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    last: dict[str, dict] = {}
     while True:
-        for m in members:
+        statuses: dict[str, dict] = {}
+        for m in members:  # one fresh round: counts from different moments would not agree
             st = status(m)
             if st is not None:
-                last[m.name] = st
+                statuses[m.name] = st
             elif not pid_alive(m.pid):
                 raise TestnetError(f"{m.name} exited; see {Path(m.home) / LOG_FILE}")
-        if len(last) == len(members) and _connected(members, last):
-            return last
+        missing = formation_gaps(members, statuses)
+        if not missing:
+            return statuses
         if time.monotonic() > deadline:
-            missing = [m.name for m in members if m.name not in last]
-            lonely = [m.name for m in members if m.name in last and not last[m.name]["peers"]]
-            raise TestnetError(
-                f"the network did not form within {timeout:.0f} s"
-                + (f"; not answering: {', '.join(missing)}" if missing else "")
-                + (f"; without peers: {', '.join(lonely)}" if lonely else "")
-            )
+            logs = ", ".join(str(Path(m.home) / LOG_FILE) for m in members if m.name in missing.get("nodes", ()))
+            raise TestnetError(f"the network did not form within {timeout:g} s: {missing['why']}"
+                               + (f"; see {logs}" if logs else ""))
         time.sleep(0.2)
 
 
-def _connected(members: list[Member], statuses: dict[str, dict]) -> bool:
-    if len(members) == 1:
-        return True
+def formation_gaps(members: list[Member], statuses: dict[str, dict]) -> dict | None:
+    """None if ``statuses`` (name -> node.status) show a formed network; else ``{"why":
+    text, "nodes": names at fault}``: nodes not answering, nodes that see no other
+    node, or the groups the network is split into."""
+    silent = [m.name for m in members if m.name not in statuses]
+    if silent:
+        return {"why": f"not answering: {', '.join(silent)}", "nodes": silent}
     by_id = {m.peer_id: m.name for m in members}
-    edges: dict[str, set[str]] = {m.name: set() for m in members}
+    links: dict[str, set[str]] = {m.name: set() for m in members}
     for m in members:
         for p in statuses[m.name]["peers"]:
             other = by_id.get(p["peer_id"])
-            if other:
-                edges[m.name].add(other)
-                edges[other].add(m.name)
-    seen, todo = set(), [members[0].name]
-    while todo:
-        x = todo.pop()
-        if x not in seen:
-            seen.add(x)
-            todo.extend(edges[x] - seen)
-    return len(seen) == len(members)
+            if other and other != m.name:
+                links[m.name].add(other)
+    lonely = [m.name for m in members if not links[m.name]] if len(members) > 1 else []
+    if lonely:
+        return {"why": f"connected to no other node: {', '.join(lonely)}", "nodes": lonely}
+    for a, bs in list(links.items()):  # a link either end reports joins both
+        for b in bs:
+            links[b].add(a)
+    groups = _groups(links)
+    if len(groups) > 1:
+        return {"why": "split into " + " | ".join(", ".join(g) for g in groups), "nodes": []}
+    return None
+
+
+def _groups(links: dict[str, set[str]]) -> list[list[str]]:
+    """The connected parts of an undirected graph, each in the order of ``links``."""
+    order = list(links)
+    seen: set[str] = set()
+    groups = []
+    for start in order:
+        if start in seen:
+            continue
+        part, todo = set(), [start]
+        while todo:
+            x = todo.pop()
+            if x not in part:
+                part.add(x)
+                todo.extend(links[x] - part)
+        seen |= part
+        groups.append([x for x in order if x in part])
+    return groups
 
 
 def stop(member: Member, ask: Callable[[Member], bool], timeout: float = 10.0) -> str:

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from cli.context import node_call, Ctx, handles_errors, json_option, pass_ctx
-from cli.output import emit_json, table
+from cli import petnames
+from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
+from cli.output import FAILED, as_peer_id, emit_json, fail, peer_full, peer_label, table
 
 ANSWER_TIMEOUT = 60.0  # the other node may first sync our chain before it answers
 
@@ -30,22 +31,44 @@ def loan() -> None:
 
 
 def _say(c: Ctx, method: str, params: dict, as_json: bool, text: Any) -> dict:
+    """Ask the node; print its answer as JSON, or as ``text(answer, names)`` for people."""
+    # Read before the node acts: a names file that cannot be read must not hide an answer.
+    names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, method, {k: v for k, v in params.items() if v is not None}, timeout=ANSWER_TIMEOUT)
     if as_json:
         emit_json(answer)
     else:
-        click.echo(text(answer) if callable(text) else text)
+        click.echo(text(answer, names))
     return answer
 
 
-def _proposal_text(p: dict) -> str:
-    line = (f"loan {p['loan']}\n  {p['state']}: {p['principal_text']} {p['currency']} at {p['rate_text']} over "
-            f"{p['term']} ({p['schedule']}), lender {p['lender']}, borrower {p['borrower']}")
-    if p.get("code"):
-        line += f"\n  refused ({p['code']}): {p['reason']}"
-    elif p["state"] == "held":
-        line += "\n  the other node's owner reviews it; `p2pnode loan list` shows when it is agreed"
-    return line
+def _other(p: dict) -> str:
+    """The party of a proposal view that did not propose it."""
+    return p["borrower"] if p["proposer"] == p["lender"] else p["lender"]
+
+
+def _proposal_text(p: dict, names: Any) -> str:
+    text = (f"loan {p['loan']}\n  {p['state']}: {p['principal_text']} {p['currency']} at {p['rate_text']} over "
+            f"{p['term']} ({p['schedule']}), lender {peer_label(p['lender'], names)}, "
+            f"borrower {peer_label(p['borrower'], names)}")
+    if p["state"] == "held":
+        text += "\n  the other node's owner reviews it; `p2pnode loan list` shows when it is agreed"
+    elif p["state"] == "proposed":
+        text += (f"\n  {peer_label(_other(p), names)} cannot be reached now; this node asks again until the "
+                 "proposal expires (`p2pnode loan list` shows the outcome)")
+    return text
+
+
+def _fail_unless_taken(p: dict, names: Any) -> None:
+    """A proposal the other party refused, or that expired unanswered, ends the command
+    with exit 1 (after its answer is printed), saying why once."""
+    other = peer_label(_other(p), names)
+    if p["state"] == "refused":
+        fail(f"{other} refused the proposal ({p['code']}): {p['reason']}", code=p["code"] or "refused",
+             exit_code=FAILED, details={"loan": p["loan"], "state": p["state"]})
+    if p["state"] == "expired":
+        fail(f"the proposal expired before {other} answered", code="expired", exit_code=FAILED,
+             details={"loan": p["loan"], "state": p["state"]})
 
 
 @loan.command()
@@ -61,11 +84,15 @@ def propose(c: Ctx, offer_id: str, amount: str | None, start: str | None, ttl_s:
     """Take offer or request OFFER_ID: sign a contract on its terms and send it.
 
     The contract commits to both parties' chain heads as this node holds them. Prints
-    the outcome: agreed, held for review, refused (with the reason), or proposed (the
-    other node is unreachable now; this node asks again until the proposal expires).
+    the outcome: agreed, held for review, or proposed (the other node is unreachable now;
+    this node asks again until the proposal expires). Exits 1 if the other node refused
+    it (saying why) or it expired unanswered.
     """
-    _say(c, "loan.propose", {"offer": offer_id, "amount": amount, "start": start, "ttl_s": ttl_s}, as_json,
-         _proposal_text)
+    names = None if as_json else petnames.load(c.home.path)
+    params = {"offer": offer_id, "amount": amount, "start": start, "ttl_s": ttl_s}
+    p = node_call(c, "loan.propose", {k: v for k, v in params.items() if v is not None}, timeout=ANSWER_TIMEOUT)
+    emit_json(p) if as_json else click.echo(_proposal_text(p, names))
+    _fail_unless_taken(p, names)
 
 
 @loan.command()
@@ -74,13 +101,14 @@ def propose(c: Ctx, offer_id: str, amount: str | None, start: str | None, ttl_s:
 @handles_errors
 def pending(c: Ctx, as_json: bool) -> None:
     """List proposals held for your review (nodes started with --review)."""
+    names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, "loan.pending")
     if as_json:
         emit_json(answer)
         return
     table(f"pending proposals ({len(answer['pending'])})",
           ["loan", "from", "lender/borrower", "amount", "rate", "term", "expires in"],
-          [[p["loan"][:16], p["proposer"][-8:], "lender" if p["lender"] != p["proposer"] else "borrower",
+          [[p["loan"][:16], peer_label(p["proposer"], names), "lender" if p["lender"] != p["proposer"] else "borrower",
             f"{p['principal_text']} {p['currency']}", p["rate_text"], p["term"], _expires_in(p["expires"])]
            for p in answer["pending"]])
 
@@ -99,7 +127,10 @@ def _expires_in(ms: int) -> str:
 @handles_errors
 def accept(c: Ctx, loan_id: str, as_json: bool) -> None:
     """Countersign pending proposal LOAN_ID: the loan is agreed."""
-    _say(c, "loan.accept", {"loan": loan_id}, as_json, _proposal_text)
+    p = _say(c, "loan.accept", {"loan": loan_id}, as_json, _proposal_text)
+    if p["state"] != "agreed":  # the node answers an agreement or refuses; say so if not
+        fail(f"the proposal is {p['state']}, not agreed", code="not_agreed", exit_code=FAILED,
+             details={"loan": p["loan"], "state": p["state"]})
 
 
 @loan.command()
@@ -110,10 +141,11 @@ def accept(c: Ctx, loan_id: str, as_json: bool) -> None:
 @handles_errors
 def reject(c: Ctx, loan_id: str, reason: str, as_json: bool) -> None:
     """Refuse pending proposal LOAN_ID, telling the proposer why."""
-    _say(c, "loan.reject", {"loan": loan_id, "reason": reason}, as_json, _proposal_text)
+    _say(c, "loan.reject", {"loan": loan_id, "reason": reason}, as_json,
+         lambda p, names: f"rejected proposal {p['loan']}; {peer_label(p['proposer'], names)} is told: {p['reason']}")
 
 
-def _moved(a: dict) -> str:
+def _moved(a: dict, names: Any = None) -> str:
     if "receipt" in a:
         return f"receipt #{a['n']} signed: {a['what']} of {a['amount_text']} on {a['date']} (loan {a['loan'][:16]})"
     return f"declared: {a['declared']} of {a['amount_text']} on {a['date']} (loan {a['loan'][:16]})"
@@ -173,7 +205,7 @@ def receipt(c: Ctx, loan_id: str, amount: str, day: str | None, as_json: bool) -
 def default(c: Ctx, loan_id: str, as_json: bool) -> None:
     """Lender: declare the loan in default (only once it is past the contract's threshold)."""
     _say(c, "loan.default", {"loan": loan_id}, as_json,
-         lambda a: f"default notice recorded for loan {a['loan'][:16]} ({a['days_past_due']} days past due)")
+         lambda a, names: f"default notice recorded for loan {a['loan'][:16]} ({a['days_past_due']} days past due)")
 
 
 @loan.command()
@@ -183,7 +215,7 @@ def default(c: Ctx, loan_id: str, as_json: bool) -> None:
 @handles_errors
 def writeoff(c: Ctx, loan_id: str, as_json: bool) -> None:
     """Lender: write off a defaulted loan."""
-    _say(c, "loan.writeoff", {"loan": loan_id}, as_json, lambda a: f"loan {a['loan'][:16]} written off")
+    _say(c, "loan.writeoff", {"loan": loan_id}, as_json, lambda a, names: f"loan {a['loan'][:16]} written off")
 
 
 @loan.command()
@@ -195,19 +227,21 @@ def writeoff(c: Ctx, loan_id: str, as_json: bool) -> None:
 def dispute(c: Ctx, loan_id: str, reason: str, as_json: bool) -> None:
     """Either party: record your side of a disagreement about the loan."""
     _say(c, "loan.dispute", {"loan": loan_id, "reason": reason}, as_json,
-         lambda a: f"dispute recorded for loan {a['loan'][:16]}")
+         lambda a, names: f"dispute recorded for loan {a['loan'][:16]}")
 
 
 @loan.command()
 @click.argument("loan_id")
-@click.option("--to", "to", required=True, metavar="PEER_ID", help="The new lender's peer ID.")
+@click.option("--to", "to", required=True, metavar="PEER", help="The new lender: a peer ID, or a name you gave it.")
 @json_option
 @pass_ctx
 @handles_errors
 def transfer(c: Ctx, loan_id: str, to: str, as_json: bool) -> None:
     """Lender: assign the claim to a new lender; both sign, the borrower's node is told."""
+    to = petnames.resolve_peer(c.home.path, to, "--to")
     _say(c, "loan.transfer", {"loan": loan_id, "to": to}, as_json,
-         lambda a: f"loan {a['loan'][:16]} transferred to {a['to']} after {a['after']} receipts")
+         lambda a, names: f"loan {a['loan'][:16]} transferred to {peer_full(a['to'], names)} after {a['after']} "
+                          "receipts")
 
 
 @loan.command("list")
@@ -220,15 +254,26 @@ def transfer(c: Ctx, loan_id: str, to: str, as_json: bool) -> None:
 @handles_errors
 def list_(c: Ctx, role: str, state: str | None, at: str | None, as_json: bool) -> None:
     """List the loans this node knows, with their state."""
+    names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, "loan.list", {k: v for k, v in {"role": role, "state": state, "at": at}.items() if v})
     if as_json:
         emit_json(answer)
         return
     table(f"loans as of {answer['as_of']} ({len(answer['loans'])})",
-          ["loan", "role", "state", "dpd", "principal", "outstanding", "start", "term"],
-          [[x["loan"][:16], x["role"] or "-", x["state"] + (f" {x['bucket']}" if x.get("bucket") else ""),
+          ["loan", "role", "with", "state", "dpd", "principal", "outstanding", "start", "term"],
+          [[x["loan"][:16], x["role"] or "-", _with(x, names),
+            x["state"] + (f" {x['bucket']}" if x.get("bucket") else ""),
             str(x["days_past_due"]), f"{x['principal_text']} {x['currency']}", x["outstanding_text"], x["start"],
             x["term"]] for x in answer["loans"]])
+
+
+def _with(x: dict, names: Any) -> str:
+    """The other party of a listed loan; both parties when this node is neither."""
+    if x.get("role") == "borrower":
+        return peer_label(x.get("lender"), names)
+    if x.get("role") in ("lender", "former_lender"):
+        return peer_label(x.get("borrower"), names)
+    return f"{peer_label(x.get('lender'), names)} → {peer_label(x.get('borrower'), names)}"
 
 
 @loan.command()
@@ -241,6 +286,7 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
     """Show a loan: terms, schedule with paid and due parts, receipts, state."""
     from protocol.lending.money import format_amount
 
+    names = None if as_json else petnames.load(c.home.path)
     v = node_call(c, "loan.show", {k: val for k, val in {"loan": loan_id, "at": at}.items() if val})
     if as_json:
         emit_json(v)
@@ -251,11 +297,13 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
     def m(x: int) -> str:
         return format_amount(x, cur)
 
+    holder = as_peer_id(t["holder"])
     click.echo(f"loan        {v['loan']}")
     click.echo(f"state       {v['shown_state']}" + (f" ({v['bucket']} days)" if v.get("bucket") else "")
                + f", {v['days_past_due']} days past due, as of {v['as_of']}")
-    click.echo(f"lender      {t['holder']}" + ("" if t["holder"] == t["lender"] else f" (originally {t['lender']})"))
-    click.echo(f"borrower    {t['borrower']}")
+    click.echo(f"lender      {peer_full(holder, names)}"
+               + ("" if holder == t["lender"] else f" (originally {peer_label(t['lender'], names)})"))
+    click.echo(f"borrower    {peer_full(t['borrower'], names)}")
     click.echo(f"terms       {t['principal_text']} {cur} at {t['rate_text']} a year, {t['term']} {t['schedule']}, "
                f"from {t['start']}; grace {t['grace_days']} days, late fee {m(t['late_fee'])}, "
                f"default after {t['default_days']} days")
@@ -269,12 +317,34 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
             m(r["paid_interest"] + r["paid_principal"]), m(r["fee_charged"]), r["status"]] for r in v["rows"]])
     click.echo("")
     table(f"receipts ({len(v['receipts'])})", ["#", "what", "amount", "date", "signed by", "counted"],
-          [[str(r["n"]), r["what"], m(r["amount"]), r["date"], r["signer"][-8:], "yes" if r["counted"] else "NO"]
-           for r in v["receipts"]])
+          [[str(r["n"]), r["what"], m(r["amount"]), r["date"], peer_label(r["signer"], names),
+            "yes" if r["counted"] else "NO"] for r in v["receipts"]])
+    waiting = awaiting_receipt(v.get("declared") or [], v["receipts"])
+    if waiting:
+        click.echo("")
+        table(f"declared, awaiting a receipt ({len(waiting)})", ["what", "amount", "date", "declared by"],
+              [[d["what"], m(d["amount"]), d["date"], peer_label(d["by"], names)] for d in waiting])
     if v.get("rejected"):
         click.echo("")
         table("not counted", ["document", "reason", "why"],
               [[x["id"][:16], x["code"], x["message"]] for x in v["rejected"]])
     if v.get("disputes"):
         click.echo("")
-        table("disputes", ["by", "reason"], [[d["by"][-8:], d["reason"]] for d in v["disputes"]])
+        table("disputes", ["by", "date", "reason"],
+              [[peer_label(d["by"], names), d.get("date") or "-", d["reason"]] for d in v["disputes"]])
+
+
+def awaiting_receipt(declared: list[dict], receipts: list[dict]) -> list[dict]:
+    """The declared payments that no counted receipt answers yet, oldest first.
+
+    A declaration and a receipt are separate documents with no link between them, so each
+    counted receipt answers the oldest unanswered declaration of the same kind
+    (disbursement, repayment) and amount; the declarations left over await a receipt."""
+    unused = [(r["what"], r["amount"]) for r in receipts if r["counted"]]
+    waiting = []
+    for d in sorted(declared, key=lambda d: (d["date"], d.get("ts", 0))):
+        if (d["what"], d["amount"]) in unused:
+            unused.remove((d["what"], d["amount"]))
+        else:
+            waiting.append(d)
+    return waiting

@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 import click
 
-from cli.context import node_call, handles_errors, json_option, pass_ctx, Ctx
-from cli.output import emit_json, table
+from cli import petnames
+from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
+from cli.output import emit_json, peer_full, peer_label, table
 
 KINDS = ("annuity", "equal-principal", "interest-only", "bullet")
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
@@ -155,12 +156,13 @@ def offer_cancel(c: Ctx, offer_id: str, as_json: bool) -> None:
 @click.option("--amount", help="Only offers whose amount range holds this (needs --currency).")
 @click.option("--max-rate", help="Only rates at most this, e.g. 10%.")
 @click.option("--min-rate", help="Only rates at least this.")
+@click.option("--author", metavar="PEER", help="Only those of this peer: a peer ID, or a name you gave it.")
 @click.option("--mine", is_flag=True, help="Only this node's own.")
 @json_option
 @pass_ctx
 @handles_errors
 def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | None, max_rate: str | None,
-               min_rate: str | None, mine: bool, as_json: bool) -> None:
+               min_rate: str | None, author: str | None, mine: bool, as_json: bool) -> None:
     """The live offers and requests this node's book holds, cheapest rate first."""
     from protocol.lending.money import parse_amount, parse_rate
 
@@ -170,15 +172,19 @@ def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | Non
         _check(amount, "--amount", lambda v: parse_amount(v, currency))
     _check(max_rate, "--max-rate", parse_rate)
     _check(min_rate, "--min-rate", parse_rate)
+    if author is not None:
+        author = petnames.resolve_peer(c.home.path, author, "--author")
     params = {k: v for k, v in {"side": side, "currency": currency, "amount": amount, "max_rate": max_rate,
-                                "min_rate": min_rate, "own": mine or None}.items() if v is not None}
+                                "min_rate": min_rate, "author": author, "own": mine or None}.items() if v is not None}
+    names = None if as_json else petnames.load(c.home.path)
     a = node_call(c, "offer.list", params)
     if as_json:
         emit_json(a)
         return
-    table(f"offer book ({len(a['offers'])})", ["id", "side", "author", "amount", "rate", "term", "kind", "expires"],
-          [[o["id"][:16], o["side"], o["author"][-8:], f"{_range(o)} {o['currency']}", o["rate_text"], o["term"],
-            o["schedule"], _when(o["expires"])] for o in a["offers"]])
+    table(f"offer book ({len(a['offers'])})",
+          ["id", "side", "author", "amount", "rate", "term", "kind", "min grade", "expires"],
+          [[o["id"][:16], o["side"], peer_label(o["author"], names), f"{_range(o)} {o['currency']}", o["rate_text"],
+            o["term"], o["schedule"], o.get("min_grade") or "-", _when(o["expires"])] for o in a["offers"]])
 
 
 @offer.command("show")
@@ -188,16 +194,20 @@ def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | Non
 @handles_errors
 def offer_show(c: Ctx, offer_id: str, as_json: bool) -> None:
     """One offer or request of the book, in full."""
+    names = None if as_json else petnames.load(c.home.path)
     o = node_call(c, "offer.show", {"id": offer_id})
     if as_json:
         emit_json(o)
         return
-    for k in ("id", "side", "author", "currency"):
-        click.echo(f"{k:<13}{o[k]}")
+    click.echo(f"{'id':<13}{o['id']}")
+    click.echo(f"{'side':<13}{o['side']}")
+    click.echo(f"{'author':<13}{peer_full(o['author'], names)}")
+    click.echo(f"{'currency':<13}{o['currency']}")
     click.echo(f"{'amount':<13}{_range(o)}")
     click.echo(f"{'rate':<13}{o['rate_text']}")
     click.echo(f"{'term':<13}{o['term']} {o['schedule']}" + (f", {o['period_days']}-day periods" if o['period_days'] else ""))
     click.echo(f"{'grace':<13}{o['grace_days']} days, late fee {o['late_fee_text']}, default after {o['default_days']} days")
+    click.echo(f"{'min grade':<13}{o.get('min_grade') or 'none'}")
     click.echo(f"{'expires':<13}{_when(o['expires'])}")
 
 

@@ -449,13 +449,10 @@ class Loans:
         return {"pending": out}
 
     def _find_pending(self, ref: str) -> Proposal:
-        loans = [x for x in self._open if x.hex().startswith(ref.lower())]
+        ref = id_prefix(ref, "pending proposal")
+        loans = [x for x in self._open if x.hex().startswith(ref)]
         ps = [p for p in (self.get(x) for x in loans) if p is not None and p.role == "in" and p.state == PENDING]
-        if not ps:
-            raise ApiError(f"no pending proposal {ref}: see `p2pnode loan pending`", code="unknown_proposal")
-        if len(ps) > 1:
-            raise ApiError(f"{ref} names {len(ps)} pending proposals: give more of the id", code="ambiguous_id")
-        return ps[0]
+        return unique(ps, ref, "pending proposal", "unknown_proposal")
 
     async def accept(self, ref: str) -> dict:
         async with self._decide_lock:
@@ -544,10 +541,10 @@ class Loans:
 
     def find_loan(self, ref: Any) -> LoanRecord:
         """The agreed loan an id or unique id prefix (8 hex digits or more) names."""
-        ref = id_prefix(ref, '"loan"')
+        ref = id_prefix(ref, "loan")
         loans = [bytes.fromhex(ref)] if len(ref) == 64 else [x for x in loan_ids(self.ctx.index) if x.hex().startswith(ref)]
         records = [r for r in (self.read(x) for x in loans) if r.contract is not None]
-        return unique(records, ref, "agreed loan", "unknown_loan")
+        return unique(records, ref, "loan", "unknown_loan")
 
     def _day(self, value: Any) -> date:
         if value is None:
@@ -766,12 +763,9 @@ class Loans:
         return {"as_of": today.isoformat(), "loans": out}
 
     def proposal(self, ref: Any) -> dict:
-        if not isinstance(ref, str) or len(ref) < 8:
-            raise bad_params('"loan" must be a proposal id, or at least its first 8 hex digits')
-        found = [k[1:] for k in self.records.keys(P_PROPOSAL) if k[1:].hex().startswith(ref.lower())]
-        if len(found) != 1:
-            raise ApiError(f"no single proposal {ref} here", code="unknown_proposal")
-        return self.get(found[0]).json()
+        ref = id_prefix(ref, "proposal")
+        found = [k[1:] for k in self.records.keys(P_PROPOSAL) if k[1:].hex().startswith(ref)]
+        return self.get(unique(found, ref, "proposal", "unknown_proposal")).json()
 
 class _Unreachable(Exception):
     """The counterparty is not connected, or left mid-exchange."""

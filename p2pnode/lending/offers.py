@@ -132,7 +132,7 @@ class OfferBook:
 
     def find(self, ref: Any) -> Offer:
         """The offer an id or unique id prefix (8+ hex digits) names; ``ApiError`` if none or several."""
-        ref = id_prefix(ref, "an offer id")
+        ref = id_prefix(ref, "offer or request")
         return unique([o for o in self.all() if o.id.hex().startswith(ref)], ref, "offer or request", "unknown_offer")
 
     def add(self, data: bytes) -> str:

@@ -96,7 +96,7 @@ def test_offers_and_requests_through_a_running_node(running):
     assert js("offer", "show", lend["id"]) == lend
     # refusals by the node: exit 1 with the code's message
     rc, _, err = run_cli("offer", "show", "00000000", home=home)
-    assert rc == 1 and "no offer or request 00000000" in err
+    assert rc == 1 and "no offer or request matches 00000000 on this node" in err
     rc, _, err = run_cli("offer", "show", "abc", home=home)
     assert rc != 0 and "at least 8" in err
     assert js("offer", "cancel", lend["id"][:12]) == {"id": lend["id"], "cancelled": True}

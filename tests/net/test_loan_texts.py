@@ -1,0 +1,101 @@
+"""Loans as a person reads them, over node processes (`p2pnode testnet`): a refused
+proposal exits 1 saying why once, declared payments await their receipt in `loan show`,
+peers appear by the names given them, and a closed stdout ends `loan show` quietly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from p2pnode.extensions import load
+from p2pnode.home import Home
+from p2pnode.testnet import prepare
+from p2ptest import COMMAND, ROOT, Testnet, child_env, kill_by_pid
+
+pytestmark = pytest.mark.slow
+
+CAP = "rate 1200 bp is over this node's cap of 1000 bp"
+
+
+def offer(net: Testnet, k: int, rate: str) -> str:
+    oid = net.json(k, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", rate,
+                   "--term", "3m")["id"]
+    for other in (2, 3):
+        net.wait(lambda: net.cli(other, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{other}")
+    return oid
+
+
+def show_text(net: Testnet, k: int, loan: str) -> str:
+    return net.cli(k, "loan", "show", loan)[1]
+
+
+def test_refusal_receipts_awaited_and_names(net: Testnet):
+    prepare(net.dir, 3, load())
+    lender = Home(net.home(1))
+    cfg = lender.config()
+    cfg.max_rate = "10%"  # node 1 refuses proposals above 10% a year, even on its own offers
+    lender.config_file.write_text(cfg.to_toml())
+    net.up(3)
+    ids = {k: net.json(k, "id")["peer_id"] for k in (1, 2, 3)}
+    net.cli(2, "name", "set", ids[1], "alice")
+    net.cli(2, "name", "set", ids[3], "carol")
+    net.cli(1, "name", "set", ids[3], "carol")
+
+    # refused: exit 1, the reason once, on stderr; --json still prints the answer
+    high = offer(net, 1, "12%")
+    rc, out, err = net.cli(2, "loan", "propose", high, ok=False)
+    assert rc == 1, (out, err)
+    assert "refused: 1200.00 EUR at 12% over 3m (annuity), lender alice" in out
+    assert err == f"p2pnode: error: alice refused the proposal (policy): {CAP}\n"
+    assert (out + err).count(CAP) == 1
+    rc, out, err = net.cli(2, "loan", "propose", high, "--json", ok=False)
+    assert rc == 1
+    answer = json.loads(out)
+    assert (answer["state"], answer["code"], answer["reason"], answer["lender"]) == ("refused", "policy", CAP, ids[1])
+    error = json.loads(err)["error"]
+    assert error["code"] == "policy" and error["details"] == {"loan": answer["loan"], "state": "refused"}
+
+    # agreed: exit 0; then each declared payment awaits its receipt in `loan show`
+    rc, out, err = net.cli(2, "loan", "propose", offer(net, 1, "9%"))
+    assert "agreed: 1200.00 EUR at 9%" in out and err == ""
+    loan = out.split()[1]
+    net.cli(1, "loan", "disburse", loan)
+    net.wait(lambda: net.json(2, "loan", "show", loan)["declared"], 20, "the declaration on node2")
+    text = show_text(net, 2, loan)
+    assert f"lender      alice ({ids[1]})" in text and f"borrower    {ids[2]}" in text
+    awaiting = text.split("declared, awaiting a receipt (1)")[1].splitlines()[2]
+    assert awaiting.split() == ["disbursement", "1200.00", awaiting.split()[2], "alice"]
+    net.cli(2, "loan", "confirm", loan)
+    assert "awaiting a receipt" not in show_text(net, 2, loan)
+    net.cli(2, "loan", "repay", loan, "--amount", "100.00")
+    text = show_text(net, 2, loan)
+    assert "declared, awaiting a receipt (1)" in text and "repayment" in text.split("awaiting a receipt")[1]
+    net.cli(1, "loan", "receipt", loan, "--amount", "100.00")
+    net.wait(lambda: len(net.json(2, "loan", "show", loan)["counted"]) == 2, 20, "node2 to count the receipt")
+    assert "awaiting a receipt" not in show_text(net, 2, loan)
+
+    # a transfer to a named peer, shown by name on the borrower's node
+    rc, out, err = net.cli(1, "loan", "transfer", loan[:10], "--to", "carol")
+    assert out == f"loan {loan[:16]} transferred to carol ({ids[3]}) after 2 receipts\n"
+    net.wait(lambda: net.json(2, "loan", "show", loan)["terms"]["holder"] == ids[3], 20, "node2 to see the transfer")
+    assert f"lender      carol ({ids[3]}) (originally alice)" in show_text(net, 2, loan)
+    row = next(x for x in net.cli(2, "loan", "list")[1].splitlines() if x.startswith(loan[:16]))
+    assert row.split()[1:4] == ["borrower", "carol", "current"]  # the holder now, by name
+
+    # `loan show | head`, with head gone before the first line: quiet, killed by SIGPIPE
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.Popen([*COMMAND, "--home", str(net.home(2)), "loan", "show", loan], stdin=subprocess.DEVNULL,
+                                stdout=w, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=ROOT)
+    finally:
+        os.close(w)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_by_pid(proc)
+    assert (proc.returncode, err) == (-signal.SIGPIPE, "")
