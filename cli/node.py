@@ -10,7 +10,7 @@ import click
 
 from cli import petnames
 from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
-from cli.output import (FAILED, NOT_RUNNING, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty,
+from cli.output import (FAILED, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty,
                         table)
 from cli.syncprogress import done as sync_done, sync_progress
 

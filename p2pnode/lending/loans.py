@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import trio
 
 from protocol import codec
-from protocol.lending import agree
+from protocol.lending import agree, rules
 from protocol.lending.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED
 from protocol.lending.contract import (
     acceptor, contract_from, counterparty, make_receipt, open_agreement, open_proposal, open_transfer,
@@ -520,7 +520,10 @@ class Loans:
                 await self._record_document(env.document["loan"], env.id, "loan.transfer", {"transfer": env.raw})
         elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.settings["auto_confirm"]:
             rec = self.read(e.body["loan"])
-            if rec.contract is not None and rec.contract["borrower"] == self.me and not rec.receipts:
+            if rec.contract is None or rec.receipts:
+                return
+            # only the lender's own declaration, on a loan this node is the borrower of
+            if rules.refusal("auto_confirm", e.author, rec.contract, rec.state(self.today()), to=self.me) is None:
                 await self.confirm(e.body["loan"].hex(), None)
 
     def check_append(self, kind: str, body: Any) -> None:
@@ -565,16 +568,15 @@ class Loans:
         except MoneyError as e:
             raise ApiError(e.message, code=e.code) from None
 
-    def _need(self, ok: bool, message: str, code: str) -> None:
-        if not ok:
-            raise ApiError(message, code=code)
+    def _allowed(self, action: str, rec: LoanRecord, st: Any, to: bytes | None = None) -> None:
+        """Raise the refusal ``protocol.lending.rules`` gives ``action`` by this node, if any."""
+        r = rules.refusal(action, self.me, rec.contract, st, to=to)
+        if r is not None:
+            raise ApiError(r.message, code=r.code)
 
     async def disburse(self, ref: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
-        st = rec.state(self.today())
-        self._need(st.holder == self.me == rec.contract["lender"], "only the lender disburses", "not_lender")
-        self._need(st.state == "awaiting_disbursement", f"the loan is {st.state}, not awaiting disbursement",
-                   "bad_state")
+        self._allowed("disburse", rec, rec.state(self.today()))
         d = self._day(day)
         e = await self._append("loan.declared", {"loan": rec.loan, "what": "disbursement",
                                                  "amount": rec.contract["principal"], "date": d.isoformat()})
@@ -584,16 +586,13 @@ class Loans:
     async def confirm(self, ref: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
         c = rec.contract
-        self._need(c["borrower"] == self.me, "only the borrower confirms the disbursement", "not_borrower")
-        st = rec.state(self.today())
-        self._need(st.state == "awaiting_disbursement", f"the loan is {st.state}: the disbursement is recorded",
-                   "bad_state")
+        self._allowed("confirm", rec, rec.state(self.today()))
         d = self._day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
         return await self._receipt(rec, "disbursement", c["principal"], d, payer=c["lender"])
 
     async def repay(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
-        self._need(rec.contract["borrower"] == self.me, "only the borrower repays", "not_borrower")
+        self._allowed("repay", rec, rec.state(self.today()))
         minor, d = self._amount(rec, amount), self._day(day)
         e = await self._append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
                                                  "date": d.isoformat()})
@@ -602,9 +601,7 @@ class Loans:
 
     async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.find_loan(ref)
-        st = rec.state(self.today())
-        self._need(st.holder == self.me, "only the lender holding the claim signs repayment receipts", "not_holder")
-        self._need(st.state != "awaiting_disbursement", "the disbursement is not confirmed yet", "bad_state")
+        self._allowed("receipt", rec, rec.state(self.today()))
         return await self._receipt(rec, "repayment", self._amount(rec, amount), self._day(day),
                                    payer=rec.contract["borrower"])
 
@@ -621,26 +618,19 @@ class Loans:
     async def default(self, ref: Any) -> dict:
         rec = self.find_loan(ref)
         st = rec.state(self.today())
-        self._need(st.holder == self.me, "only the lender holding the claim declares a default", "not_holder")
-        self._need(st.default_allowed, (f"the loan is {st.state}, {st.days_past_due} days past due; the contract "
-                                        f"allows a default at {rec.contract['default_days']}"), "default_not_allowed")
+        self._allowed("default", rec, st)
         e = await self._append("loan.default", {"loan": rec.loan, "date": self.today().isoformat()})
         return {"loan": rec.loan.hex(), "notice": "default", "seq": e.seq, "days_past_due": st.days_past_due}
 
     async def writeoff(self, ref: Any) -> dict:
         rec = self.find_loan(ref)
-        st = rec.state(self.today())
-        self._need(st.holder == self.me, "only the lender holding the claim writes it off", "not_holder")
-        self._need(st.state == "defaulted", f"the loan is {st.state}; only a defaulted loan is written off",
-                   "bad_state")
+        self._allowed("writeoff", rec, rec.state(self.today()))
         e = await self._append("loan.writeoff", {"loan": rec.loan, "date": self.today().isoformat()})
         return {"loan": rec.loan.hex(), "notice": "writeoff", "seq": e.seq}
 
     async def dispute(self, ref: Any, reason: Any) -> dict:
         rec = self.find_loan(ref)
-        st = rec.state(self.today())
-        self._need(self.me in (rec.contract["borrower"], rec.contract["lender"], st.holder),
-                   "only a party to the loan records a dispute", "not_party")
+        self._allowed("dispute", rec, rec.state(self.today()))
         if not isinstance(reason, str) or not reason.strip() or len(reason) > 1000:
             raise bad_params('"reason" is text of 1 to 1000 characters')
         e = await self._append("loan.dispute", {"loan": rec.loan, "reason": reason})
@@ -651,14 +641,13 @@ class Loans:
     async def transfer(self, ref: Any, to: Any) -> dict:
         rec = self.find_loan(ref)
         st = rec.state(self.today())
-        self._need(st.holder == self.me, "only the lender holding the claim transfers it", "not_holder")
         try:
             new = public_key_from_peer_id(to) if isinstance(to, str) else None
         except ProtocolError:
             new = None
         if new is None:
             raise bad_params('"to" must be the new lender\'s peer ID')
-        self._need(new not in (self.me, rec.contract["borrower"]), "the new lender must be a third party", "bad_peer")
+        self._allowed("transfer", rec, st, to=new)
         doc = {"type": "transfer", "loan": rec.loan, "from": self.me, "to": new, "after": len(st.counted),
                "date": self.today().isoformat()}
         offer_env = seal(doc, self.ctx.key)
@@ -694,9 +683,9 @@ class Loans:
                     await trio.sleep(0.1)
         if rec.contract is None:
             return agree.Refused(doc["loan"], "unknown_loan", "this node holds no agreement for that loan")
-        st = rec.state(self.today())
-        if st.holder != sender:
-            return agree.Refused(doc["loan"], "not_holder", "the sender does not hold the claim")
+        why = rules.refusal("take_transfer", sender, rec.contract, rec.state(self.today()), to=self.me)
+        if why is not None:
+            return agree.Refused(doc["loan"], why.code, why.message)
         full = countersign(env, self.ctx.key)
         await self._record_document(rec.loan, full.id, "loan.transfer", {"transfer": full.raw})
         return agree.Accepted(full.raw, "transfer")
@@ -787,5 +776,7 @@ def _money(rec: LoanRecord, minor: int) -> str:
 
 
 def _declared_day(rec: LoanRecord, what: str) -> date | None:
-    days = [d["date"] for d in rec.declared if d["what"] == what]
+    """The latest day the payer of ``what`` declared it (only the payer's word counts)."""
+    payer = rec.contract["lender" if what == "disbursement" else "borrower"]
+    days = [d["date"] for d in rec.declared if d["what"] == what and d["by"] == payer]
     return parse_date(max(days)) if days else None

@@ -4,29 +4,19 @@ here, kept until they expire or are cancelled, and the ``offer.*`` control metho
 Keys in lending's record space (``Context.records``; docs/architecture.md, "Store"):
 
     b"O" + id(32)                  -> offer envelope bytes
-    b"C" + offer id(32)            -> cancellation envelope bytes (kept even if the offer
-                                      has not arrived yet, so that it never will)
+    b"C" + offer id(32) + author(32) -> a cancellation of that offer by that author (kept
+                                      even if the offer has not arrived yet, so that it
+                                      never will; one per author, so that a stranger's
+                                      never takes the place of the author's)
     b"X" + until(8) + id(32)       -> b"": the expiry index. One key per id that has an
-                                      ``O`` or ``C`` record; at ``until`` (ms) both may go,
+                                      ``O`` or ``C`` record; at ``until`` (ms) they all go,
                                       so purging reads only what is due.
 
-Rules (each change is one write batch):
-
-1. An offer is added if it verifies (protocol/lending/offer.py), is new, has not expired, was
-   not created more than ``MAX_SKEW_MS`` ahead of our clock, and has no cancellation by
-   its author; ``until`` is its ``expires``.
-2. A cancellation by the offer's author removes the offer; one by anyone else is
-   refused (``not_yours``). For an offer not held yet the cancellation is kept (one per
-   offer: a later one by another signer replaces it, so a stranger cannot take the place
-   of the author's), if its ``created`` is within the last 90 days (``stale_cancel``
-   otherwise: any offer it could cancel has expired) and not ahead of our clock; at most
-   ``MAX_ORPHANS`` such are kept (``book_full``). Its ``until`` is the offer's
-   ``expires`` if the offer is held (the offer is refused after that anyway), else
-   ``created + 90 days`` (no offer cancelled after it was created outlives that).
-3. The book holds at most ``MAX_BOOK`` offers and ``MAX_PER_AUTHOR`` live ones per
-   author (``book_full``, ``too_many_offers``). Every ``REPUBLISH_S`` the node purges
-   what is due (at most ``PURGE_BATCH`` ids a pass) and publishes its own live offers
-   again, and does so too ``JOIN_DELAY_S`` after a peer connects: gossip is best effort.
+Whether an offer or a cancellation enters the book is ``protocol.lending.book.admit``'s
+to decide (its limits and rules); this module keeps the records and applies the decision
+in one write batch. Every ``REPUBLISH_S`` the node purges what is due (at most
+``PURGE_BATCH`` ids a pass) and publishes its own live offers again, and does so too
+``JOIN_DELAY_S`` after a peer connects: gossip is best effort.
 """
 
 from __future__ import annotations
@@ -41,6 +31,7 @@ from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 from protocol.lending.money import MoneyError, parse_amount, parse_rate
+from protocol.lending.book import LIMITS, Add, Cancel, Duplicate, Limits, Refuse, admit
 from protocol.lending.offer import (
     MAX_OFFER_MS, SIDES, TOPIC_OFFERS, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json,
     offer_of, parse_book_message,
@@ -53,12 +44,6 @@ log = logging.getLogger(__name__)
 
 P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 
-MAX_BOOK = 10_000
-MAX_PER_AUTHOR = 100
-MAX_ORPHANS = 10_000
-"""Cancellations kept for offers not (or no longer) in the book."""
-MAX_SKEW_MS = 24 * 3600 * 1000
-"""How far ahead of our clock an offer's or cancellation's ``created`` may be."""
 PURGE_BATCH = 1000
 REPUBLISH_S = 30.0
 JOIN_DELAY_S = 1.0  # after a peer connects, so that the gossip mesh includes it
@@ -83,8 +68,9 @@ class OfferBook:
         self._loaded = False
         # the store's records, read (and verified) once per run, then kept in step with it
         self._book: dict[bytes, Offer] = {}
-        self._cancels: dict[bytes, bytes] = {}  # offer id -> the cancellation's author
+        self._cancels: dict[bytes, set[bytes]] = {}  # offer id -> the authors of its cancellations
         self._xkeys: dict[bytes, bytes] = {}  # offer id -> its X key
+        self.limits: Limits = LIMITS
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -99,11 +85,18 @@ class OfferBook:
                 self._book[k[1:]] = offer_of(open_envelope(v))
             except ProtocolError as e:  # a damaged record is left out, and said so
                 log.warning("stored offer %s unreadable: %s", k[1:].hex()[:16], e.message)
+        old_keys = []
         for k, v in self.records.items(P_CANCEL):
             try:
-                self._cancels[k[1:]] = cancel_of(open_envelope(v))["author"]
+                author = cancel_of(open_envelope(v))["author"]
             except ProtocolError as e:
-                log.warning("stored cancellation %s unreadable: %s", k[1:].hex()[:16], e.message)
+                log.warning("stored cancellation %s unreadable: %s", k[1:33].hex()[:16], e.message)
+                continue
+            self._cancels.setdefault(k[1:33], set()).add(author)
+            if len(k) == 33:  # one cancellation per offer, as a version before kept them
+                old_keys.append((k, v, author))
+        if old_keys:
+            self.records.write([(k + a, v) for k, v, a in old_keys], [k for k, _, _ in old_keys])
         for k in self.records.keys(P_EXPIRY):
             self._xkeys[k[9:]] = k
         self._loaded = True
@@ -126,60 +119,37 @@ class OfferBook:
     def all(self) -> list[Offer]:
         return list(self.book.values())
 
-    def live(self) -> list[Offer]:
-        now = self.now_ms()
-        return [o for o in self.all() if is_live(o, now)]
-
     def find(self, ref: Any) -> Offer:
         """The offer an id or unique id prefix (8+ hex digits) names; ``ApiError`` if none or several."""
         ref = id_prefix(ref, "offer or request")
         return unique([o for o in self.all() if o.id.hex().startswith(ref)], ref, "offer or request", "unknown_offer")
 
+    def live(self) -> list[Offer]:
+        now = self.now_ms()
+        return [o for o in self.all() if is_live(o, now)]
+
+    # -- taking documents in -----------------------------------------------------------------
+
     def add(self, data: bytes) -> str:
         """Take one offers-topic document into the book: ``added``, ``duplicate``,
         ``cancelled`` (a cancellation stored, its offer removed if held), or a refusal
-        raised as ``ApiError`` (rules 1 to 3) or ``ProtocolError`` (it does not verify)."""
+        raised as ``ApiError`` (``book.admit``'s) or ``ProtocolError`` (it does not verify)."""
         item = parse_book_message(data)
-        if isinstance(item, dict):
-            return self._cancel(item, data)
-        o = item
-        if o.id in self.book:
-            return "duplicate"
-        now = self.now_ms()
-        if not is_live(o, now):
-            raise ApiError("the offer has expired", code="offer_expired")
-        if o.created > now + MAX_SKEW_MS:
-            raise ApiError("the offer was created more than a day ahead of this node's clock", code="bad_time")
-        if self._cancels.get(o.id) == o.author:
-            raise ApiError("the offer was cancelled", code="offer_cancelled")
-        if len(self.book) >= MAX_BOOK:
-            raise ApiError(f"the offer book holds {MAX_BOOK} offers", code="book_full")
-        if sum(1 for x in self.book.values() if x.author == o.author and is_live(x, now)) >= MAX_PER_AUTHOR:
-            raise ApiError(f"the author has {MAX_PER_AUTHOR} live offers already", code="too_many_offers")
-        self._write(o.id, o.expires, [(P_OFFER + o.id, o.envelope)])
-        self._book[o.id] = o
-        return "added"
-
-    def _cancel(self, doc: dict, data: bytes) -> str:
-        offer_id, author, created = doc["offer"], doc["author"], doc["created"]
-        if self._cancels.get(offer_id) == author:
-            return "duplicate"
-        o = self.get(offer_id)
-        now = self.now_ms()
-        if o is not None and o.author != author:
-            raise ApiError("a cancellation by someone other than the offer's author", code="not_yours")
-        if created > now + MAX_SKEW_MS:
-            raise ApiError("the cancellation was created more than a day ahead of this node's clock", code="bad_time")
-        if o is None:
-            if created + MAX_OFFER_MS <= now:
-                raise ApiError("a cancellation older than any offer it could cancel", code="stale_cancel")
-            if offer_id not in self._cancels and sum(1 for i in self._cancels if i not in self._book) >= MAX_ORPHANS:
-                raise ApiError(f"{MAX_ORPHANS} cancellations of offers not held are kept already", code="book_full")
-        until = created + MAX_OFFER_MS if o is None else o.expires
-        self._write(offer_id, until, [(P_CANCEL + offer_id, data)], [] if o is None else [P_OFFER + offer_id])
-        self._cancels[offer_id] = author
-        self._book.pop(offer_id, None)
-        return "cancelled"
+        self._load()
+        d = admit(item, _View(self), self.now_ms(), self.limits)
+        if isinstance(d, Refuse):
+            raise ApiError(d.message, code=d.code)
+        if isinstance(d, Add):
+            self._write(item.id, d.until, [(P_OFFER + item.id, item.envelope)])
+            self._book[item.id] = item
+        elif isinstance(d, Cancel):
+            self._write(d.offer_id, d.until, [(P_CANCEL + d.offer_id + d.author, data)],
+                        [P_OFFER + d.offer_id] if d.removes else [])
+            self._cancels.setdefault(d.offer_id, set()).add(d.author)
+            self._book.pop(d.offer_id, None)
+        else:
+            assert isinstance(d, Duplicate), d
+        return d.outcome
 
     def _write(self, offer_id: bytes, until: int, puts: list, deletes: list = ()) -> None:
         """One batch: ``puts`` and ``deletes``, and the id's X key moved to ``until`` (or
@@ -207,7 +177,8 @@ class OfferBook:
         finally:
             keys.close()
         if gone:
-            self.records.write([], [k for g in gone for k in (g, P_OFFER + g[9:], P_CANCEL + g[9:])], sync=False)
+            cancels = [P_CANCEL + g[9:] + a for g in gone for a in self._cancels.get(g[9:], ())]
+            self.records.write([], [k for g in gone for k in (g, P_OFFER + g[9:])] + cancels, sync=False)
             for g in gone:
                 for d in (self._book, self._cancels, self._xkeys):
                     d.pop(g[9:], None)
@@ -313,3 +284,25 @@ class OfferBook:
                                                   max_rate_bp=max_rate, min_rate_bp=min_rate, author=author)]
         got.sort(key=lambda o: (o.rate_bp, o.created))
         return {"offers": [offer_json(o) for o in got]}
+
+
+class _View:
+    """The read-only view of the book that ``protocol.lending.book.admit`` decides on."""
+
+    def __init__(self, book: OfferBook) -> None:
+        self._b = book
+
+    def held(self, offer_id: bytes) -> Offer | None:
+        return self._b.book.get(offer_id)
+
+    def cancelled(self, offer_id: bytes, author: bytes) -> bool:
+        return author in self._b._cancels.get(offer_id, ())
+
+    def size(self) -> int:
+        return len(self._b.book)
+
+    def live(self, author: bytes, now_ms: int) -> int:
+        return sum(1 for x in self._b.book.values() if x.author == author and is_live(x, now_ms))
+
+    def orphans(self) -> int:
+        return sum(len(a) for i, a in self._b._cancels.items() if i not in self._b.book)

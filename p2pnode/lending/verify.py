@@ -2,8 +2,9 @@
 (p2pnode/ledger/verify.py): the offer book (invariant I7 of docs/architecture.md).
 
 I7: every ``O`` value is a valid offer stored under its own id, every ``C`` value a valid
-cancellation stored under the id of the offer it cancels, and the ``X`` index holds
-exactly one key for each id that has an ``O`` or ``C`` record, and no other.
+cancellation stored under the id of the offer it cancels and its author's key, and the
+``X`` index holds exactly one key for each id that has an ``O`` or ``C`` record, and no
+other.
 No trio, no libp2p: the CLI runs it with no node.
 """
 
@@ -26,10 +27,14 @@ def check_book(store: Store, problem: Callable[[str, str], None]) -> None:
     held: set[bytes] = set()
     for prefix, what in ((P_OFFER, "offer"), (P_CANCEL, "cancellation")):
         for key, value in records.items(prefix):
-            held.add(key[1:])
+            held.add(key[1:33])
             try:
                 env = open_envelope(value)
-                ok = offer_of(env).id == key[1:] if prefix == P_OFFER else cancel_of(env)["offer"] == key[1:]
+                if prefix == P_OFFER:
+                    ok = len(key) == 33 and offer_of(env).id == key[1:]
+                else:
+                    c = cancel_of(env)
+                    ok = key[1:] in (c["offer"] + c["author"], c["offer"])  # (by-offer: before it was per author)
             except ProtocolError as e:
                 problem("bad_offer_book", f"stored {what} {key[1:9].hex()} is invalid: {e.message}")
                 continue

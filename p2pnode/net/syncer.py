@@ -99,7 +99,8 @@ class Syncer:
                 stream = None
                 try:
                     stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
-                    result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk))
+                    result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk),
+                                        progress=lambda p, pk=pk: self._progressed(pk, p))
                     self.last_round_ms = self.clock.now_ms()
                     if result.added:
                         log.info("synced %d entries from %s", result.added, peer_id(pk))
@@ -148,17 +149,14 @@ class Syncer:
 
     def _ingest_from(self, pk: bytes) -> Callable[[list[bytes], bytes], Any]:
         async def ingest(envelopes: list[bytes], author: bytes) -> Any:
-            p = self._pulls.get(pk)
-            if p is not None:
-                p.fetched += len(envelopes)
             return await self.ledger.ingest(envelopes, author, via="sync")
 
         return ingest
 
-    def set_target(self, pk: bytes, target: int) -> None:
+    def _progressed(self, pk: bytes, progress: Any) -> None:
         p = self._pulls.get(pk)
         if p is not None:
-            p.target = target
+            p.fetched, p.target = progress.fetched, progress.target
 
     def progress(self) -> dict | None:
         """``{"fetched", "target", "rate_per_s", "eta_s"}`` over the pulls under way that

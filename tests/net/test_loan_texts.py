@@ -37,8 +37,8 @@ def test_refusal_receipts_awaited_and_names(net: Testnet):
     prepare(net.dir, 3, load())
     lender = Home(net.home(1))
     cfg = lender.config()
-    cfg.max_rate = "10%"  # node 1 refuses proposals above 10% a year, even on its own offers
-    lender.config_file.write_text(cfg.to_toml())
+    cfg.sections["loans"] = {"max_rate": "10%"}  # node 1 refuses proposals above 10% a year, even on its own offers
+    lender.config_file.write_text(cfg.to_toml(load().extensions))
     net.up(3)
     ids = {k: net.json(k, "id")["peer_id"] for k in (1, 2, 3)}
     net.cli(2, "name", "set", ids[1], "alice")

@@ -8,12 +8,12 @@ import pytest
 import trio
 
 from nodenet import LOADED, LOCAL, lending, make_node, start, start_line, stop_all, wait_for
-from p2pnode.lending import offers as offers_mod
 from p2pnode.errors import ApiError
 from p2pnode.home import Home
 from p2pnode.node import Node, NodeSettings
 from protocol.envelope import open_envelope, seal
 from protocol.keys import SigningKey
+from protocol.lending.book import Limits
 from protocol.lending.offer import MAX_OFFER_MS, TOPIC_OFFERS, make_cancel, make_offer
 
 pytestmark = pytest.mark.trio
@@ -59,7 +59,7 @@ async def test_bad_offer_gossip_is_refused_and_the_book_is_bounded(tmp_path: Pat
         assert len(lending(b).book.all()) == 1
         assert (await b.call("node.status"))["peer_id"] == b.peer_id
         # an expired offer is purged
-        monkeypatch.setattr(offers_mod, "MAX_PER_AUTHOR", 3)
+        lending(a).book.limits = Limits(max_per_author=3)
         # (two offers alike made in the same millisecond are one offer: the amounts differ)
         short = await a.call("offer.create", dict(TERMS, expires_in_s=1, amount="501.00"))
         await a.call("offer.create", dict(TERMS, amount="502.00"))  # a's third live offer, with `o`
@@ -115,7 +115,7 @@ async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
         assert refusal(a, an_offer(now + 2 * DAY).raw) == "bad_time"
         assert refusal(a, make_cancel(K, b"\x01" * 32, now - MAX_OFFER_MS).raw) == "stale_cancel"
         assert refusal(a, make_cancel(K, b"\x01" * 32, now + 2 * DAY).raw) == "bad_time"
-        assert records(a) == {b"O": 1, b"X": 3, b"C": 2}  # o3; o1, o2 and o3 due; o1's and o2's cancellations
+        assert records(a) == {b"O": 1, b"X": 3, b"C": 4}  # o3; o1, o2 and o3 due; two cancellations each of o1 and o2 (the stranger's kept apart)
         a.stop()
     async with trio.open_nursery() as nursery:  # the same home again: the book is as it was
         home = Home(tmp_path / "a")
