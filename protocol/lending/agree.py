@@ -91,7 +91,7 @@ Rules of this file (docs/protocol.md, "Countersigning"):
    ``OwnerRejected``            acceptor   pending                           refuse: Persist, Push(refused)
    ``AgreementSeen``            both       open (acceptor: or no record)     seen_agreement: AppendAgreement, Persist
                                                                              (acceptor: and ConsumeOffer)
-   ``AgreementSeen``            both       final                             AppendAgreement
+   ``AgreementSeen``            both       final (proposer: or no record)    AppendAgreement
    ``CountersignedPushed``      both       as ``AgreementSeen``              the same, then Answer(ok)
    ``RefusalPushed``            proposer   open, sent by the counterparty    refused: Persist, Answer(ok)
    ``RefusalPushed``            both       otherwise                         Answer(ok)
@@ -461,6 +461,7 @@ class Facts:
     proposer_head_held: bool
 
     def refusal(self, doc: dict, now_ms: int) -> tuple[str, str] | None:
+        """``refusal(doc, now_ms=now_ms, **these facts)``."""
         return refusal(doc, now_ms=now_ms, proposer_forked=self.proposer_forked, offer=self.offer,
                        offer_live=self.offer_live, max_rate_bp=self.max_rate_bp, own_head_held=self.own_head_held,
                        proposer_head_held=self.proposer_head_held)
@@ -768,9 +769,10 @@ class Proposer(_Conversation):
     _slots = _Conversation._slots + ("in_flight", "last_ask", "quick")
 
     def __init__(self, contract: bytes, state: str | None, code: str = "", reason: str = "", updated: int = 0):
+        from .contract import acceptor
+
         super().__init__(contract, state, code, reason, updated)
-        self.counterparty: bytes = self.document["lender" if self.document["proposer"] == self.document["borrower"]
-                                                 else "borrower"]
+        self.counterparty: bytes = acceptor(self.document)
         self.in_flight = False  # a SendProposal has no outcome fed back yet
         self.last_ask: int | None = None  # when a Tick last asked again
         self.quick: tuple[int, ...] = ()  # quick resends left, after the owner's propose
@@ -860,7 +862,8 @@ class Acceptor(_Conversation):
 
     @classmethod
     def new(cls, proposal: bytes, *, sign: Callable[[bytes], bytes]) -> "Acceptor":
-        """The acceptor of ``proposal`` (verified, addressed to us), before it has a record."""
+        """The acceptor of ``proposal`` (verified, addressed to us), before it has a record.
+        (The agreement does as well as the proposal: they share the payload, hence the id.)"""
         return cls(proposal, None, sign=sign)
 
     @classmethod

@@ -11,7 +11,8 @@ from datetime import date
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -85,6 +86,16 @@ def acceptor(state: str | None = None, sign: Signer | None = None, **fields) -> 
         return Acceptor.new(PROPOSAL, sign=sign)
     contract = AGREEMENT if state == AGREED else PROPOSAL
     return Acceptor.from_record(Record(LOAN, IN, state, contract, **fields), sign=sign)
+
+
+def tally(text: str) -> None:
+    """Count ``text`` in Hypothesis's statistics (``--hypothesis-show-statistics``)."""
+    from hypothesis import event
+
+    try:
+        event(text)
+    except InvalidArgument:
+        pass  # outside a Hypothesis test: the crash tests run the simulation by hand
 
 
 def kinds(actions) -> list[type]:
@@ -472,7 +483,9 @@ class Packet:
     request: tuple[int, int] | None = None  # (proposer's life, request number)
 
 
-CRASH = st.sampled_from((None, None, None, None, None, None, 0, 1, 2, 3))  # crash before action n
+CRASH = st.sampled_from((None, None, None, None, None, 0, 1, 2, 3))  # crash before action n, if there is one
+CRASH_POINTS = [(OUT, "Persist"), (OUT, "SendProposal"), (OUT, "AppendAgreement"), (IN, "AppendAgreement"),
+                (IN, "Persist"), (IN, "ConsumeOffer"), (IN, "Answer"), (IN, "Push")]
 MAX_CHANNEL = 12
 
 
@@ -481,9 +494,17 @@ class TwoNodes(RuleBasedStateMachine):
     would, connected by a channel that loses, repeats, delays and reorders."""
 
     @initialize(review=st.booleans(), verdict=st.sampled_from([None] * 4 + ["policy", "bad_head"]),
-                skew_p=st.integers(-3_000, 3_000), skew_a=st.integers(-3_000, 3_000), crash_at=CRASH)
-    def setup(self, review, verdict, skew_p, skew_a, crash_at):
+                skew_p=st.integers(-3_000, 3_000), skew_a=st.integers(-3_000, 3_000), crash_at=CRASH,
+                heal_accepts=st.booleans(),
+                crash_points=st.dictionaries(st.sampled_from(CRASH_POINTS), st.integers(1, 3), max_size=2))
+    def setup(self, review=False, verdict=None, skew_p=0, skew_a=0, crash_at=None, heal_accepts=True,
+              crash_points=None, gossip=True, late=False):
         self.now = T0
+        self.gossip = gossip  # whether a new entry reaches the other node at once (else by sync only)
+        self.late = late  # whether the owner, once the network works, decides only after the expiry
+        self.crash_points = dict(crash_points or {})  # (side, action) -> die before the n-th such action
+        self.crashes = 0
+        self.heal_accepts = heal_accepts  # what the owner decides once the network works
         self.review, self.verdict = review, verdict
         self.P, self.A = Side(OUT, skew_p), Side(IN, skew_a)
         self.P.machine, self.A.machine = Proposer.new(PROPOSAL), Acceptor.new(PROPOSAL, sign=self.sign)
@@ -493,6 +514,7 @@ class TwoNodes(RuleBasedStateMachine):
         self.timers: list[int] = []
         self.offer_live = True
         self.signed: list[int] = []  # A's clock at each countersignature
+        self.decision: object = None  # what A told P once decided: every later word must be the same
         self.run(self.P, OwnerProposed(self.clock(self.P)), crash_at)  # the owner proposes at once
 
     # -- the node, as an executor of actions
@@ -523,9 +545,13 @@ class TwoNodes(RuleBasedStateMachine):
         Whether it ran to the end."""
         actions = side.machine.handle(ev)
         for i, action in enumerate(actions):
-            if i == crash_at:
+            point = (side.role, type(action).__name__)
+            if point in self.crash_points:
+                self.crash_points[point] -= 1
+            if i == crash_at or self.crash_points.get(point) == 0:
+                self.crash_points.pop(point, None)
                 if AppendAgreement in kinds(actions[:i]) and Persist in kinds(actions[i:]):
-                    event(f"{side.role} died between the append and the persist")
+                    tally(f"{side.role} died between the append and the persist")
                 self.crash_side(side)
                 return False
             self.execute(side, action, reply)
@@ -553,6 +579,8 @@ class TwoNodes(RuleBasedStateMachine):
             self.told(side)
             if isinstance(action.message, Accepted):
                 assert side.chain == action.message.document, "an agreement answered before it is appended"
+            if side is self.A:
+                self.same_decision(action.message)
             if reply is not None:
                 reply(action.message)
         elif isinstance(action, Push):
@@ -560,11 +588,13 @@ class TwoNodes(RuleBasedStateMachine):
             assert side is self.A and action.to == BORROWER.public_key
             if isinstance(action.message, Countersigned):
                 assert side.chain == action.message.contract, "an agreement pushed before it is appended"
+            self.same_decision(action.message)
             self.post(Packet("push", "P", action.message))
         elif isinstance(action, AppendAgreement):
             if side.chain is None:
                 side.chain, side.appends = action.agreement, side.appends + 1
-                self.post(Packet("gossip", "P" if side is self.A else "A", action.agreement))
+                if self.gossip:
+                    self.post(Packet("gossip", "P" if side is self.A else "A", action.agreement))
             assert side.chain == action.agreement
         elif isinstance(action, ConsumeOffer):
             assert side is self.A and action.offer == OFFER_ID
@@ -574,7 +604,21 @@ class TwoNodes(RuleBasedStateMachine):
             self.timers.append(action.at_ms)
         else:
             assert isinstance(action, ReportRefusal) and side is self.A
-            event(f"refused: {action.code}")
+            tally(f"refused: {action.code}")
+
+    def same_decision(self, msg) -> None:
+        """Rule 2: what the acceptor says about a decided proposal reflects its decision and
+        never changes (an answer, or the push of the owner's decision)."""
+        state = self.A.machine.state
+        if state not in FINAL:
+            assert isinstance(msg, Held) and state == PENDING, f"{msg} said while {state}"
+            return
+        said = ("agreed", msg.contract) if isinstance(msg, Countersigned) else (
+            ("agreed", msg.document) if isinstance(msg, Accepted) else ("refused", msg.code, msg.reason))
+        assert said[0] == ("agreed" if state == AGREED else "refused"), f"{msg} said while {state}"
+        if self.decision is None:
+            self.decision = said
+        assert said == self.decision, f"said {said}, then {self.decision}"
 
     def post(self, packet: Packet) -> None:
         if len(self.channel) < MAX_CHANNEL:  # a full channel loses what is sent
@@ -583,6 +627,7 @@ class TwoNodes(RuleBasedStateMachine):
     def crash_side(self, side: Side) -> None:
         """Kill the node and start it again from what it stored (rule 6e on the way up)."""
         side.life += 1
+        self.crashes += 1
         rec = side.record()
         if side is self.P:
             side.machine = Proposer.new(PROPOSAL) if rec is None else Proposer.from_record(rec)
@@ -591,7 +636,7 @@ class TwoNodes(RuleBasedStateMachine):
             side.machine = (Acceptor.new(PROPOSAL, sign=self.sign) if rec is None
                             else Acceptor.from_record(rec, sign=self.sign))
         if side.machine.is_open and side.chain is not None:
-            event(f"restart: {side.role} {side.machine.state} learns the agreement from its own chain")
+            tally(f"restart: {side.role} {side.machine.state} learns the agreement from its own chain")
             assert self.run(side, AgreementSeen(self.clock(side), side.chain))
 
     def see(self, side: Side, agreement: bytes, crash_at: int | None = None) -> None:
@@ -622,7 +667,7 @@ class TwoNodes(RuleBasedStateMachine):
             m = self.A.machine
             fresh = m.state is None  # the node gathers facts only for a proposal it has no record of
             if fresh and self.A.chain is not None:
-                event("a proposal with no record, answered from our chain")
+                tally("a proposal with no record, answered from our chain")
             ev = ProposalReceived(self.clock(self.A), self.facts() if fresh else None, self.review,
                                   self.A.chain if fresh else None)
             self.run(self.A, ev, crash_at, reply=lambda msg: self.post(Packet("answer", "P", msg, packet.request)))
@@ -642,6 +687,11 @@ class TwoNodes(RuleBasedStateMachine):
     @rule(ms=st.integers(1, 6_000))
     def advance(self, ms):
         self.now += ms
+
+    @rule(name=st.sampled_from("PA"), delta=st.integers(-1, 1))
+    def near_the_expiry(self, name, delta):
+        """Time moves to just before, at or just after the expiry by one side's clock."""
+        self.now = max(self.now, EXP - self.side(name).skew + delta)
 
     @rule(name=st.sampled_from("PA"), crash_at=CRASH)
     def tick(self, name, crash_at):
@@ -707,7 +757,7 @@ class TwoNodes(RuleBasedStateMachine):
         assert self.P.chain == self.A.chain == AGREEMENT
         assert self.A.machine.state == AGREED
         assert self.P.machine.state in (AGREED, EXPIRED)
-        event(f"settled: proposer {self.P.machine.state}")
+        tally(f"settled: proposer {self.P.machine.state}")
 
     # -- what must hold after every step
 
@@ -720,6 +770,7 @@ class TwoNodes(RuleBasedStateMachine):
 
     @invariant()
     def the_acceptor_countersigns_at_most_once_and_never_after_the_expiry(self):
+        # (and ``sign`` asserts it is never called once the acceptor's chain has the agreement)
         assert all(t <= EXP for t in self.signed)
         assert self.A.appends <= 1 and self.P.appends <= 1
 
@@ -744,21 +795,36 @@ class TwoNodes(RuleBasedStateMachine):
                 assert not side.machine.is_open
 
     def heal(self) -> None:
-        """The network works from now on and the owner accepts what is pending: every
-        retry interval, each packet is delivered in order, a send whose packets are all
-        gone fails, and both nodes tick; until both sides are final or time is out."""
+        """The network works from now on and the owner decides what is pending (as
+        ``heal_accepts`` says; if ``late``, only after the expiry): every retry interval,
+        each packet is delivered in order, a send whose packets are all gone fails, and
+        both nodes tick; until both sides are final or time is out."""
         for _ in range((EXP + 10_000 - self.now) // agree.RETRY_INTERVAL_MS + 2):
             if not (self.P.machine.is_open or self.A.machine.is_open or self.channel):
                 return
             while self.channel:
                 self.network(0, "deliver", None)
+                self.check()
             if self.request is not None:
                 self.send_fails(True, None)
-            if self.A.machine.state == PENDING:
-                self.owner_decides(True, None)
+            if self.A.machine.state == PENDING and (not self.late or self.clock(self.A) > EXP):
+                crashes, waiting = self.crashes, self.P.machine.is_open
+                self.owner_decides(self.heal_accepts, None)
+                if self.A.machine.state == AGREED or self.A.machine.code == "rejected":
+                    while self.channel:  # pushed: the proposer knows as soon as it is delivered
+                        self.network(0, "deliver", None)
+                    if waiting and self.crashes == crashes:  # (if it died, it learns by asking again)
+                        assert self.P.machine.state == self.A.machine.state, "the owner's decision was not pushed"
             self.tick("P", None)
             self.tick("A", None)
+            self.check()
             self.now += agree.RETRY_INTERVAL_MS
+
+    def check(self) -> None:
+        self.final_states_never_change_and_every_move_is_stored()
+        self.the_acceptor_countersigns_at_most_once_and_never_after_the_expiry()
+        self.an_agreement_on_one_side_is_never_contradicted_on_the_other()
+        self.nothing_stays_open_after_a_tick_past_the_expiry()
 
     def teardown(self):
         if not hasattr(self, "P"):
@@ -768,13 +834,64 @@ class TwoNodes(RuleBasedStateMachine):
         if self.P.machine.state is not None and start + 3 * agree.RETRY_INTERVAL_MS < EXP:
             assert self.P.machine.state in (AGREED, REFUSED), "a working network decides before the expiry"
         self.now = EXP + 10_000  # beyond any skew
+        self.crash_points.clear()  # (nodes that stay up from here on)
         for side in (self.P, self.A):
             assert self.run(side, Tick(self.clock(side)))
             assert not side.machine.is_open
         self.settle()
-        event(f"end: proposer {self.P.machine.state}, acceptor {self.A.machine.state}")
+        tally(f"end: proposer {self.P.machine.state}, acceptor {self.A.machine.state}")
 
 
-TwoNodes.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None,
+TwoNodes.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
 test_two_nodes_over_a_bad_network = TwoNodes.TestCase
+
+
+FLOWS = {
+    "countersigned": ({}, AGREED),
+    "held, accepted": ({"review": True}, AGREED),
+    "held, rejected": ({"review": True, "heal_accepts": False}, REFUSED),
+    "held, accepted too late": ({"review": True, "late": True}, EXPIRED),
+    "refused": ({"verdict": "bad_head"}, REFUSED),
+}
+
+
+@pytest.mark.parametrize("gossip", [True, False], ids=["gossip", "no_gossip"])
+@pytest.mark.parametrize("nth", [1, 2, 3])
+@pytest.mark.parametrize("point", CRASH_POINTS, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.mark.parametrize("flow", FLOWS)
+def test_a_crash_before_any_action_of_a_conversation_over_a_working_network(flow, point, nth, gossip):
+    """Each flow once, a node dying before the nth action of one kind, every rule checked
+    after every step; the outcome is the flow's own: one death changes when, never what."""
+    setup, outcome = FLOWS[flow]
+    world = TwoNodes()
+    world.setup(crash_points={point: nth}, gossip=gossip, **setup)
+    world.check()
+    world.heal()
+    if world.P.machine.state is None:  # the owner's proposal died before it was stored: nothing happened
+        assert point == (OUT, "Persist") and nth == 1 and world.A.machine.state is None
+    elif outcome == EXPIRED:  # the proposer expires by its own clock, or hears the acceptor's refusal
+        assert world.A.machine.state == EXPIRED and world.P.machine.state in (EXPIRED, REFUSED)
+        assert world.signed == []
+    else:
+        assert world.P.machine.state == world.A.machine.state == outcome
+    world.teardown()
+
+
+@pytest.mark.parametrize("gossip", [True, False], ids=["gossip", "no_gossip"])
+def test_an_agreement_whose_answer_is_lost_at_the_expiry_reaches_the_proposers_chain(gossip):
+    """Rule 7: the acceptor countersigns at the expiry, every word of it is lost, and the
+    proposer expires; its record stays expired, its chain records the agreement by sync."""
+    world = TwoNodes()
+    world.setup(gossip=gossip)
+    world.now = EXP
+    world.network(0, "deliver", None)  # the proposal arrives at the last moment
+    assert world.A.machine.state == AGREED and world.signed == [EXP]
+    world.channel.clear()  # the answer and the gossip are lost
+    world.now += 1
+    world.tick("P", None)
+    assert world.P.machine.state == EXPIRED and world.P.chain is None
+    world.check()
+    world.settle()
+    assert world.P.machine.state == EXPIRED and world.P.chain == world.A.chain == AGREEMENT
+    world.teardown()
