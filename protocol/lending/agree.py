@@ -64,38 +64,40 @@ Rules of this file (docs/protocol.md, "Countersigning"):
    rule 3 asks about (``Facts``) before it feeds them. A ``handle`` that raises leaves
    the machine as it was. Events, the table's event they cause, and the actions:
 
-   ===========================  =========  ================================  =================================================
-   event                        side       when                              table event: actions
-   ===========================  =========  ================================  =================================================
-   ``OwnerProposed``            proposer   no record                         propose: Persist, SendProposal
-   ``AnswerReceived`` accepted  proposer   open                              accepted: AppendAgreement, Persist
-   ``AnswerReceived`` held      proposer   open                              held: Persist
-   ``AnswerReceived`` refused   proposer   open                              refused: Persist
-   ``AnswerReceived`` any       proposer   final                             (nothing)
-   ``SendFailed``               proposer   proposed, connected, and a quick  ScheduleResend (``QUICK_RESENDS_MS``)
-                                           resend left
-   ``Tick``                     both       open, ``now_ms > expires``        expire: Persist
-   ``Tick``                     proposer   proposed; or held and             SendProposal (unless a send is in flight)
-                                           ``HELD_RETRY_MS`` since it asked
-   ``ProposalReceived``         acceptor   a record                          Answer(``answer_of(record)``)
-   ``ProposalReceived``         acceptor   no record, our chain records its  seen_agreement: Persist, ConsumeOffer,
-                                           agreement (``recorded``)          Answer(accepted)
-   ``ProposalReceived``         acceptor   no record, ``refusal`` says no    refuse: Persist, ReportRefusal, Answer(refused)
-   ``ProposalReceived``         acceptor   no record, review                 receive: Persist, Answer(held)
-   ``ProposalReceived``         acceptor   no record                         countersign: AppendAgreement, Persist,
-                                                                             ConsumeOffer, Answer(accepted)
-   ``OwnerAccepted``            acceptor   pending, ``now_ms > expires``     expire: Persist, ReportRefusal(expired)
-   ``OwnerAccepted``            acceptor   pending, the offer is not live    refuse: Persist, ReportRefusal(offer_expired)
-   ``OwnerAccepted``            acceptor   pending                           countersign: AppendAgreement, Persist,
-                                                                             ConsumeOffer, Push(countersigned)
-   ``OwnerRejected``            acceptor   pending                           refuse: Persist, Push(refused)
-   ``AgreementSeen``            both       open (acceptor: or no record)     seen_agreement: AppendAgreement, Persist
-                                                                             (acceptor: and ConsumeOffer)
-   ``AgreementSeen``            both       final (proposer: or no record)    AppendAgreement
-   ``CountersignedPushed``      both       as ``AgreementSeen``              the same, then Answer(ok)
-   ``RefusalPushed``            proposer   open, sent by the counterparty    refused: Persist, Answer(ok)
-   ``RefusalPushed``            both       otherwise                         Answer(ok)
-   ===========================  =========  ================================  =================================================
+   ===========================  ========  ================================  ==========================================
+   event                        side      when                              table event: actions
+   ===========================  ========  ================================  ==========================================
+   ``OwnerProposed``            proposer  no record                         propose: Persist, SendProposal
+   ``AnswerReceived`` accepted  proposer  open                              accepted: AppendAgreement, Persist
+   ``AnswerReceived`` held      proposer  open                              held: Persist
+   ``AnswerReceived`` refused   proposer  open                              refused: Persist
+   ``AnswerReceived`` any       proposer  final                             (nothing)
+   ``SendFailed``               proposer  proposed, connected, and a quick  ScheduleResend (``QUICK_RESENDS_MS``)
+                                          resend left
+   ``Tick``                     both      open, ``now_ms > expires``        expire: Persist
+   ``Tick``                     proposer  proposed; or held and             SendProposal (unless a send is in flight)
+                                          ``HELD_RETRY_MS`` since it asked
+   ``ProposalReceived``         acceptor  a record                          Answer(``answer_of(record)``)
+   ``ProposalReceived``         acceptor  no record, our chain records its  seen_agreement: Persist, ConsumeOffer,
+                                          agreement (``recorded``)          Answer(accepted)
+   ``ProposalReceived``         acceptor  no record, ``refusal`` says no    refuse: Persist, ReportRefusal,
+                                                                            Answer(refused)
+   ``ProposalReceived``         acceptor  no record, review                 receive: Persist, Answer(held)
+   ``ProposalReceived``         acceptor  no record                         countersign: AppendAgreement, Persist,
+                                                                            ConsumeOffer, Answer(accepted)
+   ``OwnerAccepted``            acceptor  pending, ``now_ms > expires``     expire: Persist, ReportRefusal(expired)
+   ``OwnerAccepted``            acceptor  pending, the offer is not live    refuse: Persist,
+                                                                            ReportRefusal(offer_expired)
+   ``OwnerAccepted``            acceptor  pending                           countersign: AppendAgreement, Persist,
+                                                                            ConsumeOffer, Push(countersigned)
+   ``OwnerRejected``            acceptor  pending                           refuse: Persist, Push(refused)
+   ``AgreementSeen``            both      open (acceptor: or no record)     seen_agreement: AppendAgreement, Persist
+                                                                            (acceptor: and ConsumeOffer)
+   ``AgreementSeen``            both      final (proposer: or no record)    AppendAgreement
+   ``CountersignedPushed``      both      as ``AgreementSeen``              the same, then Answer(ok)
+   ``RefusalPushed``            proposer  open, sent by the counterparty    refused: Persist, Answer(ok)
+   ``RefusalPushed``            both      otherwise                         Answer(ok)
+   ===========================  ========  ================================  ==========================================
 
    An event the side does not take, and ``OwnerAccepted`` or ``OwnerRejected`` on
    anything but a pending proposal, raise ``AgreeError`` (code ``bad_transition``); an
