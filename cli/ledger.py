@@ -110,7 +110,7 @@ def append(c: Ctx, kind: str, body: str, passphrase_file: Path | None, as_json: 
     # A running node signs with the key it holds: no passphrase is asked for then.
     view = ask_node(c, "ledger.append", {"kind": kind, "body": jsonform.to_json(value)})
     if view is None:
-        from p2pnode.clock import now_ms
+        from p2pnode.walltime import now_ms
         from p2pnode.ledger import ops as api
 
         key = c.home.signing_key(read_passphrase(passphrase_file))

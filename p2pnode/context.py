@@ -5,7 +5,7 @@ else: no handle to the node itself, no private field of anyone. What the fields 
 
 - ``key``: the node's signing key (``key.public_key`` is the node's identity, ``me``).
 - ``clock``: the node's one clock (p2pnode/clock.py): ``now_ms()`` for what is signed and
-  ``today()`` for loan days; every wait goes through trio, so a test's ``MockClock``
+  ``today()`` for calendar days; every wait goes through trio, so a test's ``MockClock``
   drives both.
 - ``chains``: read-only: every chain held (``head``, ``heads``, ``chain``, ``entry``,
   ``locate``, ``forked_authors``) — the store itself, whose writes go through ``writer``.

@@ -31,15 +31,19 @@ def unique(matches: list, ref: str, what: str, unknown_code: str) -> object:
     """The one item that an id prefix ``ref`` names, or ``ApiError``: ``unknown_code`` if
     none, ``ambiguous_id`` if several.
 
-    ``what`` is the kind of object in the singular ("loan", "offer or request",
-    "proposal"): every kind gets the same two sentences, "no loan matches 1234abcd on this
-    node" and "1234abcd matches 3 loans: give more of the id"."""
+    ``what`` is the kind of object in the singular ("entry", "thing or other"): every kind
+    gets the same two sentences, "no entry matches 1234abcd on this node" and "1234abcd
+    matches 3 entries: give more of the id"."""
     if not matches:
         raise ApiError(f"no {what} matches {ref} on this node", code=unknown_code)
     if len(matches) > 1:
-        plural = " or ".join(part + "s" for part in what.split(" or "))  # offers or requests
+        plural = " or ".join(_plural(part) for part in what.split(" or "))
         raise ApiError(f"{ref} matches {len(matches)} {plural}: give more of the id", code="ambiguous_id")
     return matches[0]
+
+
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
 
 
 def id_prefix(ref: object, what: str) -> str:

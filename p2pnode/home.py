@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry, genesis_body
 
-from p2pnode.clock import now_ms
+from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import Store
 

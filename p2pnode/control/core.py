@@ -27,7 +27,7 @@ CORE_METHODS = (
            result='`{"peers": [{"peer_id", "addr", "direction", "connected_s", "score"}]}`', handler="peers"),
     Method(
         "node.connect", "Dial a peer. Refusals: `bad_address`, `dial_failed` (no answer within 10 s, or refused).",
-        params=(Param("addr", "str", "a multiaddr ending in /p2p/<peer ID>", required=True, max_len=1024),),
+        params=(Param("addr", "str", "a multiaddr ending in `/p2p/PEER_ID`", required=True, max_len=1024),),
         result='`{"peer_id", "connected": true}`', handler="connect",
     ),
     Method("node.stop", "Answer, then shut down: the socket disappears, the host and the store close, the "

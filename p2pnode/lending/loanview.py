@@ -15,7 +15,7 @@ from protocol.entry import Entry
 from protocol.errors import ProtocolError
 from protocol.lending.contract import LOAN_INDEX, embedded_id, open_agreement, open_receipt, open_transfer, parse_date
 
-from p2pnode.clock import utc_date
+from p2pnode.walltime import utc_date
 from p2pnode.ledger.store import Chains, IndexView
 
 

@@ -1,0 +1,115 @@
+"""The extension contract (p2pnode/extension.py): loading, checking and leaving out broken
+extensions, routing to a service, and replication that never depends on extensions —
+over real libp2p hosts on 127.0.0.1 and real LevelDB."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+import pytest
+import trio
+
+from nodenet import LOCAL, heads_of, start, stop_all, sync_all, wait_for
+from p2pnode.extensions import GROUP, load
+from p2pnode.home import init_home
+from p2pnode.node import Node, NodeSettings
+from protocol.kinds import INVALID, KNOWN, UNKNOWN
+
+BUILTIN = list(entry_points(group=GROUP))
+
+
+def ep(name: str, attr: str) -> EntryPoint:
+    return EntryPoint(name, f"extensions_for_tests:{attr}", GROUP)
+
+
+def loaded_with(*points: EntryPoint):
+    return load(points=BUILTIN + list(points))
+
+
+def test_lending_is_found_through_its_entry_point_like_any_extension():
+    loaded = load()
+    assert [e.name for e in loaded.extensions] == ["lending"] and loaded.sources["lending"] == "p2pnode"
+    assert loaded.registry.owner("loan.agreement") == "lending" and loaded.methods.owners["loan.show"] == "lending"
+    assert load(disabled=["lending"]).extensions == []
+
+
+def test_broken_extensions_are_reported_and_left_out():
+    loaded = loaded_with(ep("strict", "STRICT"), ep("missing", "NO_SUCH_THING"), ep("oops", "NOT_AN_EXTENSION"),
+                         ep("badname", "BAD_NAME"), ep("thief", "TAKES_A_LENDING_KIND"),
+                         ep("clash", "TAKES_A_CORE_METHOD"), ep("future", "NEWER_CONTRACT"))
+    assert [e.name for e in loaded.extensions] == ["lending", "strict"]
+    why = {f.name: f.reason for f in loaded.failures}
+    assert set(why) == {"missing", "oops", "badname", "thief", "clash", "future"}
+    assert "cannot be imported" in why["missing"] and "not an Extension" in why["oops"]
+    assert "already registered" in why["thief"] and "declared already" in why["clash"]
+    assert "contract 99" in why["future"]
+    # what a left-out extension declared is not there; lending's kind is still lending's
+    assert loaded.registry.owner("loan.agreement") == "lending" and loaded.methods.owners["node.status"] == "core"
+
+
+def make(path: Path, name: str, loaded, **settings) -> Node:
+    home, _ = init_home(path, registry=loaded.registry, name=name)
+    return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], pex=False, **settings), loaded)
+
+
+
+
+@pytest.mark.trio
+async def test_a_service_that_fails_to_start_is_left_out_and_the_node_still_starts(tmp_path: Path):
+    loaded = loaded_with(ep("broken", "BROKEN_SERVICE"), ep("partial", "MISSING_HANDLER"))
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make(tmp_path / "n", "n", loaded))
+        status = await node.call("node.status")
+        failed = {f["name"]: f["error"] for f in status["extension_failures"]}
+        assert "this service cannot start" in failed["broken"] and "has no nope" in failed["partial"]
+        assert [e["name"] for e in status["extensions"]] == ["lending"]
+        assert node.methods.unbound() == ["broken.call", "partial.call"]  # declared, never served
+        with pytest.raises(KeyError):
+            await node.call("broken.call")
+        assert (await node.call("offer.list"))["offers"] == []  # the others work
+        node.stop()
+
+
+@pytest.mark.trio
+async def test_every_declared_method_of_a_running_node_is_served(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make(tmp_path / "n", "n", loaded_with(ep("strict", "STRICT"))))
+        assert node.methods.unbound() == []
+        assert await node.call("strict.count", {"at_least": 3}) == {"seen": 0, "indexed": 0, "at_least": 3}
+        node.stop()
+
+
+@pytest.mark.trio
+async def test_replication_never_depends_on_extensions(tmp_path: Path):
+    """A node with an extension that rejects some bodies and a node without it hold the same
+    chains after gossip and sync; the one with it treats the rejected entries as invalid
+    (not indexed, not handed to its service) and still stores and forwards them."""
+    with_it, without = loaded_with(ep("strict", "STRICT")), load()
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make(tmp_path / "a", "a", with_it))
+        b = await start(nursery, make(tmp_path / "b", "b", without))
+        c = await start(nursery, make(tmp_path / "c", "c", with_it))
+        await a.connect(b.listen_addrs()[0])
+        await c.connect(b.listen_addrs()[0])  # a line a - b - c: c hears of a's entries through b
+        await sync_all([a, b, c])
+        # b, which does not know the kind, signs items the extension rejects (odd) and accepts
+        for n in (1, 2, 3, 4):
+            await b.call("ledger.append", {"kind": "x.item", "body": {"n": n}})
+        # a, which knows it, signs only what its kind accepts
+        with pytest.raises(Exception) as refused:
+            await a.call("ledger.append", {"kind": "x.item", "body": {"n": 5}})
+        assert refused.value.code == "bad_body"
+        await a.call("ledger.append", {"kind": "x.item", "body": {"n": 6}})
+        await sync_all([a, b, c])
+        assert heads_of(a) == heads_of(b) == heads_of(c)
+        shown = await a.call("ledger.show", {"author": b.peer_id})
+        statuses = [(e["body"], e["kind_status"]) for e in shown["entries"][1:]]
+        assert statuses == [({"n": 1}, INVALID), ({"n": 2}, KNOWN), ({"n": 3}, INVALID), ({"n": 4}, KNOWN)]
+        assert [e["kind_status"] for e in (await b.call("ledger.show", {"author": b.peer_id}))["entries"][1:]] == [UNKNOWN] * 4
+        await wait_for(lambda: sorted(a.services["strict"].seen) == [2, 4, 6], 10, "a's service to see the valid items")
+        assert sorted(c.services["strict"].seen) == [2, 4, 6]
+        assert (await a.call("strict.count"))["indexed"] == 3
+        for node in (a, b, c):
+            assert (await node.call("ledger.verify"))["ok"]
+        await stop_all([a, b, c])
