@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from cli.context import Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
+from cli.context import Ctx, declared, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
 from cli.output import FAILED, emit_json, fail, iso_ms, peer_full, peers_table, short, table
 
 DEFAULT_SHOW_LIMIT = 100
@@ -34,7 +34,7 @@ def ask_node(c: Ctx, method: str, params: dict | None = None, *, timeout: float 
     from cli.rpc import NodeNotRunning, call
 
     params = {k: v for k, v in (params or {}).items() if v is not None}
-    c.loaded.methods.methods[method].check(params)  # the node's own check of the declared params
+    declared(c, method).check(params)  # the node's own check of the declared params
     try:
         return call(c.home.path, method, params, timeout=timeout)
     except NodeNotRunning:

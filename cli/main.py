@@ -15,7 +15,30 @@ import click
 from cli.context import CONTEXT, Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
 from cli.output import FAILED, StdoutClosed, emit_json, end_on_closed_stdout, fail, stdout_closed
 
-@click.group(context_settings=CONTEXT)
+class Commands(click.Group):
+    """The core's commands, and each installed extension's, added on first need: a core
+    command (``status``, ``ledger ...``) never loads an extension, so it starts fast."""
+
+    _extensions_added = False
+
+    def _add_extensions(self) -> None:
+        if not self._extensions_added:
+            self._extensions_added = True
+            from cli.extensions import add_extension_commands
+
+            add_extension_commands(self)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "start" or name not in self.commands:  # start takes the extensions' flags
+            self._add_extensions()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_extensions()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.option(
     "--home",
     metavar="DIR",
@@ -90,9 +113,9 @@ def id_(c: Ctx, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
-    """The core's commands, then each installed extension's (a broken one is left out:
-    ``p2pnode extensions`` says why)."""
-    from cli.extensions import add_extension_commands, extensions
+    """The core's commands (each extension's come when needed: ``Commands``; a broken one
+    is left out, and ``p2pnode extensions`` says why)."""
+    from cli.extensions import extensions
     from cli.ledger import ledger
     from cli.name import name
     from cli.node import connect, peers, status, stop
@@ -101,7 +124,6 @@ def _register_commands() -> None:
 
     for command in (ledger, start, status, peers, connect, stop, testnet, name, extensions):
         cli.add_command(command)
-    add_extension_commands(cli)
 
 
 _register_commands()

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pnode.home import HomeError
+from protocol.errors import CodedError
 
 NAMES_FILE = "names.toml"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -34,7 +34,7 @@ _ENTRY = re.compile(r"""\s*(?:(?P<bare>[A-Za-z0-9_-]+)|"(?P<dq>[^"\\]*)"|'(?P<sq
                     r"""(?:"(?P<vdq>[^"\\]*)"|'(?P<vsq>[^']*)')\s*(#.*)?""")
 
 
-class NamesFileError(HomeError):
+class NamesFileError(CodedError):
     """``names.toml`` cannot be read or is not as described above (exit 3, like a bad config)."""
 
     code = "bad_names_file"

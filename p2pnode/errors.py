@@ -66,6 +66,7 @@ EXIT_OF_CODE = {
     "not_initialised": HOME,
     "already_initialised": HOME,
     "bad_config": HOME,
+    "bad_names_file": HOME,
     "node_running": LOCKED,
     "bad_key_file": KEY,
     "passphrase_needed": KEY,

@@ -6,7 +6,10 @@ imports neither trio nor libp2p: the CLI reads it."""
 from __future__ import annotations
 
 from p2pnode.control.methods import Method, Param
-from p2pnode.ledger.ops import DEFAULT_SHOW_LIMIT, EXPORT_PAGE, MAX_EXPORT_PAGE
+
+DEFAULT_SHOW_LIMIT = 100
+EXPORT_PAGE = 1000  # entries in one ledger.export answer unless asked otherwise
+MAX_EXPORT_PAGE = 10_000
 
 ENTRY_VIEW = ('the entry view `{"author", "seq", "prev", "ts", "kind", "body", "id", "envelope"}` '
               "(docs/cli.md)")

@@ -20,15 +20,12 @@ from protocol.errors import ProtocolError
 from protocol.keys import SigningKey, peer_id, public_key_from_peer_id
 from protocol.kinds import KindRegistry
 
+from p2pnode.control.core import DEFAULT_SHOW_LIMIT, EXPORT_PAGE, MAX_EXPORT_PAGE  # noqa: F401  (the API's limits)
 from p2pnode.errors import ApiError, bad_params
 from p2pnode.ledger.export import ExportFileError, entry_json, read_export
 from p2pnode.ledger.store import IngestRefused, IngestReport, Store
 
-log = logging.getLogger("p2pnode.api")
-
-DEFAULT_SHOW_LIMIT = 100
-EXPORT_PAGE = 1000  # entries in one ledger.export answer unless asked otherwise
-MAX_EXPORT_PAGE = 10_000
+log = logging.getLogger(__name__)
 
 
 # -- the operations ------------------------------------------------------------------------

@@ -35,11 +35,7 @@ def test_a_bad_id_names_the_value_and_what_an_id_is(ref):
     assert f"{ref!r} is not an offer or request id" in e.value.message
 
 
-def test_the_older_names_of_the_param_read_as_the_kind():
-    for what, kind in (('"loan"', "a loan"), ("an offer id", "an offer")):
-        with pytest.raises(ApiError) as e:
-            id_prefix("abc", what)
-        assert e.value.message.startswith(f"'abc' is not {kind} id: ")
+def test_a_prefix_is_read_in_lower_case():  # every caller names the kind now: no older forms remain
     assert id_prefix("ABCDEF0123", "loan") == "abcdef0123"
 
 
