@@ -128,6 +128,16 @@ class OfferBook:
         now = self.now_ms()
         return [o for o in self.all() if is_live(o, now)]
 
+    def cancelled_by(self, offer_id: bytes, author: bytes) -> bool:
+        """Whether the book keeps a cancellation of ``offer_id`` signed by ``author``."""
+        self._load()
+        return author in self._cancels.get(offer_id, ())
+
+    def orphans(self) -> int:
+        """How many cancellations the book keeps of offers it does not hold."""
+        self._load()
+        return sum(len(a) for i, a in self._cancels.items() if i not in self._book)
+
     # -- taking documents in -----------------------------------------------------------------
 
     def add(self, data: bytes) -> str:
@@ -296,7 +306,7 @@ class _View:
         return self._b.book.get(offer_id)
 
     def cancelled(self, offer_id: bytes, author: bytes) -> bool:
-        return author in self._b._cancels.get(offer_id, ())
+        return self._b.cancelled_by(offer_id, author)
 
     def size(self) -> int:
         return len(self._b.book)
@@ -305,4 +315,4 @@ class _View:
         return sum(1 for x in self._b.book.values() if x.author == author and is_live(x, now_ms))
 
     def orphans(self) -> int:
-        return sum(len(a) for i, a in self._b._cancels.items() if i not in self._b.book)
+        return self._b.orphans()
