@@ -115,6 +115,7 @@ def id_(c: Ctx, as_json: bool) -> None:
 def _register_commands() -> None:
     """The core's commands (each extension's come when needed: ``Commands``; a broken one
     is left out, and ``p2pnode extensions`` says why)."""
+    from cli.api import api
     from cli.extensions import extensions
     from cli.ledger import ledger
     from cli.name import name
@@ -122,7 +123,7 @@ def _register_commands() -> None:
     from cli.start import start
     from cli.testnet import testnet
 
-    for command in (ledger, start, status, peers, connect, stop, testnet, name, extensions):
+    for command in (ledger, start, status, peers, connect, stop, testnet, name, extensions, api):
         cli.add_command(command)
 
 
