@@ -1,39 +1,67 @@
 """Loans on the running node: proposals over ``/p2plend/agree/1.0.0``, agreements,
 receipts, notices and transfers, and their control methods (``loan.*``, docs/api.md).
 
+The countersigning conversation is ``protocol.lending.agree``'s: one ``Proposer`` or
+``Acceptor`` per open proposal decides every move, and this module only executes the
+actions it returns (that module's rules 5 and 6). How each action is executed here:
+
+===================  =====================================================================================
+action               executed as
+===================  =====================================================================================
+``Persist``          ``records.write(P + loan, sync=True)``: durable before the next action
+``AppendAgreement``  our ``loan.agreement`` entry, unless our chain records it (under the writer's lock)
+``ConsumeOffer``     the offer counts as taken at once; its cancellation is spawned
+``ReportRefusal``    counted (``loans.refused``) when a proposal is refused; ``loan accept`` fails with it
+``Answer``           the message written on the agree stream being served
+``Push``             a spawned request to the proposer; its answer changes nothing
+``SendProposal``     once the loan's lock is released: ``propose`` on a new stream, and its outcome
+                     fed back (``AnswerReceived`` for a verified answer, else ``SendFailed``)
+``ScheduleResend``   once the lock is released: sleep on the node's clock until then, feed ``Tick``
+===================  =====================================================================================
+
 Promises:
 
-- A proposal's record (``P`` + loan id in the store) is written durably before any
-  message about it leaves this node, and it moves only along ``protocol.agree``'s table;
-  so a node killed at any point resumes where it was, and a proposer asks again (the
-  same bytes, answered the same way) until an answer or the expiry.
+- Events about one proposal are fed one at a time (a lock per loan), and the actions of
+  each are executed in the order the machine gives them; fresh incoming proposals and the owner's accept and reject are also decided
+  one at a time (``_decide_lock``), up to and including ``ConsumeOffer``: an offer is taken
+  once, however many proposals name it.
+- A node killed at any point resumes where its records say (``load``), and an action that
+  fails leaves the machine as its record says (it is reloaded), never half moved.
 - Each party records every two-party document it is part of (agreement, receipt,
   transfer) in its own chain, whichever way it learns of it: the answer on the agree
   stream, a push, gossip or sync (``on_entries``). A document is recorded once.
 - Nothing here trusts the other side: proposals, answers and pushes are checked against
-  the signatures, the offer book and this node's own copy of the chains.
+  the signatures, the offer book and this node's own copy of the chains before a machine
+  hears of them.
+- Every wait is on the node's clock and trio (``ctx.clock``), so a test's ``MockClock``
+  moves expiries, retries and loan days together.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, Union
 
 import trio
 
-from protocol import codec
 from protocol.lending import agree, rules
-from protocol.lending.agree import AGREED, EXPIRED, FINAL, HELD, PENDING, PROPOSED
-from protocol.lending.contract import (
-    acceptor, contract_from, counterparty, make_receipt, open_agreement, open_proposal, open_transfer,
-    parse_date, propose, terms_of,
+from protocol.lending.agree import (
+    AGREED, EXPIRED, IN, PENDING, Acceptor, AgreementSeen, AnswerReceived, AppendAgreement, ConsumeOffer,
+    CountersignedPushed, Facts, OwnerAccepted, OwnerProposed, OwnerRejected, Persist, ProposalReceived, Proposer,
+    Push, Record, RefusalPushed, ReportRefusal, ScheduleResend, SendFailed, SendProposal, Tick, conversation,
 )
-from protocol.envelope import countersign, open_envelope, seal
+from protocol.lending.contract import (
+    acceptor, contract_from, make_receipt, open_agreement, open_proposal, open_transfer, parse_date, propose,
+    terms_of,
+)
+from protocol.envelope import countersign, open_envelope, peek_document, seal
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id, public_key_from_peer_id
-from protocol.lending.money import MoneyError, format_amount, parse_amount
+from protocol.lending.money import MoneyError, format_amount, format_rate, parse_amount
 from protocol.lending.offer import is_live
 
 from p2pnode.context import Context
@@ -45,53 +73,38 @@ from p2pnode.net.sync import PeerGone, PeerMisbehaved
 
 log = logging.getLogger(__name__)
 
-P_PROPOSAL = b"P"  # + loan(32): this node's record of a proposal, in lending's record space
+P_PROPOSAL = b"P"  # + loan(32): this node's record of a proposal (agree.Record), in lending's record space
 
-RETRY_INTERVAL = 2.0  # seconds between passes over proposals waiting for an answer
-HELD_RETRY = 10.0  # seconds between asking again about a proposal held for review
 ANSWER_TIMEOUT = 15.0  # seconds for the acceptor's answer (it may sync our chain first)
 HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
-SEND_RETRIES = (0.05, 0.2, 0.5)  # pauses between quick resends of a proposal the acceptor did not get
+OUTCOME_WAIT = 5.0  # seconds a cancelled send may take to tell its machine it ended
+MAX_FOLLOW_UPS = 2 * len(agree.QUICK_RESENDS_MS) + 1  # sends and resends one event can lead to, at most
+
+Machine = Union[Proposer, Acceptor]
+MakeEvent = Callable[[Machine], agree.Event]
 
 
 @dataclass
-class Proposal:
-    """This node's record of one proposal (stored under ``P`` + loan id)."""
+class _Done:
+    """What executing one event's actions leaves to its caller."""
 
-    loan: bytes
-    role: str  # "out" (we proposed) or "in" (we must countersign)
-    state: str
-    contract: bytes  # the proposal envelope, or the agreement once agreed
-    code: str = ""
-    reason: str = ""
-    updated: int = 0
+    answer: Any = None  # an Answer's message, for the agree stream being served
+    refusal: tuple[str, str] | None = None  # a ReportRefusal's (code, reason)
+    later: list[Union[SendProposal, ScheduleResend]] = field(default_factory=list)  # run outside the lock
 
-    def encode(self) -> bytes:
-        return codec.encode({"role": self.role, "state": self.state, "contract": self.contract,
-                             "code": self.code, "reason": self.reason, "updated": self.updated})
 
-    @classmethod
-    def decode(cls, loan: bytes, data: bytes) -> "Proposal":
-        d = codec.decode(data)
-        return cls(loan, d["role"], d["state"], d["contract"], d["code"], d["reason"], d["updated"])
-
-    @property
-    def document(self) -> dict:
-        return open_envelope(self.contract).document
-
-    def json(self) -> dict:
-        doc = self.document
-        from protocol.lending.money import format_rate
-
-        return {
-            "loan": self.loan.hex(), "role": self.role, "state": self.state, "code": self.code or None,
-            "reason": self.reason or None, "lender": peer_id(doc["lender"]), "borrower": peer_id(doc["borrower"]),
-            "proposer": peer_id(doc["proposer"]), "principal": doc["principal"],
-            "principal_text": format_amount(doc["principal"], doc["currency"]), "currency": doc["currency"],
-            "rate_bp": doc["rate_bp"], "rate_text": format_rate(doc["rate_bp"]), "term": doc["term"],
-            "schedule": doc["schedule"], "start": doc["start"], "offer": doc["offer"].hex(),
-            "expires": doc["expires"], "updated": self.updated,
-        }
+def proposal_json(record: Record) -> dict:
+    """The proposal view (docs/api.md) of a stored record."""
+    doc = open_envelope(record.contract).document
+    return {
+        "loan": record.loan.hex(), "role": record.role, "state": record.state, "code": record.code or None,
+        "reason": record.reason or None, "lender": peer_id(doc["lender"]), "borrower": peer_id(doc["borrower"]),
+        "proposer": peer_id(doc["proposer"]), "principal": doc["principal"],
+        "principal_text": format_amount(doc["principal"], doc["currency"]), "currency": doc["currency"],
+        "rate_bp": doc["rate_bp"], "rate_text": format_rate(doc["rate_bp"]), "term": doc["term"],
+        "schedule": doc["schedule"], "start": doc["start"], "offer": doc["offer"].hex(),
+        "expires": doc["expires"], "updated": record.updated,
+    }
 
 
 class Loans:
@@ -104,11 +117,10 @@ class Loans:
         self.settings = settings
         self.me = ctx.me
         self.records = ctx.records
-        self._open: set[bytes] = set()  # proposals not yet final, either role
-        self._in_flight: set[bytes] = set()
-        self._asked: dict[bytes, float] = {}  # loan -> when a held proposal was last asked about
+        self._machines: dict[bytes, Machine] = {}  # the open proposals (either role), by loan
+        self._locks: dict[bytes, trio.Lock] = {}  # per loan, while some task holds or awaits it
         self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
-        self._taken: set[bytes] = set()  # offers taken whose cancellation may still be under way
+        self._taken: set[bytes] = set()  # offers taken whose cancellation is not stored yet
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -120,35 +132,145 @@ class Loans:
         """Everything the chains held here say about ``loan``."""
         return read_loan(self.ctx.chains, self.ctx.index, loan)
 
-    # -- records -------------------------------------------------------------------------
+    # -- records and machines ---------------------------------------------------------------
 
-    def load(self) -> None:
-        """Find the proposals a previous run left open (bounded by what is stored)."""
+    async def load(self) -> None:
+        """Resume the proposals a previous run left open (bounded by what is stored). An open
+        record whose agreement our chain records (the node died between the append and the
+        persist) learns it first (agree rule 6e)."""
         for k, v in self.records.items(P_PROPOSAL):
             try:
-                p = Proposal.decode(k[1:], v)
-            except Exception:
-                log.warning("unreadable proposal record %s ignored", k[1:].hex())
+                machine = conversation(Record.decode(k[1:], v), sign=self._sign)
+            except Exception as e:
+                log.warning("unreadable proposal record %s ignored: %s", k[1:].hex(), e)
                 continue
-            if p.state not in FINAL:
-                self._open.add(p.loan)
+            if machine.is_open:
+                self._machines[machine.loan] = machine
+        for loan in sorted(self._machines):
+            ours = self._our_agreement(loan)
+            if ours is not None:
+                await self._step(loan, lambda m, a=ours: AgreementSeen(self.now_ms(), a))
 
-    def get(self, loan: bytes) -> Proposal | None:
+    def get(self, loan: bytes) -> Record | None:
+        """The stored record of proposal ``loan``, if any."""
         v = self.records.get(P_PROPOSAL + loan)
-        return None if v is None else Proposal.decode(loan, v)
+        return None if v is None else Record.decode(loan, v)
 
-    def _save(self, p: Proposal, event: str) -> Proposal:
-        """Move ``p`` by ``event`` (protocol.agree's table) and store it durably."""
-        old = self.get(p.loan)
-        p.state = agree.step(old.state if old else None, event)
-        p.updated = self.now_ms()
-        self.records.write([(P_PROPOSAL + p.loan, p.encode())], sync=True)
-        if p.state in FINAL:
-            self._open.discard(p.loan)
+    def _sign(self, proposal: bytes) -> bytes:
+        """The acceptor's countersignature (called by the machine on a countersign move only)."""
+        return countersign(open_envelope(proposal), self.ctx.key).raw
+
+    def _machine(self, loan: bytes) -> Machine | None:
+        """The machine of ``loan``: the open one, or one resumed from a final record."""
+        machine = self._machines.get(loan)
+        if machine is not None:
+            return machine
+        record = self.get(loan)
+        return None if record is None else conversation(record, sign=self._sign)
+
+    @asynccontextmanager
+    async def _locked(self, loan: bytes) -> AsyncIterator[None]:
+        """Hold ``loan``'s lock; the lock is forgotten once nobody holds or awaits it."""
+        lock = self._locks.setdefault(loan, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(loan) is lock:  # (a waiter would own it already)
+                del self._locks[loan]
+
+    async def _step(self, loan: bytes, event: MakeEvent, *, new: Callable[[], Machine] | None = None,
+                    open_only: bool = False) -> _Done:
+        """Feed ``loan``'s machine the event ``event(machine)`` makes, under the loan's lock,
+        and execute the actions that belong there. With no record, ``new()`` makes the
+        machine (without ``new``, nothing happens); ``open_only``: only an open machine.
+        ``event`` may raise (``ApiError``) to refuse before the machine hears anything."""
+        async with self._locked(loan):
+            machine = self._machines.get(loan) if open_only else self._machine(loan)
+            if machine is None and new is not None:
+                machine = new()
+            if machine is None:
+                return _Done()
+            return await self._execute(machine, machine.handle(event(machine)))
+
+    async def _execute(self, machine: Machine, actions: list[agree.Action]) -> _Done:
+        """Execute ``actions`` in order (the caller holds the loan's lock); sends and resends
+        are left to the caller, to run outside the lock. If one fails, the machine is
+        reloaded from its record, as a restart would."""
+        done = _Done()
+        try:
+            for action in actions:
+                if isinstance(action, Persist):
+                    self._persist(machine, action.record)
+                elif isinstance(action, AppendAgreement):
+                    await self._record_agreement(action.agreement)
+                elif isinstance(action, ConsumeOffer):
+                    self._taken.add(action.offer)  # not live from now on, before the cancellation is stored
+                    self.ctx.spawn(self._consume_offer, action.offer)
+                elif isinstance(action, ReportRefusal):
+                    done.refusal = (action.code, action.reason)
+                    log.info("proposal %s refused here: %s (%s)", machine.loan.hex()[:16], action.code, action.reason)
+                elif isinstance(action, agree.Answer):
+                    assert done.answer is None, "one answer per request"
+                    done.answer = action.message
+                elif isinstance(action, Push):
+                    self.ctx.spawn(self._push, machine.loan, action.to, action.message)
+                elif isinstance(action, (SendProposal, ScheduleResend)):
+                    done.later.append(action)
+                else:
+                    raise AssertionError(f"an action this node does not execute: {action!r}")
+        except BaseException:
+            self._reload(machine.loan)
+            raise
+        return done
+
+    def _persist(self, machine: Machine, record: Record) -> None:
+        """Store ``record`` durably; ``machine`` stays in memory while it is open."""
+        assert record == machine.record(), "a record the machine did not make"
+        self.records.write([(P_PROPOSAL + record.loan, record.encode())], sync=True)
+        if machine.is_open:
+            self._machines[record.loan] = machine
         else:
-            self._open.add(p.loan)
-        log.info("proposal %s (%s): %s on %s", p.loan.hex()[:16], p.role, p.state, event)
-        return p
+            self._machines.pop(record.loan, None)
+        log.info("proposal %s (%s): %s", record.loan.hex()[:16], record.role, record.state)
+
+    def _reload(self, loan: bytes) -> None:
+        """Forget ``loan``'s machine in memory and resume it from its record."""
+        self._machines.pop(loan, None)
+        record = self.get(loan)
+        if record is not None:
+            machine = conversation(record, sign=self._sign)
+            if machine.is_open:
+                self._machines[loan] = machine
+
+    async def _follow(self, loan: bytes, later: list[Union[SendProposal, ScheduleResend]]) -> None:
+        """Run the sends and resends an event left, outside the loan's lock, feeding each
+        outcome back to the machine (which may leave more)."""
+        queue = deque(later)
+        for _ in range(MAX_FOLLOW_UPS):
+            if not queue:
+                return
+            action = queue.popleft()
+            if isinstance(action, SendProposal):
+                try:
+                    outcome = await self._deliver(loan, action)
+                except trio.Cancelled:  # (the owner's call went away, or the node stops)
+                    await self._send_ended(loan)
+                    raise
+            else:
+                await self.ctx.clock.sleep(max(0.0, (action.at_ms - self.now_ms()) / 1000))
+                outcome = self._tick
+            queue.extend((await self._step(loan, outcome)).later)
+        assert not queue, f"proposal {loan.hex()[:16]}: more follow-ups than the quick resends allow"
+
+    async def _send_ended(self, loan: bytes) -> None:
+        """Tell the machine its send ended with no answer, even while being cancelled: a
+        proposer with a send in flight never sends again, so every send gets an outcome."""
+        with trio.CancelScope(shield=True), trio.move_on_after(OUTCOME_WAIT):
+            await self._step(loan, lambda m: SendFailed(self.now_ms(), connected=False))
+
+    def _tick(self, machine: Machine) -> Tick:
+        return Tick(self.now_ms())
 
     async def _append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None) -> Any:
         """Append one entry to our chain (the writer gossips it); with ``once = (loan,
@@ -164,9 +286,18 @@ class Loans:
         if await self._append("loan.agreement", {"contract": agreement}, once=(env.id, env.id)) is not None:
             self.ctx.count("loans.agreed")
 
+    def _our_agreement(self, loan: bytes) -> bytes | None:
+        """The agreement our own chain records for ``loan``, if any."""
+        for e in self.read(loan).entries:
+            if e.author == self.me and e.kind == "loan.agreement":
+                return e.body["contract"]
+        return None
+
     # -- proposing -------------------------------------------------------------------------
 
     async def propose(self, offer_ref: str, amount: str | None, start: str | None, ttl_s: int) -> dict:
+        """Sign a proposal taking an offer, store it, send it (and resend it quickly if the
+        stream broke); the proposal view once it is answered or cannot be now."""
         offer = self.book.find(offer_ref)
         if offer.author == self.me:
             raise ApiError("that offer is your own: another node takes it", code="own_offer")
@@ -203,36 +334,30 @@ class Loans:
             env = propose(self.ctx.key, doc)
         except ProtocolError as e:
             raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
-        p = self._save(Proposal(env.id, "out", "", env.raw), "propose")
-        for delay in SEND_RETRIES:  # a dropped stream is retried at once; a lost peer by retry_loop
-            await self._send_proposal(p)
-            if self.get(p.loan).state != PROPOSED or not self.ctx.peers.is_connected(other):
-                break
-            await trio.sleep(delay)
-        return self.get(p.loan).json()
+        done = await self._step(env.id, lambda m: OwnerProposed(self.now_ms()), new=lambda: Proposer.new(env.raw))
+        await self._follow(env.id, done.later)  # the answer, or the quick resends; then the retry loop asks
+        return proposal_json(self.get(env.id))
 
-    async def _send_proposal(self, p: Proposal) -> None:
-        """Send (or send again) an open proposal of ours and act on the answer; a peer that
-        cannot be reached leaves it as it was, for the retry loop."""
-        if p.loan in self._in_flight:
-            return
-        self._in_flight.add(p.loan)
+    async def _deliver(self, loan: bytes, send: SendProposal) -> MakeEvent:
+        """Send our proposal; the event its outcome is: ``AnswerReceived`` for an answer
+        that is one (an ``accepted`` only if it is this proposal's agreement), otherwise
+        ``SendFailed``. Every send gets an outcome, so the machine never waits forever."""
         try:
-            doc = p.document
-            other = counterparty(doc, self.me)
-            try:
-                answer = await self._ask(other, agree.Propose(p.contract, self._tail(doc)))
-            except (OSError, ProtocolError, PeerMisbehaved, trio.TooSlowError, _Unreachable) as e:
-                log.info("proposal %s not delivered: %s", p.loan.hex()[:16], e)
-                return
-            await self._on_answer(p.loan, answer)
-        finally:
-            self._in_flight.discard(p.loan)
+            answer = await self._ask(send.to, agree.Propose(send.contract, self._tail(peek_document(send.contract))))
+            if isinstance(answer, agree.Accepted):
+                if answer.field != "contract" or open_agreement(answer.document).id != loan:
+                    raise ProtocolError("the answer is not this proposal's agreement", code="bad_message")
+            elif not isinstance(answer, (agree.Held, agree.Refused)):
+                raise ProtocolError(f"{type(answer).__name__} is no answer to a proposal", code="unexpected_message")
+        except Exception as e:  # (libp2p raises its own kinds too when a dial or stream fails)
+            log.info("proposal %s not delivered: %s: %s", loan.hex()[:16], type(e).__name__, e)
+        else:
+            return lambda m: AnswerReceived(self.now_ms(), answer)
+        connected = self.ctx.peers.is_connected(send.to)
+        return lambda m: SendFailed(self.now_ms(), connected)
 
     def _behind(self, proposal: bytes, pk: bytes) -> bool:
         """Whether our copy of ``pk``'s chain lacks the head a proposal commits for it."""
-        from protocol.envelope import peek_document
-
         try:
             doc = peek_document(proposal)
             seq = doc["lender_head" if doc["lender"] == pk else "borrower_head"][0]
@@ -247,48 +372,19 @@ class Loans:
         first = max(1, seq - agree.MAX_PROPOSAL_ENTRIES + 1)
         return tuple(self.ctx.chains.chain(self.me, start=first, limit=seq - first + 1))
 
-    async def _on_answer(self, loan: bytes, answer: Any) -> None:
-        p = self.get(loan)
-        if p is None or p.state in FINAL:
-            return
-        if isinstance(answer, agree.Accepted):
-            env = open_agreement(answer.document)
-            if env.id != loan:
-                raise ProtocolError("the answer is an agreement to another contract", code="bad_message")
-            await self._record_agreement(env.raw)
-            p = self.get(loan)  # the agreement may have arrived by gossip meanwhile
-            if p.state in FINAL:
-                return
-            p.contract = env.raw
-            self._save(p, "accepted")
-        elif isinstance(answer, agree.Held):
-            self._save(p, "held")
-        elif isinstance(answer, agree.Refused):
-            p.code, p.reason = answer.code, answer.reason
-            self._save(p, "refused")
-        else:
-            raise ProtocolError(f"unexpected answer {type(answer).__name__}", code="unexpected_message")
-
     async def retry_loop(self) -> None:
-        """Ask again about our open proposals, and expire proposals (ours and theirs)."""
+        """Feed ``Tick`` to every open proposal every ``RETRY_INTERVAL_MS`` of the node's
+        clock: ours are asked about again, and either side's expire."""
         while True:
-            await trio.sleep(RETRY_INTERVAL)
-            now = self.now_ms()
-            for loan in list(self._open):
-                p = self.get(loan)
-                if p is None or p.state in FINAL:
-                    self._open.discard(loan)
-                    continue
-                if p.document["expires"] < now:
-                    self._save(p, "expire")
-                    continue
-                if p.role != "out":
-                    continue
-                now_s = self.ctx.clock.monotonic()
-                if p.state == HELD and now_s - self._asked.get(loan, -HELD_RETRY) < HELD_RETRY:
-                    continue
-                self._asked[loan] = now_s
-                self.ctx.spawn(self._send_proposal, p)
+            await self.ctx.clock.sleep(agree.RETRY_INTERVAL_MS / 1000)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One pass of the retry loop; the sends it calls for run as tasks of their own."""
+        for loan in sorted(self._machines):
+            done = await self._step(loan, self._tick, open_only=True)
+            if done.later:
+                self.ctx.spawn(self._follow, loan, done.later)
 
     # -- the agree stream --------------------------------------------------------------------
 
@@ -333,7 +429,8 @@ class Loans:
         return answer
 
     async def decide(self, data: bytes, sender: bytes) -> Any:
-        """The answer to a proposal (rule 3 of protocol/lending/agree.py), recorded before it is sent."""
+        """The answer to a proposal (agree rule 3), recorded before it is sent: from the
+        record if there is one (rule 2), else decided on the facts under ``_decide_lock``."""
         try:
             env = open_proposal(data)
         except ProtocolError as e:
@@ -341,42 +438,50 @@ class Loans:
         doc, loan = env.document, env.id
         if acceptor(doc) != self.me or sender != doc["proposer"]:
             return agree.Refused(loan, "not_party", "this node is not the party that must countersign")
-        if self.get(loan) is None:
-            # Pull the proposer's chain up to its committed head first, outside the lock, so
+        if self.get(loan) is not None:
+            done = await self._step(loan, lambda m: ProposalReceived(self.now_ms()))
+        else:
+            # Pull the proposer's chain up to its committed head first, outside the locks, so
             # that one proposal waiting for sync does not hold up the others.
             await self._synced_to(doc["proposer"], agree.committed_heads(doc, doc["proposer"])[0])
-        async with self._decide_lock:
-            p = self.get(loan)
-            if p is not None:
-                return _answer_of(p)
-            code, reason = self._check(doc)
-            p = Proposal(loan, "in", "", env.raw, code or "", reason or "")
-            if code is not None:
-                self._save(p, "refuse")
-                self.ctx.count("loans.refused")
-                return _answer_of(p)
-            if self.settings["review"]:
-                self._save(p, "receive")
-                return agree.Held(loan)
-            return await self._countersign(p, "countersign")
+            async with self._decide_lock:
+                done = await self._step(loan, lambda m: self._received(m, doc),
+                                        new=lambda: Acceptor.new(env.raw, sign=self._sign))
+        if done.refusal is not None:
+            self.ctx.count("loans.refused")
+        assert done.answer is not None, "a proposal is always answered"
+        return done.answer
 
-    def _check(self, doc: dict) -> tuple[str | None, str | None]:
-        """(refusal code, reason) for a proposal addressed to us, or (None, None): the rule
-        is ``protocol.agree.refusal``; this gathers what it asks about."""
+    def _received(self, machine: Machine, doc: dict) -> ProposalReceived:
+        """The event of a proposal arriving: with the facts rule 3 asks about, if this
+        node has neither a record nor (rule 6e) an agreement of it in its chain."""
+        now = self.now_ms()
+        if machine.state is not None:
+            return ProposalReceived(now)
+        recorded = self._our_agreement(machine.loan)
+        if recorded is not None:
+            return ProposalReceived(now, recorded=recorded)
+        return ProposalReceived(now, self._facts(doc), bool(self.settings["review"]))
+
+    def _facts(self, doc: dict) -> Facts:
+        """What ``protocol.agree.refusal`` asks about a proposal addressed to us."""
         offer = self.book.get(doc["offer"])
         if offer is not None and offer.author != self.me:
             offer = None
         mine, theirs = agree.committed_heads(doc, self.me)
-        why = agree.refusal(doc, now_ms=self.now_ms(), proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(),
-                            offer=offer, offer_live=offer is not None and self._live(offer),
-                            max_rate_bp=self.settings["max_rate_bp"], own_head_held=self._holds(self.me, mine),
-                            proposer_head_held=self._holds(doc["proposer"], theirs))
-        return why if why is not None else (None, None)
+        return Facts(proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(), offer=offer,
+                     offer_live=offer is not None and self._live(offer), max_rate_bp=self.settings["max_rate_bp"],
+                     own_head_held=self._holds(self.me, mine),
+                     proposer_head_held=self._holds(doc["proposer"], theirs))
 
     def _live(self, offer: Any) -> bool:
         """The book drops cancelled offers; an expired one may linger until purged, and a
         taken one until its cancellation is stored."""
         return is_live(offer, self.now_ms()) and offer.id not in self._taken
+
+    def _offer_live(self, offer_id: bytes) -> bool:
+        offer = self.book.get(offer_id)
+        return offer is not None and offer.author == self.me and self._live(offer)
 
     def _holds(self, author: bytes, head: list) -> bool:
         data = self.ctx.chains.get(author, head[0])
@@ -395,96 +500,91 @@ class Loans:
             await self.ctx.writer.wait_head(author, head[0], HEAD_SYNC_WAIT)
         return self._holds(author, head)
 
-    async def _countersign(self, p: Proposal, event: str) -> Any:
-        env = countersign(open_envelope(p.contract), self.ctx.key)
-        agreement = env.raw
-        await self._record_agreement(agreement)  # first: our chain says so before anyone hears
-        now = self.get(p.loan)
-        if now is None or now.state not in FINAL:  # (not already moved by the proposer's entry)
-            p.contract = agreement
-            self._save(p, event)
-        # Cancelling the taken offer (sign, store, gossip) need not delay the answer; the
-        # decision lock already keeps a second taker out, since the offer is checked live.
-        self._taken.add(env.document["offer"])
-        self.ctx.spawn(self._consume_offer, env.document["offer"])
-        return agree.Accepted(agreement)
-
     async def _consume_offer(self, offer_id: bytes) -> None:
         """An offer or request is taken once: cancel it in every book."""
         try:
             await self.book.cancel_own(offer_id)
         except Exception as e:  # already cancelled or expired: nothing more to do
             log.debug("cancel of taken offer %s: %s", offer_id.hex()[:16], e)
+        else:
+            self._taken.discard(offer_id)  # the book no longer holds it: not live either way
+
+    def _party_machine(self, agreement: bytes) -> Callable[[], Machine]:
+        """A new machine for an agreement this node signed and holds no record of."""
+        env = open_agreement(agreement)
+        if env.document["proposer"] == self.me:
+            return lambda: Proposer.new(env.raw)
+        return lambda: Acceptor.new(env.raw, sign=self._sign)
 
     async def _pushed_agreement(self, data: bytes) -> Any:
         env = open_agreement(data)
         if self.me not in (env.document["lender"], env.document["borrower"]):
             raise ProtocolError("an agreement this node is not party to", code="not_party")
-        await self._agreed_elsewhere(env.raw)
-        return agree.Ok(env.id)
+        done = await self._step(env.id, lambda m: CountersignedPushed(self.now_ms(), env.raw),
+                                new=self._party_machine(env.raw))
+        return done.answer
 
     async def _agreed_elsewhere(self, agreement: bytes) -> None:
+        """An agreement (verified, signed by us) found in another chain."""
         env = open_agreement(agreement)
-        await self._record_agreement(env.raw)
-        p = self.get(env.id)
-        if p is not None and p.state not in FINAL:
-            p.contract = env.raw
-            self._save(p, "seen_agreement")
+        await self._step(env.id, lambda m: AgreementSeen(self.now_ms(), env.raw), new=self._party_machine(env.raw))
 
     async def _pushed_refusal(self, msg: Any, sender: bytes) -> Any:
-        p = self.get(msg.loan)
-        if p is not None and p.role == "out" and p.state not in FINAL and counterparty(p.document, self.me) == sender:
-            p.code, p.reason = msg.code, msg.reason
-            self._save(p, "refused")
-        return agree.Ok(msg.loan)
+        done = await self._step(msg.loan, lambda m: RefusalPushed(self.now_ms(), sender, msg.code, msg.reason))
+        return done.answer if done.answer is not None else agree.Ok(msg.loan)  # (no record: nothing to refuse)
 
     # -- manual review -------------------------------------------------------------------------
 
     def pending(self) -> dict:
-        out = []
-        for loan in sorted(self._open):
-            p = self.get(loan)
-            if p is not None and p.role == "in" and p.state == PENDING:
-                out.append(p.json())
+        out = [proposal_json(m.record()) for _, m in sorted(self._machines.items())
+               if m.role == IN and m.state == PENDING]
         return {"pending": out}
 
-    def _find_pending(self, ref: str) -> Proposal:
+    def _find_pending(self, ref: str) -> bytes:
         ref = id_prefix(ref, "pending proposal")
-        loans = [x for x in self._open if x.hex().startswith(ref)]
-        ps = [p for p in (self.get(x) for x in loans) if p is not None and p.role == "in" and p.state == PENDING]
-        return unique(ps, ref, "pending proposal", "unknown_proposal")
+        loans = [x for x, m in self._machines.items()
+                 if x.hex().startswith(ref) and m.role == IN and m.state == PENDING]
+        return unique(loans, ref, "pending proposal", "unknown_proposal")
+
+    @staticmethod
+    def _if_pending(event: MakeEvent) -> MakeEvent:
+        """``event``, for a proposal still pending when its lock is taken; else the owner's
+        command fails (it raced the expiry, or the agreement arrived another way)."""
+
+        def make(machine: Machine) -> agree.Event:
+            if machine.state == EXPIRED:
+                raise ApiError("the proposal has expired; nothing was signed", code="expired")
+            if machine.role != IN or machine.state != PENDING:
+                raise ApiError(f"the proposal is {machine.state}, not pending", code="unknown_proposal")
+            return event(machine)
+
+        return make
 
     async def accept(self, ref: str) -> dict:
+        """Countersign a pending proposal (the owner's review), unless it expired or its
+        offer is gone; the proposer is told by a push."""
         async with self._decide_lock:
-            p = self._find_pending(ref)
-            if p.document["expires"] < self.now_ms():
-                self._save(p, "expire")
-                raise ApiError("the proposal has expired; nothing was signed", code="expired")
-            offer = self.book.get(p.document["offer"])
-            if offer is None or not self._live(offer):
-                p.code, p.reason = "offer_expired", "the offer was cancelled, taken or expired before review"
-                self._save(p, "refuse")
-                raise ApiError(p.reason, code="offer_expired")
-            await self._countersign(p, "countersign")
-        self.ctx.spawn(self._push, p.loan, agree.Countersigned(p.contract))
-        return self.get(p.loan).json()
+            loan = self._find_pending(ref)
+            done = await self._step(loan, self._if_pending(
+                lambda m: OwnerAccepted(self.now_ms(), self._offer_live(m.document["offer"]))))
+        if done.refusal is not None:
+            code, reason = done.refusal
+            raise ApiError(reason, code=code)
+        return proposal_json(self.get(loan))
 
     async def reject(self, ref: str, reason: str) -> dict:
         async with self._decide_lock:
-            p = self._find_pending(ref)
-            p.code, p.reason = "rejected", reason
-            self._save(p, "refuse")
-        self.ctx.spawn(self._push, p.loan, agree.Refused(p.loan, "rejected", reason))
-        return self.get(p.loan).json()
+            loan = self._find_pending(ref)
+            await self._step(loan, self._if_pending(lambda m: OwnerRejected(self.now_ms(), reason)))
+        return proposal_json(self.get(loan))
 
-    async def _push(self, loan: bytes, msg: Any) -> None:
+    async def _push(self, loan: bytes, to: bytes, msg: Any) -> None:
         """Tell the proposer the owner's decision; if it cannot be told now, it learns it by
         asking again (rule 2) or, for an agreement, from our chain."""
-        p = self.get(loan)
         try:
-            await self._ask(p.document["proposer"], msg)
+            await self._ask(to, msg)
         except Exception as e:
-            log.info("could not tell %s about %s: %s", peer_id(p.document["proposer"]), loan.hex()[:16], e)
+            log.info("could not tell %s about %s: %s", peer_id(to), loan.hex()[:16], e)
 
     # -- reacting to other chains ----------------------------------------------------------------
 
@@ -680,7 +780,7 @@ class Loans:
                 for _ in range(int(HEAD_SYNC_WAIT / 0.1) + 1):  # a sync brings the agreement, or time runs out
                     if (rec := self.read(doc["loan"])).contract is not None:
                         break
-                    await trio.sleep(0.1)
+                    await self.ctx.clock.sleep(0.1)
         if rec.contract is None:
             return agree.Refused(doc["loan"], "unknown_loan", "this node holds no agreement for that loan")
         why = rules.refusal("take_transfer", sender, rec.contract, rec.state(self.today()), to=self.me)
@@ -734,13 +834,13 @@ class Loans:
             })
         for k, v in self.records.items(P_PROPOSAL):  # proposals never agreed, so the owner sees them too
             try:
-                p = Proposal.decode(k[1:], v)
+                p = Record.decode(k[1:], v)
             except Exception:
                 continue
             if p.state == AGREED or (state is not None and p.state != state):
                 continue
             loan = p.loan
-            d = p.document
+            d = peek_document(p.contract)
             r = "lender" if d["lender"] == self.me else "borrower"
             if role not in (None, "any") and r != role:
                 continue
@@ -754,21 +854,11 @@ class Loans:
     def proposal(self, ref: Any) -> dict:
         ref = id_prefix(ref, "proposal")
         found = [k[1:] for k in self.records.keys(P_PROPOSAL) if k[1:].hex().startswith(ref)]
-        return self.get(unique(found, ref, "proposal", "unknown_proposal")).json()
+        return proposal_json(self.get(unique(found, ref, "proposal", "unknown_proposal")))
+
 
 class _Unreachable(Exception):
     """The counterparty is not connected, or left mid-exchange."""
-
-
-def _answer_of(p: Proposal) -> Any:
-    """The answer a decided (or held) proposal gets whenever it is asked about again."""
-    if p.state == AGREED:
-        return agree.Accepted(p.contract)
-    if p.state == PENDING:
-        return agree.Held(p.loan)
-    if p.state == EXPIRED:
-        return agree.Refused(p.loan, "expired", "the proposal expired before it was accepted")
-    return agree.Refused(p.loan, p.code or "rejected", p.reason or "refused")
 
 
 def _money(rec: LoanRecord, minor: int) -> str:

@@ -30,7 +30,7 @@ class Lending:
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
-        self.loans.load()
+        await self.loans.load()
 
     # -- the node's hooks ----------------------------------------------------------------
 

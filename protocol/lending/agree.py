@@ -207,11 +207,6 @@ def _check_tables() -> None:
 
 _check_tables()
 
-# Compatibility: p2pnode/lending/loans.py still moves its records with ``step`` over both
-# roles at once. Remove ``TRANSITIONS`` and ``step`` once it runs ``Proposer``/``Acceptor``.
-TRANSITIONS: dict[tuple[str | None, str], str] = {**PROPOSER_TABLE, **ACCEPTOR_TABLE}
-"""Both tables in one (compatibility only: the roles share no move)."""
-
 REFUSALS = {
     "expired": "the proposal's expiry has passed",
     "unknown_offer": "the contract names an offer or request the acceptor does not hold as its own",
@@ -276,15 +271,6 @@ class AgreeError(ProtocolError):
     agreement to another contract (``bad_message``)."""
 
     code = "bad_transition"
-
-
-def step(state: str | None, event: str) -> str:
-    """The state after ``event`` in ``state`` by ``TRANSITIONS``; ``AgreeError`` if there is
-    no such move. (Compatibility only: see ``TRANSITIONS``.)"""
-    nxt = TRANSITIONS.get((state, event))
-    if nxt is None:
-        raise AgreeError(f"no move from {state or 'nothing'} on {event}")
-    return nxt
 
 
 # -- messages ------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import trio
 
 from nodenet import lending, make_node, start, stop_all, sync_all, wait_for
 from p2pnode.errors import ApiError
+from p2pnode.node import Node
 from protocol.keys import peer_id
+from protocol.lending.agree import Record
 
 pytestmark = pytest.mark.trio
 
@@ -240,3 +242,103 @@ async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
         listed = await borrower.call("loan.list", {"role": "borrower", "state": "written_off"})
         assert [x["loan"] for x in listed["loans"]] == [loan]
         await stop_all([lender, borrower])
+
+
+async def run(nursery: trio.Nursery, node: Node) -> tuple[Node, trio.Event]:
+    """Start ``node``; also an event set once its ``run`` has returned (its store closed)."""
+    ended = trio.Event()
+
+    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await node.run(task_status=task_status)
+        finally:
+            ended.set()
+
+    with trio.fail_after(20):
+        await nursery.start(serve)
+    return node, ended
+
+
+async def stop(node: Node, ended: trio.Event) -> None:
+    node.stop()
+    with trio.fail_after(20):
+        await ended.wait()
+
+
+def again(node: Node) -> Node:
+    """The same node (home, key, settings, clock), to run again once it has stopped."""
+    return Node(node.home, node.key, node.settings, node.loaded, node.clock)
+
+
+def put_record(node: Node, record: Record) -> None:
+    """Write a proposal record into a stopped node's store, as a node killed at the right
+    moment would have left it."""
+    with node.home.open_store() as store:
+        store.records("lending").write([(b"P" + record.loan, record.encode())], sync=True)
+
+
+async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_from_the_chain(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender, lender_ended = await run(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower, borrower_ended = await run(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        oid = await offer(lender)
+        await seen_offer([borrower], oid)
+        # proposed to a stopped lender, then the borrower stops too: only its record remembers
+        await stop(lender, lender_ended)
+        p = await borrower.call("loan.propose", {"offer": oid})
+        assert p["state"] == "proposed"
+        loan = bytes.fromhex(p["loan"])
+        proposed = lending(borrower).loans.get(loan)
+        await stop(borrower, borrower_ended)
+        lender, lender_ended = await run(nursery, again(lender))
+        borrower, borrower_ended = await run(nursery, again(borrower))
+        assert lending(borrower).loans.get(loan) == proposed
+        await borrower.connect(lender.listen_addrs()[0])
+        # the restarted borrower's retry loop asks again, and the lender countersigns
+        await wait_for(lambda: lending(borrower).loans.get(loan).state == "agreed", 15, "the proposal to be agreed")
+        assert lending(lender).loans.get(loan).state == "agreed"
+        await wait_for(lambda: recorded(borrower, p["loan"]) == recorded(lender, p["loan"]) == {
+            lender.peer_id, borrower.peer_id}, 10, "each node to hold both agreement entries")
+
+        # Killed between the append and the persist: the chains hold the agreement, the
+        # records still say proposed (borrower) and pending (lender). Restarted, each
+        # learns it from its own chain before anything else (agree rule 6e), appends
+        # nothing twice, and the lender's offer counts as taken.
+        await stop(borrower, borrower_ended)
+        await stop(lender, lender_ended)
+        put_record(borrower, proposed)
+        put_record(lender, Record(loan, "in", "pending", proposed.contract, updated=proposed.updated))
+        lender, lender_ended = await run(nursery, again(lender))
+        borrower, borrower_ended = await run(nursery, again(borrower))
+        for node in (lender, borrower):  # (not connected yet: from the chain alone)
+            assert lending(node).loans.get(loan).state == "agreed"
+            assert lending(node).loans.get(loan).contract == lending(node).loans._our_agreement(loan)
+            assert [e.kind for e in lending(node).loans.read(loan).entries
+                    if e.author == node.key.public_key] == ["loan.agreement"]  # appended once
+        assert (await lender.call("loan.pending"))["pending"] == []
+        with pytest.raises(ApiError) as e:
+            await lender.call("loan.accept", {"loan": p["loan"]})
+        assert e.value.code == "unknown_proposal"
+        await stop_all([lender, borrower])
+
+
+async def test_a_send_cut_short_still_ends_so_the_proposal_is_asked_about_again(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        oid = await offer(lender)
+        await seen_offer(nodes, oid)
+        loans = lending(borrower).loans
+        async with lending(lender).loans._decide_lock:  # the lender cannot answer a fresh proposal now
+            with trio.move_on_after(2) as waited:
+                await borrower.call("loan.propose", {"offer": oid})  # the owner gives up mid-send
+            assert waited.cancelled_caught
+            [loan] = [k[1:] for k in loans.records.keys(b"P")]
+            machine = loans._machines[loan]
+            assert machine.state == "proposed" and not machine.in_flight  # it heard how its send ended
+            # so the next tick asks again (a machine that still thought it waited would stay silent)
+            await loans.tick()
+            assert machine.in_flight
+        await wait_for(lambda: loans.get(loan).state == "agreed", 15, "the proposal to be agreed")
+        await stop_all(nodes)

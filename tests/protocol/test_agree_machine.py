@@ -154,16 +154,6 @@ def test_each_row_moves_as_its_table_says_and_stores_before_it_tells(side, state
     assert persist.record.role == side and persist.record.loan == LOAN
 
 
-def test_compatibility_transitions_are_both_tables_and_step_follows_them():
-    assert agree.TRANSITIONS == {**agree.PROPOSER_TABLE, **agree.ACCEPTOR_TABLE}
-    assert len(agree.TRANSITIONS) == len(agree.PROPOSER_TABLE) + len(agree.ACCEPTOR_TABLE)
-    for (state, ev), nxt in agree.TRANSITIONS.items():
-        assert agree.step(state, ev) == nxt
-    with pytest.raises(AgreeError) as e:
-        agree.step(AGREED, "expire")
-    assert e.value.code == "bad_transition"
-
-
 # -- moves the tables lack ------------------------------------------------------------------------
 
 
