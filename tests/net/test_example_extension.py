@@ -157,6 +157,8 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     (off / "config.toml").write_text('[extensions]\ndisabled = ["endorse"]\n')
     shown = json.loads(run_cli("extensions", "--json", home=off, env=a.env)[1])
     assert shown["disabled"] == ["endorse"] and "endorse" not in [e["name"] for e in shown["extensions"]]
+    rc, _, err = run_cli("endorse", "list", "--json", home=off, env=a.env)
+    assert rc == 1 and json.loads(err)["error"]["code"] == "extension_not_loaded"
     a.answering()
     b.answering()
 
