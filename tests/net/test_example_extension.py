@@ -149,7 +149,7 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     listed = a.json("extensions")
     endorse = next(e for e in listed["extensions"] if e["name"] == "endorse")
     assert endorse["source"] == "p2pnode-endorse" and endorse["kinds"] == ["endorse.v1"]
-    assert endorse["topics"] == ["p2plend/x/endorse/1"] and endorse["streams"] == ["/p2plend/x/endorse/1.0.0"]
+    assert endorse["topics"] == ["p2plend/x/endorse/1/asks"] and endorse["streams"] == ["/p2plend/x/endorse/1.0.0"]
     assert endorse["tasks"] == ["upkeep"] and "endorse.add" in endorse["methods"] and not listed["failures"]
     assert "endorse" not in [e["name"] for e in b.json("extensions")["extensions"]]
     off = tmp_path / "off"  # a home that leaves it out by config

@@ -34,7 +34,7 @@ def _peer(c: Ctx, value: str | None, hint: str) -> str | None:
     return None if value is None else petnames.resolve_peer(c.home.path, value, hint)
 
 
-def _ask(c: Ctx, method: str, params: dict, as_json: bool, timeout: float = 30.0) -> Any:
+def _call(c: Ctx, method: str, params: dict, as_json: bool, timeout: float = 30.0) -> Any:
     """The node's answer; printed as JSON and None with ``--json``, else returned to render.
     The names file is read first: one that cannot be read must not hide an answer."""
     if c.loaded.get(NAME) is None:
@@ -62,7 +62,7 @@ def add(c: Ctx, peer: str, text: str, as_json: bool) -> None:
     PEER is a peer ID or a name you gave it (`p2pnode name`). Saying the same words of
     the same peer twice is refused; so is endorsing yourself.
     """
-    got = _ask(c, "endorse.add", {"peer": _peer(c, peer, "PEER"), "text": text}, as_json)
+    got = _call(c, "endorse.add", {"peer": _peer(c, peer, "PEER"), "text": text}, as_json)
     if got:
         e, names = got
         click.echo(f"endorsed {peer_label(e['peer'], names)}: seq {e['seq']}, id {e['id']}")
@@ -80,9 +80,12 @@ def list_(c: Ctx, peer: str | None, limit: int, as_json: bool) -> None:
     Every chain this node holds is searched; an entry whose body the rules refuse is
     stored like any other but never listed.
     """
-    got = _ask(c, "endorse.list", {"peer": _peer(c, peer, "PEER"), "limit": limit}, as_json)
+    got = _call(c, "endorse.list", {"peer": _peer(c, peer, "PEER"), "limit": limit}, as_json)
     if got:
         a, names = got
+        if not a["endorsements"]:
+            click.echo(f"no endorsements of {peer_label(a['peer'], names)} in the chains held here")
+            return
         table(f"endorsements of {peer_label(a['peer'], names)} ({len(a['endorsements'])}"
               f"{', more: raise --limit' if a['more'] else ''})", ["by", "seq", "time (UTC)", "text"],
               [[peer_label(e["author"], names), str(e["seq"]), iso_ms(e["ts"]), short(e["text"], 80)]
@@ -100,7 +103,7 @@ def ask(c: Ctx, note: str, as_json: bool) -> None:
     The ask is signed and gossiped; this node republishes it while it lives (the
     `ask_ttl_s` setting). A new ask replaces the last one.
     """
-    got = _ask(c, "endorse.ask", {"note": note}, as_json)
+    got = _call(c, "endorse.ask", {"note": note}, as_json)
     if got:
         click.echo(f"asked, signed at {iso_ms(got[0]['ts'])}")
 
@@ -111,11 +114,12 @@ def ask(c: Ctx, note: str, as_json: bool) -> None:
 @handles_errors
 def asks(c: Ctx, as_json: bool) -> None:
     """List the peers who asked to be endorsed, newest first."""
-    got = _ask(c, "endorse.asks", {}, as_json)
+    got = _call(c, "endorse.asks", {}, as_json)
     if got:
         a, names = got
-        if not a["accepting"]:
-            click.echo("this node keeps no asks (accept_asks is off)")
+        if not a["accepting"] or not a["asks"]:
+            click.echo("this node keeps no asks (accept_asks is off)" if not a["accepting"] else "no asks")
+            return
         table(f"asks ({len(a['asks'])})", ["peer", "time (UTC)", "note"],
               [[peer_label(x["author"], names), iso_ms(x["ts"]), x["note"]] for x in a["asks"]])
 
@@ -133,9 +137,12 @@ def fetch(c: Ctx, peer: str, of: str | None, as_json: bool) -> None:
     with whether this node holds it too.
     """
     params = {"peer": _peer(c, peer, "PEER"), "of": _peer(c, of, "--of")}
-    got = _ask(c, "endorse.fetch", params, as_json, timeout=FETCH_TIMEOUT)
+    got = _call(c, "endorse.fetch", params, as_json, timeout=FETCH_TIMEOUT)
     if got:
         a, names = got
+        if not a["endorsements"]:
+            click.echo(f"{peer_label(a['peer'], names)} holds no endorsements of {peer_label(a['of'], names)}")
+            return
         table(f"endorsements of {peer_label(a['of'], names)} held by {peer_label(a['peer'], names)}",
               ["by", "seq", "held here", "text"],
               [[peer_label(e["author"], names), str(e["seq"]), "yes" if e["held"] else "no", short(e["text"], 80)]

@@ -36,7 +36,7 @@ METHODS = (
     ),
     Method(
         "endorse.ask",
-        "Sign an ask (\"please endorse me\") and gossip it on `p2plend/x/endorse/1`; the node republishes it "
+        "Sign an ask (\"please endorse me\") and gossip it on `p2plend/x/endorse/1/asks`; the node republishes it "
         "while it lives (`ask_ttl_s`). A new ask replaces the last one.",
         params=(Param("note", "str", f"a word for whoever reads it, at most {MAX_NOTE} characters", default="",
                       max_len=MAX_NOTE),),

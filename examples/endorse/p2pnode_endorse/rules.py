@@ -34,7 +34,7 @@ from protocol.keys import SigningKey
 from protocol.schema import binary, check_fields, const, text, uint
 
 KIND = "endorse.v1"
-TOPIC = "p2plend/x/endorse/1"
+TOPIC = "p2plend/x/endorse/1/asks"
 PROTOCOL = "/p2plend/x/endorse/1.0.0"
 ASK_TYPE = "endorse.ask"
 
