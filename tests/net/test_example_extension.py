@@ -3,7 +3,8 @@ node processes on 127.0.0.1 and driven through the CLI only.
 
 The example is installed with pip into a directory of this test's own, offline, never
 into the shared environment; only the processes given ``PYTHONPATH=DIR`` find its entry
-point. Node A and node C run it, node B does not. The story: the feature works on A
+point. Node A and node C run it, node B does not; A also has two broken extensions
+installed, which are reported and left out. The story: the feature works on A
 (commands and methods, refusals included); `p2pnode extensions` lists it on A only; B
 signs an endorsement whose body the extension refuses (for B the kind is unknown), and A
 stores it, shows it invalid, leaves it out of the index, and forwards it to C, which only
@@ -14,6 +15,7 @@ C; `ledger verify` passes everywhere. Every process is ended by its pid at teard
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,7 +76,7 @@ class Node:
         """The error a command fails with (``--json``): ``{"code", "message"}``."""
         rc, out, err = self.cli(*args, "--json", ok=False)
         assert rc != 0, f"`p2pnode {' '.join(map(str, args))}` succeeded: {out}"
-        return json.loads(err)["error"]
+        return error_of(err)
 
     def init(self) -> None:
         self.peer_id = self.json("init", "--name", self.home.name)["peer_id"]
@@ -105,6 +107,12 @@ class Node:
         return next((h["seq"] for h in heads if h["author"] == author.peer_id), 0)
 
 
+def error_of(stderr: str) -> dict:
+    """The JSON error on the last line of stderr: the CLI also warns there, once or twice
+    per command, about every broken extension installed (A has one)."""
+    return json.loads(stderr.strip().splitlines()[-1])["error"]
+
+
 def wait(predicate, what: str, timeout: float = WAIT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -115,11 +123,40 @@ def wait(predicate, what: str, timeout: float = WAIT):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+BROKEN_MODULE = """
+from p2pnode.extension import Extension
+
+EXTENSION = Extension("broken_service", "0", "its service fails to start", service="broken_ext:Service")
+
+
+class Service:
+    def __init__(self, ctx):
+        raise RuntimeError("broken on purpose")
+"""
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding a distribution with two broken extensions: one whose module
+    cannot be imported, one whose service fails to start."""
+    d = tmp_path_factory.mktemp("broken")
+    (d / "broken_ext.py").write_text(BROKEN_MODULE)
+    (d / "import_fails.py").write_text('raise RuntimeError("broken on purpose")\n')
+    info = d / "p2pnode_broken-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: p2pnode-broken\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[p2pnode.extensions]\nbroken_import = import_fails:EXTENSION\n"
+                                           "broken_service = broken_ext:EXTENSION\n")
+    return d
+
+
 @pytest.fixture
-def nodes(tmp_path: Path, site: Path):
-    """Nodes A and C with the extension, B without; every started process killed by its pid."""
+def nodes(tmp_path: Path, site: Path, broken: Path):
+    """Nodes A and C with the extension (A also with two broken ones), B without; every
+    started process killed by its pid."""
     with_ext = {"PYTHONPATH": str(site)}
-    made = {"a": Node(tmp_path / "a", with_ext), "b": Node(tmp_path / "b", {}), "c": Node(tmp_path / "c", with_ext)}
+    with_broken = {"PYTHONPATH": f"{site}{os.pathsep}{broken}"}
+    made = {"a": Node(tmp_path / "a", with_broken), "b": Node(tmp_path / "b", {}), "c": Node(tmp_path / "c", with_ext)}
     try:
         yield made
     finally:
@@ -150,7 +187,10 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     endorse = next(e for e in listed["extensions"] if e["name"] == "endorse")
     assert endorse["source"] == "p2pnode-endorse" and endorse["kinds"] == ["endorse.v1"]
     assert endorse["topics"] == ["p2plend/x/endorse/1/asks"] and endorse["streams"] == ["/p2plend/x/endorse/1.0.0"]
-    assert endorse["tasks"] == ["upkeep"] and "endorse.add" in endorse["methods"] and not listed["failures"]
+    assert endorse["tasks"] == ["upkeep"] and "endorse.add" in endorse["methods"]
+    # a broken extension is reported and left out; the rest load (a failing service: below)
+    [failed] = listed["failures"]
+    assert failed["name"] == "broken_import" and "broken on purpose" in failed["error"]
     assert "endorse" not in [e["name"] for e in b.json("extensions")["extensions"]]
     off = tmp_path / "off"  # a home that leaves it out by config
     off.mkdir()
@@ -158,7 +198,7 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     shown = json.loads(run_cli("extensions", "--json", home=off, env=a.env)[1])
     assert shown["disabled"] == ["endorse"] and "endorse" not in [e["name"] for e in shown["extensions"]]
     rc, _, err = run_cli("endorse", "list", "--json", home=off, env=a.env)
-    assert rc == 1 and json.loads(err)["error"]["code"] == "extension_not_loaded"
+    assert rc == 1 and error_of(err)["code"] == "extension_not_loaded"
     a.answering()
     b.answering()
 
@@ -196,6 +236,10 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     status = a.json("status")
     assert "endorse" in [e["name"] for e in status["extensions"]]
     assert status["counters"]["endorse.received"] == 1
+    # the node left out the extension whose service failed, and says why, and runs
+    assert "broken_service" not in [e["name"] for e in status["extensions"]]
+    assert [(f["name"], "its service did not start" in f["error"]) for f in status["extension_failures"]] == \
+        [("broken_import", False), ("broken_service", True)]
 
     # -- ... and still forwards it --------------------------------------------------------------
     c.answering()
