@@ -233,6 +233,7 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     [of_a] = a.json("endorse", "list")["endorsements"]  # the reaction recorded that A was endorsed
     assert (of_a["author"], of_a["seq"], of_a["text"], of_a["received_ms"] > 0) == \
         (b.peer_id, 3, "lent to me fairly", True)
+    assert "lent to me fairly" in a.cli("endorse", "list")[1]  # and as people read it
     status = a.json("status")
     assert "endorse" in [e["name"] for e in status["extensions"]]
     assert status["counters"]["endorse.received"] == 1
