@@ -122,7 +122,9 @@ def node_call(c: Ctx, method: str, params: dict | None = None, *, timeout: float
     params = {k: v for k, v in (params or {}).items() if v is not None}
     spec = declared(c, method)
     if spec is None:
-        raise RuntimeError(f"the CLI calls {method}, which nothing loaded here declares")
+        owner = method.split(".")[0]
+        fail(f"no extension this home runs declares {method}: is the extension that adds `{owner}` "
+             "disabled or broken? (`p2pnode extensions`)", code="unknown_method", exit_code=USAGE)
     spec.check(params)
     try:
         return call(c.home.path, method, params, timeout=timeout)

@@ -14,15 +14,16 @@ _CLI_FAILURES: list[tuple[str, str]] = []
 """Extensions whose commands could not be added: (name, why)."""
 
 
-def add_extension_commands(group: click.Group) -> None:
-    """Add every installed extension's commands to ``group`` and its flags to ``start``.
+def add_extension_commands(group: click.Group, home: str | None) -> None:
+    """Add the commands of every extension the home runs (``home`` as ``--home`` gave it;
+    those its config disables are left out) to ``group``, and their flags to ``start``.
     An extension whose commands cannot be imported, or clash with a command already
     there, is left out of the CLI and reported by ``p2pnode extensions``."""
     from cli.start import add_extension_flags
     from p2pnode.extension import resolve
     from p2pnode.extensions import load
 
-    loaded = load()
+    loaded = load(_disabled(home))
     add_extension_flags(loaded.extensions)
     for ext in loaded.extensions:
         if not ext.cli:
@@ -41,6 +42,18 @@ def add_extension_commands(group: click.Group) -> None:
             _CLI_FAILURES.append((ext.name, f"its commands cannot be added: {type(e).__name__}: {e}"))
 
 
+def _disabled(home: str | None) -> list[str]:
+    """The extensions the home's config disables (none if it cannot be read: the command
+    that needs the config says why)."""
+    from p2pnode.home import Home, resolve_home
+    from protocol.errors import CodedError
+
+    try:
+        return Home(resolve_home(home)).disabled_extensions()
+    except CodedError:
+        return []
+
+
 @click.command()
 @json_option
 @pass_ctx
@@ -52,16 +65,23 @@ def extensions(c: Ctx, as_json: bool) -> None:
     `p2pnode.extensions` (docs/extensions.md); a home leaves some out with `disabled` in
     the `[extensions]` section of its config.toml.
     """
+    from cli.rpc import NodeNotRunning, call
     from p2pnode.extensions import describe_extensions
 
-    answer = describe_extensions(c.loaded)
+    try:  # a running node's own view: it also knows the services that failed to start
+        answer = call(c.home.path, "node.extensions", timeout=10.0)
+        answer["running"] = True
+    except NodeNotRunning:
+        answer = describe_extensions(c.loaded)
+        answer["running"] = False
     disabled = c.home.disabled_extensions()
     answer["disabled"] = disabled
     answer["failures"] += [{"name": n, "error": why} for n, why in _CLI_FAILURES]
     if as_json:
         emit_json(answer)
         return
-    table(f"extensions ({len(answer['extensions'])})", ["name", "version", "from", "adds"],
+    where = "the running node" if answer["running"] else "this home (no node running)"
+    table(f"extensions of {where} ({len(answer['extensions'])})", ["name", "version", "from", "adds"],
           [[e["name"], e["version"], e["source"], _adds(e)] for e in answer["extensions"]])
     if disabled:
         click.echo(f"\ndisabled by config: {', '.join(disabled)}")

@@ -21,20 +21,20 @@ class Commands(click.Group):
 
     _extensions_added = False
 
-    def _add_extensions(self) -> None:
+    def _add_extensions(self, ctx: click.Context) -> None:
         if not self._extensions_added:
             self._extensions_added = True
             from cli.extensions import add_extension_commands
 
-            add_extension_commands(self)
+            add_extension_commands(self, ctx.params.get("home"))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "start" or name not in self.commands:  # start takes the extensions' flags
-            self._add_extensions()
+            self._add_extensions(ctx)
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._add_extensions()
+        self._add_extensions(ctx)
         return super().list_commands(ctx)
 
 

@@ -23,6 +23,8 @@ else: no handle to the node itself, no private field of anyone. What the fields 
 - ``settings``: the extension's config section, checked against its declared settings,
   with the ``p2pnode start`` flags applied.
 - ``count(name, n)``: add to a counter shown by ``p2pnode status``.
+- ``log``: the extension's logger (``p2pnode.ext.<name>``), shown at the node's
+  ``--log-level``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Context:
     peers: Peers
     settings: Mapping[str, Any] = field(default_factory=dict)
     count: Callable[..., None] = lambda name, n=1: None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("p2pnode.ext"))
 
     @property
     def me(self) -> bytes:

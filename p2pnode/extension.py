@@ -44,7 +44,18 @@ Rules:
    is reported and left out; the node still starts.
 5. The service is built as ``Class(context)`` with a ``p2pnode.context.Context``: the
    node's key, clock, store views, writer, publish, open-stream, spawn, peers view,
-   settings and counters. It reaches the node through nothing else.
+   settings, counters and logger. It reaches the node through nothing else. Besides the
+   handlers its declaration names, a service may define, and the node then calls:
+   - ``async start()``: once, after it is built and before the node serves anything
+     (load what a previous run left);
+   - ``async on_entries(entries)``: with ``reacts`` (rule 3); entries stored while the
+     extension was not loaded are not replayed to it (its index is rebuilt: read that);
+   - ``async on_peer_connected(peer)``: a peer connected (as a task of its own);
+   - ``check_append(kind, body)``: before a running node signs ``ledger.append`` of one of
+     its kinds, under the write lock; it refuses by raising a ``CodedError``. An append
+     made with no node running (``p2pnode ledger append`` on a stopped home) is checked by
+     the kind's validator only.
+   A handler, hook or task that raises is logged and never ends the node.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Loaded:
         return next((e for e in self.extensions if e.name == name), None)
 
     def fail(self, name: str, reason: str) -> None:
-        log.warning("extension %s left out: %s", name, reason)
+        log.debug("extension %s left out: %s", name, reason)  # the node logs its failures at start
         self.failures.append(Failure(name, reason))
 
     def prepare(self, store: Any) -> list[str]:
@@ -164,6 +164,11 @@ def _check_unique(ext: Extension, out: Loaded) -> None:
             if f in flags:
                 raise ValueError(f"start flag {f} is taken")
             flags.add(f)
+    groups = {m.split(".")[0]: out.methods.owners[m] for m in out.methods.methods}
+    for m in ext.methods:
+        owner = groups.get(m.name.split(".")[0])
+        if owner is not None and owner != ext.name:
+            raise ValueError(f"method group {m.name.split('.')[0]}.* belongs to {owner}")
     sections = {e.config_section for e in out.extensions} | {"node", "network", "extensions"}
     if ext.config_section in sections:
         raise ValueError(f"config section [{ext.config_section}] is taken")

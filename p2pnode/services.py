@@ -75,7 +75,7 @@ def build_context(ext: Extension, parts: Parts, settings: dict, nursery: trio.Nu
         extension=ext.name, key=parts.key, clock=parts.clock, chains=Chains(store),
         records=store.records(ext.name), index=store.index(ext.name), writer=parts.ledger, publish=publish,
         open_stream=open_stream, spawn=supervised_spawn(nursery, ext.name), peers=parts.peers,
-        settings=dict(settings), count=count,
+        settings=dict(settings), count=count, log=logging.getLogger(f"p2pnode.ext.{ext.name}"),
     )
 
 

@@ -15,7 +15,10 @@ Rules (docs/protocol.md, "Entry kinds"):
 3. A node signs only what its registry accepts: its own appends are checked strictly
    (``check``), so it never writes an invalid body of a kind it knows.
 4. A kind may have an *index*: a pure function from an entry with a valid body to keys
-   (bytes) that the store keeps in its owner's index space, in the entry's own write.
+   (bytes; at most ``MAX_INDEX_KEYS`` of at most ``MAX_INDEX_KEY`` bytes each) that the
+   store keeps in its owner's index space, in the entry's own write. A validator or
+   index function that fails in any other way than refusing the body is its owner's bug:
+   the entry is invalid (and not indexed) for it, and is stored all the same.
 5. Core kinds: ``genesis`` (first entry of every chain, at seq 1 only) and ``note`` (free
    text, for annotations and tests).
 """
@@ -34,6 +37,9 @@ Validator = Callable[[Entry], None]
 
 Indexer = Callable[[Entry], Iterable[bytes]]
 """Index keys of an entry whose body is valid (rule 4); pure, and at most a few per entry."""
+
+MAX_INDEX_KEYS = 8  # index keys one entry may have (rule 4)
+MAX_INDEX_KEY = 512  # bytes of one index key
 
 KNOWN = "known"
 UNKNOWN = "unknown"
@@ -102,7 +108,8 @@ class KindRegistry:
         return iter(sorted(self._kinds.values(), key=lambda k: k.name))
 
     def classify(self, entry: Entry) -> Verdict:
-        """Rule 2: what ``entry`` is for its readers. Never raises for a body."""
+        """Rule 2: what ``entry`` is for its readers. Never raises for a body, nor for a
+        validator that fails: a bug in a kind's owner must not stop a chain."""
         kind = self._kinds.get(entry.kind)
         if kind is None:
             return Verdict(UNKNOWN)
@@ -110,6 +117,8 @@ class KindRegistry:
             kind.validate(entry)
         except ProtocolError as e:
             return Verdict(INVALID, self._owners[entry.kind], e.message)
+        except Exception as e:  # the owner's bug: its entry is invalid for it, and nothing else changes
+            return Verdict(INVALID, self._owners[entry.kind], f"its validator failed: {type(e).__name__}: {e}")
         return Verdict(KNOWN, self._owners[entry.kind])
 
     def index_keys(self, entry: Entry) -> tuple[str, list[bytes]] | None:
@@ -121,7 +130,9 @@ class KindRegistry:
         try:
             kind.validate(entry)
             keys = list(kind.index(entry))
-        except ProtocolError:
+            if len(keys) > MAX_INDEX_KEYS or not all(type(k) is bytes and 0 < len(k) <= MAX_INDEX_KEY for k in keys):
+                return None  # the owner's bug: nothing is indexed for this entry
+        except Exception:  # a body its kind refuses, or the owner's bug: not indexed
             return None
         return (self._owners[entry.kind], keys) if keys else None
 

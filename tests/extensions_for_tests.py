@@ -72,3 +72,11 @@ BROKEN_SERVICE = Extension(name="broken", version="1", description="a service th
 MISSING_HANDLER = Extension(name="partial", version="1", description="a method with no handler",
                             methods=(Method("partial.call", "never bound", handler="nope"),),
                             service="extensions_for_tests:StrictService")
+
+
+def _raises(entry: Any) -> None:
+    raise TypeError("a bug in the validator")
+
+
+BUGGY_VALIDATOR = Extension(name="buggy", version="1", description="a validator that raises",
+                            kinds=(Kind("x.buggy", "its validator has a bug", _raises, _index),))

@@ -47,8 +47,9 @@ class TopicSpec:
 
 
 def short(topic: str) -> str:
-    """A topic's last path part: its name in counters."""
-    return topic.rsplit("/", 1)[-1]
+    """A topic's name in counters: the topic without the core's ``p2plend/1/`` (so the
+    core's and lending's read ``entries``, ``fraud``, ``offers``), else the whole topic."""
+    return topic.removeprefix("p2plend/1/")
 
 
 class Gossip:

@@ -198,7 +198,9 @@ def test_an_installed_extension_works_where_it_runs_and_its_entries_replicate_ev
     shown = json.loads(run_cli("extensions", "--json", home=off, env=a.env)[1])
     assert shown["disabled"] == ["endorse"] and "endorse" not in [e["name"] for e in shown["extensions"]]
     rc, _, err = run_cli("endorse", "list", "--json", home=off, env=a.env)
-    assert rc == 1 and error_of(err)["code"] == "extension_not_loaded"
+    assert rc == 2 and "No such command 'endorse'" in err  # a disabled extension adds no command
+    rc, out, _ = run_cli("start", "--help", home=off, env=a.env)
+    assert rc == 0 and "--review" in out and "--accept-asks" not in out  # nor start flags
     a.answering()
     b.answering()
 

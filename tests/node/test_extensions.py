@@ -42,10 +42,29 @@ def test_broken_extensions_are_reported_and_left_out():
     why = {f.name: f.reason for f in loaded.failures}
     assert set(why) == {"missing", "oops", "badname", "thief", "clash", "future"}
     assert "cannot be imported" in why["missing"] and "not an Extension" in why["oops"]
-    assert "already registered" in why["thief"] and "declared already" in why["clash"]
+    assert "already registered" in why["thief"] and "node.* belongs to core" in why["clash"]
     assert "contract 99" in why["future"]
     # what a left-out extension declared is not there; lending's kind is still lending's
     assert loaded.registry.owner("loan.agreement") == "lending" and loaded.methods.owners["node.status"] == "core"
+
+
+@pytest.mark.trio
+async def test_a_kind_whose_validator_has_a_bug_never_stops_a_chain(tmp_path: Path):
+    """An extension's bug (a validator that raises something else than a refusal) makes
+    its entries invalid for it, and nothing else: they are stored, forwarded, verified."""
+    buggy = loaded_with(ep("buggy", "BUGGY_VALIDATOR"))
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make(tmp_path / "a", "a", buggy))
+        b = await start(nursery, make(tmp_path / "b", "b", load()))
+        await a.connect(b.listen_addrs()[0])
+        await b.call("ledger.append", {"kind": "x.buggy", "body": {"n": 2}})
+        await b.call("ledger.append", {"kind": "note", "body": {"text": "after it"}})
+        await sync_all([a, b])
+        shown = await a.call("ledger.show", {"author": b.peer_id})
+        assert [e["kind_status"] for e in shown["entries"]] == [KNOWN, INVALID, KNOWN]
+        assert "its validator failed: TypeError" in shown["entries"][1]["invalid_reason"]
+        assert (await a.call("ledger.verify"))["ok"]
+        await stop_all([a, b])
 
 
 def make(path: Path, name: str, loaded, **settings) -> Node:

@@ -12,9 +12,8 @@ import click
 
 from cli import petnames
 from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
-from cli.output import emit_json, fail, iso_ms, peer_label, short, table
+from cli.output import emit_json, iso_ms, peer_label, short, table
 
-from p2pnode_endorse.records import NAME
 from p2pnode_endorse.rules import MAX_NOTE, MAX_TEXT
 
 FETCH_TIMEOUT = 20.0  # the node gives the peer 10 s; leave it time to say so
@@ -37,11 +36,6 @@ def _peer(c: Ctx, value: str | None, hint: str) -> str | None:
 def _call(c: Ctx, method: str, params: dict, as_json: bool, timeout: float = 30.0) -> Any:
     """The node's answer; printed as JSON and None with ``--json``, else returned to render.
     The names file is read first: one that cannot be read must not hide an answer."""
-    if c.loaded.get(NAME) is None:
-        # The CLI adds every installed extension's commands before it knows the home, so
-        # they show even where the home's config disables the extension (or it failed).
-        fail(f"the {NAME} extension is not loaded for {c.home.path} (`p2pnode extensions` says why)",
-             code="extension_not_loaded")
     names = None if as_json else petnames.load(c.home.path)
     answer = node_call(c, method, params, timeout=timeout)
     if as_json:
