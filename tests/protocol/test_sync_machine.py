@@ -28,7 +28,7 @@ from protocol.entry import ZERO_ID, Entry, make_entry, parse_entry
 from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
-from protocol.kinds import core_registry, genesis_body
+from protocol.kinds import genesis_body
 from protocol.sync import (
     BadFrame,
     ChainRead,
@@ -53,7 +53,6 @@ from protocol.sync import (
     SyncMisuse,
 )
 
-REG = core_registry()
 P, S = PullState, ServeState
 
 # -- real signed chains: three authors, each with a main history and forks of it --------------
@@ -146,7 +145,7 @@ class Holder:
                     forks.append(ForkProof.of(held[seq - 1], e))
                 continue
             try:
-                check_entry(Head.of(held[-1]) if held else None, e, REG)
+                check_entry(Head.of(held[-1]) if held else None, e)
             except ChainError as err:
                 errors.append(err)
                 break  # nothing after a break can link
@@ -769,7 +768,7 @@ class Conversation:
         r = self.puller.result
         assert isinstance(self.server_ending, Finished) and self.server_ending.result.sent == self.server_sent
         for author, chain in self.ours.chains.items():  # nothing stored that does not verify and link
-            assert [e.id for e in validate_chain(envs(chain), author=author, registry=REG)] == [e.id for e in chain]
+            assert [e.id for e in validate_chain(envs(chain), author=author)] == [e.id for e in chain]
             assert chain[: len(self.ours_before.get(author, []))] == self.ours_before.get(author, [])
         for proof in r.forks:
             assert ForkProof.decode(proof.encode()) == proof
