@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
+from pathlib import Path
 
-from netbench import Cluster, percentile, wait_until
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/framework/)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from framework.limits import leveldb_synced_puts_per_s, percentile, raw_sign_per_s  # noqa: E402
+from framework.network import Network  # noqa: E402
+from framework.process import NodeProcess  # noqa: E402
+from framework.wait import wait_until  # noqa: E402
 
 TARGET_P50_MS = 50.0
 TARGET_P99_MS = 250.0
@@ -31,51 +37,24 @@ TARGET_PER_S = 100.0
 ROUND = 100  # offers live at once per author (the offer book's per-author limit)
 
 
-def raw_sign_per_s(n: int = 20_000) -> float:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    msg = os.urandom(300)
-    t = time.perf_counter()
-    for _ in range(n):
-        key.sign(msg)
-    return n / (time.perf_counter() - t)
-
-
-def synced_writes_per_s(n: int = 300) -> float:
-    import plyvel
-
-    d = tempfile.mkdtemp(prefix="p2pnode-bench-ldb-")
-    try:
-        db = plyvel.DB(d, create_if_missing=True)
-        t = time.perf_counter()
-        for i in range(n):
-            db.put(i.to_bytes(8, "big"), os.urandom(400), sync=True)
-        rate = n / (time.perf_counter() - t)
-        db.close()
-        return rate
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def make_offers(c: Cluster, lender, borrower, n: int) -> list[str]:
+def make_offers(lender: NodeProcess, borrower: NodeProcess, n: int) -> list[str]:
     """``n`` lend offers by ``lender``, once ``borrower``'s book holds them all."""
     ids = []
     for i in range(n):
         # Two offers alike in every field and made in the same millisecond are one offer (one
         # id): the amounts differ so that each is its own.
-        o = c.call(lender, "offer.create", {"side": "lend", "amount": f"{100 + i}.00", "currency": "EUR",
-                                            "rate": "9%", "term": "6m", "expires_in_s": 3600})
+        o = lender.call("offer.create", {"side": "lend", "amount": f"{100 + i}.00", "currency": "EUR",
+                                         "rate": "9%", "term": "6m", "expires_in_s": 3600})
         ids.append(o["id"])
     want = set(ids)
-    wait_until(lambda: want <= {x["id"] for x in c.call(borrower, "offer.list", {})["offers"]}, 60,
+    wait_until(lambda: want <= {x["id"] for x in borrower.call("offer.list", {})["offers"]}, 60,
                "the offers to reach the borrower's book")
     return ids
 
 
-def propose(c: Cluster, borrower, offer_id: str) -> float:
+def propose(borrower: NodeProcess, offer_id: str) -> float:
     t = time.perf_counter()
-    p = c.call(borrower, "loan.propose", {"offer": offer_id}, timeout=60)
+    p = borrower.call("loan.propose", {"offer": offer_id}, timeout=60)
     ms = (time.perf_counter() - t) * 1000
     if p["state"] != "agreed":
         raise RuntimeError(f"proposal not agreed: {p}")
@@ -85,21 +64,20 @@ def propose(c: Cluster, borrower, offer_id: str) -> float:
 def measure(contracts: int, in_flight: int, progress) -> dict:
     out: dict = {"contracts": contracts, "in_flight": in_flight}
     progress("machine limits: Ed25519 sign, fsync'd LevelDB writes")
-    out["raw_sign_per_s"] = raw_sign_per_s()
-    out["synced_writes_per_s"] = synced_writes_per_s()
-    with Cluster() as c:
-        lender, borrower = c.add("lender"), c.add("borrower")
-        c.start(lender)
-        c.start(borrower)
-        c.call(borrower, "node.connect", {"addr": lender.addr})
-        me = c.call(lender, "node.status")["peer_id"]
-        wait_until(lambda: c.head_seq(borrower, me) >= 1, 30, "the borrower to sync the lender's chain")
+    out["raw_sign_per_s"] = raw_sign_per_s(message_size=300)
+    out["synced_writes_per_s"] = leveldb_synced_puts_per_s(value_size=400, n=300)
+    with Network.scratch() as net:
+        lender, borrower = net.add("lender"), net.add("borrower")
+        lender.start("--log-level", "warning")
+        borrower.start("--log-level", "warning")
+        borrower.call("node.connect", {"addr": lender.addr})
+        net.sync_all([lender, borrower])  # each holds the other's chain: the proposals can commit to it
 
         progress(f"{contracts} contracts, one at a time")
         latencies: list[float] = []
         while len(latencies) < contracts:
-            for oid in make_offers(c, lender, borrower, min(ROUND, contracts - len(latencies))):
-                latencies.append(propose(c, borrower, oid))
+            for oid in make_offers(lender, borrower, min(ROUND, contracts - len(latencies))):
+                latencies.append(propose(borrower, oid))
         out["p50_ms"] = percentile(latencies, 50)
         out["p99_ms"] = percentile(latencies, 99)
         out["mean_ms"] = statistics.fmean(latencies)
@@ -108,7 +86,7 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
         done, elapsed = 0, 0.0
         errors: list[str] = []
         while done < contracts:
-            ids = make_offers(c, lender, borrower, min(ROUND, contracts - done))
+            ids = make_offers(lender, borrower, min(ROUND, contracts - done))
             lock = threading.Lock()
             todo = list(ids)
 
@@ -119,7 +97,7 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
                             return
                         oid = todo.pop()
                     try:
-                        propose(c, borrower, oid)
+                        propose(borrower, oid)
                     except Exception as e:  # counted, and the run goes on
                         errors.append(str(e))
 

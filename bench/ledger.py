@@ -32,7 +32,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -41,13 +40,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/framework/)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-import plyvel  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from p2pnode.ledger.store import Store, entry_key  # noqa: E402
+from framework.limits import (  # noqa: E402
+    leveldb_batch_puts_per_s,
+    leveldb_synced_put_ms,
+    peak_rss_mb,
+    percentile,
+    raw_sign_per_s,
+    raw_verify_per_s,
+    timed,
+)
+from p2pnode.ledger.store import Store  # noqa: E402
 from protocol.entry import next_entry  # noqa: E402
 from protocol.envelope import SIGNING_PREFIX, open_envelope  # noqa: E402
 from protocol.keys import SigningKey  # noqa: E402
@@ -66,14 +72,6 @@ TARGETS = {
 
 def note(i: int) -> dict:
     return {"text": NOTE_TEXT.format(i=i)}
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
 
 
 class TempDirs:
@@ -95,90 +93,6 @@ class TempDirs:
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def timed(fn) -> float:
-    """Seconds taken by ``fn()``, after a full garbage collection (gc stays enabled)."""
-    gc.collect()
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-# -- machine limits --------------------------------------------------------------------------
-
-
-def bench_raw_sign(message_size: int, n: int, rounds: int) -> float:
-    key = Ed25519PrivateKey.generate()
-    msgs = [os.urandom(message_size) for _ in range(256)]
-    sign = key.sign
-
-    def run(count: int) -> None:
-        for i in range(count):
-            sign(msgs[i & 255])
-
-    run(min(n, 1000))  # warm-up
-    return statistics.median(n / timed(lambda: run(n)) for _ in range(rounds))
-
-
-def bench_raw_verify(message_size: int, n: int, rounds: int) -> float:
-    key = Ed25519PrivateKey.generate()
-    pub = key.public_key()
-    msgs = [os.urandom(message_size) for _ in range(256)]
-    pairs = [(key.sign(m), m) for m in msgs]
-    verify = pub.verify
-
-    def run(count: int) -> None:
-        for i in range(count):
-            sig, m = pairs[i & 255]
-            verify(sig, m)
-
-    run(min(n, 1000))
-    return statistics.median(n / timed(lambda: run(n)) for _ in range(rounds))
-
-
-def bench_leveldb_batch(tmp: TempDirs, value_size: int, n: int, rounds: int) -> float:
-    """Puts per second in one synced write batch of ``n`` puts of entry-sized values."""
-    author = os.urandom(32)
-    value = os.urandom(value_size)
-    rates = []
-    for r in range(rounds + 1):  # the first round is a warm-up
-        path = tmp.new("leveldb-batch")
-        db = plyvel.DB(str(path), create_if_missing=True)
-        keys = [entry_key(author, i) for i in range(1, n + 1)]
-
-        def run() -> None:
-            with db.write_batch(sync=True, transaction=True) as wb:
-                for k in keys:
-                    wb.put(k, value)
-
-        dt = timed(run)
-        db.close()
-        tmp.drop(path)
-        if r:
-            rates.append(n / dt)
-    return statistics.median(rates)
-
-
-def bench_leveldb_sync_put(tmp: TempDirs, value_size: int, n: int) -> tuple[float, float]:
-    """p50 and p99 in ms of one synced put at a time (what a durable append must at least pay)."""
-    path = tmp.new("leveldb-sync")
-    db = plyvel.DB(str(path), create_if_missing=True)
-    author = os.urandom(32)
-    value = os.urandom(value_size)
-    for i in range(20):
-        db.put(b"w" + author + i.to_bytes(8, "big"), value, sync=True)
-    lat = []
-    perf = time.perf_counter
-    for i in range(1, n + 1):
-        k = entry_key(author, i)
-        t = perf()
-        db.put(k, value, sync=True)
-        lat.append((perf() - t) * 1000)
-    db.close()
-    tmp.drop(path)
-    lat.sort()
-    return percentile(lat, 50), percentile(lat, 99)
 
 
 # -- the node's own paths --------------------------------------------------------------------
@@ -272,11 +186,6 @@ def bench_ingest_batched(tmp: TempDirs, chain: list[bytes], batch: int, rounds: 
 # -- report ----------------------------------------------------------------------------------
 
 
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kb / 1024 if sys.platform != "darwin" else kb / (1024 * 1024)
-
-
 def measure(
     n: int, rounds: int, append_batch: int, ingest_batch: int, durable_n: int, under: str | None, progress
 ) -> dict:
@@ -292,15 +201,15 @@ def measure(
     with TempDirs(under) as tmp:
         store_dir = str(tmp.root.parent)
         progress("raw Ed25519 sign")
-        out["raw_sign_per_s"] = bench_raw_sign(message_size, n, rounds)
+        out["raw_sign_per_s"] = raw_sign_per_s(message_size, n, rounds)
         progress("raw Ed25519 verify")
-        out["raw_verify_per_s"] = bench_raw_verify(message_size, max(1, n // 2), rounds)
+        out["raw_verify_per_s"] = raw_verify_per_s(message_size, max(1, n // 2), rounds)
         progress("LevelDB synced write batch")
-        out["leveldb_batch_put_per_s"] = bench_leveldb_batch(tmp, envelope_size, max(n, 50_000), rounds)
+        out["leveldb_batch_put_per_s"] = leveldb_batch_puts_per_s(envelope_size, max(n, 50_000), rounds, under=tmp.root)
         progress("LevelDB synced single puts")
-        p50, p99 = bench_leveldb_sync_put(tmp, envelope_size, durable_n)
-        out["leveldb_sync_put_p50_ms"] = p50
-        out["leveldb_sync_put_p99_ms"] = p99
+        put_ms = leveldb_synced_put_ms(envelope_size, durable_n, under=tmp.root)
+        out["leveldb_sync_put_p50_ms"] = percentile(put_ms, 50)
+        out["leveldb_sync_put_p99_ms"] = percentile(put_ms, 99)
         progress("Store.append (batched)")
         out["append_batched_per_s"] = bench_append_batched(tmp, n, append_batch, rounds)
         progress("Store.append_one (durable)")

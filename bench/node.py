@@ -15,8 +15,15 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from netbench import ROOT, Cluster, percentile, rss_mb
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/framework/)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from framework.limits import percentile, rss_mb  # noqa: E402
+from framework.network import Network  # noqa: E402
 
 TARGET_STATUS_P50_MS = 300.0
 TARGET_IDLE_RSS_MB = 120.0
@@ -36,11 +43,11 @@ def measure(runs: int, progress) -> dict:
     progress("bare interpreter start")
     bare = timed_runs([sys.executable, "-c", "pass"], runs)
     out["python_start_p50_ms"] = percentile(bare, 50)
-    with Cluster() as c:
-        a, b = c.add("a"), c.add("b")
-        c.start(a)
-        c.start(b)
-        c.call(b, "node.connect", {"addr": a.addr})
+    with Network.scratch() as net:
+        a, b = net.add("a"), net.add("b")
+        a.start("--log-level", "warning")
+        b.start("--log-level", "warning")
+        b.call("node.connect", {"addr": a.addr})
         progress("idle for 10 s")
         time.sleep(10)
         out["idle_rss_mb"] = rss_mb(a.pid)
@@ -53,7 +60,7 @@ def measure(runs: int, progress) -> dict:
         api = []
         for _ in range(runs * 10):
             t = time.perf_counter()
-            c.call(a, "node.status")
+            a.call("node.status")
             api.append((time.perf_counter() - t) * 1000)
         out["api_status_p50_ms"] = percentile(api, 50)
         out["api_status_p95_ms"] = percentile(api, 95)

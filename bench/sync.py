@@ -16,39 +16,49 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from netbench import Cluster, REGISTRY, raw_verify_per_s, rss_mb, wait_until
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/framework/)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from framework.limits import raw_verify_per_s, rss_mb  # noqa: E402
+from framework.network import Network  # noqa: E402
+from framework.wait import wait_until  # noqa: E402
 
 TARGET = 0.6
 
 
-def fill(home_path: str, n: int, batch: int = 5_000) -> None:
+def fill(home_path: Path, n: int, batch: int = 5_000) -> None:
     """Append ``n`` notes to the chain of the (stopped) node at ``home_path``."""
     from p2pnode.home import Home, now_ms
+    from protocol.kinds import core_registry
 
-    home = Home(__import__("pathlib").Path(home_path))
+    registry = core_registry()
+    home = Home(home_path)
     key = home.signing_key(None)
     with home.open_store() as store:
         for start in range(0, n, batch):
             items = [("note", {"text": f"repaid 25.00 EUR, installment {i:06d}"}) for i in range(start, min(n, start + batch))]
-            store.append(key, items, now_ms=now_ms(), registry=REGISTRY)
+            store.append(key, items, now_ms=now_ms(), registry=registry)
 
 
 def measure(n: int, progress) -> dict:
     out: dict = {"n": n}
     progress("raw Ed25519 verify")
     out["raw_verify_per_s"] = raw_verify_per_s()
-    with Cluster() as c:
-        a, b = c.add("a"), c.add("b")
+    with Network.scratch() as net:
+        a, b = net.add("a"), net.add("b")
         progress(f"signing {n} entries into A's chain")
         fill(a.home, n)
         progress("starting A and B")
-        c.start(a)
-        c.start(b)
+        a.start("--log-level", "warning")
+        b.start("--log-level", "warning")
         progress("B pulls A's chain")
         t0 = time.perf_counter()
-        c.call(b, "node.connect", {"addr": a.addr})
-        wait_until(lambda: c.head_seq(b, a.peer_id) >= n + 1, 600, "B to hold A's chain", step=0.1)
+        b.call("node.connect", {"addr": a.addr})
+        wait_until(lambda: b.head(a.peer_id) >= n + 1, 600, "B to hold A's chain", step=0.1)
         elapsed = time.perf_counter() - t0
         out["elapsed_s"] = elapsed
         out["entries_per_s"] = (n + 1) / elapsed

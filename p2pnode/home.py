@@ -199,6 +199,7 @@ def init_home(
     try:
         with Store(home.store_dir, create=True) as store:
             genesis = store.append_one(key, "genesis", genesis_body(name or None), now_ms=now_ms(), registry=registry)
+            store.use(registry)  # the extensions' indexes start complete: there is nothing to index yet
         home.config_file.write_text(Config(name=name).to_toml(extensions))
         write_key(home.key_file, key, passphrase)
     except BaseException:

@@ -1,5 +1,5 @@
 """Shared fixtures: fresh node homes, and the real console script run as a subprocess
-(helpers in p2ptest.py)."""
+(the harness, tests/framework/, is importable from every test as ``framework``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # pytest's default import mode adds it; --import-mode=importlib does not
     sys.path.insert(0, _HERE)
 
-from p2ptest import run_cli  # noqa: E402
+from framework.console import run_cli  # noqa: E402
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ import plyvel
 
 from protocol.chain import Head, check_entry
 from protocol.entry import Entry, next_entry, parse_entry
+from protocol.envelope import peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
@@ -356,11 +357,14 @@ class Store:
         """Write extension ``name``'s index from every stored entry, then mark it complete."""
         prefix = space_prefix(P_EXT_INDEX, name)
         self.write_batch([], list(self._keys(prefix)), sync=False)
+        kinds = {k.name for k in registry if registry.owner(k.name) == name and k.index is not None}
         puts: list[tuple[bytes, bytes]] = []
         for value in self._db.iterator(prefix=P_ENTRY, include_key=False):
             try:
+                if peek_document(value).get("kind") not in kinds:
+                    continue  # only the owner's kinds are read whole (and their signatures checked)
                 e = parse_entry(value)
-            except ProtocolError:
+            except (ProtocolError, AttributeError):
                 continue  # damage is `ledger verify`'s to report
             indexed = registry.index_keys(e)
             if indexed is not None and indexed[0] == name:

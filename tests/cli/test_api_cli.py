@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from p2ptest import run_cli
+from framework.console import run_cli
 
 
 def test_list_and_show_need_no_node(node):

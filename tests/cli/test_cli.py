@@ -17,7 +17,7 @@ from protocol.chain import Head
 from protocol.entry import next_entry
 from protocol.keys import public_key_from_peer_id
 
-from p2ptest import run_cli as run
+from framework.console import run_cli as run
 
 OWN = 1  # entries in a fresh node's chain (its genesis)
 

@@ -16,7 +16,7 @@ from protocol.entry import ZERO_ID, make_entry
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body
 
-from p2ptest import COMMAND, ROOT, TIMEOUT, child_env, kill_by_pid, run_cli
+from framework.console import COMMAND, ROOT, TIMEOUT, child_env, kill_by_pid, run_cli
 
 SCHEDULE = ["schedule", "--principal", "1000.00", "--currency", "EUR", "--rate", "5%", "--term", "12m"]
 KILLED_BY_SIGPIPE = -signal.SIGPIPE

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from p2ptest import ROOT, child_env, kill_by_pid, run_cli as run
+from framework.console import ROOT, child_env, kill_by_pid, run_cli as run
 
 MAX_ENTRIES = 20_000
 READ_TIMEOUT = 60.0  # a hang guard only: the kill point is decided by counts, never by time

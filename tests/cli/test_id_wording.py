@@ -8,7 +8,7 @@ import re
 import pytest
 
 from p2pnode.errors import ApiError, id_prefix, unique
-from p2ptest import run_cli
+from framework.console import run_cli
 
 
 @pytest.mark.parametrize("what,plural", [("loan", "loans"), ("offer or request", "offers or requests"),

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from cli.output import short_peer
-from p2ptest import run_cli
+from framework.console import run_cli
 
 OTHER = "12D3KooWQzS4uWYL8LN11Ehdsxi6UMGs6mEJ6r367u2ugpyLLXgf"
 ADDR = f"/ip4/127.0.0.1/tcp/9/p2p/{OTHER}"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from p2ptest import ROOT, child_env
+from framework.console import ROOT, child_env
 
 PROBE = """
 import sys

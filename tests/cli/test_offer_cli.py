@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from p2ptest import run_cli
+from framework.console import run_cli
 
 BASE = ["--currency", "EUR", "--rate", "7.5%", "--term", "12m"]
 
@@ -48,23 +48,16 @@ def test_without_a_node_the_book_commands_exit_6(run, home):
 
 @pytest.fixture
 def running(node):
-    """A node process started by the CLI on the ``node`` home; killed by its pid after."""
-    import subprocess
-
+    """A node process started by the CLI on the ``node`` home; stopped by its pid after."""
+    from framework.process import NodeProcess
     from p2pnode.testnet import free_port
-    from p2ptest import COMMAND, Testnet, child_env, kill_by_pid
 
     home, info = node
-    proc = subprocess.Popen([*COMMAND, "--home", str(home), "start", "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env())
+    proc = NodeProcess(home).start("--listen", f"/ip4/127.0.0.1/tcp/{free_port()}")
     try:
-        Testnet(home.parent).wait(lambda: proc.poll() is not None or run_cli("status", home=home)[0] == 0, 30,
-                                  "the node to answer")
-        assert proc.poll() is None, proc.stderr.read()
         yield home, info
     finally:
-        kill_by_pid(proc)
-        proc.stderr.close()
+        proc.stop()
 
 
 def test_offers_and_requests_through_a_running_node(running):

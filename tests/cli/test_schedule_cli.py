@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from p2ptest import ROOT, child_env
-from p2ptest import run_cli as run
+from framework.console import ROOT, child_env
+from framework.console import run_cli as run
 
 ARGS = ["schedule", "--principal", "10000.00", "--currency", "EUR", "--rate", "12%", "--term", "12m",
         "--start", "2026-01-31"]

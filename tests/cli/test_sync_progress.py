@@ -14,7 +14,7 @@ import time
 import pytest
 
 from cli import syncprogress as sp
-from p2ptest import COMMAND, ROOT, child_env, kill_by_pid, run_cli
+from framework.console import COMMAND, ROOT, child_env, kill_by_pid, run_cli
 
 PULLING = {"state": "syncing", "last_round_ms": None, "entries_received": 6000,
            "progress": {"fetched": 6000, "target": 10000, "rate_per_s": 1200.4, "eta_s": 3.3}}

@@ -12,7 +12,7 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from p2ptest import run_cli as run
+from framework.console import run_cli as run
 
 N = 20  # entries in the base chain: genesis and 19 notes
 

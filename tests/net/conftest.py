@@ -1,5 +1,5 @@
 """The ``net`` fixture: a test network in a scratch directory, every node process it
-started killed by its pid at teardown, whatever the test did."""
+started stopped by its pid at teardown (SIGTERM, then SIGKILL), whatever the test did."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from p2ptest import Testnet
+from framework.network import Network
 
 
 @pytest.fixture
 def net(tmp_path: Path):
-    t = Testnet(tmp_path / "tn")
-    try:
+    with Network(tmp_path / "tn") as t:
         yield t
-    finally:
-        t.kill_all()

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from cli.rpc import call, node_running
-from p2ptest import COMMAND, ROOT, child_env, kill_by_pid, run_cli
+from framework.console import COMMAND, ROOT, child_env, kill_by_pid, run_cli
 from p2pnode.testnet import free_port
 from protocol.keys import public_key_from_peer_id
 

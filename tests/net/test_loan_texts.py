@@ -14,14 +14,15 @@ import pytest
 from p2pnode.extensions import load
 from p2pnode.home import Home
 from p2pnode.testnet import prepare
-from p2ptest import COMMAND, ROOT, Testnet, child_env, kill_by_pid
+from framework.console import COMMAND, ROOT, child_env, kill_by_pid
+from framework.network import Network
 
 pytestmark = pytest.mark.slow
 
 CAP = "rate 1200 bp is over this node's cap of 1000 bp"
 
 
-def offer(net: Testnet, k: int, rate: str) -> str:
+def offer(net: Network, k: int, rate: str) -> str:
     oid = net.json(k, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", rate,
                    "--term", "3m")["id"]
     for other in (2, 3):
@@ -29,11 +30,11 @@ def offer(net: Testnet, k: int, rate: str) -> str:
     return oid
 
 
-def show_text(net: Testnet, k: int, loan: str) -> str:
+def show_text(net: Network, k: int, loan: str) -> str:
     return net.cli(k, "loan", "show", loan)[1]
 
 
-def test_refusal_receipts_awaited_and_names(net: Testnet):
+def test_refusal_receipts_awaited_and_names(net: Network):
     prepare(net.dir, 3, load())
     lender = Home(net.home(1))
     cfg = lender.config()

@@ -4,34 +4,32 @@ through the CLI only. Every process is ended by its pid at teardown."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from datetime import date, timedelta
 
 import pytest
 
-from p2ptest import Testnet
+from framework.network import Network
 
 pytestmark = pytest.mark.slow
 
 START = (date.today() - timedelta(days=130)).isoformat()
 
 
-def peer(net: Testnet, k: int) -> str:
+def peer(net: Network, k: int) -> str:
     return net.json(k, "id")["peer_id"]
 
 
-def offer(net: Testnet, k: int, *extra: str, side: str = "offer") -> str:
+def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
     args = [side, "create", "--amount", "1200.00", "--currency", "EUR", "--rate", "12%", "--term", "3m",
             "--grace-days", "5", "--late-fee", "15.00", "--default-days", "60", *extra]
     return net.json(k, *args)["id"]
 
 
-def sees_offer(net: Testnet, k: int, oid: str) -> None:
+def sees_offer(net: Network, k: int, oid: str) -> None:
     net.wait(lambda: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
 
 
-def show(net: Testnet, k: int, loan: str) -> dict:
+def show(net: Network, k: int, loan: str) -> dict:
     return net.json(k, "loan", "show", loan)
 
 
@@ -39,7 +37,7 @@ def money(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
 
 
-def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Testnet):
+def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Network):
     net.up(3)
     oid = offer(net, 1)
     sees_offer(net, 2, oid)
@@ -68,7 +66,7 @@ def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Test
     assert [x["state"] for x in listed["loans"]] == ["repaid"]
 
 
-def test_borrower_killed_between_proposal_and_countersignature_then_restarted(net: Testnet):
+def test_borrower_killed_between_proposal_and_countersignature_then_restarted(net: Network):
     net.up(2)
     cfg = net.home(2) / "config.toml"  # node 2 reviews proposals by hand
     net.cli(2, "stop")
@@ -80,7 +78,7 @@ def test_borrower_killed_between_proposal_and_countersignature_then_restarted(ne
     assert p["state"] == "held"
     pending = net.json(2, "loan", "pending")["pending"]
     assert [x["loan"] for x in pending] == [p["loan"]]
-    os.kill(net.pids()["node2"], signal.SIGKILL)  # before its owner decides
+    net.node(2).kill()  # SIGKILL, before its owner decides
     net.up(2)
     pending = net.json(2, "loan", "pending")["pending"]
     assert [x["loan"] for x in pending] == [p["loan"]], "the pending proposal survived kill -9"
@@ -92,7 +90,7 @@ def test_borrower_killed_between_proposal_and_countersignature_then_restarted(ne
         assert show(net, k, p["loan"])["state"] == "awaiting_disbursement"
 
 
-def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Testnet):
+def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     net.up(2)
     oid = offer(net, 1)
     sees_offer(net, 2, oid)
@@ -120,7 +118,7 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Testnet):
     assert rc != 0
 
 
-def test_forged_and_replayed_receipts_transfer_and_default(net: Testnet):
+def test_forged_and_replayed_receipts_transfer_and_default(net: Network):
     from p2pnode.home import Home
     from protocol.lending.contract import make_receipt
 
@@ -171,7 +169,7 @@ def test_forged_and_replayed_receipts_transfer_and_default(net: Testnet):
     net.wait(lambda: all(show(net, k, loan)["state"] == "defaulted" for k in (1, 2, 3)), 20, "every node to agree")
 
 
-def test_a_default_before_the_threshold_is_refused(net: Testnet):
+def test_a_default_before_the_threshold_is_refused(net: Network):
     net.up(2)
     oid = offer(net, 1)
     sees_offer(net, 2, oid)
@@ -184,7 +182,7 @@ def test_a_default_before_the_threshold_is_refused(net: Testnet):
     assert show(net, 1, loan)["state"] == "current"
 
 
-def test_a_proposal_committing_to_a_wrong_head_is_refused_by_a_node_process(net: Testnet):
+def test_a_proposal_committing_to_a_wrong_head_is_refused_by_a_node_process(net: Network):
     """The proposer here is this test's own libp2p host (built like a node's); the acceptor
     is a node process. The proposal commits a head the acceptor's chain never had."""
     import hashlib

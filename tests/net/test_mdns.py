@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from p2ptest import COMMAND, ROOT, child_env, run_cli
+from framework.console import COMMAND, ROOT, child_env, run_cli
 
 pytestmark = pytest.mark.slow
 

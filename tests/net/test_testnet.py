@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from p2ptest import Testnet, run_cli
+from framework.console import run_cli
+from framework.network import Network
+from framework.wait import wait_until
 from p2pnode.ledger.export import entry_json
 from protocol.entry import ZERO_ID, make_entry
 from protocol.keys import SigningKey
@@ -43,7 +45,7 @@ def write_chain(path: Path, key: SigningKey, n: int) -> str:
     return entry_json(prev)["author"]
 
 
-def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Testnet):
+def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Network):
     started = net.up(5)
     assert [n["name"] for n in started["nodes"]] == [f"node{k}" for k in range(1, 6)]
     st1 = net.json(1, "status")
@@ -67,7 +69,7 @@ def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Testnet):
     assert not any(n["running"] for n in status["nodes"])
 
 
-def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net: Testnet, tmp_path: Path):
+def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net: Network, tmp_path: Path):
     net.up(2)
     far = SigningKey.from_seed(hashlib.sha256(b"far-away-author").digest())
     author = write_chain(tmp_path / "far.jsonl", far, 10_000)
@@ -90,7 +92,7 @@ def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net:
         assert json.loads(out)["ok"] is True
 
 
-def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Testnet, tmp_path: Path):
+def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Network, tmp_path: Path):
     net.up(1)
     far = SigningKey.from_seed(hashlib.sha256(b"big-author").digest())
     n = 30_000
@@ -99,7 +101,7 @@ def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Testnet
     net.up(2)
     # Kill node 2 as soon as it holds part of the chain: in the middle of the sync.
     seen = net.wait(lambda: 0 < net.head(2, author) < n and net.head(2, author), 60, "node 2 to be mid-sync", step=0.02)
-    os.kill(net.pids()["node2"], signal.SIGKILL)
+    net.node(2).kill()  # SIGKILL
     print(f"killed node 2 at {seen} of {n} entries")
     net.up(2)
     net.wait(lambda: net.head(2, author) == n, 90, "node 2 to finish after its restart")
@@ -108,7 +110,7 @@ def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Testnet
     assert json.loads(out)["ok"] is True
 
 
-def test_a_forged_entry_yields_a_fork_proof_that_reaches_every_node(net: Testnet, tmp_path: Path):
+def test_a_forged_entry_yields_a_fork_proof_that_reaches_every_node(net: Network, tmp_path: Path):
     net.up(3)
     victim = net.json(1, "status")["peer_id"]
     # The author's own key signs a second, different entry at seq 1: a forged history.
@@ -128,7 +130,7 @@ def test_a_forged_entry_yields_a_fork_proof_that_reaches_every_node(net: Testnet
 def test_a_signal_stops_a_node_cleanly_with_exit_0(tmp_path: Path, sig):
     import subprocess
 
-    from p2ptest import COMMAND, child_env, kill_by_pid
+    from framework.console import COMMAND, child_env, kill_by_pid
     from p2pnode.testnet import free_port
 
     home, other = tmp_path / "a", tmp_path / "b"
@@ -139,8 +141,7 @@ def test_a_signal_stops_a_node_cleanly_with_exit_0(tmp_path: Path, sig):
     proc = subprocess.Popen([*COMMAND, "--home", str(home), "start", "--listen", listen],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     try:
-        t = Testnet(tmp_path)
-        t.wait(lambda: (home / "control.sock").exists() and run_cli("status", home=home)[0] == 0, 30, "the node")
+        wait_until(lambda: (home / "control.sock").exists() and run_cli("status", home=home)[0] == 0, 30, "the node")
         # a second node on the same port is refused, not silently sharing it
         rc, out, err = run_cli("start", "--listen", listen, home=other, timeout=30)
         assert rc == 1 and "in use" in err

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from p2pnode.testnet import Member, formation_gaps
-from p2ptest import Testnet
+from framework.network import Network
 
 A, B, C, D = (Member(f"node{k}", f"/h{k}", f"peer{k}", f"/a{k}") for k in range(1, 5))
 
@@ -33,7 +33,7 @@ def test_formation_needs_every_node_to_see_another_and_one_connected_graph():
 
 
 @pytest.mark.slow
-def test_up_returns_with_every_node_connected(net: Testnet):
+def test_up_returns_with_every_node_connected(net: Network):
     started = net.up(4)
     assert [n["name"] for n in started["nodes"]] == ["node1", "node2", "node3", "node4"]
     assert all(n["peers"] >= 1 for n in started["nodes"]), started
@@ -43,7 +43,7 @@ def test_up_returns_with_every_node_connected(net: Testnet):
 
 
 @pytest.mark.slow
-def test_a_network_that_cannot_form_is_reported_at_the_timeout(net: Testnet):
+def test_a_network_that_cannot_form_is_reported_at_the_timeout(net: Network):
     from p2pnode.extensions import load
     from p2pnode.home import Home
     from p2pnode.testnet import prepare

@@ -34,7 +34,7 @@ from p2pnode.ledger.handlers import ledger_handlers
 from p2pnode.ledger.export import entry_json, export_lines
 from protocol.keys import SigningKey
 
-from p2ptest import run_cli
+from framework.console import run_cli
 
 pytestmark = pytest.mark.trio
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import LOCAL, heads_of, start, stop_all, sync_all, wait_for
+from framework.inprocess import LOCAL, heads_of, start, stop_all, sync_all
+from framework.wait import wait_for
 from p2pnode.extensions import GROUP, load
 from p2pnode.home import init_home
 from p2pnode.node import Node, NodeSettings
@@ -132,3 +133,35 @@ async def test_replication_never_depends_on_extensions(tmp_path: Path):
         for node in (a, b, c):
             assert (await node.call("ledger.verify"))["ok"]
         await stop_all([a, b, c])
+
+
+def test_a_store_of_the_old_layout_is_adopted_by_lending_and_loses_nothing(tmp_path: Path):
+    """Before extensions had spaces of their own, lending's records sat under one-byte
+    prefixes (L, P, O, X, C). Opened with lending loaded, every record moves into lending's
+    spaces, the loan index is rebuilt from the entries, and verify passes."""
+    from p2pnode.ledger.store import P_EXT_INDEX, space_prefix
+    from p2pnode.ledger.verify import verify_store
+    from protocol.keys import SigningKey
+    from protocol.lending.offer import make_offer
+
+    loaded = load()
+    home, genesis = init_home(tmp_path / "old", registry=loaded.registry, name="old")
+    offer = make_offer(SigningKey.from_seed(b"o" * 32), side="lend", currency="EUR", min_amount=100, max_amount=100,
+                       rate_bp=500, term="3m", created=genesis.ts, expires=genesis.ts + 3_600_000)
+    old = {b"P" + b"\x01" * 32: b"a proposal record", b"O" + offer.id: offer.raw,
+           b"X" + (genesis.ts + 3_600_000).to_bytes(8, "big") + offer.id: b"",
+           b"L" + b"\x02" * 32 + genesis.author + (1).to_bytes(8, "big"): b""}
+    with home.open_store() as store:
+        store.db.delete(b"M" + b"index/lending")  # as a store of that time: no index mark
+        for k, v in old.items():
+            store.db.put(k, v)
+        rebuilt = loaded.prepare(store)
+        assert rebuilt == ["lending"]
+        records = store.records("lending")
+        assert records.get(b"P" + b"\x01" * 32) == b"a proposal record" and records.get(b"O" + offer.id) == offer.raw
+        assert [k[:1] for k in records.keys(b"X")] == [b"X"]
+        assert not any(store.db.get(k) is not None for k in old)
+        assert list(store.db.iterator(prefix=space_prefix(P_EXT_INDEX, "lending"))) == []  # the stray L key is gone
+        report = verify_store(store, loaded.registry, checks=loaded.verify_checks())
+        assert report.ok, report.problems
+        assert loaded.prepare(store) == []  # once done, nothing more to do

@@ -15,7 +15,8 @@ import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
-from nodenet import make_node, start, wait_for
+from framework.inprocess import make_node, start
+from framework.wait import wait_for
 from p2pnode.net.host import build_host, build_pubsub, key_pair
 from protocol import codec, wire
 from protocol.lending.offer import TOPIC_OFFERS

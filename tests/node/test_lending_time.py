@@ -18,7 +18,8 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from nodenet import lending, make_node, start, stop_all, sync_all, wait_for
+from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.wait import wait_for
 from p2pnode.clock import VirtualClock
 from p2pnode.errors import ApiError
 from p2pnode.node import Node

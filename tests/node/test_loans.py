@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import lending, make_node, start, stop_all, sync_all, wait_for
+from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from p2pnode.node import Node
 from protocol.keys import peer_id

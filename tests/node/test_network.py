@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import REGISTRY, heads_of, make_node, start, start_line, stop_all, sync_all, wait_for
+from framework.inprocess import REGISTRY, heads_of, make_node, start, start_line, stop_all, sync_all
+from framework.wait import wait_for
 from p2pnode.walltime import now_ms
 from protocol.entry import make_entry
 from protocol.fork import ForkProof

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nodenet import LOADED, LOCAL, lending, make_node, start, start_line, stop_all, wait_for
+from framework.inprocess import LOADED, LOCAL, lending, make_node, start, start_line, stop_all
+from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from p2pnode.home import Home
 from p2pnode.node import Node, NodeSettings

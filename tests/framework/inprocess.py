@@ -1,6 +1,7 @@
-"""In-process networks of real nodes (real libp2p hosts on 127.0.0.1, real LevelDB), in
-the style of Bitcoin Core's functional tests: start nodes, act through their API, and
-``sync_all`` until they agree. Every wait is bounded."""
+"""Nodes in this process: real libp2p hosts on 127.0.0.1 and real LevelDB homes, each run
+in the test's trio nursery. Start them, act through their API (``await node.call(...)``)
+or their services, and ``sync_all`` until they agree.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import trio
 
+from framework.wait import wait_for
 from p2pnode.clock import SYSTEM, Clock
 from p2pnode.extensions import load, settings_of
 from p2pnode.home import init_home
@@ -18,6 +20,7 @@ LOADED = load()  # the core and every installed extension: lending, found by its
 REGISTRY = LOADED.registry
 LOCAL = "/ip4/127.0.0.1/tcp/0"
 LENDING = ("review", "auto_confirm", "max_rate")
+START_TIMEOUT = 20.0  # seconds a node may take to listen and answer
 
 
 def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, **settings: Any) -> Node:
@@ -36,7 +39,7 @@ def lending(node: Node) -> Any:
 
 async def start(nursery: trio.Nursery, node: Node) -> Node:
     """Run ``node`` in ``nursery``; returns once it listens and answers its API."""
-    with trio.fail_after(20):
+    with trio.fail_after(START_TIMEOUT):
         await nursery.start(node.run)
     return node
 
@@ -54,17 +57,8 @@ async def start_line(nursery: trio.Nursery, tmp: Path, n: int, **settings: Any) 
 
 
 def heads_of(node: Node) -> dict:
+    """``{author: (seq, id)}`` of every chain ``node`` holds, read from its store."""
     return {a: (h.seq, h.id) for a, h in node.store.heads().items()}
-
-
-async def wait_for(predicate, timeout: float, what: str, step: float = 0.05) -> None:
-    """Poll ``predicate`` until true; fail the test naming ``what`` after ``timeout`` s."""
-    with trio.move_on_after(timeout):
-        for _ in range(int(timeout / step) + 1):
-            if predicate():
-                return
-            await trio.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 async def sync_all(nodes: list[Node], timeout: float = 20.0) -> None:
@@ -74,5 +68,6 @@ async def sync_all(nodes: list[Node], timeout: float = 20.0) -> None:
 
 
 async def stop_all(nodes: list[Node]) -> None:
+    """Ask every node to stop; each leaves the nursery once it has closed its host and store."""
     for node in nodes:
         node.stop()

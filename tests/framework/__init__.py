@@ -1,0 +1,16 @@
+"""The one harness of the tests and the benchmarks (as Bitcoin Core's ``test_framework``):
+real nodes, acted on through their interfaces, waited on until they agree, every wait
+bounded in count and time, every process started here ended by its pid.
+
+- ``wait``: ``wait_until`` (plain code) and ``wait_for`` (trio code), the only waits;
+- ``console``: the console script as a subprocess (``run_cli``, ``COMMAND``, ``ROOT``);
+- ``inprocess``: nodes in this process, under a trio nursery (``make_node``, ``start``,
+  ``start_line``, ``sync_all``, ``stop_all``, ``heads_of``, ``lending``);
+- ``process``: ``NodeProcess``, one node as its own process, known by its pid;
+- ``network``: ``Network``, node processes under one directory, made by
+  `p2pnode testnet up` or one by one, with ``sync_all``;
+- ``limits``: this machine's own limits that benchmark figures are read against.
+
+The tests import it by adding ``tests/`` to ``sys.path`` (tests/conftest.py); the
+scripts under ``bench/`` do the same.
+"""

@@ -1,0 +1,182 @@
+"""One node as its own process (`p2pnode start`, which becomes ``python -m p2pnode`` in the
+same process), known by its pid: started here or adopted from `p2pnode testnet up`.
+
+Act on it through its control API (``call``) or through the CLI against its home
+(``cli``, ``json``); read its ``status`` and ``heads``; end it with ``stop`` (SIGTERM,
+then SIGKILL) or ``kill`` (SIGKILL, as ``kill -9``), always by its pid, and only while
+that pid is still this home's node: a pid recorded earlier may have been reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cli.rpc import NodeNotRunning, RpcError, call
+from framework.console import COMMAND, ROOT, TIMEOUT, child_env, run_cli
+from framework.wait import WaitTimeout, wait_until
+from p2pnode.home import Home
+from p2pnode.testnet import LOG_FILE, pid_alive
+from protocol.keys import peer_id
+
+START_TIMEOUT = 30.0  # seconds a node may take to answer after it was started
+STOP_TIMEOUT = 10.0  # seconds a node may take to exit after SIGTERM before it is SIGKILLed
+LOG_TAIL = 20  # lines of its log a failure quotes
+
+
+class NodeExited(RuntimeError):
+    """The node's process ended when it should be running."""
+
+
+class NodeProcess:
+    """The node of ``home`` run as a process; ``pid`` is its process id while it runs
+    (None once ``stop`` or ``kill`` has ended it)."""
+
+    def __init__(self, home: Path | str, name: str | None = None, pid: int | None = None) -> None:
+        self.home = Path(home).absolute()
+        self.name = name or self.home.name
+        self.pid = pid
+        self._proc: subprocess.Popen | None = None  # set when this process is its parent
+
+    def __repr__(self) -> str:
+        return f"NodeProcess({self.name}, pid={self.pid})"
+
+    @property
+    def log(self) -> Path:
+        """Where the node's stdout and stderr go (the same file `p2pnode testnet` uses)."""
+        return self.home / LOG_FILE
+
+    @cached_property
+    def peer_id(self) -> str:
+        return peer_id(Home(self.home).public_key())
+
+    @cached_property
+    def addr(self) -> str:
+        """Its address on 127.0.0.1 as its config gives it, with ``/p2p/<peer ID>``."""
+        listen = next(a for a in Home(self.home).config().listen if a.startswith("/ip4/127.0.0.1/tcp/"))
+        return f"{listen}/p2p/{self.peer_id}"
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self, *args: Any, timeout: float = START_TIMEOUT) -> "NodeProcess":
+        """Run `p2pnode --home HOME start ARGS...` with its output appended to ``log``;
+        return once it answers its control API. Fails naming the log if it exits first."""
+        if self.running():
+            raise RuntimeError(f"{self.name} is running already (pid {self.pid})")
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen([*COMMAND, "--home", str(self.home), "start", *map(str, args)],
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env(), cwd=ROOT)
+        self.pid = self._proc.pid
+        try:
+            wait_until(lambda: self.status() is not None, timeout, f"{self.name} to answer")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def running(self) -> bool:
+        """Whether ``pid`` is alive and is this home's node (and not a reused pid)."""
+        if self._proc is not None and self._proc.pid == self.pid:
+            return self._proc.poll() is None  # (poll reaps it once it has exited)
+        return pid_alive(self.pid) and _runs_home(self.pid, self.home)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> str:
+        """SIGTERM by pid; SIGKILL if it has not exited within ``timeout`` s. How it ended:
+        "terminated", "killed" or "not running"."""
+        if not self.running():
+            self.pid = None
+            return "not running"
+        self.terminate()
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> str:
+        """After ``terminate``: wait up to ``timeout`` s for it to exit, else SIGKILL it.
+        "terminated" or "killed"."""
+        try:
+            wait_until(lambda: not self.running(), timeout, f"{self.name} to exit after SIGTERM")
+        except WaitTimeout:
+            self.kill()
+            return "killed"
+        self.pid = None
+        return "terminated"
+
+    def terminate(self) -> None:
+        """Send SIGTERM by pid and return at once (``stop`` waits)."""
+        if self.running():
+            _signal(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL by pid (``kill -9``: no clean shutdown) and wait until it is gone, so that
+        its LevelDB lock and port are free for a restart."""
+        if self.running():
+            _signal(self.pid, signal.SIGKILL)
+            wait_until(lambda: not self.running(), STOP_TIMEOUT, f"{self.name} to die of SIGKILL")
+        self.pid = None
+
+    def exited(self) -> NodeExited:
+        """The error for a node found gone, quoting the end of its log."""
+        try:
+            tail = self.log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        except OSError:
+            tail = []
+        code = f" with status {self._proc.returncode}" if self._proc is not None and self._proc.poll() is not None else ""
+        return NodeExited(f"{self.name} (pid {self.pid}) exited{code}; see {self.log}"
+                          + "".join(f"\n  | {line}" for line in tail))
+
+    # -- interfaces ------------------------------------------------------------------------
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 30.0) -> Any:
+        """What its control API answers to ``method`` (cli/rpc.py: raises ``RpcError``)."""
+        return call(self.home, method, params, timeout=timeout)
+
+    def status(self) -> dict | None:
+        """``node.status``, or None while it does not answer; ``NodeExited`` if the process
+        it was started as is gone."""
+        try:
+            return self.call("node.status", timeout=5.0)
+        except (NodeNotRunning, RpcError, OSError):
+            if self.pid and not self.running():
+                raise self.exited() from None
+            return None
+
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """``{author peer ID: (seq, id hex)}`` of every chain it holds (``ledger.heads``)."""
+        return {h["author"]: (h["seq"], h["id"]) for h in self.call("ledger.heads", timeout=10.0)["heads"]}
+
+    def head(self, author: str) -> int:
+        """The seq it holds of ``author``'s chain; 0 if none."""
+        return self.heads().get(author, (0, ""))[0]
+
+    def cli(self, *args: Any, ok: bool = True, timeout: float = TIMEOUT) -> tuple[int, str, str]:
+        """`p2pnode --home HOME ARGS...` as a subprocess; with ``ok``, fail unless it exits 0."""
+        rc, out, err = run_cli(*args, home=self.home, timeout=timeout)
+        if ok:
+            assert rc == 0, f"`p2pnode {' '.join(map(str, args))}` on {self.name} exited {rc}: {err}"
+        return rc, out, err
+
+    def json(self, *args: Any, timeout: float = TIMEOUT) -> Any:
+        """What `p2pnode --home HOME ARGS... --json` prints, parsed; it must exit 0."""
+        return json.loads(self.cli(*args, "--json", timeout=timeout)[1])
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _runs_home(pid: int, home: Path) -> bool:
+    """Whether process ``pid`` is a node of ``home``: its command line says ``--home HOME``
+    (both `p2pnode start` and the ``python -m p2pnode`` it becomes do)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    want = os.path.realpath(home)
+    return any(a == b"--home" and os.path.realpath(os.fsdecode(b)) == want for a, b in zip(argv, argv[1:]))
