@@ -9,9 +9,16 @@ from typing import Any
 
 from protocol.lending.offer import offer_json
 
+from protocol.errors import ProtocolError
+from protocol.lending import agree
+
 from p2pnode.context import Context
+from p2pnode.lending.ask import ANSWER_TIMEOUT
+from p2pnode.lending.countersigning import Countersigning
+from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
+from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.settings import max_rate_bp
 from p2pnode.net.streams import FramedStream
 
@@ -26,11 +33,13 @@ class Lending:
         settings.setdefault("auto_confirm", False)
         settings["max_rate_bp"] = max_rate_bp(settings.get("max_rate") or "")
         self.book = OfferBook(ctx)
-        self.loans = Loans(ctx, self.book, settings)
+        self.documents = LoanDocuments(ctx)
+        self.countersigning = Countersigning(ctx, self.book, self.documents, settings)
+        self.loans = Loans(ctx, self.documents, self.countersigning, settings)
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
-        await self.loans.load()
+        await self.countersigning.load()
 
     # -- the node's hooks ----------------------------------------------------------------
 
@@ -38,7 +47,18 @@ class Lending:
         await self.book.on_gossip(data, sender)
 
     async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
-        await self.loans.serve(stream, peer)
+        """Answer one request on an inbound agree stream: a transfer is the loans', the
+        rest countersigning's. A request whose document breaks the rules is misbehaviour."""
+        stream.timeout = ANSWER_TIMEOUT
+        msg = await stream.recv()
+        try:
+            if isinstance(msg, agree.Transfer):
+                answer = await self.loans.transfer_offered(msg.transfer, peer)
+            else:
+                answer = await self.countersigning.answer(msg, peer)
+        except ProtocolError as e:
+            raise PeerMisbehaved(e.message, e.code) from None
+        await stream.send(answer)
 
     async def on_entries(self, entries: list) -> None:
         await self.loans.on_entries(entries)
@@ -53,7 +73,7 @@ class Lending:
         await self.book.loop()
 
     async def proposal_retries(self) -> None:
-        await self.loans.retry_loop()
+        await self.countersigning.retry_loop()
 
     # -- offer.* ---------------------------------------------------------------------------
 
@@ -72,19 +92,19 @@ class Lending:
     # -- loan.* ----------------------------------------------------------------------------
 
     async def loan_propose(self, offer: str, amount: str | None, start: str | None, ttl_s: int) -> dict:
-        return await self.loans.propose(offer, amount, start, ttl_s)
+        return await self.countersigning.propose(offer, amount, start, ttl_s)
 
     async def loan_proposal(self, loan: str) -> dict:
-        return self.loans.proposal(loan)
+        return self.countersigning.proposal(loan)
 
     async def loan_pending(self) -> dict:
-        return self.loans.pending()
+        return self.countersigning.pending()
 
     async def loan_accept(self, loan: str) -> dict:
-        return await self.loans.accept(loan)
+        return await self.countersigning.accept(loan)
 
     async def loan_reject(self, loan: str, reason: str) -> dict:
-        return await self.loans.reject(loan, reason)
+        return await self.countersigning.reject(loan, reason)
 
     async def loan_disburse(self, loan: str, date: str | None) -> dict:
         return await self.loans.disburse(loan, date)

@@ -96,12 +96,12 @@ async def seen_offer(nodes: list[Node], offer_id: str) -> None:
 
 
 def record(node: Node, loan: str):
-    return lending(node).loans.get(bytes.fromhex(loan))
+    return lending(node).countersigning.get(bytes.fromhex(loan))
 
 
 def agreements(node: Node, loan: str) -> list:
     """The ``loan.agreement`` entries of ``loan`` that ``node`` holds, whoever wrote them."""
-    return [e for e in lending(node).loans.read(bytes.fromhex(loan)).entries if e.kind == "loan.agreement"]
+    return [e for e in lending(node).documents.read(bytes.fromhex(loan)).entries if e.kind == "loan.agreement"]
 
 
 async def connected(a: Node, b: Node) -> None:
@@ -124,7 +124,7 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
 
         p = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})
         assert p["state"] == "proposed", p  # unreachable: kept, to be asked again until the expiry
-        loans = lending(borrower).loans
+        loans = lending(borrower).countersigning
         # just before the expiry it is still open: asked about again at each tick, not given up
         clock.jump((p["expires"] - wall.now_ms()) / 1000 - 5)
         await loans.tick()
@@ -141,9 +141,9 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
             await loans.tick()
             clock.jump(agree.RETRY_INTERVAL_MS / 1000)
         assert record(borrower, p["loan"]).state == "expired"
-        assert lending(lender).loans.get(bytes.fromhex(p["loan"])) is None
+        assert lending(lender).countersigning.get(bytes.fromhex(p["loan"])) is None
         # ... and were it asked again (its same bytes), the lender would refuse it by its own clock
-        answer = await loans._ask(lender.key.public_key, agree.Propose(record(borrower, p["loan"]).contract))
+        answer = await loans.ask(lender.key.public_key, agree.Propose(record(borrower, p["loan"]).contract))
         assert isinstance(answer, agree.Refused) and answer.code == "expired"
         # the link works and the offer was not taken: a new proposal on it is agreed at once
         fresh = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})
@@ -187,7 +187,7 @@ async def test_a_proposal_held_for_review_expires_and_accept_then_signs_nothing(
             assert agreements(node, p["loan"]) == []
             assert lending(node).book.get(bytes.fromhex(oid)) is not None
         # asked again, the lender answers from its record: expired
-        answer = await lending(borrower).loans._ask(lender.key.public_key,
+        answer = await lending(borrower).countersigning.ask(lender.key.public_key,
                                                     agree.Propose(record(borrower, p["loan"]).contract))
         assert isinstance(answer, agree.Refused) and answer.code == "expired"
         assert record(lender, p["loan"]).state == "expired"
@@ -270,7 +270,7 @@ async def test_late_then_delinquent_with_one_fee_then_default_then_repaid_withou
         await sync_all(nodes)
         await lender.call("loan.receipt", {"loan": loan, "amount": payoff})
         await sync_all(nodes)
-        await wait_for(lambda: len(lending(borrower).loans.read(bytes.fromhex(loan)).recorded_by(
+        await wait_for(lambda: len(lending(borrower).documents.read(bytes.fromhex(loan)).recorded_by(
             borrower.key.public_key)) == 3, 10, "the borrower to record the receipt")
         await sync_all(nodes)
         v = await everywhere()

@@ -46,7 +46,7 @@ async def seen_offer(nodes, offer_id: str) -> None:
 
 
 def recorded(node, loan: str) -> set[str]:
-    return {peer_id(e.author) for e in lending(node).loans.read(bytes.fromhex(loan)).entries
+    return {peer_id(e.author) for e in lending(node).documents.read(bytes.fromhex(loan)).entries
             if e.kind == "loan.agreement"}
 
 
@@ -85,7 +85,7 @@ async def test_an_offer_taken_countersigned_disbursed_and_repaid_looks_the_same_
             r = await lender.call("loan.receipt", {"loan": loan, "amount": text, "date": paid_on.isoformat()})
             assert r["n"] == i + 2  # the disbursement receipt is #1
         await sync_all(nodes)
-        await wait_for(lambda: len(lending(borrower).loans.read(bytes.fromhex(loan)).recorded_by(
+        await wait_for(lambda: len(lending(borrower).documents.read(bytes.fromhex(loan)).recorded_by(
             borrower.key.public_key)) == 5, 10, "the borrower to record every receipt")
         await sync_all(nodes)
         views = [await x.call("loan.show", {"loan": loan}) for x in nodes]
@@ -115,7 +115,7 @@ async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
         again = await borrower.call("loan.proposal", {"loan": p["loan"][:12]})
         assert again["state"] == "held"
         await lender.call("loan.accept", {"loan": p["loan"][:10]})
-        await wait_for(lambda: lending(borrower).loans.get(bytes.fromhex(p["loan"])).state == "agreed", 10,
+        await wait_for(lambda: lending(borrower).countersigning.get(bytes.fromhex(p["loan"])).state == "agreed", 10,
                        "the borrower to learn of the agreement")
         assert recorded(borrower, p["loan"]) == {lender.peer_id, borrower.peer_id}
         assert (await lender.call("loan.pending"))["pending"] == []
@@ -124,7 +124,7 @@ async def test_review_holds_a_proposal_until_the_owner_accepts(tmp_path: Path):
         await seen_offer([borrower], oid2)
         p2 = await borrower.call("loan.propose", {"offer": oid2})
         await lender.call("loan.reject", {"loan": p2["loan"], "reason": "too soon after the last one"})
-        await wait_for(lambda: lending(borrower).loans.get(bytes.fromhex(p2["loan"])).state == "refused", 10, "the refusal")
+        await wait_for(lambda: lending(borrower).countersigning.get(bytes.fromhex(p2["loan"])).state == "refused", 10, "the refusal")
         got = await borrower.call("loan.proposal", {"loan": p2["loan"]})
         assert got["code"] == "rejected" and got["reason"] == "too soon after the last one"
         await stop_all([lender, borrower])
@@ -147,7 +147,7 @@ async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path)
                       created=lending(borrower).loans.now_ms(), expires=lending(borrower).loans.now_ms() + 60_000)
             kw.update(over)
             env = propose(borrower.key, contract_from(o.id, terms_of(o), **kw))
-            return await lending(borrower).loans._ask(lender.key.public_key, agree.Propose(env.raw))
+            return await lending(borrower).countersigning.ask(lender.key.public_key, agree.Propose(env.raw))
 
         expired = await ask(created=lending(borrower).loans.now_ms() - 120_000, expires=lending(borrower).loans.now_ms() - 1)
         assert isinstance(expired, agree.Refused) and expired.code == "expired"
@@ -193,7 +193,7 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
         assert t["after"] == 1
         await sync_all(nodes)
         await wait_for(lambda: any(e.kind == "loan.transfer" and e.author == borrower.key.public_key
-                                   for e in lending(borrower).loans.read(bytes.fromhex(loan)).entries), 10,
+                                   for e in lending(borrower).documents.read(bytes.fromhex(loan)).entries), 10,
                        "the borrower's node to record the transfer")
         with pytest.raises(ApiError) as e:
             await lender.call("loan.receipt", {"loan": loan, "amount": "10.00"})
@@ -223,7 +223,7 @@ async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
         loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
         await lender.call("loan.disburse", {"loan": loan, "date": START})
         # the borrower's node signs the disbursement receipt by itself
-        await wait_for(lambda: len(lending(lender).loans.read(bytes.fromhex(loan)).receipts) == 1, 10,
+        await wait_for(lambda: len(lending(lender).documents.read(bytes.fromhex(loan)).receipts) == 1, 10,
                        "the automatic disbursement receipt")
         await sync_all([lender, borrower])
         v = await lender.call("loan.show", {"loan": loan})
@@ -291,15 +291,15 @@ async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_f
         p = await borrower.call("loan.propose", {"offer": oid})
         assert p["state"] == "proposed"
         loan = bytes.fromhex(p["loan"])
-        proposed = lending(borrower).loans.get(loan)
+        proposed = lending(borrower).countersigning.get(loan)
         await stop(borrower, borrower_ended)
         lender, lender_ended = await run(nursery, again(lender))
         borrower, borrower_ended = await run(nursery, again(borrower))
-        assert lending(borrower).loans.get(loan) == proposed
+        assert lending(borrower).countersigning.get(loan) == proposed
         await borrower.connect(lender.listen_addrs()[0])
         # the restarted borrower's retry loop asks again, and the lender countersigns
-        await wait_for(lambda: lending(borrower).loans.get(loan).state == "agreed", 15, "the proposal to be agreed")
-        assert lending(lender).loans.get(loan).state == "agreed"
+        await wait_for(lambda: lending(borrower).countersigning.get(loan).state == "agreed", 15, "the proposal to be agreed")
+        assert lending(lender).countersigning.get(loan).state == "agreed"
         await wait_for(lambda: recorded(borrower, p["loan"]) == recorded(lender, p["loan"]) == {
             lender.peer_id, borrower.peer_id}, 10, "each node to hold both agreement entries")
 
@@ -314,9 +314,9 @@ async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_f
         lender, lender_ended = await run(nursery, again(lender))
         borrower, borrower_ended = await run(nursery, again(borrower))
         for node in (lender, borrower):  # (not connected yet: from the chain alone)
-            assert lending(node).loans.get(loan).state == "agreed"
-            assert lending(node).loans.get(loan).contract == lending(node).loans._our_agreement(loan)
-            assert [e.kind for e in lending(node).loans.read(loan).entries
+            assert lending(node).countersigning.get(loan).state == "agreed"
+            assert lending(node).countersigning.get(loan).contract == lending(node).documents.our_agreement(loan)
+            assert [e.kind for e in lending(node).documents.read(loan).entries
                     if e.author == node.key.public_key] == ["loan.agreement"]  # appended once
         assert (await lender.call("loan.pending"))["pending"] == []
         with pytest.raises(ApiError) as e:
@@ -330,8 +330,8 @@ async def test_a_send_cut_short_still_ends_so_the_proposal_is_asked_about_again(
         lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
-        loans = lending(borrower).loans
-        async with lending(lender).loans._decide_lock:  # the lender cannot answer a fresh proposal now
+        loans = lending(borrower).countersigning
+        async with lending(lender).countersigning._decide_lock:  # the lender cannot answer a fresh proposal now
             with trio.move_on_after(2) as waited:
                 await borrower.call("loan.propose", {"offer": oid})  # the owner gives up mid-send
             assert waited.cancelled_caught

@@ -1,0 +1,54 @@
+"""The loan documents of this node's chains: what the chains held here say about a loan
+(through lending's index), and recording our own entries about loans once. Shared by
+countersigning and the loans' money moves, notices and transfers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.lending.contract import open_agreement
+
+from p2pnode.context import Context
+from p2pnode.errors import id_prefix, unique
+from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan
+
+
+class LoanDocuments:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.me = ctx.me
+
+    def read(self, loan: bytes) -> LoanRecord:
+        """Everything the chains held here say about ``loan``."""
+        return read_loan(self.ctx.chains, self.ctx.index, loan)
+
+    async def append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None) -> Any:
+        """Append one entry to our chain (the writer gossips it); with ``once = (loan,
+        document id)``, only if our chain does not record that document yet (checked under
+        the write lock, so two paths learning of one document at once record it once). The
+        entry, or None if it was recorded already."""
+        unless = None if once is None else (lambda: once[1] in self.read(once[0]).recorded_by(self.me))
+        return await self.ctx.writer.append_one(kind, body, unless=unless)
+
+    async def record_agreement(self, agreement: bytes) -> None:
+        """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one."""
+        env = open_agreement(agreement)
+        if await self.append("loan.agreement", {"contract": agreement}, once=(env.id, env.id)) is not None:
+            self.ctx.count("loans.agreed")
+
+    def our_agreement(self, loan: bytes) -> bytes | None:
+        """The agreement our own chain records for ``loan``, if any."""
+        for e in self.read(loan).entries:
+            if e.author == self.me and e.kind == "loan.agreement":
+                return e.body["contract"]
+        return None
+
+    async def record(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
+        await self.append(kind, body, once=(loan, doc_id))
+
+    def find(self, ref: Any) -> LoanRecord:
+        """The agreed loan an id or unique id prefix (8 hex digits or more) names."""
+        ref = id_prefix(ref, "loan")
+        loans = [bytes.fromhex(ref)] if len(ref) == 64 else [x for x in loan_ids(self.ctx.index) if x.hex().startswith(ref)]
+        records = [r for r in (self.read(x) for x in loans) if r.contract is not None]
+        return unique(records, ref, "loan", "unknown_loan")
