@@ -19,6 +19,9 @@ demo: $(STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
+	@# Byte-compile the sources once: where PYTHONDONTWRITEBYTECODE is set, every CLI and
+	@# node process a test starts would otherwise compile them again.
+	@$(PY) -m compileall -q protocol p2pnode cli tests examples >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
