@@ -22,9 +22,9 @@ action               executed as
 Promises:
 
 - Events about one proposal are fed one at a time (a lock per loan), and the actions of
-  each are executed in the order the machine gives them; fresh incoming proposals and the owner's accept and reject are also decided
-  one at a time (``_decide_lock``), up to and including ``ConsumeOffer``: an offer is taken
-  once, however many proposals name it.
+  each are executed in the order the machine gives them; fresh incoming proposals and the
+  owner's accept and reject are also decided one at a time (``_decide_lock``), up to and
+  including ``ConsumeOffer``: an offer is taken once, however many proposals name it.
 - A node killed at any point resumes where its records say (``load``), and an action that
   fails leaves the machine as its record says (it is reloaded), never half moved.
 - Each party records the agreement in its own chain whichever way it learns of it: the
