@@ -47,6 +47,31 @@ async def test_a_node_that_joins_late_catches_up_by_sync(tmp_path: Path):
         await stop_all([a, b])
 
 
+async def test_a_long_pull_reports_its_progress_in_status(tmp_path: Path):
+    """status's ``sync.progress`` while a pull runs: entries fetched of the planned target,
+    the rate and the time left; null once the node is idle."""
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make_node(tmp_path / "a", "a", pex=False))
+        a.store.append(a.key, [("note", {"text": str(i)}) for i in range(9000)], now_ms=now_ms(), registry=REGISTRY)
+        b = await start(nursery, make_node(tmp_path / "b", "b", pex=False, sync_interval=600))
+        seen = []
+        report = b.syncer._progressed
+
+        def watch(pk: bytes, progress) -> None:  # after each batch, what status would show
+            report(pk, progress)
+            seen.append(b.status()["sync"]["progress"])
+
+        b.syncer._progressed = watch
+        await b.connect(a.listen_addrs()[0])
+        await sync_all([a, b])
+        mid = [p for p in seen if p is not None and 0 < p["fetched"] < p["target"]]
+        assert mid, seen
+        assert all(p["target"] >= 9001 and p["rate_per_s"] > 0 and p["eta_s"] >= 0 for p in mid)
+        assert [p["fetched"] for p in mid] == sorted(p["fetched"] for p in mid)  # it only grows
+        await wait_for(lambda: b.status()["sync"]["progress"] is None, 10, "the pull to end")
+        await stop_all([a, b])
+
+
 async def test_a_fork_is_proven_and_the_proof_reaches_every_node(tmp_path: Path):
     async with trio.open_nursery() as nursery:
         nodes = await start_line(nursery, tmp_path, 3, pex=False)
