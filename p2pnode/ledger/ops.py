@@ -19,6 +19,7 @@ from protocol.entry import Entry, parse_entry
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey, peer_id, public_key_from_peer_id
 from protocol.kinds import KindRegistry
+from protocol.schema import U63_MAX
 
 from p2pnode.control.core import DEFAULT_SHOW_LIMIT, EXPORT_PAGE, MAX_EXPORT_PAGE  # noqa: F401  (the API's limits)
 from p2pnode.errors import ApiError, bad_params
@@ -199,8 +200,9 @@ def ledger_export(store: Store, author: bytes | None = None, cursor: dict | None
 
 
 def _cursor(cursor: Any) -> tuple[bytes, int]:
-    if not isinstance(cursor, dict) or not isinstance(cursor.get("seq"), int) or cursor["seq"] < 1:
-        raise bad_params('"cursor" must be {"author": peer ID, "seq": n >= 1} as a previous page returned')
+    seq = cursor.get("seq") if isinstance(cursor, dict) else None
+    if type(seq) is not int or not 1 <= seq <= U63_MAX:
+        raise bad_params('"cursor" must be {"author": peer ID, "seq": 1..2^63-1} as a previous page returned')
     return peer_key(cursor.get("author"), "cursor.author"), cursor["seq"]
 
 

@@ -49,6 +49,15 @@ _RATE = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?%?")
 _TERM = re.compile(r"([1-9][0-9]*)([mwd])")
 
 
+MAX_TEXT = 40  # characters of an amount, rate or term text; longer is refused before it is read
+
+
+def _quoted(text: object) -> str:
+    """``text`` for an error message: its repr, cut to ``MAX_TEXT`` characters."""
+    r = repr(text)
+    return r if len(r) <= MAX_TEXT + 2 else r[:MAX_TEXT] + "..."
+
+
 class MoneyError(ProtocolError):
     """An amount, currency, rate or term that is not written by the rules."""
 
@@ -70,16 +79,16 @@ def parse_amount(text: str, currency: str) -> int:
     if type(text) is not str:
         raise MoneyError("an amount is text")
     if text.startswith("-"):
-        raise MoneyError(f"amount {text!r} is negative")
-    m = _AMOUNT.fullmatch(text)
-    if m is None or len(text) > 40:
-        raise MoneyError(f"amount {text!r} is not DIGITS[.DIGITS] (e.g. 1500.00)")
+        raise MoneyError(f"amount {_quoted(text)} is negative")
+    m = _AMOUNT.fullmatch(text) if len(text) <= MAX_TEXT else None
+    if m is None:
+        raise MoneyError(f"amount {_quoted(text)} is not DIGITS[.DIGITS] (e.g. 1500.00)")
     whole, frac = m.group(1), m.group(2) or ""
     if len(frac) > exp:
-        raise MoneyError(f"amount {text!r} has {len(frac)} decimals; {currency} has {exp}")
+        raise MoneyError(f"amount {_quoted(text)} has {len(frac)} decimals; {currency} has {exp}")
     minor = int(whole) * 10**exp + int(frac.ljust(exp, "0") or "0")
     if minor > MAX_AMOUNT:
-        raise MoneyError(f"amount {text!r} is over the limit of {MAX_AMOUNT} minor units")
+        raise MoneyError(f"amount {_quoted(text)} is over the limit of {MAX_AMOUNT} minor units")
     return minor
 
 
@@ -100,16 +109,16 @@ def parse_rate(text: str) -> int:
     if type(text) is not str:
         raise MoneyError("a rate is text", code="bad_rate")
     if text.startswith("-"):
-        raise MoneyError(f"rate {text!r} is negative", code="bad_rate")
-    m = _RATE.fullmatch(text)
-    if m is None or len(text) > 20:
-        raise MoneyError(f"rate {text!r} is not a percentage like 7.5%", code="bad_rate")
+        raise MoneyError(f"rate {_quoted(text)} is negative", code="bad_rate")
+    m = _RATE.fullmatch(text) if len(text) <= 20 else None
+    if m is None:
+        raise MoneyError(f"rate {_quoted(text)} is not a percentage like 7.5%", code="bad_rate")
     whole, frac = m.group(1), m.group(2) or ""
     if len(frac) > 2:
-        raise MoneyError(f"rate {text!r} has more than 2 decimals", code="bad_rate")
+        raise MoneyError(f"rate {_quoted(text)} has more than 2 decimals", code="bad_rate")
     bp = int(whole) * 100 + int(frac.ljust(2, "0"))
     if bp > MAX_RATE_BP:
-        raise MoneyError(f"rate {text!r} is over {MAX_RATE_BP // 100}%", code="bad_rate")
+        raise MoneyError(f"rate {_quoted(text)} is over {MAX_RATE_BP // 100}%", code="bad_rate")
     return bp
 
 
@@ -122,12 +131,12 @@ def format_rate(bp: int) -> str:
 def parse_term(text: str) -> tuple[int, str]:
     """A term such as ``"12m"``, ``"26w"`` or ``"90d"`` as ``(count, unit)``, or
     ``MoneyError`` (bad_term)."""
-    m = _TERM.fullmatch(text) if type(text) is str else None
+    m = _TERM.fullmatch(text) if type(text) is str and len(text) <= 8 else None
     if m is None:
-        raise MoneyError(f"term {text!r} is not COUNT followed by m, w or d (e.g. 12m)", code="bad_term")
+        raise MoneyError(f"term {_quoted(text)} is not COUNT followed by m, w or d (e.g. 12m)", code="bad_term")
     count = int(m.group(1))
     if count > MAX_TERM_COUNT:
-        raise MoneyError(f"term {text!r} is over {MAX_TERM_COUNT} {m.group(2)}", code="bad_term")
+        raise MoneyError(f"term {_quoted(text)} is over {MAX_TERM_COUNT} {m.group(2)}", code="bad_term")
     return count, m.group(2)
 
 

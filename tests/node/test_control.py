@@ -32,7 +32,7 @@ from p2pnode.keyfile import read_key
 from p2pnode.ledger import writer
 from p2pnode.ledger.handlers import ledger_handlers
 from p2pnode.ledger.export import entry_json, export_lines
-from protocol.keys import SigningKey
+from protocol.keys import SigningKey, peer_id
 
 from framework.console import run_cli
 
@@ -399,6 +399,11 @@ async def test_the_cli_client_against_the_ledger_methods(ledger):
                 params = {"limit": 2, "cursor": page["next"]}
         assert page["authors"] == 2
         assert got == list(export_lines(ledger.store, sorted(ledger.store.heads())))
+        # A cursor past any sequence number, or not a number: refused by name, not a traceback.
+        for seq in (2**63, 10**400, 0, True, "1"):
+            with pytest.raises(rpc.RpcError) as e:
+                await in_thread(rpc.call, home, "ledger.export", {"cursor": {"author": peer_id(other.public_key), "seq": seq}})
+            assert e.value.code == "bad_params" and "cursor" in e.value.message
         verified = await in_thread(rpc.call, home, "ledger.verify")
         assert verified["ok"] and verified["entries"] == 4 and verified["fork_proofs"] == 1
     with pytest.raises(rpc.NodeNotRunning):

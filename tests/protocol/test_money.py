@@ -84,3 +84,14 @@ def test_bad_terms(text):
     with pytest.raises(MoneyError) as e:
         parse_term(text)
     assert e.value.code == "bad_term"
+
+
+def test_texts_far_too_long_are_refused_before_they_are_read():
+    """A term, amount or rate of thousands of digits is refused with its code and a short
+    message, never read as a number (Python refuses int() of over 4300 digits)."""
+    for parse, text, code in ((parse_term, "1" * 5000 + "m", "bad_term"),
+                              (lambda t: parse_amount(t, "EUR"), "9" * 5000, "bad_amount"),
+                              (parse_rate, "9" * 5000 + "%", "bad_rate")):
+        with pytest.raises(MoneyError) as e:
+            parse(text)
+        assert e.value.code == code and len(e.value.message) < 120
