@@ -25,7 +25,7 @@ from protocol.envelope import countersign, peek_document, seal
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.lending import agree, rules
-from protocol.lending.contract import make_receipt, open_agreement, open_transfer, parse_date
+from protocol.lending.contract import loan_of, make_receipt, open_agreement, open_transfer, parse_date
 from protocol.lending.money import MoneyError, format_amount, parse_amount
 
 from p2pnode.context import Context
@@ -73,27 +73,43 @@ class Loans:
             env = open_agreement(e.body["contract"])
             if self.me in env.signers:
                 await self.countersigning.agreed_elsewhere(env.raw)
-        elif e.kind == "loan.receipt":
-            from protocol.lending.contract import open_receipt
-
-            env = open_receipt(e.body["receipt"])
-            if self.me in (env.document["payer"], env.document["payee"]):
-                await self.docs.record(env.document["loan"], env.id, "loan.receipt", {"receipt": env.raw})
-        elif e.kind == "loan.transfer":
-            env = open_transfer(e.body["transfer"])
-            rec = self.docs.read(env.document["loan"])
-            parties = {env.document["from"], env.document["to"]}
-            if rec.contract is not None:
-                parties.add(rec.contract["borrower"])
-            if self.me in parties:
-                await self.docs.record(env.document["loan"], env.id, "loan.transfer", {"transfer": env.raw})
+        elif e.kind in ("loan.receipt", "loan.transfer"):
+            await self._record_what_counts(loan_of(e.kind, e.body))
         elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.settings["auto_confirm"]:
             rec = self.docs.read(e.body["loan"])
-            if rec.contract is None or rec.receipts:
+            if rec.contract is None:
+                return
+            st = rec.state(self.today())
+            # a counted receipt ends it, not any receipt: a stranger's that does not count
+            # must not stop the borrower's confirmation
+            if st.counted:
                 return
             # only the lender's own declaration, on a loan this node is the borrower of
-            if rules.refusal("auto_confirm", e.author, rec.contract, rec.state(self.today()), to=self.me) is None:
+            if rules.refusal("auto_confirm", e.author, rec.contract, st, to=self.me) is None:
                 await self.confirm(e.body["loan"].hex(), None)
+
+    async def _record_what_counts(self, loan: bytes | None) -> None:
+        """Record in our own chain the receipts and transfers of ``loan`` that count and
+        name us, and that our chain lacks: only for a loan whose agreement is held here and
+        that we are a party to. A stranger's receipt or transfer that merely names us, for a
+        loan we never agreed to or one that does not count, never enters our chain; one
+        that counts only once its predecessor arrives is recorded then."""
+        rec = None if loan is None else self.docs.read(loan)
+        if rec is None or rec.contract is None:
+            return
+        st = rec.state(self.today())
+        c = rec.contract
+        if self.me not in {c["lender"], c["borrower"], *(rec.transfers[t].doc["to"] for t in st.transfers)}:
+            return
+        mine = rec.recorded_by(self.me)
+        for rid in st.counted:
+            d = rec.receipts[rid].doc
+            if rid not in mine and self.me in (d["payer"], d["payee"]):
+                await self.docs.record(loan, rid, "loan.receipt", {"receipt": rec.raw[rid]})
+        for tid in st.transfers:
+            d = rec.transfers[tid].doc
+            if tid not in mine and self.me in (d["from"], d["to"], c["borrower"]):
+                await self.docs.record(loan, tid, "loan.transfer", {"transfer": rec.raw[tid]})
 
     def check_append(self, kind: str, body: Any) -> None:
         """Refuse (``duplicate_document``) a ``ledger.append`` of a loan document this

@@ -32,6 +32,7 @@ class LoanRecord:
     declared: list[dict] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     bad: list[tuple[Entry, str]] = field(default_factory=list)  # entries whose document does not open
+    raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt and transfer
 
     def recorded_by(self, author: bytes) -> set[bytes]:
         """Ids of the documents (agreement, receipts, transfers) ``author``'s chain embeds."""
@@ -96,9 +97,11 @@ def _take(rec: LoanRecord, e: Entry) -> None:
     elif e.kind == "loan.receipt":
         env = open_receipt(e.body["receipt"])
         rec.receipts[env.id] = SignedReceipt(env.id, env.document, env.signers[0])
+        rec.raw[env.id] = env.raw
     elif e.kind == "loan.transfer":
         env = open_transfer(e.body["transfer"])
         rec.transfers[env.id] = SignedTransfer(env.id, env.document, frozenset(env.signers))
+        rec.raw[env.id] = env.raw
     elif e.kind in ("loan.default", "loan.writeoff"):
         rec.notices.append(Notice(e.kind[5:], e.author, parse_date(e.body["date"]), None, e.id))
     elif e.kind == "loan.dispute":
