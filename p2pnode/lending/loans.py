@@ -77,39 +77,23 @@ class Loans:
             await self._record_what_counts(loan_of(e.kind, e.body))
         elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.settings["auto_confirm"]:
             rec = self.docs.read(e.body["loan"])
-            if rec.contract is None:
-                return
-            st = rec.state(self.today())
-            # a counted receipt ends it, not any receipt: a stranger's that does not count
-            # must not stop the borrower's confirmation
-            if st.counted:
-                return
-            # only the lender's own declaration, on a loan this node is the borrower of
-            if rules.refusal("auto_confirm", e.author, rec.contract, st, to=self.me) is None:
+            # only the lender's own declaration, on an undisbursed loan this node is the borrower of
+            if rec.contract is not None and rules.refusal("auto_confirm", e.author, rec.contract,
+                                                          rec.state(self.today()), to=self.me) is None:
                 await self.confirm(e.body["loan"].hex(), None)
 
     async def _record_what_counts(self, loan: bytes | None) -> None:
-        """Record in our own chain the receipts and transfers of ``loan`` that count and
-        name us, and that our chain lacks: only for a loan whose agreement is held here and
-        that we are a party to. A stranger's receipt or transfer that merely names us, for a
-        loan we never agreed to or one that does not count, never enters our chain; one
-        that counts only once its predecessor arrives is recorded then."""
+        """Record in our own chain what ``rules.to_record`` says we must of ``loan`` and our
+        chain lacks; a document that counts only once its predecessor arrives is recorded
+        then. Nothing for a loan whose agreement is not held here."""
         rec = None if loan is None else self.docs.read(loan)
         if rec is None or rec.contract is None:
             return
-        st = rec.state(self.today())
-        c = rec.contract
-        if self.me not in {c["lender"], c["borrower"], *(rec.transfers[t].doc["to"] for t in st.transfers)}:
-            return
         mine = rec.recorded_by(self.me)
-        for rid in st.counted:
-            d = rec.receipts[rid].doc
-            if rid not in mine and self.me in (d["payer"], d["payee"]):
-                await self.docs.record(loan, rid, "loan.receipt", {"receipt": rec.raw[rid]})
-        for tid in st.transfers:
-            d = rec.transfers[tid].doc
-            if tid not in mine and self.me in (d["from"], d["to"], c["borrower"]):
-                await self.docs.record(loan, tid, "loan.transfer", {"transfer": rec.raw[tid]})
+        for did in rules.to_record(self.me, rec.contract, rec.state(self.today()), rec.receipts, rec.transfers):
+            if did not in mine:
+                kind, field = ("loan.receipt", "receipt") if did in rec.receipts else ("loan.transfer", "transfer")
+                await self.docs.record(loan, did, kind, {field: rec.raw[did]})
 
     def check_append(self, kind: str, body: Any) -> None:
         """Refuse (``duplicate_document``) a ``ledger.append`` of a loan document this

@@ -23,8 +23,10 @@ Rules of this file:
      so exactly those whose dispute loan state lists (loanstate rule 9);
    - ``new_lender``: neither the holder nor the borrower.
 
-   What the state must be: a state of ``loanstate.STATES``, ``not`` one, or
-   ``default_allowed`` (a default notice given today would count: loanstate rule 8).
+   What the state must be: a state of ``loanstate.STATES``, ``not`` one,
+   ``default_allowed`` (a default notice given today would count: loanstate rule 8), or
+   ``undisbursed`` (no receipt counts yet, not even a disbursement dated after today: a
+   second disbursement receipt would never count).
 3. The actions are those of the loan commands (``loan disburse``, ``confirm``,
    ``repay``, ``receipt``, ``default``, ``writeoff``, ``dispute``, ``transfer``), and
    two a node does for a peer: ``take_transfer``, countersigning a transfer that ``by``
@@ -38,6 +40,12 @@ Rules of this file:
 6. These rules say what a node *does*; what *counts* is loanstate's to decide, the same
    on every node, whatever a node did. They are never looser than loanstate: a default
    is allowed only when it would count, a transfer only to a key it may go to.
+7. What a node records of others' documents (``to_record``): nothing on another's word.
+   Only a ``party`` of a loan whose agreement it holds records anything, and only what
+   counts in the loan's state: each counted receipt it pays or is paid, and each
+   counted transfer it gives or takes (the borrower: every counted transfer, since it
+   must know whom it pays). A document that merely names a node, for a loan it never
+   agreed to or one that does not count, is not recorded.
 
 =============  =====  =============================  ===================  =============================================
 action         check  must be                        code                 message
@@ -46,6 +54,8 @@ disburse       by     lender                         not_lender           only t
 disburse       state  awaiting_disbursement          bad_state            the loan is {state}, not awaiting disbursement
 confirm        by     borrower                       not_borrower         only the borrower confirms the disbursement
 confirm        state  awaiting_disbursement          bad_state            the loan is {state}: the disbursement is
+                                                                          recorded
+confirm        state  undisbursed                    bad_state            the loan is {state}: the disbursement is
                                                                           recorded
 repay          by     borrower                       not_borrower         only the borrower repays
 repay          state  not repaid                     bad_state            the loan is repaid: nothing more is owed
@@ -76,19 +86,23 @@ auto_confirm   by     lender                         not_lender           the di
 auto_confirm   to     borrower                       not_borrower         only the borrower confirms the disbursement
 auto_confirm   state  awaiting_disbursement          bad_state            the loan is {state}: the disbursement is
                                                                           recorded
+auto_confirm   state  undisbursed                    bad_state            the loan is {state}: the disbursement is
+                                                                          recorded
 =============  =====  =============================  ===================  =============================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .loanstate import AWAITING, DEFAULTED, REPAID, STATES, LoanState
+from .loanstate import AWAITING, DEFAULTED, REPAID, STATES, LoanState, SignedReceipt, SignedTransfer
 
 BY, TO, STATE = "by", "to", "state"
 LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER = "lender", "borrower", "holder", "party", "new_lender"
 PARTIES = (LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER)
 DEFAULT_ALLOWED = "default_allowed"
+UNDISBURSED = "undisbursed"
 
 
 class Check(NamedTuple):
@@ -124,6 +138,7 @@ RULES: tuple[Check, ...] = (
     Check("disburse", STATE, AWAITING, "bad_state", _AWAITING_MSG),
     Check("confirm", BY, BORROWER, "not_borrower", "only the borrower confirms the disbursement"),
     Check("confirm", STATE, AWAITING, "bad_state", _RECORDED),
+    Check("confirm", STATE, UNDISBURSED, "bad_state", _RECORDED),
     Check("repay", BY, BORROWER, "not_borrower", "only the borrower repays"),
     Check("repay", STATE, _not(REPAID), "bad_state", _NOTHING_OWED),
     Check("receipt", BY, HOLDER, "not_holder", "only the lender holding the claim signs repayment receipts"),
@@ -144,6 +159,7 @@ RULES: tuple[Check, ...] = (
     Check("auto_confirm", BY, LENDER, "not_lender", "the disbursement was declared by someone other than the lender"),
     Check("auto_confirm", TO, BORROWER, "not_borrower", "only the borrower confirms the disbursement"),
     Check("auto_confirm", STATE, AWAITING, "bad_state", _RECORDED),
+    Check("auto_confirm", STATE, UNDISBURSED, "bad_state", _RECORDED),
 )
 """The table of this file's docstring, in the order each action's checks run."""
 
@@ -157,7 +173,7 @@ _BY_ACTION: dict[str, tuple[Check, ...]] = {a: tuple(c for c in RULES if c.actio
 
 
 def _state_spec_ok(spec: str) -> bool:
-    return spec == DEFAULT_ALLOWED or spec in STATES or (spec.startswith("not ") and spec[4:] in STATES)
+    return spec in (DEFAULT_ALLOWED, UNDISBURSED) or spec in STATES or (spec.startswith("not ") and spec[4:] in STATES)
 
 
 # The table is data: check its shape once, when the module loads.
@@ -185,6 +201,8 @@ def is_party(party: str, key: bytes, contract: dict, state: LoanState) -> bool:
 def _state_ok(spec: str, state: LoanState) -> bool:
     if spec == DEFAULT_ALLOWED:
         return state.default_allowed
+    if spec == UNDISBURSED:
+        return not state.counted
     if spec.startswith("not "):
         return state.state != spec[4:]
     return state.state == spec
@@ -216,3 +234,17 @@ def _message(template: str, contract: dict, state: LoanState) -> str:
     fields: dict[str, Any] = {"state": state.state, "days_past_due": state.days_past_due,
                               "default_days": contract["default_days"]}
     return template.format(**fields)
+
+
+def to_record(me: bytes, contract: dict, state: LoanState, receipts: Mapping[bytes, SignedReceipt],
+              transfers: Mapping[bytes, SignedTransfer]) -> tuple[bytes, ...]:
+    """Rule 7: the ids of the documents of the loan of ``contract`` (in ``state``, its
+    ``LoanState`` today) that node ``me`` records in its own chain, receipts in counting
+    order, then transfers in the order they apply; empty unless ``me`` is a ``party``.
+    ``receipts`` and ``transfers`` map the ids in ``state`` to their documents."""
+    if not is_party(PARTY, me, contract, state):
+        return ()
+    paid = tuple(r for r in state.counted if me in (receipts[r].doc["payer"], receipts[r].doc["payee"]))
+    moved = tuple(t for t in state.transfers
+                  if me in (transfers[t].doc["from"], transfers[t].doc["to"], contract["borrower"]))
+    return paid + moved

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from protocol.lending import rules
 from protocol.lending.loanstate import (
-    AWAITING, CURRENT, DEFAULTED, DELINQUENT, LATE, REPAID, STATES, WRITTEN_OFF, loan_state,
+    AWAITING, CURRENT, DEFAULTED, DELINQUENT, LATE, REPAID, STATES, WRITTEN_OFF, SignedReceipt, SignedTransfer,
+    loan_state,
 )
 from protocol.lending.rules import ACTIONS, RULES, TO_ACTIONS, Refusal, refusal
 
@@ -26,12 +27,13 @@ BASE = loan_state(LOAN, C, [], [], [], START)
 
 
 def loan(state: str = CURRENT, holder: bytes = L, holders: tuple[bytes, ...] | None = None,
-         default_allowed: bool = False, days_past_due: int = 0):
+         default_allowed: bool = False, days_past_due: int = 0, counted: tuple[bytes, ...] = (),
+         transfers: tuple[bytes, ...] = ()):
     """A ``LoanState`` of the contract ``C`` (lender L, borrower B) with the fields the rules read."""
     if holders is None:
         holders = (L,) if holder == L else (L, holder)
     return dataclasses.replace(BASE, state=state, holder=holder, holders=holders, default_allowed=default_allowed,
-                               days_past_due=days_past_due)
+                               days_past_due=days_past_due, counted=counted, transfers=transfers)
 
 
 def check(action, by, st, to=None):
@@ -50,6 +52,10 @@ ROWS = [
     ("confirm", B, None, loan(AWAITING), None),
     ("confirm", L, None, loan(AWAITING), ("not_borrower", "only the borrower confirms the disbursement")),
     ("confirm", B, None, loan(LATE), ("bad_state", "the loan is late: the disbursement is recorded")),
+    # a disbursement dated after today counts already: its loan still awaits it, but a second
+    # disbursement receipt would never count
+    ("confirm", B, None, loan(AWAITING, counted=(b"r1",)),
+     ("bad_state", "the loan is awaiting_disbursement: the disbursement is recorded")),
     ("repay", B, None, loan(AWAITING), None),
     ("repay", B, None, loan(WRITTEN_OFF), None),
     ("repay", L, None, loan(CURRENT), ("not_borrower", "only the borrower repays")),
@@ -88,6 +94,8 @@ ROWS = [
      ("not_lender", "the disbursement was declared by someone other than the lender")),
     ("auto_confirm", L, X, loan(AWAITING), ("not_borrower", "only the borrower confirms the disbursement")),
     ("auto_confirm", L, B, loan(CURRENT), ("bad_state", "the loan is current: the disbursement is recorded")),
+    ("auto_confirm", L, B, loan(AWAITING, counted=(b"r1",)),
+     ("bad_state", "the loan is awaiting_disbursement: the disbursement is recorded")),
 ]
 
 
@@ -310,3 +318,49 @@ def test_a_transfer_allowed_by_the_table_applies_in_loan_state():
     assert loan_state(LOAN, c, rs, [t], [], day).holder == N
     assert refusal("transfer", L, c, s, to=B).code == "bad_peer"
     assert loan_state(LOAN, c, rs, [transfer(L, B, 1, day)], [], day).rejected[0].code == "bad_transfer"
+
+
+
+# -- what a node records of others' documents (rule 7) -------------------------------------
+
+
+def _receipt(rid: bytes, payer: bytes, payee: bytes) -> SignedReceipt:
+    return SignedReceipt(rid, {"payer": payer, "payee": payee}, payee)
+
+
+def _transfer(tid: bytes, frm: bytes, to: bytes) -> SignedTransfer:
+    return SignedTransfer(tid, {"from": frm, "to": to}, frozenset((frm, to)))
+
+
+# r1 disburses (L pays B), r2 repays L, then L transfers to N (t1), B repays N (r3), and N
+# transfers to Y (t2); r9 (B "pays" X) and t9 (X to Z) are in the store but count for nothing.
+RECEIPTS = {r.id: r for r in (_receipt(b"r1", L, B), _receipt(b"r2", B, L), _receipt(b"r3", B, N),
+                              _receipt(b"r9", B, X))}
+TRANSFERS = {t.id: t for t in (_transfer(b"t1", L, N), _transfer(b"t2", N, Y), _transfer(b"t9", X, Z))}
+MOVED = loan(CURRENT, holder=Y, holders=(L, N, Y), counted=(b"r1", b"r2", b"r3"), transfers=(b"t1", b"t2"))
+
+
+@pytest.mark.parametrize("me,want", [
+    (B, (b"r1", b"r2", b"r3", b"t1", b"t2")),  # the borrower: what it paid or was paid, and every transfer
+    (L, (b"r1", b"r2", b"t1")),
+    (N, (b"r3", b"t1", b"t2")),
+    (Y, (b"t2",)),
+    (X, ()),  # named by r9 and t9, which do not count, and no party: nothing
+    (Z, ()),
+])
+def test_a_node_records_only_what_counts_and_names_it_and_only_as_a_party(me, want):
+    assert rules.to_record(me, C, MOVED, RECEIPTS, TRANSFERS) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([L, B, N, X, Y, Z]), st.lists(st.sampled_from(sorted(RECEIPTS)), unique=True),
+       st.lists(st.sampled_from(sorted(TRANSFERS)), unique=True))
+def test_what_is_recorded_counts_and_names_the_recorder(me, counted, transfers):
+    state = loan(CURRENT, holders=(L, N, Y), counted=tuple(counted), transfers=tuple(transfers))
+    got = rules.to_record(me, C, state, RECEIPTS, TRANSFERS)
+    assert set(got) <= set(counted) | set(transfers)
+    if not rules.is_party(rules.PARTY, me, C, state):
+        assert got == ()
+    for i in got:
+        doc = (RECEIPTS.get(i) or TRANSFERS[i]).doc
+        assert me in doc.values() or (i in TRANSFERS and me == B)
