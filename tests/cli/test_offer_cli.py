@@ -46,22 +46,8 @@ def test_without_a_node_the_book_commands_exit_6(run, home):
         assert rc == 6 and "no node is running" in err, (args, rc, err)
 
 
-@pytest.fixture
-def running(node):
-    """A node process started by the CLI on the ``node`` home; stopped by its pid after."""
-    from framework.process import NodeProcess
-    from p2pnode.testnet import free_port
-
-    home, info = node
-    proc = NodeProcess(home).start("--listen", f"/ip4/127.0.0.1/tcp/{free_port()}")
-    try:
-        yield home, info
-    finally:
-        proc.stop()
-
-
-def test_offers_and_requests_through_a_running_node(running):
-    home, info = running
+def test_offers_and_requests_through_a_running_node(node_process):
+    home, info = node_process
 
     def ok(*args):
         rc, out, err = run_cli(*args, home=home)

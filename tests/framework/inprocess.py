@@ -71,3 +71,31 @@ async def stop_all(nodes: list[Node]) -> None:
     """Ask every node to stop; each leaves the nursery once it has closed its host and store."""
     for node in nodes:
         node.stop()
+
+
+async def start_watched(nursery: trio.Nursery, node: Node) -> tuple[Node, trio.Event]:
+    """``start`` ``node``; also an event set once its ``run`` has returned (its store closed),
+    for a test that stops a node and runs it ``again``."""
+    ended = trio.Event()
+
+    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await node.run(task_status=task_status)
+        finally:
+            ended.set()
+
+    with trio.fail_after(START_TIMEOUT):
+        await nursery.start(serve)
+    return node, ended
+
+
+async def stop_watched(node: Node, ended: trio.Event) -> None:
+    """Stop ``node`` and wait until its ``run`` has returned."""
+    node.stop()
+    with trio.fail_after(START_TIMEOUT):
+        await ended.wait()
+
+
+def again(node: Node) -> Node:
+    """The same node (home, key, settings, extensions, clock), to run again once it has stopped."""
+    return Node(node.home, node.key, node.settings, node.loaded, node.clock)

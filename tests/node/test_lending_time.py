@@ -18,7 +18,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.inprocess import again, lending, make_node, start, start_watched, stop_all, stop_watched, sync_all
 from framework.wait import wait_for
 from p2pnode.clock import VirtualClock
 from p2pnode.errors import ApiError
@@ -57,32 +57,6 @@ def jump_to(clock: MockClock, wall: VirtualClock, day: date) -> None:
     assert wall.today() == day
 
 
-async def run(nursery: trio.Nursery, node: Node) -> tuple[Node, trio.Event]:
-    """Start ``node``; also an event set once its ``run`` has returned (its store closed)."""
-    ended = trio.Event()
-
-    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await node.run(task_status=task_status)
-        finally:
-            ended.set()
-
-    with trio.fail_after(20):
-        await nursery.start(serve)
-    return node, ended
-
-
-async def stop(node: Node, ended: trio.Event) -> None:
-    node.stop()
-    with trio.fail_after(20):
-        await ended.wait()
-
-
-def again(node: Node) -> Node:
-    """The same node (home, key, settings, clock) to run once more after it stopped."""
-    return Node(node.home, node.key, node.settings, node.loaded, node.clock)
-
-
 async def offer(node: Node, **over) -> str:
     params = {"side": "lend", "amount": "1200.00", "currency": "EUR", "rate": "12%", "term": "3m",
               "grace_days": 5, "late_fee": "15.00", "default_days": 30, "expires_in_s": OFFER_S}
@@ -114,12 +88,12 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
                                                                                       clock: MockClock):
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        lender, lender_ended = await run(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False))
+        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False))
         borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
         await connected(lender, borrower)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
-        await stop(lender, lender_ended)
+        await stop_watched(lender, lender_ended)
         await wait_for(lambda: not borrower.connected, 10, "the borrower to see the lender gone")
 
         p = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.inprocess import again, lending, make_node, start, start_watched, stop_all, stop_watched, sync_all
 from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from p2pnode.node import Node
@@ -245,32 +245,6 @@ async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
         await stop_all([lender, borrower])
 
 
-async def run(nursery: trio.Nursery, node: Node) -> tuple[Node, trio.Event]:
-    """Start ``node``; also an event set once its ``run`` has returned (its store closed)."""
-    ended = trio.Event()
-
-    async def serve(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await node.run(task_status=task_status)
-        finally:
-            ended.set()
-
-    with trio.fail_after(20):
-        await nursery.start(serve)
-    return node, ended
-
-
-async def stop(node: Node, ended: trio.Event) -> None:
-    node.stop()
-    with trio.fail_after(20):
-        await ended.wait()
-
-
-def again(node: Node) -> Node:
-    """The same node (home, key, settings, clock), to run again once it has stopped."""
-    return Node(node.home, node.key, node.settings, node.loaded, node.clock)
-
-
 def put_record(node: Node, record: Record) -> None:
     """Write a proposal record into a stopped node's store, as a node killed at the right
     moment would have left it."""
@@ -280,21 +254,21 @@ def put_record(node: Node, record: Record) -> None:
 
 async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_from_the_chain(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, lender_ended = await run(nursery, make_node(tmp_path / "l", "l", pex=False))
-        borrower, borrower_ended = await run(nursery, make_node(tmp_path / "b", "b", pex=False))
+        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower, borrower_ended = await start_watched(nursery, make_node(tmp_path / "b", "b", pex=False))
         await borrower.connect(lender.listen_addrs()[0])
         await sync_all([lender, borrower])
         oid = await offer(lender)
         await seen_offer([borrower], oid)
         # proposed to a stopped lender, then the borrower stops too: only its record remembers
-        await stop(lender, lender_ended)
+        await stop_watched(lender, lender_ended)
         p = await borrower.call("loan.propose", {"offer": oid})
         assert p["state"] == "proposed"
         loan = bytes.fromhex(p["loan"])
         proposed = lending(borrower).countersigning.get(loan)
-        await stop(borrower, borrower_ended)
-        lender, lender_ended = await run(nursery, again(lender))
-        borrower, borrower_ended = await run(nursery, again(borrower))
+        await stop_watched(borrower, borrower_ended)
+        lender, lender_ended = await start_watched(nursery, again(lender))
+        borrower, borrower_ended = await start_watched(nursery, again(borrower))
         assert lending(borrower).countersigning.get(loan) == proposed
         await borrower.connect(lender.listen_addrs()[0])
         # the restarted borrower's retry loop asks again, and the lender countersigns
@@ -307,12 +281,12 @@ async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_f
         # records still say proposed (borrower) and pending (lender). Restarted, each
         # learns it from its own chain before anything else (agree rule 6e), appends
         # nothing twice, and the lender's offer counts as taken.
-        await stop(borrower, borrower_ended)
-        await stop(lender, lender_ended)
+        await stop_watched(borrower, borrower_ended)
+        await stop_watched(lender, lender_ended)
         put_record(borrower, proposed)
         put_record(lender, Record(loan, "in", "pending", proposed.contract, updated=proposed.updated))
-        lender, lender_ended = await run(nursery, again(lender))
-        borrower, borrower_ended = await run(nursery, again(borrower))
+        lender, lender_ended = await start_watched(nursery, again(lender))
+        borrower, borrower_ended = await start_watched(nursery, again(borrower))
         for node in (lender, borrower):  # (not connected yet: from the chain alone)
             assert lending(node).countersigning.get(loan).state == "agreed"
             assert lending(node).countersigning.get(loan).contract == lending(node).documents.our_agreement(loan)
