@@ -37,6 +37,18 @@ def test_the_independence_contract_names_every_module_of_the_core():
     assert set(contract["source_modules"]) == core, "add new core modules to pyproject.toml's contract"
 
 
+def test_the_core_never_mentions_loans_or_offers():
+    """Issue 8's test: a grep for loan|offer over the core's files finds nothing; only
+    lending's own packages (and pyproject's list of built-in extensions) name them."""
+    files = [f for pkg in PACKAGES for f in sorted((ROOT / pkg).rglob("*.py"))
+             if not any(part == "lending" for part in f.relative_to(ROOT).parts)]
+    assert len(files) > 30  # the walk found the core, not nothing
+    hits = [f"{f.relative_to(ROOT)}:{n}: {line.strip()}" for f in files
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+            if "loan" in line or "offer" in line]
+    assert hits == [], "\n".join(hits)
+
+
 def test_no_module_imports_another_that_imports_it_back():
     graph = grimp.build_graph(*PACKAGES)
     ours = {m for m in graph.modules if m.split(".")[0] in PACKAGES}

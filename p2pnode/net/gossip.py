@@ -47,8 +47,9 @@ class TopicSpec:
 
 
 def short(topic: str) -> str:
-    """A topic's name in counters: the topic without the core's ``p2plend/1/`` (so the
-    core's and lending's read ``entries``, ``fraud``, ``offers``), else the whole topic."""
+    """A topic's name in counters: the topic without the namespace ``p2plend/1/`` (so the
+    core's read ``entries`` and ``fraud``, and so do the built-in extensions'), else the
+    whole topic."""
     return topic.removeprefix("p2plend/1/")
 
 
