@@ -37,7 +37,9 @@ Rules:
    - ``settings``: the keys of its config section, typed, with defaults and help; a
      setting with a ``flag`` is also an option of ``p2pnode start``;
    - ``legacy_prefixes``: single-byte store prefixes its keys had before it had a space
-     of its own (moved into its spaces when it loads).
+     of its own (moved into its spaces when it loads);
+   - ``index_version``: bumped whenever its kinds' index functions change, so that a
+     store indexed by an older version has its index rebuilt once, at the next start.
 4. A name an extension declares (kind, topic, stream protocol, method, start flag) must
    not be taken by the core or by an extension loaded before it. A broken extension (it
    does not import, its declaration is invalid or clashes, its service fails to start)
@@ -145,6 +147,7 @@ class Extension:
     cli: str | None = None
     verify: str | None = None
     legacy_prefixes: tuple[tuple[bytes, str], ...] = ()
+    index_version: int = 1
 
     @property
     def config_section(self) -> str:

@@ -64,7 +64,8 @@ class Loaded:
     def prepare(self, store: Any) -> list[str]:
         """Make ``store`` fit these extensions before writing with them (``Store.use``:
         old keys adopted, indexes of absent extensions unmarked, new ones built)."""
-        return store.use(self.registry, {e.name: dict(e.legacy_prefixes) for e in self.extensions})
+        return store.use(self.registry, {e.name: dict(e.legacy_prefixes) for e in self.extensions},
+                         {e.name: e.index_version for e in self.extensions})
 
     def verify_checks(self) -> list[tuple[str, Any]]:
         """``(name, check)`` of every loaded extension's verify check that can be imported;
@@ -130,6 +131,8 @@ def admit(out: Loaded, ext: Any, entry_name: str) -> None:
         raise ValueError(f"written for extension contract {ext.api}; this p2pnode has {API_VERSION}")
     if out.get(ext.name) is not None:
         raise ValueError(f"an extension named {ext.name} is loaded already")
+    if type(ext.index_version) is not int or not 1 <= ext.index_version < 2**31:
+        raise ValueError(f"index_version {ext.index_version!r} is not an integer from 1")
     _check_unique(ext, out)
     registry = out.registry.copy()
     for kind in ext.kinds:

@@ -192,6 +192,7 @@ def init_home(
             f"{path} already holds a node ({', '.join(found)}); refusing to overwrite it. "
             "Use another --home, or move the old one away first."
         )
+    extensions = list(extensions)
     created_dir = not path.exists()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)  # the home holds the key: owner only, also when it already existed
@@ -199,7 +200,8 @@ def init_home(
     try:
         with Store(home.store_dir, create=True) as store:
             genesis = store.append_one(key, "genesis", genesis_body(name or None), now_ms=now_ms(), registry=registry)
-            store.use(registry)  # the extensions' indexes start complete: there is nothing to index yet
+            # the extensions' indexes start complete: there is nothing to index yet
+            store.use(registry, versions={e.name: e.index_version for e in extensions})
         home.config_file.write_text(Config(name=name).to_toml(extensions))
         write_key(home.key_file, key, passphrase)
     except BaseException:

@@ -11,7 +11,8 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
     b"x" + name + b"/" + key     -> a record of extension ``name`` (its ``Records``)
     b"y" + name + b"/" + key     -> b"": an index key of extension ``name``'s kinds
                                     (``Kind.index``), written in the entry's own batch
-    b"M" b"index/" + name        -> b"1": extension ``name``'s index is complete
+    b"M" b"index/" + name        -> version: extension ``name``'s index is complete for that
+                                    index version (its ``Extension.index_version``, text)
 
 Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
 
@@ -318,24 +319,33 @@ class Store:
         n = len(P_META + INDEX_MARK)
         return {k[n:].decode() for k in self._keys(P_META + INDEX_MARK)}
 
-    def use(self, registry: KindRegistry, legacy: dict[str, dict[bytes, str]] | None = None) -> list[str]:
+    def index_marks(self) -> dict[str, bytes]:
+        """Extensions whose index is marked complete, and the index version each mark names."""
+        n = len(P_META + INDEX_MARK)
+        return {k[n:].decode(): v for k, v in self._items(P_META + INDEX_MARK)}
+
+    def use(self, registry: KindRegistry, legacy: dict[str, dict[bytes, str]] | None = None,
+            versions: dict[str, int] | None = None) -> list[str]:
         """Make the store fit ``registry`` before anything is written with it: move the keys
         each extension kept under its old single-byte prefixes into its spaces
         (``legacy[name][prefix]`` is ``"records"`` or ``"index"``), drop the complete-mark
         of every index whose owner is absent (its index stops being kept up to date, so
         it must be rebuilt if the owner comes back), and rebuild, from the entries, every
-        index of a present owner that is not marked complete. Returns the names whose index
-        was rebuilt. Reads one key per extension when nothing needs doing."""
+        index of a present owner that is not marked complete for its index version
+        (``versions[name]``, 1 if not given: an extension that changes its index functions
+        bumps it). Returns the names whose index was rebuilt. Reads one key per extension
+        when nothing needs doing."""
         for name, prefixes in (legacy or {}).items():
             for old, space in prefixes.items():
                 self._adopt(old, space_prefix(P_EXT_INDEX if space == "index" else P_RECORDS, name) + old)
-        present, marked = registry.indexed_owners(), self.indexed()
-        gone = marked - present
+        present, marks = registry.indexed_owners(), self.index_marks()
+        gone = set(marks) - present
         if gone:
             self.write_batch([], [P_META + INDEX_MARK + n.encode() for n in sorted(gone)])
-        rebuilt = sorted(present - marked)
+        mark = {name: str((versions or {}).get(name, 1)).encode() for name in present}
+        rebuilt = sorted(n for n in present if marks.get(n) != mark[n])
         for name in rebuilt:
-            self._rebuild_index(name, registry)
+            self._rebuild_index(name, registry, mark[name])
         return rebuilt
 
     def _adopt(self, old: bytes, new: bytes) -> None:
@@ -353,8 +363,9 @@ class Store:
                 return
             self.write_batch([(new + k[1:], v) for k, v in batch], [k for k, _ in batch])
 
-    def _rebuild_index(self, name: str, registry: KindRegistry) -> None:
-        """Write extension ``name``'s index from every stored entry, then mark it complete."""
+    def _rebuild_index(self, name: str, registry: KindRegistry, mark: bytes = b"1") -> None:
+        """Write extension ``name``'s index from every stored entry, then mark it complete
+        (``mark``: the index version it was built for)."""
         prefix = space_prefix(P_EXT_INDEX, name)
         self.write_batch([], list(self._keys(prefix)), sync=False)
         kinds = {k.name for k in registry if registry.owner(k.name) == name and k.index is not None}
@@ -372,7 +383,7 @@ class Store:
             if len(puts) >= MIGRATE_BATCH:
                 self.write_batch(puts, sync=False)
                 puts = []
-        self.write_batch(puts + [(P_META + INDEX_MARK + name.encode(), b"1")])
+        self.write_batch(puts + [(P_META + INDEX_MARK + name.encode(), mark)])
 
     def forked_authors(self) -> set[bytes]:
         try:

@@ -45,4 +45,5 @@ EXTENSION = Extension(
     cli="cli.lending:COMMANDS",
     verify="p2pnode.lending.verify:check_book",
     legacy_prefixes=((b"L", "index"), (b"P", "records"), (b"O", "records"), (b"X", "records"), (b"C", "records")),
+    index_version=2,  # 2: loan.agreement entries also index the offer they take (contract.agreement_index)
 )

@@ -10,7 +10,8 @@ action               executed as
 ===================  =====================================================================================
 ``Persist``          ``records.write(P + loan, sync=True)``: durable before the next action
 ``AppendAgreement``  our ``loan.agreement`` entry, unless our chain records it (under the writer's lock)
-``ConsumeOffer``     the offer counts as taken at once; its cancellation is spawned
+``ConsumeOffer``     nothing to store: our agreement entry, appended before, indexes the offer as
+                     taken in its own write (``TAKEN_INDEX``); its cancellation is spawned
 ``ReportRefusal``    counted (``loans.refused``) when a proposal is refused; ``loan accept`` fails with it
 ``Answer``           the message written on the agree stream being served
 ``Push``             a spawned request to the proposer; its answer changes nothing
@@ -56,7 +57,7 @@ from protocol.lending.agree import (
     CountersignedPushed, Facts, OwnerAccepted, OwnerProposed, OwnerRejected, Persist, ProposalReceived, Proposer,
     Push, Record, RefusalPushed, ReportRefusal, ScheduleResend, SendFailed, SendProposal, Tick, conversation,
 )
-from protocol.lending.contract import acceptor, contract_from, open_agreement, open_proposal, parse_date, propose, terms_of
+from protocol.lending.contract import TAKEN_INDEX, acceptor, contract_from, open_agreement, open_proposal, parse_date, propose, terms_of
 from protocol.lending.money import MoneyError, format_amount, format_rate, parse_amount
 from protocol.lending.offer import is_live
 
@@ -115,7 +116,6 @@ class Countersigning:
         self._machines: dict[bytes, Machine] = {}  # the open proposals (either role), by loan
         self._locks: dict[bytes, trio.Lock] = {}  # per loan, while some task holds or awaits it
         self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
-        self._taken: set[bytes] = set()  # offers taken whose cancellation is not stored yet
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -135,6 +135,9 @@ class Countersigning:
                 continue
             if machine.is_open:
                 self._machines[machine.loan] = machine
+        for offer in self.book.live():
+            if offer.author == self.me and self.taken(offer.id):  # killed before its cancellation was stored
+                self.ctx.spawn(self._consume_offer, offer.id)
         for loan in sorted(self._machines):
             ours = self.docs.our_agreement(loan)
             if ours is not None:
@@ -194,7 +197,7 @@ class Countersigning:
                 elif isinstance(action, AppendAgreement):
                     await self.docs.record_agreement(action.agreement)
                 elif isinstance(action, ConsumeOffer):
-                    self._taken.add(action.offer)  # not live from now on, before the cancellation is stored
+                    assert self.taken(action.offer), "an offer consumed before our agreement is stored"
                     self.ctx.spawn(self._consume_offer, action.offer)
                 elif isinstance(action, ReportRefusal):
                     done.refusal = (action.code, action.reason)
@@ -418,7 +421,13 @@ class Countersigning:
     def _live(self, offer: Any) -> bool:
         """The book drops cancelled offers; an expired one may linger until purged, and a
         taken one until its cancellation is stored."""
-        return is_live(offer, self.now_ms()) and offer.id not in self._taken
+        return is_live(offer, self.now_ms()) and not self.taken(offer.id)
+
+    def taken(self, offer_id: bytes) -> bool:
+        """Whether our chain holds an agreement taking ``offer_id``: durable in the same
+        write as our countersignature, so a node killed before the cancellation is stored
+        never lets the offer be taken again."""
+        return any(True for _ in self.ctx.index.keys(TAKEN_INDEX + offer_id + self.me))
 
     def _offer_live(self, offer_id: bytes) -> bool:
         offer = self.book.get(offer_id)
@@ -447,8 +456,6 @@ class Countersigning:
             await self.book.cancel_own(offer_id)
         except Exception as e:  # already cancelled or expired: nothing more to do
             log.debug("cancel of taken offer %s: %s", offer_id.hex()[:16], e)
-        else:
-            self._taken.discard(offer_id)  # the book no longer holds it: not live either way
 
     def _party_machine(self, agreement: bytes) -> Callable[[], Machine]:
         """A new machine for an agreement this node signed and holds no record of."""

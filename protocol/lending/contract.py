@@ -309,9 +309,26 @@ def loan_index(entry: Any) -> list[bytes]:
 
 
 LOAN_INDEX = b"L"
+TAKEN_INDEX = b"T"
+
+
+def agreement_index(entry: Any) -> list[bytes]:
+    """A ``loan.agreement``'s index keys: its loan key, and ``b"T" + offer + author +
+    seq(8)``, which says, in the same write as the agreement itself, that ``author``
+    signed a contract taking ``offer`` (so an offer's consumption is as durable as the
+    countersignature: agree rule 3, and docs/protocol.md)."""
+    keys = loan_index(entry)
+    try:
+        offer = peek_document(entry.body["contract"])["offer"]
+    except Exception:  # unreadable: not indexed (the validator refuses it anyway)
+        return keys
+    if type(offer) is bytes and len(offer) == 32:
+        keys.append(TAKEN_INDEX + offer + entry.author + entry.seq.to_bytes(8, "big"))
+    return keys
+
 
 LOAN_KINDS = (
-    Kind("loan.agreement", "a loan contract signed by lender and borrower", _agreement, loan_index),
+    Kind("loan.agreement", "a loan contract signed by lender and borrower", _agreement, agreement_index),
     Kind("loan.receipt", "a receipt for money received, signed by the payee", _receipt, loan_index),
     Kind("loan.transfer", "a claim passed to a new lender, signed by both lenders", _transfer, loan_index),
     Kind("loan.declared", "the payer says it sent money (a claim; a receipt is the proof)", _declared, loan_index),

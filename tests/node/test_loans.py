@@ -317,3 +317,60 @@ async def test_a_send_cut_short_still_ends_so_the_proposal_is_asked_about_again(
             assert machine.in_flight
         await wait_for(lambda: loans.get(loan).state == "agreed", 15, "the proposal to be agreed")
         await stop_all(nodes)
+
+
+def crashed_before_the_cancellation(node: Node, offer_id: bytes, envelope: bytes) -> None:
+    """Put a stopped node's book back as a node killed between its countersignature and the
+    cancellation of the offer it took would have left it: the offer held, no cancellation."""
+    with node.home.open_store() as store:
+        records = store.records("lending")
+        records.write([(b"O" + offer_id, envelope)], list(records.keys(b"C" + offer_id)), sync=True)
+
+
+def indexed_by_version_1(node: Node) -> None:
+    """Make a stopped node's lending index look as lending's index version 1 left it: no
+    ``T`` (offer taken) keys, marked complete for version 1."""
+    from p2pnode.ledger.store import P_EXT_INDEX, space_prefix
+
+    with node.home.open_store() as store:
+        taken = space_prefix(P_EXT_INDEX, "lending") + b"T"
+        store.write_batch([(b"Mindex/lending", b"1")], [k for k, _ in store.db.iterator(prefix=taken)])
+
+
+async def test_an_offer_taken_before_a_crash_is_never_taken_again(tmp_path: Path):
+    """Issue 9, item 5: the offer's consumption is durable in the same write as the
+    countersignature (the agreement entry indexes the offer it takes), so a lender killed
+    before the offer's cancellation was stored neither countersigns it again nor keeps
+    offering it."""
+    async with trio.open_nursery() as nursery:
+        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", pex=False))
+        first = await start(nursery, make_node(tmp_path / "b1", "b1", pex=False))
+        late, late_ended = await start_watched(nursery, make_node(tmp_path / "b2", "b2", pex=False))
+        for b in (first, late):
+            await b.connect(lender.listen_addrs()[0])
+        await sync_all([lender, first, late])
+        oid = await offer(lender)
+        await seen_offer([first, late], oid)
+        envelope = lending(lender).book.records.get(b"O" + bytes.fromhex(oid))
+        await stop_watched(late, late_ended)  # it keeps the offer in its book, live
+        p = await first.call("loan.propose", {"offer": oid})
+        assert p["state"] == "agreed"
+        await wait_for(lambda: lending(lender).book.get(bytes.fromhex(oid)) is None, 10, "the offer to be cancelled")
+        await stop_watched(lender, lender_ended)
+        crashed_before_the_cancellation(lender, bytes.fromhex(oid), envelope)
+        indexed_by_version_1(lender)  # and by the version before: its index is rebuilt at start
+
+        lender, lender_ended = await start_watched(nursery, again(lender))
+        # restarted, it finds the offer taken in its chain and stores the cancellation now
+        await wait_for(lambda: lending(lender).book.get(bytes.fromhex(oid)) is None, 10, "the offer to be cancelled again")
+        late, late_ended = await start_watched(nursery, again(late))
+        await late.connect(lender.listen_addrs()[0])
+        assert lending(late).book.get(bytes.fromhex(oid)) is not None  # (it missed the cancellations)
+        second = await late.call("loan.propose", {"offer": oid})
+        loan = bytes.fromhex(second["loan"])
+        await wait_for(lambda: lending(late).countersigning.get(loan).state != "proposed", 15, "an answer")
+        second = lending(late).countersigning.get(loan)
+        assert second.state == "refused" and second.code in ("unknown_offer", "offer_expired"), second
+        agreements = [e for e in lending(lender).ctx.chains.chain(lender.key.public_key) if b"loan.agreement" in e]
+        assert len(agreements) == 1
+        await stop_all([lender, first, late])
