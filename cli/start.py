@@ -2,7 +2,7 @@
 
 The command checks its options, then becomes the node program (``python -m p2pnode``,
 p2pnode/daemon.py) in the same process: the same pid, signals and exit status. Each
-extension setting with a ``flag`` (lending's ``--review``, ``--auto-confirm``,
+extension setting with a ``flag`` (lending's ``--review``,
 ``--max-rate``) is an option here, passed on as ``--set EXTENSION.SETTING=JSON``.
 """
 

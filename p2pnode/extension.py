@@ -39,7 +39,9 @@ Rules:
    - ``legacy_prefixes``: single-byte store prefixes its keys had before it had a space
      of its own (moved into its spaces when it loads);
    - ``index_version``: bumped whenever its kinds' index functions change, so that a
-     store indexed by an older version has its index rebuilt once, at the next start.
+     store indexed by an older version has its index rebuilt once, at the next start;
+   - ``retired_settings``: names of settings it no longer has; an old config.toml that
+     still sets one starts all the same, the value ignored and a warning logged.
 4. A name an extension declares (kind, topic, stream protocol, method, start flag) must
    not be taken by the core or by an extension loaded before it. A broken extension (it
    does not import, its declaration is invalid or clashes, its service fails to start)
@@ -148,6 +150,7 @@ class Extension:
     verify: str | None = None
     legacy_prefixes: tuple[tuple[bytes, str], ...] = ()
     index_version: int = 1
+    retired_settings: tuple[str, ...] = ()
 
     @property
     def config_section(self) -> str:

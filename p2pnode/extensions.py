@@ -194,7 +194,10 @@ def settings_of(ext: Extension, section: dict, *, where: str) -> dict[str, Any]:
     """``ext``'s settings from its config ``section``: declared defaults, then the
     section's values, each checked; ``ValueError`` naming the key and ``where``."""
     declared = {s.name: s for s in ext.settings}
-    extra = sorted(set(section) - set(declared))
+    for name in sorted(set(section) & set(ext.retired_settings)):
+        log.warning("%s: [%s] %s is no longer a setting of %s; its value is ignored", where,
+                    ext.config_section, name, ext.name)
+    extra = sorted(set(section) - set(declared) - set(ext.retired_settings))
     if extra:
         raise ValueError(f"{where}: [{ext.config_section}] has no setting {', '.join(extra)} "
                          f"(it takes {', '.join(sorted(declared)) or 'none'})")

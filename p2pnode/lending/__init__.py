@@ -45,5 +45,8 @@ EXTENSION = Extension(
     cli="cli.lending:COMMANDS",
     verify="p2pnode.lending.verify:check_book",
     legacy_prefixes=((b"L", "index"), (b"P", "records"), (b"O", "records"), (b"X", "records"), (b"C", "records")),
+    # auto_confirm signed the disbursement receipt on the lender's word alone: gone, since
+    # a receipt says money arrived, which only the borrower's owner knows.
+    retired_settings=("auto_confirm",),
     index_version=2,  # 2: loan.agreement entries also index the offer they take (contract.agreement_index)
 )

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class Loans:
-    """Agreed loans: ``settings`` are lending's (``auto_confirm``)."""
+    """Agreed loans: ``settings`` are lending's."""
 
     def __init__(self, ctx: Context, docs: LoanDocuments, countersigning: Countersigning,
                  settings: Mapping[str, Any]) -> None:
@@ -75,12 +75,8 @@ class Loans:
                 await self.countersigning.agreed_elsewhere(env.raw)
         elif e.kind in ("loan.receipt", "loan.transfer"):
             await self._record_what_counts(loan_of(e.kind, e.body))
-        elif e.kind == "loan.declared" and e.body["what"] == "disbursement" and self.settings["auto_confirm"]:
-            rec = self.docs.read(e.body["loan"])
-            # only the lender's own declaration, on an undisbursed loan this node is the borrower of
-            if rec.contract is not None and rules.refusal("auto_confirm", e.author, rec.contract,
-                                                          rec.state(self.today()), to=self.me) is None:
-                await self.confirm(e.body["loan"].hex(), None)
+        # A `loan.declared` changes nothing here: a receipt says money arrived, which only
+        # the owner knows (`loan confirm`), never a declaration (rules.py, rule 3).
 
     async def _record_what_counts(self, loan: bytes | None) -> None:
         """Record in our own chain what ``rules.to_record`` says we must of ``loan`` and our

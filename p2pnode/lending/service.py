@@ -30,7 +30,6 @@ class Lending:
         self.ctx = ctx
         settings = dict(ctx.settings)
         settings.setdefault("review", False)
-        settings.setdefault("auto_confirm", False)
         settings["max_rate_bp"] = max_rate_bp(settings.get("max_rate") or "")
         self.book = OfferBook(ctx)
         self.documents = LoanDocuments(ctx)

@@ -22,8 +22,6 @@ def max_rate_bp(text: str) -> int | None:
 SETTINGS = (
     Setting("review", "bool", False, "Hold incoming loan proposals for you to accept or reject (`loan pending`) "
             "instead of countersigning by policy alone.", flag="--review"),
-    Setting("auto_confirm", "bool", False, "Sign the disbursement receipt as soon as the lender declares it.",
-            flag="--auto-confirm"),
     Setting("max_rate", "str", "", 'Refuse proposals above this yearly rate, e.g. "20%" (empty: no cap).',
             flag="--max-rate", check=max_rate_bp),
 )

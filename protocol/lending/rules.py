@@ -29,9 +29,10 @@ Rules of this file:
    second disbursement receipt would never count).
 3. The actions are those of the loan commands (``loan disburse``, ``confirm``,
    ``repay``, ``receipt``, ``default``, ``writeoff``, ``dispute``, ``transfer``), and
-   two a node does for a peer: ``take_transfer``, countersigning a transfer that ``by``
-   offers to this node (``to``), and ``auto_confirm``, the borrower's node (``to``)
-   signing by itself the receipt for a disbursement that ``by`` declared.
+   one a node does for a peer: ``take_transfer``, countersigning a transfer that ``by``
+   offers to this node (``to``). There is no action by which a node signs a receipt on
+   its own: a receipt says money arrived, which only its owner can know (``confirm``,
+   ``receipt``), so no declaration, the lender's included, ever makes a node sign one.
 4. Nothing but ``dispute`` is allowed on a repaid loan: nothing is owed, so there is
    nothing to declare, receipt or transfer.
 5. A stranger (neither the borrower nor anyone who holds or held the claim) may do
@@ -81,13 +82,6 @@ take_transfer  by     holder                         not_holder           the se
 take_transfer  to     new_lender                     bad_peer             the new lender must be a third party
 take_transfer  state  not repaid                     bad_state            the loan is repaid: there is no claim left to
                                                                           transfer
-auto_confirm   by     lender                         not_lender           the disbursement was declared by someone other
-                                                                          than the lender
-auto_confirm   to     borrower                       not_borrower         only the borrower confirms the disbursement
-auto_confirm   state  awaiting_disbursement          bad_state            the loan is {state}: the disbursement is
-                                                                          recorded
-auto_confirm   state  undisbursed                    bad_state            the loan is {state}: the disbursement is
-                                                                          recorded
 =============  =====  =============================  ===================  =============================================
 """
 
@@ -156,10 +150,6 @@ RULES: tuple[Check, ...] = (
     Check("take_transfer", BY, HOLDER, "not_holder", "the sender does not hold the claim"),
     Check("take_transfer", TO, NEW_LENDER, "bad_peer", _THIRD),
     Check("take_transfer", STATE, _not(REPAID), "bad_state", _NO_CLAIM),
-    Check("auto_confirm", BY, LENDER, "not_lender", "the disbursement was declared by someone other than the lender"),
-    Check("auto_confirm", TO, BORROWER, "not_borrower", "only the borrower confirms the disbursement"),
-    Check("auto_confirm", STATE, AWAITING, "bad_state", _RECORDED),
-    Check("auto_confirm", STATE, UNDISBURSED, "bad_state", _RECORDED),
 )
 """The table of this file's docstring, in the order each action's checks run."""
 
@@ -212,8 +202,8 @@ def refusal(action: str, by: bytes, contract: dict, state: LoanState, *, to: byt
     """Why ``by`` may not do ``action`` to the loan of ``contract`` in ``state`` (its
     ``LoanState`` today): the first check of ``RULES`` that fails; None if allowed.
 
-    ``to`` is required by the actions in ``TO_ACTIONS`` (the key the claim goes to; for
-    ``auto_confirm``, the node that would confirm) and refused by the others.
+    ``to`` is required by the actions in ``TO_ACTIONS`` (the key the claim goes to) and
+    refused by the others.
     ``ValueError`` for an unknown action: that is a bug in the caller, not a refusal."""
     checks = _BY_ACTION.get(action)
     if checks is None:

@@ -207,10 +207,10 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
         await stop_all(nodes)
 
 
-async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
+async def test_policy_cap_dispute_and_writeoff(tmp_path: Path):
     async with trio.open_nursery() as nursery:
         lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, max_rate="10%"))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False, auto_confirm=True))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
         await borrower.connect(lender.listen_addrs()[0])
         await sync_all([lender, borrower])
         # the lender's own policy caps rates at 10%: a proposal on its 12% offer is refused
@@ -222,9 +222,10 @@ async def test_auto_confirm_policy_cap_dispute_and_writeoff(tmp_path: Path):
         await seen_offer([borrower], oid)
         loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
         await lender.call("loan.disburse", {"loan": loan, "date": START})
-        # the borrower's node signs the disbursement receipt by itself
+        await sync_all([lender, borrower])
+        await borrower.call("loan.confirm", {"loan": loan})
         await wait_for(lambda: len(lending(lender).documents.read(bytes.fromhex(loan)).receipts) == 1, 10,
-                       "the automatic disbursement receipt")
+                       "the disbursement receipt")
         await sync_all([lender, borrower])
         v = await lender.call("loan.show", {"loan": loan})
         # 130 days after the start and nothing repaid, the first installment is 99 days past due

@@ -89,13 +89,6 @@ ROWS = [
     ("take_transfer", X, N, loan(CURRENT), ("not_holder", "the sender does not hold the claim")),
     ("take_transfer", L, B, loan(CURRENT), ("bad_peer", "the new lender must be a third party")),
     ("take_transfer", L, N, loan(REPAID), ("bad_state", "the loan is repaid: there is no claim left to transfer")),
-    ("auto_confirm", L, B, loan(AWAITING), None),
-    ("auto_confirm", X, B, loan(AWAITING),
-     ("not_lender", "the disbursement was declared by someone other than the lender")),
-    ("auto_confirm", L, X, loan(AWAITING), ("not_borrower", "only the borrower confirms the disbursement")),
-    ("auto_confirm", L, B, loan(CURRENT), ("bad_state", "the loan is current: the disbursement is recorded")),
-    ("auto_confirm", L, B, loan(AWAITING, counted=(b"r1",)),
-     ("bad_state", "the loan is awaiting_disbursement: the disbursement is recorded")),
 ]
 
 
@@ -146,7 +139,16 @@ def test_bad_calls_are_bugs_not_refusals():
         check("repay", B, loan(), to=N)
     with pytest.raises(ValueError):
         rules.is_party("owner", L, C, loan())
-    assert TO_ACTIONS == {"transfer", "take_transfer", "auto_confirm"}
+    assert TO_ACTIONS == {"transfer", "take_transfer"}
+
+
+def test_no_action_signs_a_receipt_on_another_keys_word():
+    """Issue 9, item 2: a node never confirms money received on someone else's word, so
+    the table has no action a peer's entry makes a node take but ``take_transfer``, which
+    moves no money."""
+    assert "auto_confirm" not in ACTIONS
+    with pytest.raises(ValueError):
+        check("auto_confirm", L, loan(AWAITING), B)
 
 
 # -- properties ------------------------------------------------------------------------------------
@@ -181,12 +183,10 @@ def test_who_may(action, by, to, st_):
         return
     if action in ("receipt", "default", "writeoff", "transfer", "take_transfer"):
         assert by == st_.holder  # only the holder signs receipts, gives notices and passes the claim on
-    if action in ("disburse", "auto_confirm"):
+    if action == "disburse":
         assert by == L == st_.holder and st_.state == AWAITING
     if action in ("confirm", "repay"):
         assert by == B
-    if action == "auto_confirm":
-        assert to == B
     if action in ("transfer", "take_transfer"):
         assert to not in (B, st_.holder)
     if action == "default":
@@ -221,9 +221,8 @@ def legacy(action, by, c, st_, to):
             return ("not_lender", "only the lender disburses")
         if st_.state != AWAITING:
             return ("bad_state", f"the loan is {st_.state}, not awaiting disbursement")
-    elif action in ("confirm", "auto_confirm"):
-        me = by if action == "confirm" else to
-        if c["borrower"] != me:
+    elif action == "confirm":
+        if c["borrower"] != by:
             return ("not_borrower", "only the borrower confirms the disbursement")
         if st_.state != AWAITING:
             return ("bad_state", f"the loan is {st_.state}: the disbursement is recorded")
@@ -264,8 +263,7 @@ def documented_change(action, by, c, st_, to) -> bool:
     """Where the table deliberately differs from the node before it."""
     return ((st_.state == REPAID and action in ("repay", "receipt", "transfer", "take_transfer"))  # rule 4
             or (action == "dispute" and by in st_.holders)  # every holder, as loan state lists (rule 2)
-            or (action == "take_transfer" and to in (c["borrower"], st_.holder))  # loan state: bad_transfer
-            or (action == "auto_confirm" and not by == c["lender"] == st_.holder))  # declared by the lender only
+            or (action == "take_transfer" and to in (c["borrower"], st_.holder)))  # loan state: bad_transfer
 
 
 @settings(max_examples=400, deadline=None)
