@@ -71,6 +71,11 @@ def status(c: Ctx, watch: bool, timeout: float, as_json: bool) -> None:
     if st["forked"]:
         click.echo(f"FORKED      {len(st['forked'])} author(s) signed two histories: "
                    + ", ".join(peer_label(a, names) for a in st["forked"]))
+    tasks = st.get("tasks") or {}
+    if tasks.get("failures"):
+        last = tasks["last_failure"]
+        click.echo(f"tasks       {tasks['failures']} failure(s), {tasks['restarts']} restart(s); "
+                   f"last: {last['task']}: {last['error']} (the node's log has the traceback)")
     click.echo("")
     _peer_table(f"peers ({len(st['peers'])})", st["peers"], names, detailed=False)
     click.echo("")

@@ -18,7 +18,8 @@ else: no handle to the node itself, no private field of anyone. What the fields 
 - ``open_stream(peer, protocol_id)``: a ``FramedStream`` to ``peer`` on a stream protocol
   the extension declared, speaking its codec (close it when done).
 - ``spawn(fn, *args)``: run ``fn(*args)`` as a task in the node's nursery: it ends when the
-  node stops; an exception it raises is logged and does not end the node.
+  node stops; an exception it raises is logged and counted in ``status`` (``tasks``) and
+  does not end the node (p2pnode/supervisor.py).
 - ``peers``: the connected peers and a way to ask for a sync with one.
 - ``settings``: the extension's config section, checked against its declared settings,
   with the ``p2pnode start`` flags applied.
@@ -32,8 +33,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
-
-import trio
 
 from protocol.keys import SigningKey
 
@@ -85,19 +84,3 @@ class Context:
     @property
     def me(self) -> bytes:
         return self.key.public_key
-
-
-def supervised_spawn(nursery: trio.Nursery, name: str) -> Callable[..., None]:
-    """A ``spawn`` for extension ``name``: tasks in ``nursery`` whose failures are logged,
-    never raised into the nursery (an extension's bug must not end the node)."""
-
-    def spawn(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        async def guarded() -> None:
-            try:
-                await fn(*args)
-            except Exception:
-                log.exception("a task of extension %s failed: %s", name, getattr(fn, "__qualname__", fn))
-
-        nursery.start_soon(guarded)
-
-    return spawn

@@ -30,7 +30,8 @@ Rules:
    - ``methods``: control-API methods (``p2pnode.control.methods.Method``), each bound
      to the service method its ``handler`` names;
    - ``tasks``: names of service methods run as background tasks in the node's nursery,
-     started after the service and cancelled when the node stops;
+     started after the service and cancelled when the node stops; one that raises is
+     logged, counted in ``status`` and started again after a backoff (supervisor.py);
    - ``cli``: a click command or group (or a list of them) added to ``p2pnode``;
    - ``verify``: a check of the extension's own records, run by ``ledger verify``
      (``p2pnode.ledger.verify.Check``);

@@ -42,6 +42,7 @@ from p2pnode.net.pex import PeerExchange
 from p2pnode.net.streams import StreamRouter
 from p2pnode.net.syncer import SYNC_INTERVAL, Syncer
 from p2pnode.services import Parts, Running, check_append, peer_connected, start_services, start_tasks
+from p2pnode.supervisor import Supervisor
 
 log = logging.getLogger("p2pnode")
 
@@ -79,6 +80,7 @@ class Node:
         self.conns: Connections | None = None
         self.gossip: Gossip | None = None
         self.syncer: Syncer | None = None
+        self.tasks: Supervisor | None = None
         self.methods = MethodTable(dict(loaded.methods.methods), {}, dict(loaded.methods.owners))
         self.services: dict[str, Any] = {}
         self._running: list[Running] = []
@@ -151,25 +153,26 @@ class Node:
         for addr in self.settings.bootstrap:
             self.conns.learn_bootstrap(addr)
         async with trio.open_nursery() as nursery:
+            self.tasks = tasks = Supervisor(nursery, self.clock)
             self.syncer.start(nursery)
             parts = Parts(self.key, self.clock, self.ledger, self.gossip, self.streams, self.methods,
                           Peers(lambda: set(self.conns.connected), self.syncer.request), self.count)
-            self._running = await start_services(self.loaded, parts, self.settings.extensions, nursery)
+            self._running = await start_services(self.loaded, parts, self.settings.extensions, tasks)
             self.services = {r.extension.name: r.service for r in self._running}
             handlers = ledger_handlers(self.ledger, checks=self.loaded.verify_checks(),
                                        check_append=check_append(self._running, self.registry))
             for name, handler in {**handlers, **self._node_handlers()}.items():
                 self.methods.bind(name, handler)
-            self.conns.on_connect(lambda pk: self._peer_connected(nursery, pk))
+            self.conns.on_connect(self._peer_connected)
             await self.gossip.start(nursery)
             self._started_at = self.clock.monotonic()
             await nursery.start(serve_control, socket_path(self.home.path), self.methods)
-            nursery.start_soon(self.conns.watch)
-            nursery.start_soon(self.syncer.routine)
+            tasks.loop("connections.watch", self.conns.watch)
+            tasks.loop("sync.routine", self.syncer.routine)
             if self.settings.pex:
-                nursery.start_soon(self.conns.dial_loop, nursery)
-                nursery.start_soon(self.pex.loop, nursery)
-            start_tasks(self._running, nursery)
+                tasks.loop("connections.dial", self.conns.dial_loop, nursery)
+                tasks.loop("pex.loop", self.pex.loop, nursery)
+            start_tasks(self._running, tasks)
             nursery.start_soon(self._signals)
             for a in self.listen_addrs():
                 log.info("listening on %s", a)
@@ -178,11 +181,11 @@ class Node:
             log.info("stopping")
             nursery.cancel_scope.cancel()
 
-    def _peer_connected(self, nursery: trio.Nursery, pk: bytes) -> None:
+    def _peer_connected(self, pk: bytes) -> None:
         self.syncer.request(pk)
-        peer_connected(self._running, nursery, pk)
+        peer_connected(self._running, self.tasks, pk)
         if self.settings.pex:
-            nursery.start_soon(self.pex.exchange, pk)
+            self.tasks.spawn("pex.exchange", self.pex.exchange, pk)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -268,6 +271,7 @@ class Node:
             "extensions": [{"name": e.name, "version": e.version, "source": self.loaded.sources.get(e.name, "?")}
                            for e in self.loaded.extensions],
             "extension_failures": [f.json() for f in self.loaded.failures],
+            "tasks": self.tasks.json() if self.tasks else None,
             "counters": dict(sorted(self.counters.items())),
         }
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-import trio
-
-from p2pnode.context import Context, Peers, supervised_spawn
+from p2pnode.context import Context, Peers
 from p2pnode.control.methods import MethodTable
 from p2pnode.extension import Extension, resolve
 from p2pnode.extensions import Loaded
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.gossip import Gossip, TopicSpec
 from p2pnode.net.streams import FramedStream, StreamRouter
+from p2pnode.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class Parts:
     count: Callable[..., None]
 
 
-def build_context(ext: Extension, parts: Parts, settings: dict, nursery: trio.Nursery) -> Context:
+def build_context(ext: Extension, parts: Parts, settings: dict, tasks: Supervisor) -> Context:
     store = parts.ledger.store
     topics = {t.name for t in ext.topics}
     protocols = {s.protocol_id: s for s in ext.streams}
@@ -74,13 +73,13 @@ def build_context(ext: Extension, parts: Parts, settings: dict, nursery: trio.Nu
     return Context(
         extension=ext.name, key=parts.key, clock=parts.clock, chains=Chains(store),
         records=store.records(ext.name), index=store.index(ext.name), writer=parts.ledger, publish=publish,
-        open_stream=open_stream, spawn=supervised_spawn(nursery, ext.name), peers=parts.peers,
+        open_stream=open_stream, spawn=_spawner(tasks, ext.name), peers=parts.peers,
         settings=dict(settings), count=count, log=logging.getLogger(f"p2pnode.ext.{ext.name}"),
     )
 
 
 async def start_services(loaded: Loaded, parts: Parts, settings: dict[str, dict],
-                         nursery: trio.Nursery) -> list[Running]:
+                         tasks: Supervisor) -> list[Running]:
     """Build every loaded extension's service and route its declarations to it (module
     docstring). Returns the running ones, in load order."""
     running = []
@@ -89,7 +88,7 @@ async def start_services(loaded: Loaded, parts: Parts, settings: dict[str, dict]
             service = None
             if ext.service is not None:
                 cls = resolve(ext.service)
-                service = cls(build_context(ext, parts, settings.get(ext.name, {}), nursery))
+                service = cls(build_context(ext, parts, settings.get(ext.name, {}), tasks))
                 start = getattr(service, "start", None)
                 if start is not None:
                     await start()
@@ -152,16 +151,25 @@ def check_append(running: list[Running], registry: Any) -> Callable[[str, Any], 
     return check
 
 
-def peer_connected(running: list[Running], nursery: trio.Nursery, pk: bytes) -> None:
+def peer_connected(running: list[Running], tasks: Supervisor, pk: bytes) -> None:
     """Tell every service that wants to know (``on_peer_connected``) that ``pk`` connected."""
     for r in running:
         fn = getattr(r.service, "on_peer_connected", None)
         if fn is not None:
-            supervised_spawn(nursery, r.extension.name)(fn, pk)
+            tasks.spawn(f"{r.extension.name}.on_peer_connected", fn, pk)
 
 
-def start_tasks(running: list[Running], nursery: trio.Nursery) -> None:
+def start_tasks(running: list[Running], tasks: Supervisor) -> None:
+    """Every extension's declared tasks, each started again after a backoff if it fails."""
     for r in running:
-        spawn = supervised_spawn(nursery, r.extension.name)
         for name in r.extension.tasks:
-            spawn(getattr(r.service, name))
+            tasks.loop(f"{r.extension.name}.{name}", getattr(r.service, name))
+
+
+def _spawner(tasks: Supervisor, extension: str) -> Callable[..., None]:
+    """``Context.spawn`` for ``extension``: one-shot tasks named after it and the function."""
+
+    def spawn(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        tasks.spawn(f"{extension}.{getattr(fn, '__name__', 'task')}", fn, *args)
+
+    return spawn

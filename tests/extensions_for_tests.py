@@ -80,3 +80,26 @@ def _raises(entry: Any) -> None:
 
 BUGGY_VALIDATOR = Extension(name="buggy", version="1", description="a validator that raises",
                             kinds=(Kind("x.buggy", "its validator has a bug", _raises, _index),))
+
+
+class FlakyService:
+    """A background task that fails its first ``fails`` runs, then keeps running."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.runs = 0
+
+    async def work(self) -> None:
+        import trio
+
+        self.runs += 1
+        if self.runs <= 2:
+            raise OSError(f"dial failed (run {self.runs})")  # as a resend that cannot dial
+        await trio.sleep_forever()
+
+    async def on_peer_connected(self, peer: bytes) -> None:
+        raise RuntimeError("a hook's bug")
+
+
+FLAKY = Extension(name="flaky", version="1", description="a task that fails twice",
+                  tasks=("work",), service="extensions_for_tests:FlakyService")

@@ -18,12 +18,15 @@ CORE_METHODS = (
     Method(
         "node.status",
         "The running node: identity, addresses, peers, every chain held, sync (with the progress of a pull "
-        "under way), the extensions loaded and left out, and counters.",
+        "under way), the extensions loaded and left out, background tasks that failed, and counters. Every "
+        "task is supervised: a failure is logged and counted in `tasks`, a task meant to run for the node's "
+        "life starts again after a backoff (1 s doubling to 60 s), and none ends the node.",
         result='`{"peer_id", "public_key", "pid", "version", "uptime_s", "listen": [multiaddr], "peers": '
                '[{"peer_id", "addr", "direction"}], "heads": [{"author", "seq", "id", "ts", "forked"}], '
                '"forked": [peer ID], "sync": {"state": "idle"|"syncing", "last_round_ms", "entries_received", '
                '"progress": {"fetched", "target", "rate_per_s", "eta_s"} or null}, "extensions": [{"name", '
-               '"version", "source"}], "extension_failures": [{"name", "error"}], "counters": {name: int}}`',
+               '"version", "source"}], "extension_failures": [{"name", "error"}], "tasks": {"failures", "by_task": {task: int}, '
+               '"restarts", "last_failure": {"task", "error", "at_ms"} or null}, "counters": {name: int}}`',
         handler="status",
     ),
     Method("node.peers", "The peers connected now, with how long and their misbehaviour score.",

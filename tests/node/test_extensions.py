@@ -165,3 +165,26 @@ def test_a_store_of_the_old_layout_is_adopted_by_lending_and_loses_nothing(tmp_p
         report = verify_store(store, loaded.registry, checks=loaded.verify_checks())
         assert report.ok, report.problems
         assert loaded.prepare(store) == []  # once done, nothing more to do
+
+
+@pytest.mark.trio
+async def test_a_failing_task_is_logged_counted_and_started_again_and_the_node_stays_up(tmp_path: Path):
+    """Issue 9, item 6: a background task that raises (a resend that cannot dial) once
+    ended the whole node. Every task is supervised: the failure is counted in ``status``,
+    a declared task is started again after a backoff, and a hook's failure ends only
+    that hook's task."""
+    loaded = loaded_with(ep("flaky", "FLAKY"))
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, make(tmp_path / "a", "a", loaded))
+        b = await start(nursery, make(tmp_path / "b", "b", load()))
+        await wait_for(lambda: a.services["flaky"].runs == 3, 10, "the task to run a third time")
+        await b.connect(a.listen_addrs()[0])
+        await wait_for(lambda: a.tasks.failures.get("flaky.on_peer_connected") == 1, 10, "the hook's failure")
+        status = await a.call("node.status")
+        tasks = status["tasks"]
+        assert tasks["by_task"] == {"flaky.work": 2, "flaky.on_peer_connected": 1}
+        assert tasks["failures"] == 3 and tasks["restarts"] == 2
+        assert tasks["last_failure"]["task"] == "flaky.on_peer_connected"
+        assert "a hook's bug" in tasks["last_failure"]["error"]
+        assert (await a.call("ledger.append", {"kind": "note", "body": {"text": "still up"}}))["seq"] == 2
+        await stop_all([a, b])
