@@ -263,6 +263,11 @@ class _Server:
             return _error(None, PARSE_ERROR, "parse error: JSON nests too deep", "parse_error")
         except ValueError as e:  # JSONDecodeError, and integers with too many digits
             return _error(None, PARSE_ERROR, f"parse error: {e}", "parse_error")
+        try:  # JSON's \ud800 escapes make strings no UTF-8 text can hold: refuse them here, once
+            json.dumps(req, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return _error(None, PARSE_ERROR, "parse error: a string holds a lone surrogate (\\ud800-\\udfff), "
+                          "which is not text", "parse_error")
         if not isinstance(req, dict):
             what = "a batch (array)" if isinstance(req, list) else type(req).__name__
             return _error(None, INVALID_REQUEST, f"invalid request: expected one JSON object a line, got {what}", "invalid_request")

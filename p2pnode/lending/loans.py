@@ -113,13 +113,20 @@ class Loans:
             raise ApiError(f"date {value} is in the future", code="bad_date")
         return d
 
-    def _amount(self, rec: LoanRecord, value: Any) -> int:
+    def _amount(self, rec: LoanRecord, value: Any, action: str, paid_on: date) -> int:
+        """The minor units of ``value`` for ``action`` (rules.py, rule 8: at most the payoff
+        on the payment's date, or today if that is later), or ``ApiError``."""
         if not isinstance(value, str):
             raise bad_params('"amount" is decimal text in the loan\'s currency, e.g. "250.00"')
         try:
-            return parse_amount(value, rec.contract["currency"])
+            minor = parse_amount(value, rec.contract["currency"])
         except MoneyError as e:
             raise ApiError(e.message, code=e.code) from None
+        st = rec.state(max(paid_on, self.today()))
+        r = rules.amount_refusal(action, minor, st, rec.contract["currency"])
+        if r is not None:
+            raise ApiError(r.message, code=r.code)
+        return minor
 
     def _allowed(self, action: str, rec: LoanRecord, st: Any, to: bytes | None = None) -> None:
         """Raise the refusal ``protocol.lending.rules`` gives ``action`` by this node, if any."""
@@ -146,7 +153,8 @@ class Loans:
     async def repay(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("repay", rec, rec.state(self.today()))
-        minor, d = self._amount(rec, amount), self._day(day)
+        d = self._day(day)
+        minor = self._amount(rec, amount, "repay", d)
         e = await self.docs.append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
                                                  "date": d.isoformat()})
         return {"loan": rec.loan.hex(), "declared": "repayment", "amount": minor, "amount_text": _money(rec, minor),
@@ -155,7 +163,8 @@ class Loans:
     async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("receipt", rec, rec.state(self.today()))
-        return await self._receipt(rec, "repayment", self._amount(rec, amount), self._day(day),
+        d = self._day(day)
+        return await self._receipt(rec, "repayment", self._amount(rec, amount, "receipt", d), d,
                                    payer=rec.contract["borrower"])
 
     async def _receipt(self, rec: LoanRecord, what: str, amount: int, d: date, *, payer: bytes) -> dict:

@@ -47,6 +47,11 @@ Rules of this file:
    counted transfer it gives or takes (the borrower: every counted transfer, since it
    must know whom it pays). A document that merely names a node, for a loan it never
    agreed to or one that does not count, is not recorded.
+8. A repayment a node declares (``repay``) or receipts (``receipt``) is at least one
+   minor unit and at most the loan's ``payoff`` on the payment's date, or today if that
+   is later (``amount_refusal``, code ``bad_amount``): more would pay back what is not
+   owed, and a receipt over it would only ever count as ``overpaid``. Money sent beyond
+   it is settled outside the system.
 
 =============  =====  =============================  ===================  =============================================
 action         check  must be                        code                 message
@@ -91,6 +96,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .loanstate import AWAITING, DEFAULTED, REPAID, STATES, LoanState, SignedReceipt, SignedTransfer
+from .money import format_amount
 
 BY, TO, STATE = "by", "to", "state"
 LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER = "lender", "borrower", "holder", "party", "new_lender"
@@ -196,6 +202,19 @@ def _state_ok(spec: str, state: LoanState) -> bool:
     if spec.startswith("not "):
         return state.state != spec[4:]
     return state.state == spec
+
+
+def amount_refusal(action: str, amount: int, state: LoanState, currency: str) -> Refusal | None:
+    """Rule 8: why a ``repay`` or ``receipt`` of ``amount`` minor units may not be made
+    on a loan in ``state``; None if it may. ``ValueError`` for other actions (a bug)."""
+    if action not in ("repay", "receipt"):
+        raise ValueError(f"{action} carries no amount")
+    if amount < 1:
+        return Refusal("bad_amount", "a repayment is more than 0")
+    if amount > state.payoff:
+        return Refusal("bad_amount", f"{format_amount(amount, currency)} {currency} is more than the "
+                                     f"{format_amount(state.payoff, currency)} {currency} that pays the loan off")
+    return None
 
 
 def refusal(action: str, by: bytes, contract: dict, state: LoanState, *, to: bytes | None = None) -> Refusal | None:

@@ -260,6 +260,9 @@ async def test_malformed_requests_get_the_right_error_and_the_server_keeps_answe
             (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.show", "params": {"author": "nope"}}\n', -32602, "bad_params"),
             (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.append", "params": {"kind": "note"}}\n', -32602, "bad_params"),
             (b'{"jsonrpc": "2.0", "id": 1, "method": "test.boom"}\n', -32603, "internal"),
+            # a lone surrogate (issue 9: `loan dispute` with one was an internal error)
+            (b'{"jsonrpc": "2.0", "id": 1, "method": "ledger.append", "params": {"kind": "note", '
+             b'"body": {"text": "\\ud800"}}}\n', -32700, "parse_error"),
         ]
         for raw, code, ours in cases:
             assert error_of(await c.ask(raw)) == (code, ours), raw[:60]

@@ -230,6 +230,13 @@ async def test_policy_cap_dispute_and_writeoff(tmp_path: Path):
         v = await lender.call("loan.show", {"loan": loan})
         # 130 days after the start and nothing repaid, the first installment is 99 days past due
         assert v["disbursed_on"] == START and v["state"] == "delinquent" and v["bucket"] == "90+"
+        # amounts out of bounds are refused by name (issue 9: a 10^16 EUR repayment of a
+        # 1,200 EUR loan was accepted, and 0 was an internal error)
+        for node, method, amount in ((borrower, "loan.repay", "0"), (borrower, "loan.repay", "10000000000000000.00"),
+                                     (lender, "loan.receipt", "0.00"), (lender, "loan.receipt", "1300.00")):
+            with pytest.raises(ApiError) as e:
+                await node.call(method, {"loan": loan, "amount": amount})
+            assert e.value.code == "bad_amount", (method, amount, e.value)
         with pytest.raises(ApiError) as e:
             await lender.call("loan.writeoff", {"loan": loan})
         assert e.value.code == "bad_state"  # only after a default

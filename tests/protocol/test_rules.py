@@ -16,7 +16,7 @@ from protocol.lending.loanstate import (
     AWAITING, CURRENT, DEFAULTED, DELINQUENT, LATE, REPAID, STATES, WRITTEN_OFF, SignedReceipt, SignedTransfer,
     loan_state,
 )
-from protocol.lending.rules import ACTIONS, RULES, TO_ACTIONS, Refusal, refusal
+from protocol.lending.rules import ACTIONS, RULES, TO_ACTIONS, Refusal, amount_refusal, refusal
 
 from test_loanstate import LOAN, START, B, L, N, X, contract, loans, notice
 
@@ -362,3 +362,24 @@ def test_what_is_recorded_counts_and_names_the_recorder(me, counted, transfers):
     for i in got:
         doc = (RECEIPTS.get(i) or TRANSFERS[i]).doc
         assert me in doc.values() or (i in TRANSFERS and me == B)
+
+
+# Rule 8: the amount of a repayment declared or receipted.
+
+
+def test_a_repayment_is_more_than_nothing_and_no_more_than_the_payoff():
+    st_ = dataclasses.replace(loan(CURRENT), payoff=120000)
+    assert amount_refusal("repay", 120000, st_, "EUR") is None
+    assert amount_refusal("receipt", 1, st_, "EUR") is None
+    assert amount_refusal("repay", 0, st_, "EUR") == ("bad_amount", "a repayment is more than 0")
+    assert amount_refusal("receipt", 10**18, st_, "EUR") == (
+        "bad_amount", "10000000000000000.00 EUR is more than the 1200.00 EUR that pays the loan off")
+    with pytest.raises(ValueError):
+        amount_refusal("disburse", 1, st_, "EUR")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["repay", "receipt"]), st.integers(-10, 10**18), st.integers(0, 10**15))
+def test_an_amount_is_allowed_exactly_from_one_minor_unit_to_the_payoff(action, amount, payoff):
+    st_ = dataclasses.replace(loan(CURRENT), payoff=payoff)
+    assert (amount_refusal(action, amount, st_, "EUR") is None) == (1 <= amount <= payoff)
