@@ -53,7 +53,7 @@ from protocol.errors import ProtocolError
 from protocol.keys import peer_id
 from protocol.lending import agree
 from protocol.lending.agree import (
-    AGREED, EXPIRED, IN, PENDING, Acceptor, AgreementSeen, AnswerReceived, AppendAgreement, ConsumeOffer,
+    AGREED, EXPIRED, IN, PENDING, REFUSED, Acceptor, AgreementSeen, AnswerReceived, AppendAgreement, ConsumeOffer,
     CountersignedPushed, Facts, OwnerAccepted, OwnerProposed, OwnerRejected, Persist, ProposalReceived, Proposer,
     Push, Record, RefusalPushed, ReportRefusal, ScheduleResend, SendFailed, SendProposal, Tick, conversation,
 )
@@ -70,6 +70,10 @@ from p2pnode.lending.offers import OfferBook
 log = logging.getLogger(__name__)
 
 P_PROPOSAL = b"P"  # + loan(32): this node's record of a proposal (agree.Record), in lending's record space
+P_PURGE = b"Q"  # + until(8) + loan(32): b"", when an incoming proposal's record that never agreed goes
+
+KEEP_UNAGREED_MS = 24 * 3600 * 1000  # how long the record of an incoming proposal refused or expired is kept
+PURGE_BATCH = 1000  # records purged at most per pass of the retry loop
 
 HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
 OUTCOME_WAIT = 5.0  # seconds a cancelled send may take to tell its machine it ended
@@ -217,9 +221,16 @@ class Countersigning:
         return done
 
     def _persist(self, machine: Machine, record: Record) -> None:
-        """Store ``record`` durably; ``machine`` stays in memory while it is open."""
+        """Store ``record`` durably; ``machine`` stays in memory while it is open. The
+        record of an incoming proposal that ended without an agreement is kept
+        ``KEEP_UNAGREED_MS`` (``purge``): anyone can send proposals, and their records
+        must not pile up. Asked again after that, the node decides afresh (agree rule 2
+        holds while the record is kept)."""
         assert record == machine.record(), "a record the machine did not make"
-        self.records.write([(P_PROPOSAL + record.loan, record.encode())], sync=True)
+        puts = [(P_PROPOSAL + record.loan, record.encode())]
+        if record.role == IN and record.state in (REFUSED, EXPIRED):
+            puts.append((P_PURGE + (record.updated + KEEP_UNAGREED_MS).to_bytes(8, "big") + record.loan, b""))
+        self.records.write(puts, sync=True)
         if machine.is_open:
             self._machines[record.loan] = machine
         else:
@@ -348,8 +359,22 @@ class Countersigning:
             await self.ctx.clock.sleep(agree.RETRY_INTERVAL_MS / 1000)
             await self.tick()
 
+    def purge(self, limit: int = PURGE_BATCH) -> int:
+        """Delete up to ``limit`` records of incoming proposals that ended without an
+        agreement more than ``KEEP_UNAGREED_MS`` ago; how many went. Reads only what is due."""
+        now, due = self.now_ms(), []
+        for k in self.records.keys(P_PURGE):
+            if int.from_bytes(k[1:9], "big") > now or len(due) >= limit:
+                break
+            due.append(k)
+        records = [(k, self.get(k[9:])) for k in due]
+        self.records.write([], due + [P_PROPOSAL + r.loan for _, r in records
+                                      if r is not None and r.role == IN and r.state in (REFUSED, EXPIRED)])
+        return len(due)
+
     async def tick(self) -> None:
         """One pass of the retry loop; the sends it calls for run as tasks of their own."""
+        self.purge()
         for loan in sorted(self._machines):
             done = await self._step(loan, self._tick, open_only=True)
             if done.later:

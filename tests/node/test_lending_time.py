@@ -252,3 +252,34 @@ async def test_late_then_delinquent_with_one_fee_then_default_then_repaid_withou
         assert v["outstanding_principal"] == 0 and v["repaid_on"] == wall.today().isoformat()
         await stop_all(nodes)
 
+
+
+async def test_the_records_of_refused_incoming_proposals_are_purged_a_day_later(tmp_path: Path, clock: MockClock):
+    """Issue 9, proposal spam: each refused proposal left a record that was never purged
+    (2,000 junk loans in `loan list`). A refused or expired incoming proposal's record is
+    kept a day (a proposer asking again meanwhile gets the same answer), then goes; the
+    proposer's own record of its proposal stays."""
+    wall = node_clock()
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, max_rate="10%"))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
+        await connected(lender, borrower)
+        oid = await offer(lender)
+        await seen_offer([borrower], oid)
+        loans = []
+        for _ in range(3):  # the 12% offer is over the lender's own 10% cap: each is refused
+            p = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})
+            assert (p["state"], p["code"]) == ("refused", "policy")
+            loans.append(p["loan"])
+        listed = await lender.call("loan.list", {})
+        assert sorted(x["loan"] for x in listed["loans"]) == sorted(loans)
+        clock.jump(agree.RETRY_INTERVAL_MS / 1000 + 23 * 3600)
+        await lending(lender).countersigning.tick()
+        assert all(record(lender, x) is not None for x in loans)  # kept a day
+        clock.jump(3600)
+        await lending(lender).countersigning.tick()
+        assert all(record(lender, x) is None for x in loans)
+        assert list(lending(lender).countersigning.records.keys(b"Q")) == []
+        assert (await lender.call("loan.list", {}))["loans"] == []
+        assert all(record(borrower, x).state == "refused" for x in loans)  # the proposer's own stay
+        await stop_all([lender, borrower])
