@@ -13,9 +13,13 @@ The rules of this module (docs/api.md says the same for clients):
   A request without ``"id"`` is a notification: it runs and gets no response. Batches
   (arrays) are refused.
 - Limits: a request line over ``MAX_LINE`` bytes gets an error and the connection is
-  closed; at most ``MAX_CONNECTIONS`` connections are served at once (one more is told
-  ``busy`` and closed); a connection that sends no complete request for ``IDLE_TIMEOUT``
-  seconds is closed, as is one that does not read its response within ``SEND_TIMEOUT``.
+  closed; at most ``MAX_CONNECTIONS`` connections are served at once. When all are taken,
+  a new one takes the slot of the connection that has waited longest for its next
+  request (it is told ``evicted`` and closed), so idle connections can never keep a
+  command from being answered; only when every connection is running a call is the new
+  one told ``busy`` and closed. A connection that sends no complete request for
+  ``IDLE_TIMEOUT`` seconds is closed, as is one that does not read its response within
+  ``SEND_TIMEOUT``.
 - Errors: JSON-RPC error objects whose ``data`` carries our string code:
   ``{"code": -32000, "message": "...", "data": {"code": "fork", "details": ...}}``.
   A method refuses by raising a ``CodedError`` (``ApiError``, ``ProtocolError``,
@@ -183,10 +187,32 @@ def _encode(response: dict) -> bytes:
 _TOO_LONG = object()
 
 
+class _Conn:
+    """One connection's standing for eviction: since when it waits for a request (None
+    while a call runs) and the scope of that wait."""
+
+    def __init__(self) -> None:
+        self.idle_since: float | None = None
+        self.wait: trio.CancelScope | None = None
+        self.evicted = False
+
+
 class _Server:
     def __init__(self, methods: MethodTable) -> None:
         self.methods = methods
         self.active = 0
+        self.conns: set[_Conn] = set()
+
+    def _evict_idlest(self) -> bool:
+        """Close the connection that has waited longest for a request; False if every
+        connection is running a call."""
+        idle = [c for c in self.conns if c.idle_since is not None and c.wait is not None and not c.evicted]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since)
+        victim.evicted = True
+        victim.wait.cancel()
+        return True
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -198,7 +224,7 @@ class _Server:
                     await trio.sleep(0.1)
                     continue
                 raise
-            if self.active >= MAX_CONNECTIONS:
+            if self.active >= MAX_CONNECTIONS and not self._evict_idlest():
                 await self._refuse_busy(stream)
                 continue
             self.active += 1
@@ -216,13 +242,21 @@ class _Server:
         await trio.aclose_forcefully(stream)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = _Conn()
+        self.conns.add(conn)
         try:
             async with stream:
                 buf = bytearray()
                 while True:
                     line: Any = None
                     with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                        conn.idle_since, conn.wait = trio.current_time(), idle
                         line = await _read_line(stream, buf)
+                    conn.idle_since = conn.wait = None
+                    if conn.evicted:
+                        await self._send(stream, _error(None, APPLICATION_ERROR, "closed: this connection was the "
+                                                        "longest idle and another needed its slot", "evicted"))
+                        return
                     if idle.cancelled_caught or line is None:
                         return
                     if line is _TOO_LONG:
@@ -241,6 +275,7 @@ class _Server:
             log.exception("control connection failed")
         finally:
             self.active -= 1
+            self.conns.discard(conn)
 
     async def _send(self, stream: trio.SocketStream, response: dict) -> bool:
         try:

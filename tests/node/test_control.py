@@ -300,18 +300,45 @@ async def test_a_line_over_1_mib_is_refused_and_its_connection_closed(ledger):
         await c.aclose()
 
 
-async def test_connections_are_bounded_and_a_freed_slot_is_served(ledger):
+async def test_connections_are_bounded_and_idle_ones_never_keep_a_command_waiting(ledger):
+    """Issue 9: 64 idle connections made every CLI call answer ``busy`` for a minute.
+    When all slots are taken, a new connection takes the slot of the longest idle one;
+    only connections that are running a call make a newcomer ``busy``."""
     path = socket_path(ledger.home.path)
-    async with serving(path, ledger.methods):
+    release = trio.Event()
+
+    async def slow() -> dict:
+        await release.wait()
+        return {}
+
+    methods = table({**ledger.handlers, "test.slow": slow})
+    async with serving(path, methods):
         clients = []
         for i in range(control.MAX_CONNECTIONS):
             c = await Client.open(path)
-            assert "result" in await c.call("ledger.kinds", rid=i)  # accepted and served
+            assert "result" in await c.call("ledger.kinds", rid=i)  # accepted and served, then idle
             clients.append(c)
+        for _ in range(3):  # an attacker that keeps opening idle connections gains nothing
+            owner = await Client.open(path)
+            assert "result" in await owner.call("ledger.heads")
+            clients.append(owner)
+        evicted = clients[:3]  # the three that waited longest, told why and closed
+        for c in evicted:
+            assert error_of(json.loads(await c.line())) == (-32000, "evicted")
+            assert await c.line() is None
+            await c.aclose()
+        clients = clients[3:]
+        # every slot running a call: then, and only then, a newcomer is told busy
+        for c in clients:
+            await c.send(b'{"jsonrpc": "2.0", "id": 1, "method": "test.slow"}\n')
+        await trio.sleep(0.2)
         extra = await Client.open(path)
         assert error_of(json.loads(await extra.line())) == (-32000, "busy")
         assert await extra.line() is None
         await extra.aclose()
+        release.set()
+        for c in clients:
+            assert "result" in json.loads(await c.line())
 
         await clients.pop().aclose()
         with trio.fail_after(WAIT):
