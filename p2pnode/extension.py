@@ -85,12 +85,16 @@ class Topic:
     """A gossip topic. ``validate(data)`` raises ``ProtocolError`` for a message that
     must be neither delivered nor forwarded (it runs in libp2p's validator: pure and
     fast); ``handler`` names the service method ``async (data, sender) -> None`` that
-    takes a delivered message (``sender``: the forwarder's public key, or None)."""
+    takes a delivered message (``sender``: the forwarder's public key, or None).
+    ``rate`` (messages per second, burst) limits what each forwarding peer may send on
+    it: messages over it are neither delivered nor forwarded (counted
+    ``gossip.rate_limited.<topic>``), so a peer is slowed down long before any ban."""
 
     name: str
     validate: Callable[[bytes], Any]
     handler: str
     max_size: int = 64 * 1024
+    rate: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,10 @@ def admit(out: Loaded, ext: Any, entry_name: str) -> None:
         raise ValueError(f"an extension named {ext.name} is loaded already")
     if type(ext.index_version) is not int or not 1 <= ext.index_version < 2**31:
         raise ValueError(f"index_version {ext.index_version!r} is not an integer from 1")
+    for t in ext.topics:
+        if t.rate is not None and not (len(t.rate) == 2 and t.rate[0] > 0 and type(t.rate[1]) is int
+                                       and t.rate[1] >= 1):
+            raise ValueError(f"topic {t.name}: rate {t.rate!r} is not (messages per second > 0, burst >= 1)")
     _check_unique(ext, out)
     registry = out.registry.copy()
     for kind in ext.kinds:

@@ -113,7 +113,8 @@ def _check_handlers(ext: Extension, service: Any) -> None:
 
 def _route(ext: Extension, service: Any, parts: Parts) -> None:
     for t in ext.topics:
-        parts.gossip.add(TopicSpec(t.name, t.validate, _topic_handler(getattr(service, t.handler)), t.max_size))
+        parts.gossip.add(TopicSpec(t.name, t.validate, _topic_handler(getattr(service, t.handler)), t.max_size,
+                                   t.rate))
     for s in ext.streams:
         parts.streams.add(s.protocol_id, ext.name, _stream_handler(getattr(service, s.handler), s), s.max_per_peer)
     for m in ext.methods:

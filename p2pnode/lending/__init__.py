@@ -34,7 +34,9 @@ EXTENSION = Extension(
     description="offers, countersigned loans, receipts and loan state",
     kinds=LOAN_KINDS,
     reacts=tuple(k.name for k in LOAN_KINDS),
-    topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE),),
+    # (each node republishes its live offers, at most 100, every 30 s: 20/s a forwarder is room for
+    # many authors, and a burst of 200 for a peer that just joined)
+    topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE, rate=(20.0, 200)),),
     streams=(StreamProtocol(agree.AGREE_PROTOCOL, Codec(_agree_payload, agree.decode), "serve_agree",
                             max_per_peer=MAX_INBOUND_AGREE, max_frame=agree.MAX_AGREE_FRAME),),
     methods=METHODS,
@@ -48,5 +50,5 @@ EXTENSION = Extension(
     # auto_confirm signed the disbursement receipt on the lender's word alone: gone, since
     # a receipt says money arrived, which only the borrower's owner knows.
     retired_settings=("auto_confirm",),
-    index_version=2,  # 2: loan.agreement entries also index the offer they take (contract.agreement_index)
+    index_version=2,  # 2: loan.agreement entries also index the offer they take and the edge they make
 )

@@ -31,7 +31,7 @@ from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 from protocol.lending.money import MoneyError, parse_amount, parse_rate
-from protocol.lending.book import LIMITS, Add, Cancel, Duplicate, Limits, Refuse, admit
+from protocol.lending.book import LIMITS, Add, Cancel, Duplicate, Limits, Refresh, Refuse, admit
 from protocol.lending.offer import (
     MAX_OFFER_MS, SIDES, TOPIC_OFFERS, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json,
     offer_of, parse_book_message,
@@ -39,6 +39,7 @@ from protocol.lending.offer import (
 
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
+from p2pnode.lending.standing import Standing
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ def _until(xkey: bytes) -> int:
 class OfferBook:
     """The offer book of a node running lending."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, standing: Standing | None = None) -> None:
         self.ctx = ctx
+        self.standing = standing or Standing(ctx)
         self.records = ctx.records
         self._soon = False
         self._loaded = False
@@ -141,8 +143,9 @@ class OfferBook:
     # -- taking documents in -----------------------------------------------------------------
 
     def add(self, data: bytes) -> str:
-        """Take one offers-topic document into the book: ``added``, ``duplicate``,
-        ``cancelled`` (a cancellation stored, its offer removed if held), or a refusal
+        """Take one offers-topic document into the book: ``added`` (perhaps in place of a
+        weaker author's offer, book.py rule 5), ``refreshed`` (held already: kept longer),
+        ``duplicate``, ``cancelled`` (a cancellation stored, its offer removed if held), or a refusal
         raised as ``ApiError`` (``book.admit``'s) or ``ProtocolError`` (it does not verify)."""
         item = parse_book_message(data)
         self._load()
@@ -150,8 +153,18 @@ class OfferBook:
         if isinstance(d, Refuse):
             raise ApiError(d.message, code=d.code)
         if isinstance(d, Add):
-            self._write(item.id, d.until, [(P_OFFER + item.id, item.envelope)])
+            evicted = []
+            if d.evicts is not None:  # its X key goes too, unless it must purge cancellations kept of it (I7)
+                evicted.append(P_OFFER + d.evicts)
+                if not self._cancels.get(d.evicts):
+                    evicted.append(self._xkeys.pop(d.evicts))
+            self._write(item.id, d.until, [(P_OFFER + item.id, item.envelope)], evicted)
+            if d.evicts is not None:
+                self._book.pop(d.evicts)
+                self.ctx.count("offers.evicted")
             self._book[item.id] = item
+        elif isinstance(d, Refresh):
+            self._write(item.id, d.until, [])
         elif isinstance(d, Cancel):
             self._write(d.offer_id, d.until, [(P_CANCEL + d.offer_id + d.author, data)],
                         [P_OFFER + d.offer_id] if d.removes else [])
@@ -168,6 +181,8 @@ class OfferBook:
         if old is not None:
             until = max(until, _until(old))
         key = _xkey(until, offer_id)
+        if key == old and not puts and not deletes:
+            return  # (a refresh that moves nothing: no write)
         self.records.write([*puts, (key, b"")], [*deletes, *([old] if old not in (None, key) else [])],
                            sync=False)
         self._xkeys[offer_id] = key
@@ -316,3 +331,16 @@ class _View:
 
     def orphans(self) -> int:
         return self._b.orphans()
+
+    def standing(self, author: bytes) -> int:
+        return self._b.standing.of(author)
+
+    def own(self, author: bytes) -> bool:
+        return author == self._b.ctx.me
+
+    def weakest(self) -> tuple[bytes, int] | None:
+        book = self._b.book
+        if not book:
+            return None
+        o = min(book.values(), key=lambda o: (self.standing(o.author), -o.created, o.id))
+        return o.id, self.standing(o.author)

@@ -60,6 +60,8 @@ class Lending:
         await stream.send(answer)
 
     async def on_entries(self, entries: list) -> None:
+        if any(e.kind == "loan.agreement" for e in entries):
+            self.book.standing.changed()
         await self.loans.on_entries(entries)
 
     async def on_peer_connected(self, peer: bytes) -> None:

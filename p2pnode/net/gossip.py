@@ -7,6 +7,9 @@ Promises:
 - A message that its topic's validator refuses (or that is over the topic's size) is
   neither delivered nor forwarded, and costs the forwarder ``bad_gossip``. A validator
   never raises into libp2p.
+- On a topic with a ``rate``, each forwarding peer gets a token bucket (ratelimit.py):
+  a message over it is neither delivered nor forwarded, and only counted
+  (``gossip.rate_limited.<topic>``): slowed down, not punished.
 - Every delivered message goes to its topic's handler; what a handler raises is logged
   and counted, and never ends the reader.
 - ``announce`` queues new entries; at most one entries message leaves per
@@ -30,6 +33,8 @@ from protocol.entry import Entry
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 
+from p2pnode.net.ratelimit import PeerBuckets
+
 log = logging.getLogger(__name__)
 
 GOSSIP_WINDOW = 0.05  # seconds: at most one entries message per window
@@ -44,6 +49,7 @@ class TopicSpec:
     validate: Callable[[bytes], Any]
     handler: Handler
     max_size: int
+    rate: tuple[float, int] | None = None  # (per second, burst) for each forwarding peer
 
 
 def short(topic: str) -> str:
@@ -81,8 +87,13 @@ class Gossip:
         nursery.start_soon(self._send_entries)
 
     def _validator(self, spec: TopicSpec) -> Callable[[Any, Any], bool]:
+        buckets = PeerBuckets(*spec.rate) if spec.rate else None
+
         def validate(forwarder: Any, msg: Any) -> bool:
             try:
+                if buckets is not None and not buckets.allow(forwarder.to_bytes(), trio.current_time()):
+                    self._count(f"gossip.rate_limited.{short(spec.name)}", 1)
+                    return False
                 if len(msg.data) > spec.max_size:
                     raise ProtocolError(f"a message of {len(msg.data)} bytes exceeds {spec.max_size}", code="oversize")
                 spec.validate(msg.data)

@@ -10,9 +10,17 @@ p2pnode/lending/offers.py):
 
 1. An offer is added if it is new, has not expired, was not created more than
    ``MAX_SKEW_MS`` ahead of our clock, and has no cancellation by its author; and if the
-   book holds fewer than ``max_book`` offers and its author fewer than
-   ``max_per_author`` live ones. The decision is ``Add``; ``until`` (when its records
-   may be purged) is its ``expires``. One the book holds already is a ``Duplicate``.
+   book holds fewer than ``max_book`` offers, or one whose author has a lower standing
+   than this offer's (rule 5: the weakest such offer is evicted, ``Add.evicts``); and if
+   its author has fewer live ones than its cap (``max_per_author``, or
+   ``max_per_stranger`` for an author of standing 0). The decision is ``Add``; ``until``
+   (when its records may be purged) is its ``expires`` for our own offers, else the
+   earlier of ``expires`` and ``now + BOOK_TTL_MS``. One the book holds already is a
+   ``Refresh``: its author's node republishes its live offers while it runs, and each
+   copy heard moves ``until`` to the earlier of ``expires`` and ``now + BOOK_TTL_MS``;
+   so an offer nobody refreshes (its author went away, or a squatter stopped paying for
+   the bandwidth) leaves every book within ``BOOK_TTL_MS`` (the anchor is Bisq's offers,
+   which live minutes and are refreshed by their online owner).
 2. A cancellation is kept once per offer and author: the same again is a ``Duplicate``.
    One for an offer the book holds must be by the offer's author (``not_yours``); it
    removes the offer. One for an offer not held (yet) is kept as an *orphan*, so that
@@ -32,19 +40,27 @@ p2pnode/lending/offers.py):
 4. The checks run in the order of the tables below; the first that fails decides.
    Only a limit's value may vary (``Limits``, for tests); codes and messages are
    stable (``REFUSALS``; docs/api.md lists them under ``offers.refused.CODE``).
+5. Standing (``BookView.standing``) is what the viewer can verify of an author: 0 for
+   a stranger, higher for an author nearer the viewer in the graph of countersigned
+   loans (its own key highest; p2pnode/lending/standing.py). Keys are free, so a
+   stranger's offers never push out an offer whose author has standing: a full book
+   evicts only offers by authors of *lower* standing than the newcomer's, the weakest
+   first (lowest standing, then the latest created), and strangers among themselves
+   are first come, first served.
 
-An offer (``admit_offer``):
+An offer (``admit_offer``; one the book holds already is a ``Refresh``, before any row):
 
 ===========================================  ===============  =================================================
 admitted only if                             else             message
 ===========================================  ===============  =================================================
-the book does not hold it                    duplicate        the book holds this offer already
 now < expires                                offer_expired    the offer has expired
 created <= now + MAX_SKEW_MS                 bad_time         the offer was created more than a day ahead of
                                                               this node's clock
 its author has not cancelled it              offer_cancelled  the offer was cancelled
-the book holds < max_book offers             book_full        the offer book holds {max_book} offers
-its author has < max_per_author live offers  too_many_offers  the author has {max_per_author} live offers already
+the book holds < max_book offers, or one by  book_full        the offer book holds {max_book} offers
+an author of lower standing (rule 5)
+its author has fewer live offers than its    too_many_offers  the author has {cap} live offers already
+cap (rule 1)
 ===========================================  ===============  =================================================
 
 A cancellation (``admit_cancel``):
@@ -74,7 +90,11 @@ from .offer import MAX_OFFER_MS, Offer
 MAX_BOOK = 10_000
 """Offers a book holds at most."""
 MAX_PER_AUTHOR = 100
-"""Live offers a book holds at most per author."""
+"""Live offers a book holds at most per author of some standing."""
+MAX_PER_STRANGER = 10
+"""Live offers a book holds at most per author of standing 0 (rule 5)."""
+BOOK_TTL_MS = 10 * 60 * 1000
+"""How long another author's offer stays in the book after it was last heard (rule 1)."""
 MAX_ORPHANS = 10_000
 """Cancellations kept for offers not (or no longer) in the book."""
 MAX_SKEW_MS = 24 * 3600 * 1000
@@ -88,9 +108,16 @@ class Limits:
     max_book: int = MAX_BOOK
     max_per_author: int = MAX_PER_AUTHOR
     max_orphans: int = MAX_ORPHANS
+    max_per_stranger: int = MAX_PER_STRANGER  # (never more than max_per_author: see ``stranger_cap``)
+    ttl_ms: int = BOOK_TTL_MS
 
     def __post_init__(self) -> None:
         assert self.max_book >= 1 and self.max_per_author >= 1 and self.max_orphans >= 1, self
+        assert self.max_per_stranger >= 1 and self.ttl_ms >= 1, self
+
+    @property
+    def stranger_cap(self) -> int:
+        return min(self.max_per_stranger, self.max_per_author)
 
 
 LIMITS = Limits()
@@ -126,6 +153,16 @@ class BookView(Protocol):
     def orphans(self) -> int:
         """How many cancellations the book keeps of offers it does not hold."""
 
+    def standing(self, author: bytes) -> int:
+        """``author``'s standing in the viewer's eyes (rule 5): 0 for a stranger."""
+
+    def own(self, author: bytes) -> bool:
+        """Whether ``author`` is the viewer itself."""
+
+    def weakest(self) -> tuple[bytes, int] | None:
+        """``(offer id, its author's standing)`` of the held offer rule 5 evicts first
+        (lowest standing, then the latest created), or None if the book is empty."""
+
 
 # -- decisions ---------------------------------------------------------------------------------
 
@@ -136,7 +173,17 @@ class Add:
 
     offer_id: bytes
     until: int
+    evicts: bytes | None = None  # the offer it takes the place of (rule 5), removed in the same write
     outcome: ClassVar[str] = "added"
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """The book holds this offer: its records may now go at ``until`` (ms), if later."""
+
+    offer_id: bytes
+    until: int
+    outcome: ClassVar[str] = "refreshed"
 
 
 @dataclass(frozen=True)
@@ -167,7 +214,7 @@ class Refuse:
     outcome: ClassVar[str] = "refused"
 
 
-Decision = Union[Add, Cancel, Duplicate, Refuse]
+Decision = Union[Add, Refresh, Cancel, Duplicate, Refuse]
 
 
 # -- the tables ------------------------------------------------------------------------------
@@ -184,6 +231,18 @@ class _Ask(NamedTuple):
     view: BookView
     now_ms: int
     limits: Limits
+    standing: int = 0  # the author's (rule 5); an offer's only
+
+    def cap(self) -> int:
+        """How many live offers the author may have in the book (rule 1)."""
+        return self.limits.max_per_author if self.standing > 0 else self.limits.stranger_cap
+
+    def room(self) -> bool:
+        """Whether the book has a slot for this offer, free or taken by a weaker author."""
+        if self.view.size() < self.limits.max_book:
+            return True
+        weakest = self.view.weakest()
+        return weakest is not None and weakest[1] < self.standing
 
 
 class Gate(NamedTuple):
@@ -197,19 +256,17 @@ class Gate(NamedTuple):
 
 
 OFFER_GATES: tuple[Gate, ...] = (
-    Gate("the book does not hold it", "duplicate", "the book holds this offer already",
-         lambda q: q.held is None),
     Gate("now < expires", "offer_expired", "the offer has expired",
          lambda q: q.now_ms < q.expires),  # type: ignore[operator]
     Gate("created <= now + MAX_SKEW_MS", "bad_time", "the offer was created more than a day ahead of this node's clock",
          lambda q: q.created <= q.now_ms + MAX_SKEW_MS),
     Gate("its author has not cancelled it", "offer_cancelled", "the offer was cancelled",
          lambda q: not q.view.cancelled(q.offer_id, q.author)),
-    Gate("the book holds < max_book offers", "book_full", "the offer book holds {max_book} offers",
-         lambda q: q.view.size() < q.limits.max_book),
-    Gate("its author has < max_per_author live offers", "too_many_offers",
-         "the author has {max_per_author} live offers already",
-         lambda q: q.view.live(q.author, q.now_ms) < q.limits.max_per_author),
+    Gate("the book holds < max_book offers, or one by an author of lower standing (rule 5)", "book_full",
+         "the offer book holds {max_book} offers", lambda q: q.room()),
+    Gate("its author has fewer live offers than its cap (rule 1)", "too_many_offers",
+         "the author has {cap} live offers already",
+         lambda q: q.view.live(q.author, q.now_ms) < q.cap()),
 )
 """Rule 1, the first table of this file's docstring."""
 
@@ -241,8 +298,7 @@ def _first_failing(gates: tuple[Gate, ...], q: _Ask) -> Decision | None:
             if gate.code == "duplicate":
                 return Duplicate()
             limits = q.limits
-            return Refuse(gate.code, gate.message.format(max_book=limits.max_book,
-                                                         max_per_author=limits.max_per_author,
+            return Refuse(gate.code, gate.message.format(max_book=limits.max_book, cap=q.cap(),
                                                          max_orphans=limits.max_orphans))
     return None
 
@@ -253,8 +309,21 @@ def _first_failing(gates: tuple[Gate, ...], q: _Ask) -> Decision | None:
 def admit_offer(o: Offer, view: BookView, now_ms: int, limits: Limits = LIMITS) -> Decision:
     """Rule 1: whether the verified offer ``o`` enters the book at ``now_ms``. ``Add``,
     ``Duplicate`` or ``Refuse``; the view is only read."""
-    q = _Ask(o.id, o.author, o.created, o.expires, view.held(o.id), view, now_ms, limits)
-    return _first_failing(OFFER_GATES, q) or Add(o.id, o.expires)
+    held = view.held(o.id)
+    own = view.own(o.author)
+    until = o.expires if own else min(o.expires, now_ms + limits.ttl_ms)
+    if held is not None:
+        return Refresh(o.id, until)
+    q = _Ask(o.id, o.author, o.created, o.expires, held, view, now_ms, limits, view.standing(o.author))
+    decided = _first_failing(OFFER_GATES, q)
+    if decided is not None:
+        return decided
+    evicts = None
+    if view.size() >= limits.max_book:
+        weakest = view.weakest()
+        assert weakest is not None and weakest[1] < q.standing, "room() let it in"
+        evicts = weakest[0]
+    return Add(o.id, until, evicts)
 
 
 def admit_cancel(cancel: dict, view: BookView, now_ms: int, limits: Limits = LIMITS) -> Decision:

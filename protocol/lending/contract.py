@@ -310,20 +310,27 @@ def loan_index(entry: Any) -> list[bytes]:
 
 LOAN_INDEX = b"L"
 TAKEN_INDEX = b"T"
+GRAPH_INDEX = b"G"
 
 
 def agreement_index(entry: Any) -> list[bytes]:
-    """A ``loan.agreement``'s index keys: its loan key, and ``b"T" + offer + author +
-    seq(8)``, which says, in the same write as the agreement itself, that ``author``
-    signed a contract taking ``offer`` (so an offer's consumption is as durable as the
-    countersignature: agree rule 3, and docs/protocol.md)."""
+    """A ``loan.agreement``'s index keys (called only for a valid body, whose contract
+    both parties signed): its loan key; ``b"T" + offer + author + seq(8)``, which says, in
+    the same write as the agreement itself, that ``author`` signed a contract taking
+    ``offer`` (so an offer's consumption is as durable as the countersignature: agree
+    rule 3); and ``b"G" + author + counterparty``, an edge of the graph of countersigned
+    loans that standing walks (standing.py)."""
     keys = loan_index(entry)
     try:
-        offer = peek_document(entry.body["contract"])["offer"]
+        doc = peek_document(entry.body["contract"])
+        offer, parties = doc["offer"], (doc["lender"], doc["borrower"])
     except Exception:  # unreadable: not indexed (the validator refuses it anyway)
         return keys
     if type(offer) is bytes and len(offer) == 32:
         keys.append(TAKEN_INDEX + offer + entry.author + entry.seq.to_bytes(8, "big"))
+    if entry.author in parties and all(type(p) is bytes and len(p) == 32 for p in parties):
+        other = parties[1] if entry.author == parties[0] else parties[0]
+        keys.append(GRAPH_INDEX + entry.author + other)
     return keys
 
 

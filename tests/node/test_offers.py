@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import LOADED, LOCAL, lending, make_node, start, start_line, stop_all
+from framework.inprocess import LOADED, LOCAL, lending, make_node, start, start_line, stop_all, sync_all
 from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from p2pnode.home import Home
@@ -106,7 +106,7 @@ async def test_the_book_rules_on_a_node_and_across_a_restart(tmp_path: Path):
         assert refusal(a, o1.raw) == "offer_cancelled"
         # a stranger's cancellation before the offer does not cancel it, nor block the author's
         assert lending(a).book.add(make_cancel(S, o2.id, now).raw) == "cancelled"
-        assert lending(a).book.add(o2.raw) == "added" and lending(a).book.add(o2.raw) == "duplicate"
+        assert lending(a).book.add(o2.raw) == "added" and lending(a).book.add(o2.raw) == "refreshed"
         assert lending(a).book.add(make_cancel(K, o2.id, now + 1).raw) == "cancelled" and lending(a).book.get(o2.id) is None
         # a held offer: a stranger cannot cancel it
         assert lending(a).book.add(o3.raw) == "added"
@@ -149,3 +149,41 @@ async def test_ledger_verify_checks_the_offer_book(tmp_path: Path):
         store.db.put(book.prefix + b"X" + bytes(8) + bytes(32), b"")  # and an index key naming nothing
         codes = [p.code for p in verify_store(store, LOADED.registry, checks=LOADED.verify_checks()).problems]
     assert codes == ["bad_offer_book", "bad_offer_book"]
+
+
+async def test_free_keys_cannot_squat_a_full_book_against_a_peer_with_loans(tmp_path: Path):
+    """Issue 9, item 4: 120 free keys filled every node's book and honest `offer create`
+    got book_full. A full book takes the offer of an author with standing (here: one that
+    signed a loan with the node) in place of a stranger's; strangers among themselves are
+    first come, first served, and each has a smaller cap."""
+    async with trio.open_nursery() as nursery:
+        viewer, peer = await start_line(nursery, tmp_path, 2, pex=False)
+        await sync_all([viewer, peer])
+        oid = (await peer.call("offer.create", dict(TERMS, expires_in_s=3600)))["id"]
+        await wait_for(lambda: held(viewer, oid), 10, "the offer")
+        assert (await viewer.call("loan.propose", {"offer": oid}))["state"] == "agreed"  # an edge: both signed
+        await wait_for(lambda: lending(viewer).book.standing.of(peer.key.public_key) == 2, 10, "standing")
+        await wait_for(lambda: not held(viewer, oid), 10, "the taken offer to leave the book")
+        book = lending(viewer).book
+        book.limits = Limits(max_book=20, max_per_author=100, max_orphans=10, max_per_stranger=5)
+        now = book.now_ms()
+        squatters = [SigningKey.from_seed(bytes([n]) * 32) for n in range(1, 6)]
+        outcomes = []
+        for k in squatters:
+            for n in range(1, 7):
+                squat = make_offer(k, side="lend", currency="EUR", min_amount=n, max_amount=n, rate_bp=1, term="3m",
+                                   created=now, expires=now + DAY)
+                try:
+                    outcomes.append(book.add(squat.raw))
+                except ApiError as e:
+                    outcomes.append(e.code)
+        # each squatter's sixth is over its cap; once the book is full, no stranger finds a slot
+        # weaker than its own
+        assert outcomes == (["added"] * 5 + ["too_many_offers"]) * 3 + ["added"] * 5 + ["book_full"] * 7
+        assert len(book.all()) == 20
+        mine = await peer.call("offer.create", dict(TERMS, amount="600.00"))
+        await wait_for(lambda: held(viewer, mine["id"]), 10, "the peer's offer to take a squatter's slot")
+        assert len(book.all()) == 20 and (await viewer.call("node.status"))["counters"]["offers.evicted"] == 1
+        assert (await viewer.call("ledger.verify"))["ok"]  # the book's records stay whole (I7)
+        await stop_all([viewer, peer])
+

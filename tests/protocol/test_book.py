@@ -8,15 +8,15 @@ import re
 from typing import NamedTuple
 
 import pytest
-from hypothesis import event, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from protocol.keys import SigningKey
 from protocol.lending import book
 from protocol.lending.book import (
-    CANCEL_GATES, LIMITS, MAX_BOOK, MAX_ORPHANS, MAX_PER_AUTHOR, MAX_SKEW_MS, OFFER_GATES, REFUSALS, Add, Cancel,
-    Duplicate, Limits, Refuse, admit, admit_cancel, admit_offer,
+    BOOK_TTL_MS, CANCEL_GATES, LIMITS, MAX_BOOK, MAX_ORPHANS, MAX_PER_AUTHOR, MAX_PER_STRANGER, MAX_SKEW_MS,
+    OFFER_GATES, REFUSALS, Add, Cancel, Duplicate, Limits, Refresh, Refuse, admit, admit_cancel, admit_offer,
 )
 from protocol.lending.offer import MAX_OFFER_MS, make_cancel, make_offer, offer_of, parse_book_message
 
@@ -47,10 +47,13 @@ class ModelBook:
     offers by id, cancellations by (offer id, author), the purge index (one ``until`` per
     id, the latest asked for), and a purge of what is due."""
 
-    def __init__(self) -> None:
+    def __init__(self, standings: dict[bytes, int] | None = None, me: bytes | None = None) -> None:
         self.offers: dict[bytes, FakeOffer] = {}
         self.cancels: set[tuple[bytes, bytes]] = set()
         self.until: dict[bytes, int] = {}
+        # the authors' standing (rule 5): A, B and C have some, anyone else none
+        self.standings = {A: 1, B: 1, C: 1} if standings is None else standings
+        self.me = me
 
     # the view
     def held(self, offer_id):
@@ -68,10 +71,27 @@ class ModelBook:
     def orphans(self):
         return sum(1 for i, _ in self.cancels if i not in self.offers)
 
+    def standing(self, author):
+        return self.standings.get(author, 0)
+
+    def own(self, author):
+        return author == self.me
+
+    def weakest(self):
+        if not self.offers:
+            return None
+        o = min(self.offers.values(), key=lambda o: (self.standing(o.author), -o.created, o.id))
+        return o.id, self.standing(o.author)
+
     # the node's side
     def apply(self, item, d) -> None:
         if isinstance(d, Add):
+            if d.evicts is not None:
+                del self.offers[d.evicts]
+                self.until.pop(d.evicts, None)
             self.offers[d.offer_id] = item
+        elif isinstance(d, Refresh):
+            pass
         elif isinstance(d, Cancel):
             self.cancels.add((d.offer_id, d.author))
             if d.removes:
@@ -98,11 +118,18 @@ def fed(view: ModelBook, item, now=T0, limits=LIMITS):
 # -- rule 1: offers ----------------------------------------------------------------------------
 
 
-def test_a_new_live_offer_is_added_until_it_expires():
-    v, o = ModelBook(), offer(1)
+def test_a_new_live_offer_is_added_until_it_expires_or_is_not_heard_for_the_ttl():
+    v, o = ModelBook(), offer(1, life=60_000)
     d = fed(v, o)
-    assert d == Add(o.id, o.expires) and d.outcome == "added"
-    assert fed(v, o) == Duplicate() and Duplicate().outcome == "duplicate"
+    assert d == Add(o.id, o.expires) and d.outcome == "added"  # (it expires within the ttl)
+    assert fed(v, o) == Refresh(o.id, o.expires) and Refresh(o.id, 0).outcome == "refreshed"
+    long = offer(2, life=30 * DAY)
+    assert fed(v, long) == Add(long.id, T0 + BOOK_TTL_MS)
+    assert fed(v, long, now=T0 + 60_000) == Refresh(long.id, T0 + 60_000 + BOOK_TTL_MS)  # heard again
+    v.purge(T0 + 60_000 + BOOK_TTL_MS)  # not heard since: gone
+    assert long.id not in v.offers
+    mine = ModelBook(me=A)
+    assert fed(mine, long) == Add(long.id, long.expires)  # our own offers stay until they expire
 
 
 def test_an_expired_offer_is_refused():
@@ -150,13 +177,17 @@ def test_each_author_has_a_limit_of_live_offers():
 
 def test_the_default_limits_and_their_messages():
     assert (MAX_BOOK, MAX_PER_AUTHOR, MAX_ORPHANS, MAX_SKEW_MS) == (10_000, 100, 10_000, 86_400_000)
-    assert LIMITS == Limits(MAX_BOOK, MAX_PER_AUTHOR, MAX_ORPHANS)
-    full = ModelBook()
+    assert (MAX_PER_STRANGER, BOOK_TTL_MS) == (10, 600_000)
+    assert LIMITS == Limits(MAX_BOOK, MAX_PER_AUTHOR, MAX_ORPHANS, MAX_PER_STRANGER, BOOK_TTL_MS)
+    full = ModelBook(standings={})
     full.offers = {bytes([n % 256, n // 256]) * 16: offer(n, author=bytes([n % 200]) * 32) for n in range(MAX_BOOK)}
     assert admit_offer(offer(10**6), full, T0) == Refuse("book_full", "the offer book holds 10000 offers")
     many = ModelBook()
     many.offers = {offer(n).id: offer(n) for n in range(MAX_PER_AUTHOR)}
     assert admit_offer(offer(10**6), many, T0) == Refuse("too_many_offers", "the author has 100 live offers already")
+    strange = ModelBook(standings={})
+    strange.offers = {offer(n).id: offer(n) for n in range(MAX_PER_STRANGER)}
+    assert admit_offer(offer(10**6), strange, T0) == Refuse("too_many_offers", "the author has 10 live offers already")
     orphaned = ModelBook()
     orphaned.cancels = {(offer(n).id, A) for n in range(MAX_ORPHANS)}
     assert admit_cancel(cancel(offer(10**6)), orphaned, T0) == Refuse(
@@ -225,7 +256,7 @@ def test_admit_takes_what_the_offers_topic_carries():
                      created=T0, expires=T0 + DAY)
     v = ModelBook()
     item = parse_book_message(env.raw)
-    assert fed(v, item) == Add(env.id, T0 + DAY) and v.held(env.id) == offer_of(env)
+    assert fed(v, item) == Add(env.id, T0 + BOOK_TTL_MS) and v.held(env.id) == offer_of(env)
     c = parse_book_message(make_cancel(key, env.id, T0 + 1).raw)
     assert fed(v, c, now=T0 + 2) == Cancel(env.id, key.public_key, T0 + DAY, removes=True)
 
@@ -301,7 +332,7 @@ class BookMachine(RuleBasedStateMachine):
         elif isinstance(d, Refuse) and d.code == "offer_cancelled":
             assert (o.id, o.author) in self.book.cancels  # only the author's cancellation keeps it out
         else:
-            assert isinstance(d, Duplicate) == held_before
+            assert isinstance(d, Refresh) == held_before
 
     @rule(o=offers, later=st.integers(0, 2 * DAY))
     def authors_cancel(self, o, later):
@@ -361,3 +392,41 @@ class BookMachine(RuleBasedStateMachine):
 
 BookMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestBook = BookMachine.TestCase
+
+
+# -- rule 5: standing ------------------------------------------------------------------------------
+
+
+def test_a_full_book_evicts_the_weakest_authors_offer_and_never_for_a_stranger():
+    """Issue 9, item 4: 120 free keys filled every book and honest offers got book_full.
+    A full book takes an offer only in place of one whose author has a lower standing."""
+    small = Limits(max_book=3, max_per_author=3, max_orphans=1, max_per_stranger=2)
+    v = ModelBook(standings={A: 2, B: 1})
+    squat = [offer(n, author=bytes([n]) * 32, created=T0 + n) for n in (10, 11, 12)]  # three free keys
+    assert [fed(v, o, limits=small).outcome for o in squat] == ["added"] * 3
+    newcomer = offer(13, author=bytes([13]) * 32)
+    assert fed(v, newcomer, limits=small) == Refuse("book_full", "the offer book holds 3 offers")  # stranger vs strangers
+    b = offer(20, author=B)
+    assert fed(v, b, limits=small) == Add(b.id, T0 + BOOK_TTL_MS, evicts=squat[2].id)  # the latest stranger's goes
+    a1, a2 = offer(21, author=A, created=T0 + 1), offer(22, author=A, created=T0 + 2)
+    assert fed(v, a1, limits=small).evicts == squat[1].id
+    assert fed(v, a2, limits=small).evicts == squat[0].id
+    assert fed(v, offer(23, author=A), limits=small).evicts == b.id  # B's standing is below A's
+    assert admit_offer(offer(24, author=B), v, T0, small).code == "book_full"  # A's are not below B's
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), min_size=1, max_size=40))
+def test_no_offer_is_ever_evicted_by_an_author_of_the_same_or_lower_standing(feed):
+    small = Limits(max_book=4, max_per_author=4, max_orphans=1, max_per_stranger=2)
+    authors = [bytes([k]) * 32 for k in range(6)]
+    v = ModelBook(standings={authors[k]: k % 4 for k in range(6)})
+    for n, (_, k) in enumerate(feed):
+        o = offer(n, author=authors[k], created=T0 + n)
+        d = fed(v, o, limits=small)
+        if isinstance(d, Add) and d.evicts is not None:
+            assert d.evicts not in v.offers
+            evicted = next(x for x in [offer(m, author=authors[feed[m][1]], created=T0 + m) for m in range(n)]
+                           if x.id == d.evicts)
+            assert v.standing(evicted.author) < v.standing(o.author)
+        assert v.size() <= small.max_book
