@@ -32,11 +32,12 @@ from p2pnode.errors import ApiError
 from p2pnode.extensions import Loaded, describe_extensions
 from p2pnode.home import Home
 from p2pnode.ledger.handlers import ledger_handlers
-from p2pnode.ledger.store import Store
+from p2pnode.ledger.store import Reserve, Store, StoreError, free_bytes
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.addresses import check_ports_free
 from p2pnode.net.connections import DIAL_TIMEOUT, Connections
 from p2pnode.net.gossip import Gossip, TopicSpec
+from p2pnode.net.ownchain import OwnChainCheck
 from p2pnode.net.peers import PeerBook
 from p2pnode.net.pex import PeerExchange
 from p2pnode.net.streams import StreamRouter
@@ -53,6 +54,10 @@ class NodeSettings:
     mdns: bool = False
     sync_interval: float = SYNC_INTERVAL
     pex: bool = True  # exchange and dial peers; off only to keep a test topology fixed
+    reserve: Reserve = field(default_factory=Reserve)
+    """Free disk space the store keeps (store.py, "The disk")."""
+    own_chain_wait: float = 10.0
+    """Seconds appends are held at start while peers are asked for the own chain (ownchain.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
 
@@ -79,6 +84,7 @@ class Node:
         self.conns: Connections | None = None
         self.gossip: Gossip | None = None
         self.syncer: Syncer | None = None
+        self.own_chain: OwnChainCheck | None = None
         self.methods = MethodTable(dict(loaded.methods.methods), {}, dict(loaded.methods.owners))
         self.services: dict[str, Any] = {}
         self._running: list[Running] = []
@@ -97,7 +103,7 @@ class Node:
         from p2pnode.net.host import build_host, build_pubsub
 
         listen = [multiaddr.Multiaddr(a) for a in self.settings.listen]
-        self.store = self.home.open_store()  # first: a running node on this home says so
+        self.store = self.home.open_store(self.settings.reserve)  # first: a running node on this home says so
         try:
             self.loaded.prepare(self.store)
             check_ports_free(self.settings.listen)
@@ -136,6 +142,9 @@ class Node:
         self.streams = StreamRouter(self.host, penalise=self.conns.penalise, count=self.count)
         self.syncer = Syncer(self.ledger, self.conns, self.streams, self.clock, interval=self.settings.sync_interval,
                              count=self.count)
+        self.own_chain = OwnChainCheck(self.ledger, self.conns, self.syncer, self.clock,
+                                       wait=self.settings.own_chain_wait,
+                                       peers_configured=bool(self.settings.bootstrap) or self.settings.mdns)
         self.pex = PeerExchange(self.conns, self.streams, own_key=self.key.public_key,
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
@@ -152,6 +161,8 @@ class Node:
             self.conns.learn_bootstrap(addr)
         async with trio.open_nursery() as nursery:
             self.syncer.start(nursery)
+            self.own_chain.hold()  # before anything can append: services, handlers, hooks
+            nursery.start_soon(self.own_chain.run)
             parts = Parts(self.key, self.clock, self.ledger, self.gossip, self.streams, self.methods,
                           Peers(lambda: set(self.conns.connected), self.syncer.request), self.count)
             self._running = await start_services(self.loaded, parts, self.settings.extensions, nursery)
@@ -220,7 +231,12 @@ class Node:
         new = [e.envelope for e in entries if self.store.locate(e.id) is None]
         if not new:
             return
-        report = await self.ledger.ingest(new, via="gossip")
+        try:
+            report = await self.ledger.ingest(new, via="gossip")
+        except StoreError as e:  # below the reserve, or failed: status says so; sync brings them later
+            self.count("entries.refused")
+            log.debug("gossip entries not stored: %s", e)
+            return
         if report.errors:  # a gap: the entries before it come by sync
             for e in entries:
                 head = self.store.head(e.author)
@@ -259,6 +275,8 @@ class Node:
                 for a, h in sorted(heads.items())
             ],
             "forked": sorted(peer_id(a) for a in forked),
+            "store": self._store_state(),
+            "own_chain": self.own_chain.state(),
             "sync": {
                 "state": "syncing" if self.syncer.busy else "idle",
                 "last_round_ms": self.syncer.last_round_ms,
@@ -270,6 +288,18 @@ class Node:
             "extension_failures": [f.json() for f in self.loaded.failures],
             "counters": dict(sorted(self.counters.items())),
         }
+
+    def _store_state(self) -> dict:
+        """The store's part of ``status``: ``state`` "ok" or "failed" (then ``error`` and
+        ``failed_at_ms`` say what and when), the free bytes and the reserves."""
+        store = self.store
+        try:
+            free: int | None = free_bytes(store.path)
+        except OSError:
+            free = None
+        return {"state": "failed" if store.failure else "ok", "error": store.failure,
+                "failed_at_ms": store.failed_at_ms, "path": str(store.path), "free_bytes": free,
+                "reserve_own_bytes": store.reserve.own, "reserve_others_bytes": store.reserve.others}
 
     def _node_handlers(self) -> dict[str, Any]:
         async def status() -> dict:
