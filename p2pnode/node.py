@@ -248,7 +248,12 @@ class Node:
 
     async def _on_fraud_gossip(self, data: bytes, sender: bytes | None) -> None:
         proof = wire.check_gossip(wire.TOPIC_FRAUD, data)
-        if await self.ledger.record_fork(proof):
+        try:
+            recorded = await self.ledger.record_fork(proof)
+        except StoreError as e:  # below the reserve, or failed: the proof comes again with sync
+            log.debug("fork proof not stored: %s", e)
+            return
+        if recorded:
             log.warning("FORK proof received: %s signed two entries at seq %d", peer_id(proof.author), proof.seq)
             self.count("forks.received")
 
