@@ -30,7 +30,7 @@ from p2pnode.control.methods import MethodTable
 from p2pnode.control.server import serve_control, socket_path
 from p2pnode.errors import ApiError
 from p2pnode.extensions import Loaded, describe_extensions
-from p2pnode.home import Home
+from p2pnode.home import DEFAULT_OWN_CHAIN_WAIT, Home
 from p2pnode.ledger.handlers import ledger_handlers
 from p2pnode.ledger.store import Reserve, Store, StoreError, free_bytes
 from p2pnode.ledger.writer import Ledger
@@ -56,7 +56,7 @@ class NodeSettings:
     pex: bool = True  # exchange and dial peers; off only to keep a test topology fixed
     reserve: Reserve = field(default_factory=Reserve)
     """Free disk space the store keeps (store.py, "The disk")."""
-    own_chain_wait: float = 10.0
+    own_chain_wait: float = DEFAULT_OWN_CHAIN_WAIT
     """Seconds appends are held at start while peers are asked for the own chain (ownchain.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
@@ -142,9 +142,9 @@ class Node:
         self.streams = StreamRouter(self.host, penalise=self.conns.penalise, count=self.count)
         self.syncer = Syncer(self.ledger, self.conns, self.streams, self.clock, interval=self.settings.sync_interval,
                              count=self.count)
+        dials = self.settings.pex and (bool(self.settings.bootstrap) or self.settings.mdns)  # (the dialer runs with pex)
         self.own_chain = OwnChainCheck(self.ledger, self.conns, self.syncer, self.clock,
-                                       wait=self.settings.own_chain_wait,
-                                       peers_configured=bool(self.settings.bootstrap) or self.settings.mdns)
+                                       wait=self.settings.own_chain_wait, peers_configured=dials)
         self.pex = PeerExchange(self.conns, self.streams, own_key=self.key.public_key,
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
