@@ -31,6 +31,8 @@ from typing import Any
 
 import trio
 
+from protocol.keys import peer_id
+
 from p2pnode.clock import Clock
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.connections import Connections
@@ -42,6 +44,8 @@ MAX_PEERS_ASKED = 64  # peers asked at most, one after another, within the wait
 
 
 class OwnChainCheck:
+    """The check of one start (module docstring): ``hold()``, then ``run()`` as a task."""
+
     def __init__(self, ledger: Ledger, conns: Connections, syncer: Syncer, clock: Clock, *, wait: float,
                  peers_configured: bool) -> None:
         assert wait >= 0
@@ -88,11 +92,10 @@ class OwnChainCheck:
         own = self.ledger.key.public_key
         tried: set[bytes] = set()
         while self.asked < MAX_PEERS_ASKED:
-            fresh = [pk for pk in list(self.conns.connected) if pk not in tried]
-            if not fresh:
+            fresh = [pk for pk in self.conns.connected if pk not in tried]
+            if not fresh:  # wait for the next peer (no await since ``fresh`` was read: none is missed)
                 self._connected = trio.Event()
-                if not [pk for pk in self.conns.connected if pk not in tried]:
-                    await self._connected.wait()
+                await self._connected.wait()
                 continue
             pk = fresh[0]
             tried.add(pk)
@@ -100,7 +103,7 @@ class OwnChainCheck:
             try:
                 result = await self.syncer.pull_chain(pk, own)
             except Exception as e:  # the peer left, timed out or misbehaved: ask the next one
-                log.info("asking %s for the own chain failed: %s", pk.hex()[:16], e)
+                log.info("asking %s for the own chain failed: %s", peer_id(pk), e)
                 continue
             if result.forks:
                 log.error("the own chain is forked: a peer holds another entry at seq %d", result.forks[0].seq)
