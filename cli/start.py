@@ -52,7 +52,7 @@ def _check_listen(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 @click.option("--others-reserve-mib", type=click.IntRange(0, 1 << 30), default=None, metavar="MIB",
               help="Store no other author's entries below this much free disk (default: the config's "
                    "ledger.others_reserve_mib, 128).")
-@click.option("--own-chain-wait", type=click.FloatRange(0, 600), default=None, metavar="SECONDS",
+@click.option("--own-chain-wait", type=click.FloatRange(0, 20), default=None, metavar="SECONDS",
               help="Hold appends at start at most this long while peers are asked for the own chain "
                    "(default: the config's ledger.own_chain_wait_s, 10).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)

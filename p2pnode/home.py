@@ -62,7 +62,7 @@ DEFAULT_RESERVE_MIB = DEFAULT_RESERVE_OWN // MIB
 DEFAULT_OTHERS_RESERVE_MIB = DEFAULT_RESERVE_OTHERS // MIB
 DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are asked for the own chain
 MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
-MAX_OWN_CHAIN_WAIT = 600.0
+MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
 
 
 @dataclass

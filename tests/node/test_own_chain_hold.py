@@ -34,7 +34,7 @@ async def test_appends_wait_for_the_check_and_no_longer_than_its_time_limit(tmp_
 
 async def test_a_node_with_no_peers_configured_signs_at_once(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        node = await start(nursery, make_node(tmp_path / "a", "a", pex=False, own_chain_wait=60))
+        node = await start(nursery, make_node(tmp_path / "a", "a", pex=False, own_chain_wait=20))
         with trio.fail_after(5):
             assert (await node.ledger.append_one("note", {"text": "at once"})).seq == 2
         assert node.status()["own_chain"]["state"] == "no_peers"
