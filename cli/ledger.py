@@ -321,9 +321,13 @@ def import_(c: Ctx, file: Path, as_json: bool) -> None:
 
     if str(file) == "-":
         try:
-            lines = sys.stdin.read().splitlines()
+            text = sys.stdin.read(api.MAX_IMPORT_FILE + 1)  # bounded: stdin may be endless
         except UnicodeDecodeError:
             fail(f"{file} is not UTF-8 text", code="bad_export_file")
+        if len(text) > api.MAX_IMPORT_FILE:
+            fail(f"standard input holds more than an import reads ({api.MAX_IMPORT_FILE >> 20} MiB)",
+                 code="file_too_large")
+        lines = text.splitlines()
     else:
         lines = api.read_import_file(file)  # read here too, so a bad file fails the same way
     summary = _import_via_node(c, file, lines)

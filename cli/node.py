@@ -68,6 +68,7 @@ def status(c: Ctx, watch: bool, timeout: float, as_json: bool) -> None:
     said = sync_progress(sync)
     if said and not sync_done(sync):  # (unknown progress matters only mid-sync)
         click.echo(f"{'':<12}{said}")
+    _store_lines(st)
     if st["forked"]:
         click.echo(f"FORKED      {len(st['forked'])} author(s) signed two histories: "
                    + ", ".join(peer_label(a, names) for a in st["forked"]))
@@ -93,6 +94,31 @@ def status(c: Ctx, watch: bool, timeout: float, as_json: bool) -> None:
     if st["counters"]:
         click.echo("")
         table("counters", ["counter", "value"], [[k, str(v)] for k, v in st["counters"].items()])
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def _store_lines(st: dict) -> None:
+    """The store's state (fail-stop, free space, reserves) and the own-chain check at start."""
+    store, own = st.get("store"), st.get("own_chain")
+    if store:
+        free = "free space unknown" if store["free_bytes"] is None else f"{_mib(store['free_bytes'])} free"
+        reserves = f"reserve {_mib(store['reserve_own_bytes'])} own, {_mib(store['reserve_others_bytes'])} others"
+        if store["state"] == "failed":
+            click.echo(f"STORE FAILED at {iso_ms(store['failed_at_ms'])}: {store['error']}")
+            click.echo(f"{'':<12}it takes no writes until the node restarts: free disk space or fix the cause, "
+                       "then `p2pnode stop` and `p2pnode start`")
+        else:
+            click.echo(f"store       ok, {free} ({reserves})")
+    if own:
+        state = {"checking": "asking peers for it, appends wait", "checked": "checked with peers",
+                 "no_peers": "no peers configured", "skipped": "not checked (wait 0)",
+                 "timed_out": "no peer answered in time", "unchecked": "no peer answered cleanly"}.get(
+                     own["state"], own["state"])
+        fetched = f", {own['fetched']} entries fetched back" if own["fetched"] else ""
+        click.echo(f"own chain   seq {own['head']}, {state}{fetched}")
 
 
 def _watch(c: Ctx, timeout: float) -> None:

@@ -47,12 +47,21 @@ def _check_listen(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR", callback=_check_bootstrap,
               help="Dial this peer at start (repeatable), added to the config's.")
 @click.option("--mdns/--no-mdns", default=None, help="Find peers on the local network by mDNS (default: the config's, off).")
+@click.option("--reserve-mib", type=click.IntRange(0, 1 << 30), default=None, metavar="MIB",
+              help="Refuse to sign own entries below this much free disk (default: the config's ledger.reserve_mib, 32).")
+@click.option("--others-reserve-mib", type=click.IntRange(0, 1 << 30), default=None, metavar="MIB",
+              help="Store no other author's entries below this much free disk (default: the config's "
+                   "ledger.others_reserve_mib, 128).")
+@click.option("--own-chain-wait", type=click.FloatRange(0, 20), default=None, metavar="SECONDS",
+              help="Hold appends at start at most this long while peers are asked for the own chain "
+                   "(default: the config's ledger.own_chain_wait_s, 10).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Append the log here instead of stderr.")
 @passphrase_option
 @pass_ctx
 @handles_errors
-def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None, log_level: str,
+def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None, reserve_mib: int | None,
+          others_reserve_mib: int | None, own_chain_wait: float | None, log_level: str,
           log_file: Path | None, passphrase_file: Path | None, **extension_flags: Any) -> None:
     """Run the node in the foreground: share the ledger with peers and answer commands.
 
@@ -70,6 +79,10 @@ def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: boo
         argv += ["--bootstrap", a]
     if mdns is not None:
         argv.append("--mdns" if mdns else "--no-mdns")
+    for flag, value in (("--reserve-mib", reserve_mib), ("--others-reserve-mib", others_reserve_mib),
+                        ("--own-chain-wait", own_chain_wait)):
+        if value is not None:
+            argv += [flag, str(value)]
     if log_file is not None:
         argv += ["--log-file", str(log_file)]
     if passphrase_file is not None:

@@ -26,7 +26,7 @@ from protocol.kinds import KindRegistry, genesis_body
 
 from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
-from p2pnode.ledger.store import Store
+from p2pnode.ledger.store import DEFAULT_RESERVE_OTHERS, DEFAULT_RESERVE_OWN, MIB, Reserve, Store
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"
@@ -57,12 +57,17 @@ def resolve_home(home: str | os.PathLike | None) -> Path:
     return Path(raw).expanduser().absolute()
 
 
-CORE_SECTIONS = ("node", "network", "extensions")
+CORE_SECTIONS = ("node", "network", "ledger", "extensions")
+DEFAULT_RESERVE_MIB = DEFAULT_RESERVE_OWN // MIB
+DEFAULT_OTHERS_RESERVE_MIB = DEFAULT_RESERVE_OTHERS // MIB
+DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are asked for the own chain
+MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
+MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
 
 
 @dataclass
 class Config:
-    """What config.toml says: the core's sections (``[node]``, ``[network]``,
+    """What config.toml says: the core's sections (``[node]``, ``[network]``, ``[ledger]``,
     ``[extensions]``) and, untouched, every other section: each extension's own, checked
     by its declared settings when the extension loads (``extensions.settings_of``)."""
 
@@ -70,6 +75,9 @@ class Config:
     listen: list[str] = field(default_factory=lambda: [f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"])
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = False
+    reserve_mib: int = DEFAULT_RESERVE_MIB
+    others_reserve_mib: int = DEFAULT_OTHERS_RESERVE_MIB
+    own_chain_wait_s: float = DEFAULT_OWN_CHAIN_WAIT
     disabled: list[str] = field(default_factory=list)
     sections: dict[str, dict] = field(default_factory=dict)
 
@@ -88,6 +96,16 @@ class Config:
             f"bootstrap = [{', '.join(q(a) for a in self.bootstrap)}]\n"
             "# Find peers on the local network by mDNS.\n"
             f"mdns = {'true' if self.mdns else 'false'}\n\n"
+            "[ledger]\n"
+            "# Free disk space (MiB) below which the node refuses to sign its own new entries,\n"
+            "# before the disk fills and a write fails (docs/operations.md, \"The disk\").\n"
+            f"reserve_mib = {self.reserve_mib}\n"
+            "# Free disk space (MiB) below which it stores no other author's entries (sync, gossip):\n"
+            "# larger than reserve_mib, so that peers cannot use up the room its own chain needs.\n"
+            f"others_reserve_mib = {self.others_reserve_mib}\n"
+            "# Seconds its appends wait at start while it asks its peers for entries of its own chain\n"
+            "# that its store lacks (a restored backup); 0: no wait.\n"
+            f"own_chain_wait_s = {_toml(self.own_chain_wait_s)}\n\n"
             "[extensions]\n"
             "# Installed extensions this node leaves out, by name (`p2pnode extensions` lists them).\n"
             f"disabled = [{', '.join(q(n) for n in self.disabled)}]\n"
@@ -106,11 +124,17 @@ class Config:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: {e}") from None
         node, net, ext = doc.get("node", {}), doc.get("network", {}), doc.get("extensions", {})
+        led = doc.get("ledger", {})
+        if not isinstance(led, dict):
+            raise ConfigError(f"{where}: [ledger] must be a table")
         cfg = cls(
             name=node.get("name", ""),
             listen=net.get("listen", cls().listen),
             bootstrap=net.get("bootstrap", []),
             mdns=net.get("mdns", False),
+            reserve_mib=led.get("reserve_mib", DEFAULT_RESERVE_MIB),
+            others_reserve_mib=led.get("others_reserve_mib", DEFAULT_OTHERS_RESERVE_MIB),
+            own_chain_wait_s=led.get("own_chain_wait_s", DEFAULT_OWN_CHAIN_WAIT),
             disabled=ext.get("disabled", []),
             sections={k: v for k, v in doc.items() if k not in CORE_SECTIONS and isinstance(v, dict)},
         )
@@ -122,7 +146,19 @@ class Config:
                 raise ConfigError(f"{where}: {section}.{k} must be a list of strings")
         if not isinstance(cfg.mdns, bool):
             raise ConfigError(f"{where}: network.mdns must be true or false")
+        for k in ("reserve_mib", "others_reserve_mib"):
+            v = getattr(cfg, k)
+            if type(v) is not int or not 0 <= v <= MAX_RESERVE_MIB:
+                raise ConfigError(f"{where}: ledger.{k} must be a whole number of MiB, 0 to {MAX_RESERVE_MIB}")
+        w = cfg.own_chain_wait_s
+        if type(w) not in (int, float) or not 0 <= w <= MAX_OWN_CHAIN_WAIT:
+            raise ConfigError(f"{where}: ledger.own_chain_wait_s must be a number of seconds, 0 to {MAX_OWN_CHAIN_WAIT:g}")
         return cfg
+
+    @property
+    def reserve(self) -> Reserve:
+        """The free-space reserve of the store's writes, in bytes."""
+        return Reserve(own=self.reserve_mib * MIB, others=self.others_reserve_mib * MIB)
 
 
 def _toml(value: Any) -> str:
@@ -166,9 +202,17 @@ class Home:
             raise ConfigError(f"{self.config_file}: {e}") from None
         return Config.from_toml(text, where=str(self.config_file))
 
-    def open_store(self) -> Store:
+    def open_store(self, reserve: Reserve | None = None) -> Store:
+        """The store, keeping ``reserve`` free (default: this home's config's, or the
+        defaults if the config cannot be read: `p2pnode start` reports a broken config,
+        and the commands that work without a node still open the store)."""
         self.require()
-        return Store(self.store_dir)
+        if reserve is None:
+            try:
+                reserve = self.config().reserve
+            except ConfigError:
+                reserve = Reserve()
+        return Store(self.store_dir, reserve=reserve)
 
     def disabled_extensions(self) -> list[str]:
         """The extensions this home's config leaves out (none if there is no config)."""

@@ -30,13 +30,14 @@ from p2pnode.control.methods import MethodTable
 from p2pnode.control.server import serve_control, socket_path
 from p2pnode.errors import ApiError
 from p2pnode.extensions import Loaded, describe_extensions
-from p2pnode.home import Home
+from p2pnode.home import DEFAULT_OWN_CHAIN_WAIT, Home
 from p2pnode.ledger.handlers import ledger_handlers
-from p2pnode.ledger.store import Store
+from p2pnode.ledger.store import Reserve, Store, StoreError, free_bytes
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.addresses import check_ports_free
 from p2pnode.net.connections import DIAL_TIMEOUT, Connections
 from p2pnode.net.gossip import Gossip, TopicSpec
+from p2pnode.net.ownchain import OwnChainCheck
 from p2pnode.net.peers import PeerBook
 from p2pnode.net.pex import PeerExchange
 from p2pnode.net.streams import StreamRouter
@@ -54,6 +55,10 @@ class NodeSettings:
     mdns: bool = False
     sync_interval: float = SYNC_INTERVAL
     pex: bool = True  # exchange and dial peers; off only to keep a test topology fixed
+    reserve: Reserve = field(default_factory=Reserve)
+    """Free disk space the store keeps (store.py, "The disk")."""
+    own_chain_wait: float = DEFAULT_OWN_CHAIN_WAIT
+    """Seconds appends are held at start while peers are asked for the own chain (ownchain.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
 
@@ -81,6 +86,7 @@ class Node:
         self.gossip: Gossip | None = None
         self.syncer: Syncer | None = None
         self.tasks: Supervisor | None = None
+        self.own_chain: OwnChainCheck | None = None
         self.methods = MethodTable(dict(loaded.methods.methods), {}, dict(loaded.methods.owners))
         self.services: dict[str, Any] = {}
         self._running: list[Running] = []
@@ -99,7 +105,7 @@ class Node:
         from p2pnode.net.host import build_host, build_pubsub
 
         listen = [multiaddr.Multiaddr(a) for a in self.settings.listen]
-        self.store = self.home.open_store()  # first: a running node on this home says so
+        self.store = self.home.open_store(self.settings.reserve)  # first: a running node on this home says so
         try:
             self.loaded.prepare(self.store)
             check_ports_free(self.settings.listen)
@@ -138,6 +144,9 @@ class Node:
         self.streams = StreamRouter(self.host, penalise=self.conns.penalise, count=self.count)
         self.syncer = Syncer(self.ledger, self.conns, self.streams, self.clock, interval=self.settings.sync_interval,
                              count=self.count)
+        dials = self.settings.pex and (bool(self.settings.bootstrap) or self.settings.mdns)  # (the dialer runs with pex)
+        self.own_chain = OwnChainCheck(self.ledger, self.conns, self.syncer, self.clock,
+                                       wait=self.settings.own_chain_wait, peers_configured=dials)
         self.pex = PeerExchange(self.conns, self.streams, own_key=self.key.public_key,
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
@@ -155,6 +164,8 @@ class Node:
         async with trio.open_nursery() as nursery:
             self.tasks = tasks = Supervisor(nursery, self.clock)
             self.syncer.start(nursery)
+            self.own_chain.hold()  # before anything can append: services, handlers, hooks
+            tasks.spawn("own_chain.check", self.own_chain.run)
             parts = Parts(self.key, self.clock, self.ledger, self.gossip, self.streams, self.methods,
                           Peers(lambda: set(self.conns.connected), self.syncer.request), self.count)
             self._running = await start_services(self.loaded, parts, self.settings.extensions, tasks)
@@ -223,7 +234,12 @@ class Node:
         new = [e.envelope for e in entries if self.store.locate(e.id) is None]
         if not new:
             return
-        report = await self.ledger.ingest(new, via="gossip")
+        try:
+            report = await self.ledger.ingest(new, via="gossip")
+        except StoreError as e:  # below the reserve, or failed: status says so; sync brings them later
+            self.count("entries.refused")
+            log.debug("gossip entries not stored: %s", e)
+            return
         if report.errors:  # a gap: the entries before it come by sync
             for e in entries:
                 head = self.store.head(e.author)
@@ -235,7 +251,12 @@ class Node:
 
     async def _on_fraud_gossip(self, data: bytes, sender: bytes | None) -> None:
         proof = wire.check_gossip(wire.TOPIC_FRAUD, data)
-        if await self.ledger.record_fork(proof):
+        try:
+            recorded = await self.ledger.record_fork(proof)
+        except StoreError as e:  # below the reserve, or failed: the proof comes again with sync
+            log.debug("fork proof not stored: %s", e)
+            return
+        if recorded:
             log.warning("FORK proof received: %s signed two entries at seq %d", peer_id(proof.author), proof.seq)
             self.count("forks.received")
 
@@ -262,6 +283,8 @@ class Node:
                 for a, h in sorted(heads.items())
             ],
             "forked": sorted(peer_id(a) for a in forked),
+            "store": self._store_state(),
+            "own_chain": self.own_chain.state(),
             "sync": {
                 "state": "syncing" if self.syncer.busy else "idle",
                 "last_round_ms": self.syncer.last_round_ms,
@@ -274,6 +297,18 @@ class Node:
             "tasks": self.tasks.json() if self.tasks else None,
             "counters": dict(sorted(self.counters.items())),
         }
+
+    def _store_state(self) -> dict:
+        """The store's part of ``status``: ``state`` "ok" or "failed" (then ``error`` and
+        ``failed_at_ms`` say what and when), the free bytes and the reserves."""
+        store = self.store
+        try:
+            free: int | None = free_bytes(store.path)
+        except OSError:
+            free = None
+        return {"state": "failed" if store.failure else "ok", "error": store.failure,
+                "failed_at_ms": store.failed_at_ms, "path": str(store.path), "free_bytes": free,
+                "reserve_own_bytes": store.reserve.own, "reserve_others_bytes": store.reserve.others}
 
     def _node_handlers(self) -> dict[str, Any]:
         async def status() -> dict:

@@ -10,7 +10,8 @@ the actions, as h11's ``Connection`` leaves the socket to its caller.
 Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
 
 1. The dialer sends ``heads?`` once, reads its own heads when the answer comes, and plans
-   with ``wire.plan_pull``: the wanted ranges, in the order of the peer's ``heads``.
+   with ``wire.plan_pull``: the wanted ranges, in the order of the peer's ``heads``. A
+   pull made for some authors only (``only``) plans their ranges alone.
 2. For each range it sends ``get`` for at most ``batch`` entries from the range's next
    seq. At most one ``get`` is unanswered at any time, and the next one goes out as soon
    as a batch arrives, before the node has verified it (pipelining: the peer reads while
@@ -424,7 +425,8 @@ class Puller(_Machine):
     EXPECTS = {P.AWAIT_HEADS: "Heads", P.AWAIT_ENTRIES: "Entries"}
     FAILED_STATE = P.FAILED
 
-    def __init__(self, *, batch: int = wire.MAX_BATCH, max_gets: int = MAX_GETS_PER_PULL) -> None:
+    def __init__(self, *, batch: int = wire.MAX_BATCH, max_gets: int = MAX_GETS_PER_PULL,
+                 only: frozenset[bytes] | None = None) -> None:
         if not 1 <= batch <= wire.MAX_BATCH:
             raise ValueError(f"batch must be in 1..{wire.MAX_BATCH}")
         if max_gets < 1:
@@ -432,6 +434,7 @@ class Puller(_Machine):
         super().__init__(P.IDLE)
         self.batch = batch
         self.max_gets = max_gets
+        self.only = only  # pull these authors' chains alone (None: every chain)
         # Begin, heads, heads read, then per get (max_gets + 1 for divergence) an answer
         # (or Gone/BadFrame) and an Ingested.
         self.max_events = 3 + 2 * (max_gets + 1)
@@ -468,6 +471,8 @@ class Puller(_Machine):
     def _plan(self, event: HeadsRead) -> tuple[PullState, list[Action]]:
         assert self._theirs is not None
         self._wants = wire.plan_pull(event.heads, self._theirs)
+        if self.only is not None:
+            self._wants = [w for w in self._wants if w.author in self.only]
         self.result.authors_behind = len(self._wants)
         self.result.target = sum(w.stop - w.start + 1 for w in self._wants)
         return self._next_range([Progressed(self.progress)])

@@ -17,13 +17,17 @@ ENTRY_VIEW = ('the entry view `{"author", "seq", "prev", "ts", "kind", "body", "
 CORE_METHODS = (
     Method(
         "node.status",
-        "The running node: identity, addresses, peers, every chain held, sync (with the progress of a pull "
-        "under way), the extensions loaded and left out, background tasks that failed, and counters. Every "
-        "task is supervised: a failure is logged and counted in `tasks`, a task meant to run for the node's "
-        "life starts again after a backoff (1 s doubling to 60 s), and none ends the node.",
+        "The running node: identity, addresses, peers, every chain held, the store (failed after a write "
+        "error, free space, reserves), the check of its own chain at start, sync (with the progress of a "
+        "pull under way), the extensions loaded and left out, background tasks that failed, and counters. "
+        "Every task is supervised: a failure is logged and counted in `tasks`, a task meant to run for the "
+        "node's life starts again after a backoff (1 s doubling to 60 s), and none ends the node.",
         result='`{"peer_id", "public_key", "pid", "version", "uptime_s", "listen": [multiaddr], "peers": '
                '[{"peer_id", "addr", "direction"}], "heads": [{"author", "seq", "id", "ts", "forked"}], '
-               '"forked": [peer ID], "sync": {"state": "idle"|"syncing", "last_round_ms", "entries_received", '
+               '"forked": [peer ID], "store": {"state": "ok"|"failed", "error": str or null, "failed_at_ms", '
+               '"path", "free_bytes", "reserve_own_bytes", "reserve_others_bytes"}, "own_chain": {"state": '
+               '"checking"|"checked"|"no_peers"|"skipped"|"timed_out"|"unchecked", "held", "head_at_start", '
+               '"head", "fetched", "peers_asked", "wait_s"}, "sync": {"state": "idle"|"syncing", "last_round_ms", "entries_received", '
                '"progress": {"fetched", "target", "rate_per_s", "eta_s"} or null}, "extensions": [{"name", '
                '"version", "source"}], "extension_failures": [{"name", "error"}], "tasks": {"failures", "by_task": {task: int}, '
                '"restarts", "last_failure": {"task", "error", "at_ms"} or null}, "counters": {name: int}}`',
@@ -51,7 +55,10 @@ CORE_METHODS = (
         "key the node holds: no passphrase. `body` is the JSON form of protocol/jsonform.py (`{\"$bin\": hex}` "
         "for binary; no floats). Refusals: `unencodable` (a float, an integer outside 64 bits), `bad_body` and "
         "other codes of the kind's rules (message `entry refused: ...`); an extension may refuse too (lending: "
-        "`duplicate_document`). The node then gossips the entry.",
+        "`duplicate_document`); `disk_full` (less free disk than the own reserve: nothing was written), "
+        "`store_failed` (a write failed earlier: the store takes none until the node restarts; "
+        "operations.md, \"The disk\"). At start, an append waits while the node asks its peers for its own "
+        "chain (at most `ledger.own_chain_wait_s`). The node then gossips the entry.",
         params=(Param("kind", "str", 'the entry kind, e.g. "note"', required=True, max_len=64),
                 Param("body", "any", "the body, in JSON form", required=True)),
         result=ENTRY_VIEW, handler="append",
@@ -83,7 +90,10 @@ CORE_METHODS = (
         "either `path` (an absolute path the node reads: same user, same machine; use it for anything near "
         "the 1 MiB request limit) or `lines`. Refusals: `bad_export_file` (the message names the line), "
         "`import_refused` (details: `[{\"author\", \"seq\", \"code\", \"message\"}]`), `fork` (details: "
-        "`[{\"author\", \"seq\"}]`; the fork proof is recorded anyway and gossiped), `os_error`.",
+        "`[{\"author\", \"seq\"}]`; the fork proof is recorded anyway and gossiped), `os_error`, "
+        "`not_a_file` (`path` names a FIFO, a device, a directory: only a regular file is read, and it is "
+        "opened without blocking), `file_too_large` (over 256 MiB), and the store's `disk_full`, "
+        "`store_failed`. The file is read before the write lock is taken.",
         params=(Param("path", "str", "an absolute path to an export file", max_len=4096),
                 Param("lines", "list", "export lines")),
         result='`{"added", "duplicates", "lines"}`', handler="import_",

@@ -2,7 +2,9 @@
 p2pnode/control/core.py): the operations of p2pnode/ledger/ops.py, serialised with every
 other write by the node's ``Ledger``, with slow work in a worker thread.
 
-Promises: an append is durable when it answers and is then gossiped; an import that
+Promises: an append is durable when it answers and is then gossiped; an import reads
+its file (a regular file of at most ``ops.MAX_IMPORT_FILE`` bytes) before it takes the
+write lock; an import that
 stored entries or recorded fork proofs runs the same hooks as sync (announce, fork proofs,
 extensions' ``on_entries``), even when it is refused for a fork; ``verify`` holds the
 write lock, so it never sees a half-written chain.
@@ -69,8 +71,11 @@ def ledger_handlers(ledger: Ledger, *, checks: Iterable[tuple[str, Any]] = (),
         if path is not None and not Path(path).is_absolute():
             raise bad_params('"path" must be an absolute path')
 
+        if lines is None:  # read before taking the write lock: a slow file must not hold up writes
+            lines = await run_sync(lambda: ops.read_import_file(path))
+
         def work() -> tuple[dict, IngestReport]:
-            return ops.import_report(store, registry, lines if lines is not None else ops.read_import_file(path))
+            return ops.import_report(store, registry, lines)
 
         async with ledger.lock:
             try:

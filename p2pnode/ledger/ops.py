@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -115,15 +117,57 @@ def ledger_verify(store: Store, registry: KindRegistry, progress: Callable[[int]
     }
 
 
+MAX_IMPORT_FILE = 256 << 20
+"""Bytes of an export file that an import reads at most (256 MiB, about a million
+entries): the file is read whole before anything is stored (all or nothing)."""
+
+
 def read_import_file(path: str | Path) -> list[str]:
-    """The lines of an export file; ``ApiError`` if it cannot be read or is not UTF-8."""
+    """The lines of an export file; ``ApiError`` naming the path and what is wrong if it
+    cannot be read (``os_error``), is not a regular file (``not_a_file``: a device such as
+    /dev/zero, a FIFO, a directory), is larger than ``MAX_IMPORT_FILE`` (``file_too_large``)
+    or is not UTF-8 (``bad_export_file``).
+
+    The file is opened with ``O_NONBLOCK``, so that opening a FIFO with no writer returns
+    at once instead of blocking (a regular file ignores the flag), and its type is checked
+    on the open descriptor, so it cannot be swapped between the check and the read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
-    except UnicodeDecodeError:
-        raise ApiError(f"{path} is not UTF-8 text", code="bad_export_file") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
         raise ApiError(f"{e.strerror or e}: {path}", code="os_error") from None
+    too_large = ApiError(f"{path} is larger than an import reads ({MAX_IMPORT_FILE >> 20} MiB): "
+                         "split it by author (`p2pnode ledger export --author`)", code="file_too_large")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ApiError(f"{path} is not a regular file but {_file_type(st.st_mode)}: an import reads an "
+                           "export file (`p2pnode ledger export`); pipe other sources into "
+                           "`p2pnode ledger import -`", code="not_a_file")
+        if st.st_size > MAX_IMPORT_FILE:
+            raise too_large
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # the file object closes it now
+            data = f.read(MAX_IMPORT_FILE + 1)  # bounded even if the file grows meanwhile
+    except OSError as e:
+        raise ApiError(f"{e.strerror or e}: {path}", code="os_error") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_IMPORT_FILE:
+        raise too_large
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ApiError(f"{path} is not UTF-8 text", code="bad_export_file") from None
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def ledger_import(store: Store, registry: KindRegistry, lines: Iterable[str]) -> dict:
@@ -149,7 +193,7 @@ def import_report(store: Store, registry: KindRegistry, lines: Iterable[str]) ->
     except ExportFileError as e:
         raise ApiError(str(e), code=e.code) from None
     try:
-        report = store.ingest(envelopes, registry=registry, strict=True)
+        report = store.ingest(envelopes, registry=registry, strict=True, own=True)  # its owner asked for it
     except IngestRefused as e:
         raise _refusal(e.report) from None
     return {"added": len(report.added), "duplicates": report.duplicates, "lines": len(envelopes)}, report

@@ -28,11 +28,30 @@ Every logical change is one write batch, so each invariant holds after any crash
 entries are written with ``sync=True``. Opening reads the schema version and the index
 marks only, so start-up time does not grow with the ledger; an index is rebuilt from
 the entries once, when its extension is first seen (``use``).
+
+The disk (docs/operations.md, "The disk"):
+
+- Fail-stop. After any write that fails (a LevelDB error or an ``OSError``) the store
+  takes no more writes until it is closed and opened again: every later write raises
+  ``StoreFailed`` (``store_failed``) and ``failure`` says what failed; reads go on.
+  Why: LevelDB does not stop by itself after a failed log write. The record it tore
+  stays in its log, the records written after it no longer line up with the log's
+  blocks, and the next open fails ("Corruption: checksum mismatch") or drops
+  acknowledged entries. A torn record at the very end of the log is read as a crash
+  and skipped, so a store that stopped at its first failed write opens again with every
+  write that was acknowledged.
+- A free-space reserve. A write that carries a reserve (``Reserve.own`` for the
+  node's own entries, ``Reserve.others`` for everyone else's) is refused with
+  ``StoreFull`` (``disk_full``), before LevelDB sees it, while the disk holding the
+  store has less free space than that; nothing is written and the store does not fail.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -59,6 +78,9 @@ P_EXT_INDEX = b"y"
 CORE_PREFIXES = (P_META, P_ENTRY, P_INDEX, P_HEAD, P_FORK)
 INDEX_MARK = b"index/"
 MIGRATE_BATCH = 10_000  # keys moved per write when adopting an extension's old keys
+MIB = 1 << 20
+DEFAULT_RESERVE_OWN = 32 * MIB  # free bytes below which the node's own appends are refused
+DEFAULT_RESERVE_OTHERS = 128 * MIB  # ... below which other authors' entries are refused
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
@@ -89,6 +111,33 @@ class StoreCorrupt(StoreError):
 
 class StoreFull(StoreError):
     code = "disk_full"
+
+
+class StoreFailed(StoreError):
+    """A write failed earlier; the store takes no more writes until the node restarts."""
+
+    code = "store_failed"
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Free bytes kept on the disk holding the store: the node's own entries are refused
+    below ``own``, everyone else's below ``others``. ``others`` is the larger, so that
+    peers and strangers cannot use up the space the owner's own chain needs."""
+
+    own: int = DEFAULT_RESERVE_OWN
+    others: int = DEFAULT_RESERVE_OTHERS
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.own and 0 <= self.others):
+            raise ValueError("a reserve is a number of bytes, 0 or more")
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged process may still write on the filesystem holding ``path``
+    (``statvfs``: ~2 us, so it is read before every write that carries a reserve)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def entry_key(author: bytes, seq: int) -> bytes:
@@ -164,6 +213,10 @@ def _error_text(e: Exception) -> str:
     return str(e)
 
 
+def _mib(n: int) -> str:
+    return f"{n / MIB:.1f} MiB"
+
+
 def _wrap_io(e: Exception, path: Path) -> StoreError:
     text = _error_text(e)
     # LevelDB's lock failure is "IO error: lock <dir>/LOCK: <reason>"; match that form, not
@@ -181,10 +234,16 @@ def _wrap_io(e: Exception, path: Path) -> StoreError:
 
 
 class Store:
-    """One node's LevelDB database, held open by this process alone."""
+    """One node's LevelDB database, held open by this process alone.
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    ``reserve`` is the free space its writes of entries keep (``Reserve``); ``failure``
+    is None until a write fails, then the text of that failure (fail-stop, above)."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, reserve: Reserve = Reserve()) -> None:
         self.path = Path(path)
+        self.reserve = reserve
+        self.failure: str | None = None
+        self.failed_at_ms: int | None = None
         if not create and not (self.path / "CURRENT").exists():
             raise StoreMissing(f"no store at {self.path}: run `p2pnode init` first")
         try:
@@ -293,16 +352,56 @@ class Store:
             raise _wrap_io(e, self.path) from None
 
     def write_batch(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
-                    sync: bool = True) -> None:
-        """Put and delete keys in one batch: the store's one writer."""
+                    sync: bool = True, reserve: int = 0) -> None:
+        """Put and delete keys in one batch: the store's one writer.
+
+        Raises ``StoreFailed`` if an earlier write failed, and ``StoreFull`` if fewer than
+        ``reserve`` bytes are free; either way nothing is written. A write that fails
+        raises its wrapped error (``disk_full``, ``store_error``, ...) and fails the store."""
+        self.check_writable(reserve)
         try:
             with self._db.write_batch(sync=sync, transaction=True) as wb:
                 for k, v in puts:
                     wb.put(k, v)
                 for k in deletes:
                     wb.delete(k)
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        except (plyvel.Error, OSError) as e:
+            raise self._fail(e) from None
+
+    def check_writable(self, reserve: int = 0) -> None:
+        """Raise what ``write_batch`` would raise before writing: ``StoreFailed`` after a
+        failed write, ``StoreFull`` with fewer than ``reserve`` bytes free."""
+        if self.failure is not None:
+            raise StoreFailed(
+                f"the store at {self.path} takes no writes since a write failed ({self.failure}); "
+                "nothing was written. Free disk space or fix the cause, then restart the node "
+                "(`p2pnode stop`, `p2pnode start`): every acknowledged entry is kept"
+            )
+        if reserve > 0:
+            try:
+                free = free_bytes(self.path)
+            except OSError as e:
+                raise StoreError(f"cannot read the free space of {self.path}: {e.strerror or e}") from None
+            if free < reserve:
+                raise StoreFull(
+                    f"the disk holding {self.path} has {_mib(free)} free, below the reserve of {_mib(reserve)}; "
+                    "nothing was written. Free disk space (the node goes on at once), or lower the reserve "
+                    "in config.toml [ledger]"
+                )
+
+    def _fail(self, e: Exception) -> StoreError:
+        """Stop taking writes after ``e``; the error to raise for it (its own code, e.g.
+        ``disk_full``, with what happens now said)."""
+        if isinstance(e, plyvel.Error):
+            first = _wrap_io(e, self.path)
+        else:
+            kind = StoreFull if e.errno == errno.ENOSPC else StoreError
+            first = kind(f"writing the store at {self.path} failed: {e.strerror or e}")
+        self.failure = first.message
+        self.failed_at_ms = int(time.time() * 1000)
+        return type(first)(f"{first.message}. Nothing more is written until the node restarts: free disk "
+                           "space or fix the cause, then restart it; every acknowledged entry is kept",
+                           code=first.code)
 
     def records(self, name: str) -> "Records":
         """Extension ``name``'s own key space."""
@@ -399,8 +498,10 @@ class Store:
         """Sign and append entries ``(kind, body)`` to ``key``'s own chain, durably, in one
         batch: when this returns, all are on disk; if it raises, none is.
 
-        Raises ``ProtocolError`` for a body its kind refuses or that cannot be encoded.
+        Raises ``ProtocolError`` for a body its kind refuses or that cannot be encoded,
+        ``StoreFull`` below the own reserve, ``StoreFailed`` after a failed write.
         """
+        self.check_writable(self.reserve.own)  # before signing: nothing is signed that cannot be kept
         head = self.head(key.public_key)
         out: list[Entry] = []
         puts: list[tuple[bytes, bytes]] = []
@@ -416,22 +517,24 @@ class Store:
             head = Head.of(entry)
         if out:
             puts.append((P_HEAD + key.public_key, pack_head(head)))
-            self.write_batch(puts, sync=True)
+            self.write_batch(puts, sync=True, reserve=self.reserve.own)
         return out
 
     def append_one(self, key: SigningKey, kind: str, body: Any, *, now_ms: int, registry: KindRegistry) -> Entry:
         return self.append(key, [(kind, body)], now_ms=now_ms, registry=registry)[0]
 
     def record_fork(self, proof: ForkProof) -> bool:
-        """Store a verified fork proof; False if one for that author and seq is stored."""
+        """Store a verified fork proof; False if one for that author and seq is stored.
+        Below the others' reserve it is refused (``StoreFull``) like their entries."""
         k = fork_key(proof.author, proof.seq)
         if self._get(k) is not None:
             return False
-        self.write_batch([(k, proof.encode())], sync=False)
+        self.write_batch([(k, proof.encode())], sync=False, reserve=self.reserve.others)
         return True
 
     def ingest(
-        self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None
+        self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None,
+        own: bool = False,
     ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
@@ -442,6 +545,11 @@ class Store:
         valid on its own. A strict ingest that finds a fork stores no entry either. With
         ``author``, entries of any other author are refused (``wrong_author``): what a
         peer sends in answer to a request for one chain must be of that chain.
+
+        The write keeps ``reserve.others`` free, or ``reserve.own`` with ``own`` (the
+        node's own chain fetched back, or an import its owner asked for); below it,
+        ``StoreFull`` and nothing is stored. An ingest that adds nothing writes nothing
+        and is never refused for space.
         """
         report = IngestReport()
         by_author: dict[bytes, dict[int, Entry]] = {}
@@ -468,7 +576,7 @@ class Store:
         if strict and (report.errors or report.forks):
             raise IngestRefused(report)
         if puts:
-            self.write_batch(puts, sync=False)
+            self.write_batch(puts, sync=False, reserve=self.reserve.own if own else self.reserve.others)
         return report
 
     def _extend(

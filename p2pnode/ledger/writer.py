@@ -13,6 +13,13 @@ by one lock, each followed by the same hooks whatever path the entries came by.
   write stands.
 - ``wait_head(author, seq)`` returns as soon as a chain reaches ``seq``, woken by the write
   itself (no polling), or when its time runs out.
+- While appends are held (``hold``, until ``release``), ``append`` waits: the node holds
+  them at start until it has asked its peers whether they hold more of its own chain
+  than its store does (p2pnode/net/ownchain.py), because signing on top of an old head
+  would fork its own chain. Whoever holds must release, whatever happens (a ``finally``),
+  so no append waits longer than that check's own time limit.
+- Own chain entries that come back from peers are written with the own reserve, every
+  other author's with the others' reserve (store.py, "The disk").
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class Ledger:
         self._on_fork: Callable[[ForkProof], Awaitable[None]] | None = None
         self._hooks: list[tuple[frozenset[str], EntriesHook]] = []
         self._grew = trio.Event()
+        self._may_sign = trio.Event()
+        self._may_sign.set()
 
     # -- wiring (by the node, before it serves) ------------------------------------------
 
@@ -80,6 +89,20 @@ class Ledger:
         """Call ``fn(entries)`` with the new stored entries of ``kinds`` whose bodies are valid."""
         self._hooks.append((frozenset(kinds), fn))
 
+    # -- holding appends ---------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Make ``append`` wait until ``release``."""
+        if self._may_sign.is_set():
+            self._may_sign = trio.Event()
+
+    def release(self) -> None:
+        self._may_sign.set()
+
+    @property
+    def held(self) -> bool:
+        return not self._may_sign.is_set()
+
     # -- writes ----------------------------------------------------------------------------
 
     async def append(self, items: list[tuple[str, Any]], *, unless: Callable[[], bool] | None = None,
@@ -91,7 +114,10 @@ class Ledger:
         of it at once); ``check()`` may refuse by raising. ``records(entries)``, also under
         the lock and after the write, lets the caller write its own records knowing the
         entries. Raises ``ProtocolError`` for a body this node's registry refuses,
-        ``StoreError``, or what ``check`` raises."""
+        ``StoreError``, or what ``check`` raises. While appends are held, waits first."""
+        if not self._may_sign.is_set():
+            self._count("appends.held", 1)
+            await self._may_sign.wait()
         async with self.lock:
             if unless is not None and unless():
                 return []
@@ -112,8 +138,10 @@ class Ledger:
         """Verify and store foreign entries in one write (only ``author``'s, if given); their
         report. ``announce``: gossip what was added (imports do; sync and gossip do not)."""
 
+        own = author == self.key.public_key
+
         def work() -> IngestReport:
-            return self.store.ingest(envelopes, registry=self.registry, author=author)
+            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own)
 
         async with self.lock:
             report = work() if len(envelopes) <= INLINE_INGEST else await trio.to_thread.run_sync(work)

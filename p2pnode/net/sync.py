@@ -196,6 +196,7 @@ async def pull(
     *,
     batch: int = wire.MAX_BATCH,
     progress: Callable[[Progress], None] | None = None,
+    only: frozenset[bytes] | None = None,
 ) -> PullResult:
     """Fetch from the peer on ``stream`` every entry it holds that we lack, storing each
     batch with ``ingest`` as it arrives, and return what it brought. Stops at the first
@@ -203,7 +204,7 @@ async def pull(
     ``result.forks`` holds the proof if the histories differ).
 
     ``progress``, if given, is called with the figures after the plan and after each
-    batch. Raises ``PeerMisbehaved`` if the peer breaks the wire rules, ``PeerGone`` if it
+    batch. ``only``: pull these authors' chains alone. Raises ``PeerMisbehaved`` if the peer breaks the wire rules, ``PeerGone`` if it
     leaves mid-pull (batches already ingested stay stored)."""
 
     async def perform(action: Any) -> rules.Event | None:
@@ -217,7 +218,7 @@ async def pull(
             progress(action.progress)
         return None
 
-    puller = rules.Puller(batch=batch)
+    puller = rules.Puller(batch=batch, only=only)
     return await _run(puller, puller.begin(), stream, perform)
 
 

@@ -25,6 +25,7 @@ import trio
 
 from protocol import wire
 from protocol.keys import peer_id
+from protocol.sync import PullResult
 
 from p2pnode.clock import Clock
 from p2pnode.ledger.writer import Ledger
@@ -124,6 +125,16 @@ class Syncer:
             self._pulls.pop(pk, None)
         if self._open_gaps() and pk in self.conns.connected:
             self._nursery.start_soon(self._ask_again, pk)
+
+    async def pull_chain(self, pk: bytes, author: bytes) -> PullResult:
+        """Pull ``author``'s chain alone from ``pk`` now, beside the routine pulls; what it
+        brought. Raises ``PeerMisbehaved``, ``PeerGone``, ``trio.TooSlowError`` or what
+        opening a stream raises (the caller decides whom to ask next)."""
+        stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
+        try:
+            return await pull(stream, self.ledger.store.heads, self._ingest_from(pk), only=frozenset([author]))
+        finally:
+            await close(stream)
 
     def note_gap(self, author: bytes, seq: int) -> None:
         """Gossip showed that ``author``'s chain reaches ``seq`` while ours does not."""

@@ -212,6 +212,17 @@ def test_the_next_get_goes_out_before_the_batch_is_verified():
     assert (p.result.received, p.result.added, p.result.complete, p.gets_sent) == (9, 9, True, 3)
 
 
+def test_a_pull_for_some_authors_plans_their_ranges_alone():
+    p = Puller(batch=4, only=frozenset([B]))
+    p.begin()
+    p.feed(Received(wire.heads_message(heads_of({A: MAIN[A][:9], B: MAIN[B][:6], C: MAIN[C][:2]}))))
+    actions = p.feed(HeadsRead(heads_of({B: MAIN[B][:2]})))
+    assert actions == [Progressed(Progress(0, 0, 4)), Send(wire.Get(B, 3, 4))]  # A and C are not asked for
+    p.feed(Received(wire.Entries(B, 3, envs(MAIN[B][2:6]))))
+    assert p.feed(Ingested(4)) == [Progressed(Progress(4, 4, 4)), Finished(p.result)]
+    assert (p.result.authors_behind, p.result.complete) == (1, True)
+
+
 def test_after_a_range_the_next_author_is_asked():
     p, _ = planned({}, {A: MAIN[A][:2], B: MAIN[B][:1]})
     p.feed(Received(wire.Entries(A, 1, envs(MAIN[A][:2]))))
