@@ -23,7 +23,7 @@ from protocol.keys import peer_id, public_key_from_peer_id
 from p2pnode.clock import Clock
 from p2pnode.net.addresses import split_p2p_addr
 from p2pnode.net.host import peer_id_of
-from p2pnode.net.peers import PeerBook
+from p2pnode.net.peers import ADDRESS_BANS, ADDRESS_WINDOW, AddressBans, PeerBook, ip_of
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class Connections:
         self.own_key = own_key
         self.mdns = mdns
         self.connected: dict[bytes, Connected] = {}
+        self.address_bans = AddressBans()
         self._count = count
         self._on_connect: list[Callable[[bytes], None]] = []
 
@@ -144,8 +145,13 @@ class Connections:
                 if self.book.banned(pk, self.clock.monotonic()):
                     await self.disconnect(pk)
                     continue
+                described = self._describe(pk)
+                if self.address_bans.banned(ip_of(described.addr), self.clock.monotonic()):
+                    self._count("connections.refused.address_banned", 1)
+                    await self.disconnect(pk)
+                    continue
                 self._unblacklist(pk)
-                self.connected[pk] = self._describe(pk)
+                self.connected[pk] = described
                 log.info("peer connected %s (%s %s)", peer_id(pk), self.connected[pk].direction,
                          self.connected[pk].addr)
                 for fn in self._on_connect:
@@ -178,6 +184,11 @@ class Connections:
         log.warning("peer %s misbehaved (%s): %s; score %d", peer_id(pk), reason, detail, self.book.score(pk))
         if banned:
             log.warning("peer %s banned for misbehaviour; disconnecting", peer_id(pk))
+            c = self.connected.get(pk)
+            address = ip_of(c.addr) if c else ""
+            if self.address_bans.key_banned(address, self.clock.monotonic()):
+                log.warning("address %s banned: %d keys from it were banned within %.0f s", address,
+                            ADDRESS_BANS, ADDRESS_WINDOW)
             try:
                 self.pubsub.add_to_blacklist(peer_id_of(pk))
             except Exception:

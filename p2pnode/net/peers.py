@@ -111,3 +111,43 @@ class PeerBook:
         out = [r for r in self.records.values() if r.addrs and r.public_key not in exclude and r.banned_until == 0.0]
         out.sort(key=lambda r: (r.failures, not r.bootstrap))
         return out[:n]
+
+
+ADDRESS_BANS = 8  # keys banned from one address within ADDRESS_WINDOW that ban the address itself
+ADDRESS_WINDOW = 600.0
+MAX_ADDRESSES = 4096  # addresses remembered; the oldest is forgotten first
+
+
+class AddressBans:
+    """Bans by address: keys are free, so a ban per key alone is no bar (200 bans in 6 s).
+    Once ``ADDRESS_BANS`` keys connecting from one IP address have been banned within
+    ``ADDRESS_WINDOW`` seconds, the address itself is banned for ``BAN_SECONDS``: every
+    key connecting from it is refused. Bounded: at most ``MAX_ADDRESSES`` addresses."""
+
+    def __init__(self) -> None:
+        self._bans: dict[str, list[float]] = {}  # address -> when its keys were banned, in the window
+        self._until: dict[str, float] = {}
+
+    def key_banned(self, address: str, now: float) -> bool:
+        """Note that a key from ``address`` was banned; True if the address is now banned."""
+        if not address:
+            return False
+        recent = [t for t in self._bans.pop(address, []) if now - t < ADDRESS_WINDOW] + [now]
+        self._bans[address] = recent[-ADDRESS_BANS:]
+        while len(self._bans) > MAX_ADDRESSES:
+            self._bans.pop(next(iter(self._bans)))
+        if len(recent) >= ADDRESS_BANS:
+            self._until[address] = now + BAN_SECONDS
+            while len(self._until) > MAX_ADDRESSES:
+                self._until.pop(next(iter(self._until)))
+            return True
+        return False
+
+    def banned(self, address: str, now: float) -> bool:
+        return bool(address) and self._until.get(address, 0.0) > now
+
+
+def ip_of(multiaddr: str) -> str:
+    """The IP address of a multiaddr (``/ip4/1.2.3.4/tcp/5`` -> ``1.2.3.4``), or ``""``."""
+    parts = multiaddr.split("/")
+    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else ""

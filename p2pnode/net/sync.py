@@ -12,7 +12,10 @@ pure ``Puller``/``Server`` of ``protocol/sync.py``; ``pull`` and ``serve_sync`` 
 frames, feed them in, and perform the actions that come out.
 
 Every read is bounded in size (``wire.MAX_FRAME``) and time (``STREAM_TIMEOUT``); a peer
-that sends garbage gets ``PeerMisbehaved`` and is scored down by the node.
+that sends garbage gets ``PeerMisbehaved`` and is scored down by the node. So does one
+that stalls inside a frame (``stalled``: a slowloris announces big frames and sends them
+by halves), and one whose half-read frames would hold more than ``FRAME_BUDGET_PER_PEER``
+bytes at once (``over_budget``); all peers together hold at most ``FRAME_BUDGET_TOTAL``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,48 @@ from protocol.sync import MAX_REQUESTS_PER_STREAM, Progress, PullResult
 log = logging.getLogger("p2pnode.sync")
 
 STREAM_TIMEOUT = 30.0  # seconds any single read may wait before the peer is given up on
+FRAME_BUDGET_PER_PEER = 16 << 20  # bytes of frames being read that one peer may hold at once
+FRAME_BUDGET_TOTAL = 128 << 20  # and all peers together
+
+
+class FrameBudget:
+    """Bytes of frames being read, per peer and in all: reserved from a frame's header
+    until its payload is read (or given up), so that memory follows what peers send."""
+
+    def __init__(self, per_peer: int = FRAME_BUDGET_PER_PEER, total: int = FRAME_BUDGET_TOTAL) -> None:
+        self.per_peer, self.total = per_peer, total
+        self.held: dict[Any, int] = {}
+        self.in_use = 0
+
+    def take(self, peer: Any, n: int) -> None:
+        """Reserve ``n`` bytes for ``peer``: ``PeerMisbehaved`` (``over_budget``) over its
+        share, ``PeerGone`` if all peers' together would pass the total."""
+        mine = self.held.get(peer, 0)
+        if mine + n > self.per_peer:
+            raise PeerMisbehaved(f"frames of {mine + n} bytes at once, over the {self.per_peer} a peer may hold",
+                                 "over_budget")
+        if self.in_use + n > self.total:
+            raise PeerGone(f"the node holds {self.in_use} bytes of frames already; try later")
+        self.held[peer] = mine + n
+        self.in_use += n
+
+    def give_back(self, peer: Any, n: int) -> None:
+        left = self.held.get(peer, 0) - n
+        assert left >= 0 and self.in_use >= n, "more given back than taken"
+        if left:
+            self.held[peer] = left
+        else:
+            self.held.pop(peer, None)
+        self.in_use -= n
+
+
+BUDGET = FrameBudget()
+
+
+def _peer_of(stream: Any) -> Any:
+    """Whom a stream's bytes are charged to: its libp2p connection's peer ID."""
+    conn = getattr(stream, "muxed_conn", None)
+    return getattr(conn, "peer_id", None)
 
 
 class Stream(Protocol):
@@ -63,15 +108,24 @@ async def read_exactly(stream: Stream, n: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def recv(stream: Stream, *, timeout: float = STREAM_TIMEOUT,
+async def recv(stream: Stream, *, timeout: float | None = None,
                decode: Callable[[bytes], Any] = wire.decode_message, max_frame: int = wire.MAX_FRAME) -> Any:
     """The next message on ``stream`` (by default a wire.py message; ``decode`` and
     ``max_frame`` serve other protocols framed alike). Raises ``PeerMisbehaved`` for a bad
-    frame and ``PeerGone`` if the stream ends or stays silent for ``timeout`` seconds."""
+    frame, one it stalls in (``stalled``) or one over its memory budget (``over_budget``,
+    ``BUDGET``), and ``PeerGone`` if the stream ends or stays silent for ``timeout``
+    seconds (default ``STREAM_TIMEOUT``) before a frame begins."""
+    timeout = STREAM_TIMEOUT if timeout is None else timeout
+    n = None
     with trio.move_on_after(timeout) as scope:
         try:
             n = wire.frame_length(await read_exactly(stream, wire.FRAME_HEADER), max_frame)
-            payload = await read_exactly(stream, n)
+            peer = _peer_of(stream)
+            BUDGET.take(peer, n)
+            try:
+                payload = await read_exactly(stream, n)
+            finally:
+                BUDGET.give_back(peer, n)
         except ProtocolError as e:
             raise PeerMisbehaved(e.message, e.code) from None
         except PeerGone:
@@ -81,6 +135,8 @@ async def recv(stream: Stream, *, timeout: float = STREAM_TIMEOUT,
                 raise PeerGone(f"{type(e).__name__}: {e}") from None
             raise
     if scope.cancelled_caught:
+        if n is not None:  # a frame begun and not finished in time: a stall, not silence
+            raise PeerMisbehaved(f"sent part of a {n}-byte frame, not all of it within {timeout:.0f} s", "stalled")
         raise PeerGone(f"no message within {timeout:.0f} s")
     try:
         return decode(payload)

@@ -298,3 +298,62 @@ async def test_a_peer_whose_ban_ran_out_gets_gossip_again(tmp_path: Path, monkey
             await wait_for(lambda: MALLORY.public_key in node.connected, 5, "the peer to come back")
             assert not node.pubsub.is_peer_blacklisted(peer_id_of(MALLORY.public_key))
         node.stop()
+
+
+async def test_a_slowloris_is_scored_and_its_half_sent_frames_are_bounded(tmp_path: Path, monkeypatch, caplog):
+    """Issue 9: announcing 8 MiB frames and sending half grew RSS by 22 MB a key, for as
+    long as the streams lasted. A frame begun and not finished in time is misbehaviour
+    (``stalled``), and the bytes of frames one peer has half-sent at once are bounded
+    (``over_budget``), before they are read."""
+    from p2pnode.net import sync as netsync
+
+    monkeypatch.setattr(netsync, "STREAM_TIMEOUT", 1.5)
+    monkeypatch.setattr(netsync.BUDGET, "per_peer", 1 << 20)
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        async with attacker() as (host, _):
+            await dial(host, node)
+            before = misbehaviour(node)
+            first = await host.new_stream(node.host.get_id(), [wire.SYNC_PROTOCOL])
+            await first.write(struct.pack(">I", 900_000) + b"\x00" * 1000)  # 900 kB announced, 1 kB sent
+            await trio.sleep(0.3)
+            assert netsync.BUDGET.in_use == 900_000  # (reserved while its payload is read)
+            second = await host.new_stream(node.host.get_id(), [wire.SYNC_PROTOCOL])
+            await second.write(struct.pack(">I", 900_000) + b"\x00" * 1000)  # over the peer's 1 MiB
+            await wait_for(lambda: misbehaviour(node) >= before + 1, 5, "the second frame to be refused")
+            assert "over the 1048576 a peer may hold" in caplog.text
+            await wait_for(lambda: misbehaviour(node) >= before + 2, 5, "the first one to stall")
+            assert "sent part of a 900000-byte frame" in caplog.text
+            assert netsync.BUDGET.in_use == 0 and netsync.BUDGET.held == {}
+        await still_serves(node)
+        node.stop()
+
+
+async def test_an_address_whose_keys_keep_getting_banned_is_banned_itself(tmp_path: Path, monkeypatch):
+    """Issue 9: bans were per key and keys are free (200 bans in 6 s). Once enough keys
+    from one address are banned, every new key from it is refused at once."""
+    from p2pnode.net import peers
+
+    monkeypatch.setattr(peers, "ADDRESS_BANS", 3)
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        keys = [SigningKey.from_seed(bytes([n]) * 32) for n in range(1, 5)]
+        for key in keys[:3]:
+            async with attacker(key) as (host, _):
+                await dial(host, node)
+                await wait_for(lambda: key.public_key in node.connected, 5, "the peer to connect")
+                for _ in range(2):
+                    await node.conns.penalise(key.public_key, "bad_frame", "test")
+        assert node.conns.address_bans.banned("127.0.0.1", node.clock.monotonic())
+        async with attacker(keys[3]) as (host, _):  # a fresh key, never penalised
+            with trio.move_on_after(5):
+                try:
+                    await dial(host, node)
+                except Exception:
+                    pass
+            await wait_for(lambda: node.counters.get("connections.refused.address_banned", 0) >= 1, 5,
+                           "the fresh key to be refused")
+            await trio.sleep(0.3)
+            assert keys[3].public_key not in node.connected
+        await still_serves(node)
+        node.stop()
