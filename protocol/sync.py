@@ -9,9 +9,12 @@ the actions, as h11's ``Connection`` leaves the socket to its caller.
 
 Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
 
-1. The dialer sends ``heads?`` once, reads its own heads when the answer comes, and plans
-   with ``wire.plan_pull``: the wanted ranges, in the order of the peer's ``heads``. A
-   pull made for some authors only (``only``) plans their ranges alone.
+1. The dialer sends ``heads?`` and, while a page names a ``next``, ``heads?`` with
+   ``after`` = ``next`` (wire.py rule 2), at most ``MAX_HEAD_PAGES`` pages; a page whose
+   first author is not after the one asked from is ``bad_message``. With the last page it
+   reads its own heads and plans with ``wire.plan_pull`` over every page: the wanted
+   ranges, in the order of the peer's heads. A pull made for some authors only (``only``)
+   plans their ranges alone.
 2. For each range it sends ``get`` for at most ``batch`` entries from the range's next
    seq. At most one ``get`` is unanswered at any time, and the next one goes out as soon
    as a batch arrives, before the node has verified it (pipelining: the peer reads while
@@ -34,7 +37,9 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
 7. A pull sends at most ``max_gets`` range ``get``s (plus one for divergence), so it ends
    within ``max_events`` events. Its progress (entries fetched and added, and the target:
    the sum of the planned ranges) obeys 0 <= added <= fetched <= target.
-8. The listener answers each ``heads?`` with ``wire.heads_message`` and each ``get`` with
+8. The listener answers each ``heads?`` with ``wire.heads_message`` (the page after its
+   ``after``, read with ``ReadHeads(after, HEADS_PAGE + 1)`` so that it knows whether
+   more remain) and each ``get`` with
    ``wire.answer_get`` over the chain the node reads for it, one request at a time and in
    order, until the peer leaves or ``max_requests`` requests are answered. Any other
    message is ``unexpected_message``.
@@ -62,6 +67,7 @@ from .wire import WireError
 
 MAX_REQUESTS_PER_STREAM = 1_000_000  # requests one listener stream answers; far above any real sync
 MAX_GETS_PER_PULL = 1_000_000  # range gets one pull sends (x MAX_BATCH entries: beyond any real chain)
+MAX_HEAD_PAGES = 1_024  # heads pages one pull reads (x HEADS_PAGE: 4 million authors)
 
 
 class SyncMisuse(Exception):
@@ -140,7 +146,11 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class ReadHeads:
-    """Read the heads of the chains held; feed ``HeadsRead``."""
+    """Read the heads of the chains held (with ``limit``: the first ``limit`` authors after
+    ``after``, in order); feed ``HeadsRead``."""
+
+    after: bytes | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +293,7 @@ PULL_TABLE: dict[PullState, Row] = {
         Begin: ("_ask_heads", _to(P.AWAIT_HEADS)),
     },
     P.AWAIT_HEADS: {
-        wire.Heads: ("_read_ours", _to(P.PLANNING)),
+        wire.Heads: ("_read_ours", _to(P.AWAIT_HEADS, P.PLANNING, P.FAILED)),
         AnyMessage: ("_unexpected", _to(P.FAILED)),
         BadFrame: ("_garbled", _to(P.FAILED)),
         Gone: ("_lose", _to(P.LOST)),
@@ -435,12 +445,15 @@ class Puller(_Machine):
         self.batch = batch
         self.max_gets = max_gets
         self.only = only  # pull these authors' chains alone (None: every chain)
-        # Begin, heads, heads read, then per get (max_gets + 1 for divergence) an answer
-        # (or Gone/BadFrame) and an Ingested.
-        self.max_events = 3 + 2 * (max_gets + 1)
+        # Begin, the heads pages, heads read, then per get (max_gets + 1 for divergence) an
+        # answer (or Gone/BadFrame) and an Ingested.
+        self.max_events = 2 + MAX_HEAD_PAGES + 2 * (max_gets + 1)
         self.result = PullResult()
         self.gets_sent = 0
         self._theirs: wire.Heads | None = None
+        self._pages: list[tuple[bytes, int, bytes]] = []  # the heads of the pages read so far
+        self._asked_after: bytes | None = None
+        self._page_count = 0
         self._wants: list[wire.Want] = []
         self._next_want = 0  # index in _wants of the range to start next
         self._want: wire.Want | None = None  # the range being pulled
@@ -464,7 +477,16 @@ class Puller(_Machine):
         return P.AWAIT_HEADS, [Send(wire.HeadsQuery())]
 
     def _read_ours(self, event: Received) -> tuple[PullState, list[Action]]:
-        self._theirs = event.message
+        page = event.message
+        if page.heads and self._asked_after is not None and page.heads[0][0] <= self._asked_after:
+            return P.FAILED, [Misbehaved(WireError("a heads page starts before the author asked from",
+                                                   code="bad_message"))]
+        self._pages.extend(page.heads)
+        self._page_count += 1
+        if page.next is not None and self._page_count < MAX_HEAD_PAGES:
+            self._asked_after = page.next
+            return P.AWAIT_HEADS, [Send(wire.HeadsQuery(page.next))]
+        self._theirs = wire.Heads(tuple(self._pages))
         self.result.authors_checked = len(self._theirs.heads)
         return P.PLANNING, [ReadHeads()]
 
@@ -606,6 +628,7 @@ class Server(_Machine):
         self.requests = 0  # answered
         self.sent = 0  # entries sent
         self._asked: wire.Get | None = None
+        self._after: bytes | None = None  # the heads? being answered asks from this author
 
     @property
     def served(self) -> Served:
@@ -614,14 +637,15 @@ class Server(_Machine):
     # -- handlers (named in SERVE_TABLE) --
 
     def _read_heads(self, event: Received) -> tuple[ServeState, list[Action]]:
-        return S.READING_HEADS, [ReadHeads()]
+        self._after = event.message.after
+        return S.READING_HEADS, [ReadHeads(self._after, wire.HEADS_PAGE + 1)]
 
     def _read_chain(self, event: Received) -> tuple[ServeState, list[Action]]:
         get = self._asked = event.message
         return S.READING_CHAIN, [ReadChain(get.author, get.start, get.limit)]
 
     def _answer_heads(self, event: HeadsRead) -> tuple[ServeState, list[Action]]:
-        return self._answered(wire.heads_message(event.heads))
+        return self._answered(wire.heads_message(event.heads, self._after))
 
     def _answer_get(self, event: ChainRead) -> tuple[ServeState, list[Action]]:
         assert self._asked is not None

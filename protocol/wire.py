@@ -6,7 +6,10 @@ Rules of this file (docs/protocol.md, "Network"):
    ``MAX_FRAME``), then ``n`` bytes of one canonical MessagePack map with a text field
    ``type``. A frame that breaks any rule ends the stream: the peer sent garbage.
 2. Sync (``/p2plend/sync/1.0.0``) is pulled by the dialer. It sends ``heads?``; the
-   listener answers ``heads`` (every author it holds, with seq and id of the last entry).
+   listener answers ``heads``: the authors it holds, with seq and id of the last entry,
+   in pages. A page holds the authors after the query's ``after`` (all, without it), in
+   order, at most ``HEADS_PAGE`` of them; if more remain, ``next`` is its last author and
+   the dialer asks again with ``after`` = ``next``. No author is ever left out.
    For each author whose seq is higher than its own, the dialer sends ``get`` for the
    next range and the listener answers ``entries``: at most ``limit`` consecutive entries
    of that author from ``start`` (fewer if it holds fewer or the frame would exceed
@@ -49,7 +52,8 @@ TOPICS = (TOPIC_ENTRIES, TOPIC_FRAUD)
 """The core's gossip topics."""
 
 MAX_FRAME = 8 << 20  # bytes of one frame's payload
-MAX_HEADS = 65_536  # authors in one `heads` answer
+MAX_HEADS = 65_536  # authors one `heads` answer may hold (what a receiver accepts)
+HEADS_PAGE = 4_096  # authors in one `heads` answer this node sends (rule 2)
 MAX_BATCH = 4_096  # entries in one `entries` answer
 MAX_PEERS = 32  # peers in one `peers` answer
 MAX_ADDRS = 8  # multiaddrs per peer
@@ -72,14 +76,18 @@ class WireError(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class HeadsQuery:
-    """``{type: "heads?"}``: what chains do you hold?"""
+    """``{type: "heads?", [after]}``: what chains do you hold (after author ``after``)?"""
+
+    after: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Heads:
-    """``{type: "heads", heads: [[author, seq, id], ...]}``, sorted by author."""
+    """``{type: "heads", heads: [[author, seq, id], ...], [next]}``, sorted by author;
+    ``next`` (the last author) when more remain (rule 2)."""
 
     heads: tuple[tuple[bytes, int, bytes], ...]
+    next: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +128,12 @@ Message = Union[HeadsQuery, Heads, Get, Entries, Pex, Peers]
 
 def _doc(msg: Message) -> dict[str, Any]:
     if isinstance(msg, HeadsQuery):
-        return {"type": "heads?"}
+        return {"type": "heads?"} if msg.after is None else {"type": "heads?", "after": msg.after}
     if isinstance(msg, Heads):
-        return {"type": "heads", "heads": [list(h) for h in msg.heads]}
+        doc: dict[str, Any] = {"type": "heads", "heads": [list(h) for h in msg.heads]}
+        if msg.next is not None:
+            doc["next"] = msg.next
+        return doc
     if isinstance(msg, Get):
         return {"type": "get", "author": msg.author, "start": msg.start, "limit": msg.limit}
     if isinstance(msg, Entries):
@@ -205,10 +216,10 @@ def decode_message(payload: bytes) -> Message:
         raise WireError("a message is a map with a text 'type'")
     t = doc["type"]
     if t == "heads?":
-        _fields(doc, {"type"}, t)
-        return HeadsQuery()
+        _fields(doc, {"type", "after"} if "after" in doc else {"type"}, t)
+        return HeadsQuery(_bin(doc["after"], 32, "after") if "after" in doc else None)
     if t == "heads":
-        _fields(doc, {"type", "heads"}, t)
+        _fields(doc, {"type", "heads", "next"} if "next" in doc else {"type", "heads"}, t)
         heads = []
         prev = b""
         for h in _list(doc["heads"], MAX_HEADS, "heads"):
@@ -219,7 +230,12 @@ def decode_message(payload: bytes) -> Message:
                 raise WireError("heads are not sorted by author, or repeat one")
             prev = author
             heads.append((author, _uint(h[1], "head seq", 1), _bin(h[2], 32, "head id")))
-        return Heads(tuple(heads))
+        nxt = None
+        if "next" in doc:
+            nxt = _bin(doc["next"], 32, "next")
+            if not heads or nxt != heads[-1][0]:
+                raise WireError("heads: next must be the page's last author", code="bad_message")
+        return Heads(tuple(heads), nxt)
     if t == "get":
         _fields(doc, {"type", "author", "start", "limit"}, t)
         return Get(
@@ -271,10 +287,15 @@ def usable_addrs(announced: tuple[str, ...], observed_ip: str | None) -> list[st
 # -- sync planning -------------------------------------------------------------------
 
 
-def heads_message(heads: Mapping[bytes, Head]) -> Heads:
-    """The ``heads`` answer for the chains held, sorted by author; at most ``MAX_HEADS``."""
-    ordered = sorted(heads.items())[:MAX_HEADS]
-    return Heads(tuple((a, h.seq, h.id) for a, h in ordered))
+def heads_message(heads: Mapping[bytes, Head], after: bytes | None = None, page: int | None = None) -> Heads:
+    """The ``heads`` page for the chains held (``heads`` may be just those after ``after``):
+    the first ``page`` (default ``HEADS_PAGE``) authors after ``after`` in order, and
+    ``next`` if more remain."""
+    page = HEADS_PAGE if page is None else page
+    ordered = sorted((a, h) for a, h in heads.items() if after is None or a > after)
+    chosen = ordered[:page]
+    nxt = chosen[-1][0] if len(ordered) > page else None
+    return Heads(tuple((a, h.seq, h.id) for a, h in chosen), nxt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,6 +303,21 @@ class Store:
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
+    def heads_page(self, after: bytes | None, limit: int) -> dict[bytes, Head]:
+        """The heads of the first ``limit`` authors after ``after`` (None: from the first),
+        in author order: one page of a sync ``heads`` answer, read without reading the rest."""
+        out: dict[bytes, Head] = {}
+        start = P_HEAD + after + b"\x00" if after is not None else P_HEAD  # (the least key after it)
+        try:
+            with self._db.iterator(start=start, stop=bytes([P_HEAD[0] + 1])) as it:  # (the H keys from start)
+                for k, v in it:
+                    if len(out) >= limit:
+                        break
+                    out[k[1:]] = unpack_head(k[1:], v)
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+        return out
+
     def get(self, author: bytes, seq: int) -> bytes | None:
         """The envelope bytes stored at (author, seq), or None."""
         return self._get(entry_key(author, seq))

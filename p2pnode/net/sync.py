@@ -220,17 +220,20 @@ async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stre
 # -- the listener side ---------------------------------------------------------------
 
 
-async def serve_sync(stream: Stream, heads: Callable[[], dict], chain: Callable[[bytes, int, int], list[bytes]]) -> int:
+async def serve_sync(stream: Stream, heads: Callable[[bytes | None, int], dict],
+                     chain: Callable[[bytes, int, int], list[bytes]]) -> int:
     """Answer one peer's pulls until it closes the stream (or has made
     ``MAX_REQUESTS_PER_STREAM`` requests); returns the entries sent. Raises
     ``PeerMisbehaved`` if the peer sends anything but requests.
 
-    ``heads()`` gives the chains held; ``chain(author, start, limit)`` their envelopes.
+    ``heads(after, limit)`` gives the first ``limit`` chains held after author ``after``
+    (None: from the first), in order; ``chain(author, start, limit)`` their envelopes.
     """
 
     async def perform(action: Any) -> rules.Event:
         if isinstance(action, rules.ReadHeads):
-            return rules.HeadsRead(heads())
+            assert action.limit is not None, "a listener reads heads a page at a time"
+            return rules.HeadsRead(heads(action.after, action.limit))
         assert isinstance(action, rules.ReadChain), action
         return rules.ChainRead(tuple(chain(action.author, action.start, action.limit)))
 

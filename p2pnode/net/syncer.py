@@ -189,4 +189,4 @@ class Syncer:
         def chain(author: bytes, start: int, limit: int) -> list[bytes]:
             return list(store.chain(author, start=start, limit=limit))
 
-        self._count("sync.entries_sent", await serve_sync(stream, store.heads, chain))
+        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain))

@@ -12,6 +12,8 @@ from framework.wait import wait_for
 from p2pnode.walltime import now_ms
 from protocol.entry import make_entry
 from protocol.fork import ForkProof
+from protocol.keys import SigningKey
+from protocol.kinds import genesis_body
 
 pytestmark = pytest.mark.trio
 
@@ -103,3 +105,24 @@ async def test_stop_closes_everything_and_the_home_can_be_reopened(tmp_path: Pat
     assert node.store.db.closed
     again = node.home.open_store()  # the LevelDB lock was released
     again.close()
+
+
+async def test_a_node_holding_more_chains_than_a_heads_page_offers_them_all(tmp_path: Path, monkeypatch):
+    """Issue 9, item 3: heads answers stopped at the 65,536 lowest keys, so honest chains,
+    the answering node's own among them, were never offered, and a new node got none of
+    them. Heads come in pages (wire.py rule 2): with pages of 2 authors, a node joining
+    one that holds 8 chains still gets all 8."""
+    from protocol import wire
+
+    monkeypatch.setattr(wire, "HEADS_PAGE", 2)
+    async with trio.open_nursery() as nursery:
+        holder = await start(nursery, make_node(tmp_path / "h", "h", pex=False))
+        for n in range(1, 8):  # seven other authors' chains, as if synced from elsewhere
+            author = SigningKey.from_seed(bytes([n]) * 32)
+            holder.store.append(author, [("genesis", genesis_body(f"a{n}"))], now_ms=now_ms(), registry=REGISTRY)
+        assert len(holder.store.heads()) == 8
+        joiner = await start(nursery, make_node(tmp_path / "j", "j", pex=False))
+        await joiner.connect(holder.listen_addrs()[0])
+        await sync_all([holder, joiner])
+        assert len(joiner.store.heads()) == 9 and holder.key.public_key in joiner.store.heads()
+        await stop_all([holder, joiner])

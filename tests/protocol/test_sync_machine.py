@@ -467,7 +467,7 @@ def test_a_puller_refuses_limits_out_of_range(kwargs):
 def test_the_server_answers_heads_with_the_chains_it_reads():
     s = Server()
     assert s.awaits_peer and s.state is S.SERVING
-    assert s.feed(Received(wire.HeadsQuery())) == [ReadHeads()]
+    assert s.feed(Received(wire.HeadsQuery())) == [ReadHeads(None, wire.HEADS_PAGE + 1)]
     assert s.state is S.READING_HEADS and not s.awaits_peer
     held = heads_of({A: MAIN[A][:3], B: MAIN[B][:1]})
     assert s.feed(HeadsRead(held)) == [Send(wire.heads_message(held))]
@@ -936,3 +936,40 @@ PullAgainstAServer.TestCase.settings = settings(
     max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_pulls_against_a_server_that_may_lie_garble_or_fall_silent = PullAgainstAServer.TestCase
+
+
+# -- heads in pages (wire.py rule 2; issue 9: at 80,000 chains, the answer stopped at the
+# 65,536 lowest keys, and honest chains, the answering node's own among them, were never offered)
+
+
+def test_heads_come_in_pages_and_no_author_is_left_out(monkeypatch):
+    monkeypatch.setattr(wire, "HEADS_PAGE", 3)
+    keys = sorted(bytes([n]) * 32 for n in range(1, 11))
+    held = {k: Head(k, 1, hashlib.sha256(k).digest(), 0) for k in keys}
+    server, puller = Server(), Puller()
+    actions, pages = puller.begin(), 0
+    while isinstance(actions[0], Send) and pages < 20:  # (10 authors in pages of 3: 4 pages)
+        [read] = server.feed(Received(actions[0].message))
+        assert read.limit == 4  # a page and one more, to know whether more remain
+        page = dict(sorted((k, h) for k, h in held.items() if read.after is None or k > read.after)[:read.limit])
+        [answer] = server.feed(HeadsRead(page))
+        actions, pages = puller.feed(Received(answer.message)), pages + 1
+    assert pages == 4 and actions == [ReadHeads()]
+    assert [a for a, _, _ in puller._theirs.heads] == keys
+
+
+def test_a_heads_page_that_goes_back_is_misbehaviour():
+    p = Puller()
+    p.begin()
+    a, b = bytes([1]) * 32, bytes([2]) * 32
+    assert p.feed(Received(wire.Heads(((a, 1, a), (b, 1, b)), next=b))) == [Send(wire.HeadsQuery(b))]
+    [action] = p.feed(Received(wire.Heads(((a, 1, a),))))
+    assert isinstance(action, Misbehaved) and action.code == "bad_message"
+
+
+def test_a_page_and_its_next_round_trip_on_the_wire():
+    a, b = bytes([1]) * 32, bytes([2]) * 32
+    for msg in (wire.HeadsQuery(a), wire.Heads(((a, 1, a), (b, 2, b)), next=b)):
+        assert wire.decode_message(wire.encode_message(msg)) == msg
+    with pytest.raises(wire.WireError):
+        wire.decode_message(wire.encode_message(wire.Heads(((a, 1, a), (b, 2, b)), next=a)))

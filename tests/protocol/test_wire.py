@@ -207,6 +207,8 @@ VECTORS = {
     "heads?": wire.HeadsQuery(),
     "get(author=A, start=2, limit=4096)": wire.Get(A, 2, 4096),
     "heads([A, 7, ab×32])": wire.Heads(((A, 7, b"\xab" * 32),)),
+    "heads?(after=A)": wire.HeadsQuery(A),
+    "heads([A, 7, ab×32], next=A)": wire.Heads(((A, 7, b"\xab" * 32),), next=A),
     'pex(["/ip4/127.0.0.1/tcp/7420"])': wire.Pex(("/ip4/127.0.0.1/tcp/7420",)),
 }
 
