@@ -56,6 +56,9 @@ Rules:
    - ``async on_entries(entries)``: with ``reacts`` (rule 3); entries stored while the
      extension was not loaded are not replayed to it (its index is rebuilt: read that);
    - ``async on_peer_connected(peer)``: a peer connected (as a task of its own);
+   - ``standing(author) -> int``: how much the extension vouches for ``author`` (0:
+     not at all); the node holds the chains of authors any extension gives standing,
+     and those of others within a bounded budget (p2pnode/net/interest.py);
    - ``check_append(kind, body)``: before a running node signs ``ledger.append`` of one of
      its kinds, under the write lock; it refuses by raising a ``CodedError``. An append
      made with no node running (``p2pnode ledger append`` on a stopped home) is checked by

@@ -43,6 +43,7 @@ from p2pnode.net.pex import PeerExchange
 from p2pnode.net.streams import StreamRouter
 from p2pnode.net.syncer import SYNC_INTERVAL, Syncer
 from p2pnode.services import Parts, Running, check_append, peer_connected, start_services, start_tasks
+from p2pnode.net.interest import STRANGER_BUDGET, Interest
 from p2pnode.supervisor import Supervisor
 
 log = logging.getLogger("p2pnode")
@@ -59,6 +60,8 @@ class NodeSettings:
     """Free disk space the store keeps (store.py, "The disk")."""
     own_chain_wait: float = DEFAULT_OWN_CHAIN_WAIT
     """Seconds appends are held at start while peers are asked for the own chain (ownchain.py)."""
+    stranger_budget: int = STRANGER_BUDGET
+    """Chains of strangers (no standing with any extension) the node holds at most (interest.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
 
@@ -170,6 +173,9 @@ class Node:
                           Peers(lambda: set(self.conns.connected), self.syncer.request), self.count)
             self._running = await start_services(self.loaded, parts, self.settings.extensions, tasks)
             self.services = {r.extension.name: r.service for r in self._running}
+            standings = [fn for fn in (getattr(r.service, "standing", None) for r in self._running) if callable(fn)]
+            self.ledger.interest = Interest(self.key.public_key, self.store, self.registry, standings,
+                                            self.settings.stranger_budget, self.count)
             handlers = ledger_handlers(self.ledger, checks=self.loaded.verify_checks(),
                                        check_append=check_append(self._running, self.registry))
             for name, handler in {**handlers, **self._node_handlers()}.items():

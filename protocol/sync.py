@@ -14,7 +14,9 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
    first author is not after the one asked from is ``bad_message``. With the last page it
    reads its own heads and plans with ``wire.plan_pull`` over every page: the wanted
    ranges, in the order of the peer's heads. A pull made for some authors only (``only``)
-   plans their ranges alone.
+   plans their ranges alone; with ``new_chain``, the chains it holds none of are planned
+   only where ``new_chain(author)`` says so (asked once each, in order: the node's
+   budget for strangers, p2pnode/net/interest.py).
 2. For each range it sends ``get`` for at most ``batch`` entries from the range's next
    seq. At most one ``get`` is unanswered at any time, and the next one goes out as soon
    as a batch arrives, before the node has verified it (pipelining: the peer reads while
@@ -57,7 +59,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 from . import wire
 from .chain import Head
@@ -436,7 +438,7 @@ class Puller(_Machine):
     FAILED_STATE = P.FAILED
 
     def __init__(self, *, batch: int = wire.MAX_BATCH, max_gets: int = MAX_GETS_PER_PULL,
-                 only: frozenset[bytes] | None = None) -> None:
+                 only: frozenset[bytes] | None = None, new_chain: Callable[[bytes], bool] | None = None) -> None:
         if not 1 <= batch <= wire.MAX_BATCH:
             raise ValueError(f"batch must be in 1..{wire.MAX_BATCH}")
         if max_gets < 1:
@@ -445,6 +447,7 @@ class Puller(_Machine):
         self.batch = batch
         self.max_gets = max_gets
         self.only = only  # pull these authors' chains alone (None: every chain)
+        self.new_chain = new_chain  # whether to pull a chain the node holds none of (None: yes), asked once each
         # Begin, the heads pages, heads read, then per get (max_gets + 1 for divergence) an
         # answer (or Gone/BadFrame) and an Ingested.
         self.max_events = 2 + MAX_HEAD_PAGES + 2 * (max_gets + 1)
@@ -495,6 +498,8 @@ class Puller(_Machine):
         self._wants = wire.plan_pull(event.heads, self._theirs)
         if self.only is not None:
             self._wants = [w for w in self._wants if w.author in self.only]
+        if self.new_chain is not None:
+            self._wants = [w for w in self._wants if w.author in event.heads or self.new_chain(w.author)]
         self.result.authors_behind = len(self._wants)
         self.result.target = sum(w.stop - w.start + 1 for w in self._wants)
         return self._next_range([Progressed(self.progress)])

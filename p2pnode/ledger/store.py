@@ -54,7 +54,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import plyvel
 
@@ -303,6 +303,24 @@ class Store:
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
+    def drop_chain(self, author: bytes, registry: KindRegistry) -> int:
+        """Delete ``author``'s chain (its entries, their ids and index keys, its head) in one
+        write, keeping any fork proof of it; how many entries went. For a chain the node
+        holds for no one (a stranger's, over the budget): never its own."""
+        deletes: list[bytes] = [P_HEAD + author]
+        for key, value in self._db.iterator(prefix=P_ENTRY + author):
+            deletes.append(key)
+            try:
+                e = parse_entry(value)
+            except ProtocolError:
+                continue
+            deletes.append(P_INDEX + e.id)
+            indexed = registry.index_keys(e)
+            if indexed is not None:
+                deletes.extend(space_prefix(P_EXT_INDEX, indexed[0]) + k for k in indexed[1])
+        self.write_batch([], deletes)
+        return sum(1 for k in deletes if k[:1] == P_ENTRY)
+
     def heads_page(self, after: bytes | None, limit: int) -> dict[bytes, Head]:
         """The heads of the first ``limit`` authors after ``after`` (None: from the first),
         in author order: one page of a sync ``heads`` answer, read without reading the rest."""
@@ -549,7 +567,7 @@ class Store:
 
     def ingest(
         self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None,
-        own: bool = False,
+        own: bool = False, admit: Callable[[bytes], bool] | None = None,
     ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
@@ -564,7 +582,9 @@ class Store:
         The write keeps ``reserve.others`` free, or ``reserve.own`` with ``own`` (the
         node's own chain fetched back, or an import its owner asked for); below it,
         ``StoreFull`` and nothing is stored. An ingest that adds nothing writes nothing
-        and is never refused for space.
+        and is never refused for space. With ``admit``, the entries of an author whose
+        chain is not stored yet are stored only if ``admit(author)`` (which may make room
+        first, ``drop_chain``); else they are refused (``not_admitted``).
         """
         report = IngestReport()
         by_author: dict[bytes, dict[int, Entry]] = {}
@@ -585,6 +605,10 @@ class Store:
                 report.forks.append(ForkProof.of(other, e))
         puts: list[tuple[bytes, bytes]] = []
         for author, entries in by_author.items():
+            if admit is not None and self.head(author) is None and not admit(author):
+                report.errors.append(ChainError("no room for another stranger's chain", author=author,
+                                                seq=min(entries), code="not_admitted"))
+                continue
             puts.extend(self._extend(author, entries, registry, report))
         for proof in report.forks:
             self.record_fork(proof)

@@ -75,6 +75,7 @@ class Ledger:
         self._grew = trio.Event()
         self._may_sign = trio.Event()
         self._may_sign.set()
+        self.interest: Any = None  # p2pnode.net.interest.Interest: whose new chains are taken (set by the node)
 
     # -- wiring (by the node, before it serves) ------------------------------------------
 
@@ -140,11 +141,17 @@ class Ledger:
 
         own = author == self.key.public_key
 
+        interest = self.interest
+
         def work() -> IngestReport:
-            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own)
+            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own,
+                                     admit=None if interest is None else
+                                     (lambda a: interest.admits(a, evict=via != "sync")))
 
         async with self.lock:
             report = work() if len(envelopes) <= INLINE_INGEST else await trio.to_thread.run_sync(work)
+            if interest is not None and report.added:
+                interest.stored({e.author for e in report.added})
         self._count("entries.received", len(envelopes))
         self._count("entries.added", len(report.added))
         received = self.clock.now_ms()

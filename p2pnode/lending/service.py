@@ -67,6 +67,12 @@ class Lending:
     async def on_peer_connected(self, peer: bytes) -> None:
         self.book.peer_joined()
 
+    def standing(self, author: bytes) -> int:
+        """How near ``author`` is in the graph of loans this node can verify (0: a
+        stranger); the node holds the chains of authors with standing whatever its
+        budget for strangers (p2pnode/net/interest.py)."""
+        return self.book.standing.of(author)
+
     def check_append(self, kind: str, body: Any) -> None:
         self.loans.check_append(kind, body)
 

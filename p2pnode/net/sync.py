@@ -256,6 +256,7 @@ async def pull(
     batch: int = wire.MAX_BATCH,
     progress: Callable[[Progress], None] | None = None,
     only: frozenset[bytes] | None = None,
+    new_chain: Callable[[bytes], bool] | None = None,
 ) -> PullResult:
     """Fetch from the peer on ``stream`` every entry it holds that we lack, storing each
     batch with ``ingest`` as it arrives, and return what it brought. Stops at the first
@@ -263,8 +264,10 @@ async def pull(
     ``result.forks`` holds the proof if the histories differ).
 
     ``progress``, if given, is called with the figures after the plan and after each
-    batch. ``only``: pull these authors' chains alone. Raises ``PeerMisbehaved`` if the peer breaks the wire rules, ``PeerGone`` if it
-    leaves mid-pull (batches already ingested stay stored)."""
+    batch. ``only``: pull these authors' chains alone; ``new_chain``: whether to pull a
+    chain we hold none of (the Puller's). Raises ``PeerMisbehaved`` if the peer breaks
+    the wire rules, ``PeerGone`` if it leaves mid-pull (batches already ingested stay
+    stored)."""
 
     async def perform(action: Any) -> rules.Event | None:
         if isinstance(action, rules.ReadHeads):
@@ -277,7 +280,7 @@ async def pull(
             progress(action.progress)
         return None
 
-    puller = rules.Puller(batch=batch, only=only)
+    puller = rules.Puller(batch=batch, only=only, new_chain=new_chain)
     return await _run(puller, puller.begin(), stream, perform)
 
 

@@ -100,12 +100,15 @@ class Syncer:
                 stream = None
                 try:
                     stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
+                    interest = self.ledger.interest
                     result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk),
-                                        progress=lambda p, pk=pk: self._progressed(pk, p))
+                                        progress=lambda p, pk=pk: self._progressed(pk, p),
+                                        new_chain=None if interest is None else interest.planner())
                     self.last_round_ms = self.clock.now_ms()
                     if result.added:
                         log.info("synced %d entries from %s", result.added, peer_id(pk))
-                    if result.errors and not result.forks:  # a peer relaying a fork is not at fault
+                    if result.errors and not result.forks and result.errors[0].code != "not_admitted":
+                        # (a peer relaying a fork is not at fault, nor one whose chains we had no room for)
                         first = result.errors[0]
                         await self.conns.penalise(pk, "bad_entries", f"seq {first.seq}: {first.message}")
                 except PeerMisbehaved as e:

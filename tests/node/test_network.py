@@ -126,3 +126,37 @@ async def test_a_node_holding_more_chains_than_a_heads_page_offers_them_all(tmp_
         await sync_all([holder, joiner])
         assert len(joiner.store.heads()) == 9 and holder.key.public_key in joiner.store.heads()
         await stop_all([holder, joiner])
+
+
+async def test_strangers_chains_are_held_within_a_budget_and_counterparties_always(tmp_path: Path):
+    """Issue 9, item 3: chains cost nothing, and 35,000 one-entry chains made every node
+    idle at 40% CPU. A node holds its own chain and those of authors an extension gives
+    standing (for lending: who signed a loan with it), always; strangers' up to a budget,
+    the least recently stored evicted first."""
+    from framework.inprocess import lending
+
+    async with trio.open_nursery() as nursery:
+        viewer = await start(nursery, make_node(tmp_path / "v", "v", pex=False, stranger_budget=3))
+        peer = await start(nursery, make_node(tmp_path / "p", "p", pex=False))
+        await peer.connect(viewer.listen_addrs()[0])
+        await sync_all([viewer, peer])
+        oid = (await peer.call("offer.create", {"side": "lend", "amount": "100.00", "currency": "EUR",
+                                                "rate": "5%", "term": "3m"}))["id"]
+        await wait_for(lambda: lending(viewer).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
+        assert (await viewer.call("loan.propose", {"offer": oid}))["state"] == "agreed"
+        await wait_for(lambda: lending(viewer).standing(peer.key.public_key) == 2, 10, "the peer's standing")
+        flood = await start(nursery, make_node(tmp_path / "f", "f", pex=False))
+        for n in range(1, 9):  # eight free identities, one entry each
+            key = SigningKey.from_seed(bytes([n]) * 32)
+            flood.store.append(key, [("genesis", genesis_body(f"s{n}"))], now_ms=now_ms(), registry=REGISTRY)
+        await flood.connect(viewer.listen_addrs()[0])
+        await wait_for(lambda: len(viewer.store.heads()) >= 5, 15, "the flood to fill the budget")
+        await trio.sleep(1)
+        held = set(viewer.store.heads())
+        strangers = held - {viewer.key.public_key, peer.key.public_key}
+        assert len(strangers) <= 3
+        assert {viewer.key.public_key, peer.key.public_key} <= held  # never evicted
+        assert (await viewer.call("ledger.verify"))["ok"]
+        assert (await viewer.call("node.status"))["peer_id"] == viewer.peer_id  # and the flood's peer is no culprit
+        assert viewer.counters.get("misbehaviour.bad_entries", 0) == 0
+        await stop_all([viewer, peer, flood])

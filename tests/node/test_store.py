@@ -397,3 +397,33 @@ def test_open_reads_nothing_proportional_to_the_ledger(tmp_path, registry):
         report = verify_store(s, registry)
     assert not report.ok
     assert any(p.code == "store_corrupt" for p in report.problems)
+
+
+def test_interest_evicts_the_least_recently_stored_stranger_and_never_one_with_standing(tmp_path, registry):
+    """p2pnode/net/interest.py on a real store: with a budget of 2, a third stranger's
+    fresh chain pushes out the stranger stored to least recently (its entries, ids, index
+    keys and head, in one write), never the node's own chain nor a vouched-for author's;
+    a sync pull (no eviction) takes none beyond the budget."""
+    from p2pnode.ledger.verify import verify_store
+    from p2pnode.net.interest import Interest
+    from protocol.entry import make_entry
+
+    REGISTRY = registry
+    me, friend, *strangers = (SigningKey.from_seed(bytes([n]) * 32) for n in range(1, 7))
+    with Store(tmp_path / "s", create=True) as store:
+        store.append(me, [("genesis", genesis_body("me"))], now_ms=T0, registry=REGISTRY)
+        interest = Interest(me.public_key, store, REGISTRY, [lambda a: 2 if a == friend.public_key else 0], budget=2)
+
+        def arrive(key, evict=True):
+            env = make_entry(key, seq=1, prev=ZERO_ID, ts=T0, kind="genesis", body=genesis_body(None)).envelope
+            report = store.ingest([env], registry=REGISTRY, admit=lambda a: interest.admits(a, evict=evict))
+            interest.stored({e.author for e in report.added})
+            return report
+
+        for key in (strangers[0], friend, strangers[1]):
+            assert arrive(key).added
+        assert not arrive(strangers[2], evict=False).added  # a pull: no room, no eviction
+        assert arrive(strangers[2]).added  # fresh by gossip: the least recently stored stranger goes
+        held = set(store.heads())
+        assert held == {me.public_key, friend.public_key, strangers[1].public_key, strangers[2].public_key}
+        assert verify_store(store, REGISTRY).ok
