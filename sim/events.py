@@ -11,18 +11,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 TRACE_KEEP = 200  # events a failure report shows (the last ones)
-
-
-@dataclass(order=True)
-class _Item:
-    at: int
-    seq: int
-    what: str = field(compare=False)
-    act: Callable[[], None] = field(compare=False)
 
 
 class Stop(Exception):
@@ -39,7 +30,7 @@ class Scheduler:
 
     def __init__(self, *, trace_keep: int = TRACE_KEEP, keep_all: bool = False) -> None:
         self.now = 0
-        self._heap: list[_Item] = []
+        self._heap: list[tuple[int, int, str, Callable[[], None]]] = []  # (at, seq, what, act): seq breaks ties
         self._seq = 0
         self.ran = 0  # events taken so far
         self.trace: deque[str] = deque(maxlen=None if keep_all else trace_keep)
@@ -50,7 +41,7 @@ class Scheduler:
     def at(self, when: int, what: str, act: Callable[[], None]) -> None:
         """Run ``act`` at virtual time ``when`` (not before now); ``what`` names it in the trace."""
         self._seq += 1
-        heapq.heappush(self._heap, _Item(max(when, self.now), self._seq, what, act))
+        heapq.heappush(self._heap, (max(when, self.now), self._seq, what, act))
 
     def after(self, delay: int, what: str, act: Callable[[], None]) -> None:
         self.at(self.now + delay, what, act)
@@ -79,16 +70,16 @@ class Scheduler:
         for _ in range(max_events):
             if not self._heap:
                 return "idle"
-            if self._heap[0].at > until:
+            if self._heap[0][0] > until:
                 self.now = until
                 return "time"
-            item = heapq.heappop(self._heap)
-            assert item.at >= self.now, "time went back"
-            self.now = item.at
+            at, _, what, act = heapq.heappop(self._heap)
+            assert at >= self.now, "time went back"
+            self.now = at
             self.ran += 1
             if self.trace_on:
-                self.note(item.what)
-            item.act()
+                self.note(what)
+            act()
             if check is not None and self.ran % check_every == 0:
                 check()
             if self.halted:

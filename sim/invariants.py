@@ -8,7 +8,8 @@ once more at the end of the run (``final``):
   at the end every honest node does.
 - ``no_convergence``: honest nodes converge after a heal within a bounded virtual time:
   at most ``converge_bound_ms`` after the last heal, every honest node holds the same
-  head of every honest author's chain, and no honest node has a proposal open.
+  head of every honest author's chain and the same fork proofs, and no honest node has
+  a proposal open.
 - ``loan_state_differs``: every honest node computes the same loan state for every loan
   (``protocol.lending.loanstate.loan_state`` over the documents in the honest chains it
   holds, gathered in the order it holds them; the state is a function of sets).
@@ -27,7 +28,6 @@ once more at the end of the run (``final``):
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
 
 from protocol.envelope import open_envelope
 from protocol.lending import agree
@@ -36,16 +36,13 @@ from protocol.lending.loanstate import SignedReceipt, loan_state
 
 from .events import Stop, short
 
-if TYPE_CHECKING:
-    from .node import Node
-    from .world import World
 
 NAMES = ("acked_entry_lost", "no_convergence", "loan_state_differs", "proposal_open_past_expiry",
          "offer_overfilled", "fork_proof_missing", "self_fork")
 TICK_SLACK_MS = 1
 
 
-def held_acks(world: "World", node: "Node", *, authors: tuple[bytes, ...] | None = None) -> None:
+def held_acks(world: "World", node: "Node", *, authors: frozenset[bytes] | None = None) -> None:
     """Every acknowledged entry (of ``authors``, default all) is in ``node``'s store."""
     for (author, seq), entry_id in world.acked.items():
         if authors is not None and author not in authors:
@@ -69,6 +66,8 @@ def not_past_expiry(world: "World", node: "Node") -> None:
 def converged(world: "World") -> bool:
     """Whether every honest node holds the same heads of the honest chains, and no honest
     node has a proposal open."""
+    if world.target is not None:  # a scale run: counted as entries arrive
+        return world.done == len(world.nodes)
     nodes = world.honest_nodes()
     if not all(n.up for n in nodes):
         return False
@@ -77,7 +76,10 @@ def converged(world: "World") -> bool:
     authors = [n.pk for n in nodes]
     first = nodes[0].store
     want = [first.head(a) for a in authors]
-    return all([n.store.head(a) for a in authors] == want for n in nodes[1:])
+    if not all([n.store.head(a) for a in authors] == want for n in nodes[1:]):
+        return False
+    proven = sorted(first.forks)
+    return all(sorted(n.store.forks) == proven for n in nodes[1:])
 
 
 def loan_states(node: "Node", honest: tuple[bytes, ...], today: date) -> dict[bytes, dict]:
@@ -100,12 +102,17 @@ def final(world: "World") -> None:
     """The end-of-run checks, after the convergence phase."""
     nodes = world.honest_nodes()
     if world.converged_at is None:
+        if all(n.up for n in nodes):
+            fork_proofs_everywhere(nodes)  # the chains may agree while a proof is missing
         behind = [n.idx for n in nodes if not n.up]
         raise Stop("no_convergence", f"honest nodes still differ {world.config.converge_bound_ms} ms after "
                    f"the heal at {world.healed_at} (down: {behind}; open proposals: "
                    f"{[(n.idx, len(n.machines)) for n in nodes if n.machines]})")
+    pks = frozenset(x.pk for x in nodes)
     for n in nodes:
-        held_acks(world, n, authors=tuple(x.pk for x in nodes))
+        held_acks(world, n, authors=pks)
+    if not world.config.lending:
+        return
     honest = tuple(n.pk for n in nodes)
     today = nodes[0].today()
     states = {n.idx: loan_states(n, honest, today) for n in nodes}
@@ -124,6 +131,10 @@ def final(world: "World") -> None:
     for offer_id, loans in by_offer.items():
         if len(loans) > 1:
             raise Stop("offer_overfilled", f"offer {short(offer_id)} is taken by {len(loans)} loans")
+    fork_proofs_everywhere(nodes)
+
+
+def fork_proofs_everywhere(nodes: list["Node"]) -> None:
     proven = {a for n in nodes for a in n.store.forks}
     for n in nodes:
         missing = sorted(a for a in proven if a not in n.store.forks)

@@ -122,7 +122,7 @@ class Network:
 
     def _delay(self, a: int, b: int) -> int:
         f = self.faults
-        d = self._latency.get((min(a, b), max(a, b)), f.latency[0]) + self.rng.randint(0, f.jitter)
+        d = self._latency.get((a, b) if a < b else (b, a), f.latency[0]) + int(self.rng.random() * (f.jitter + 1))
         if f.spike and self.rng.random() < f.spike:
             d += self.rng.randint(*f.spike_ms)
         return d

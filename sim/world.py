@@ -92,7 +92,8 @@ class Result:
         head = (f"seed {self.seed}: " + ("ok" if self.ok else f"FAILED {self.invariant}: {self.detail}")
                 + f" ({self.events} events, {self.virtual_ms} virtual ms, {self.wall_s:.2f} s,"
                 f" converged {self.converged_ms} ms after the heal, {self.loans} loans, {self.proofs} fork proofs,"
-                f" {self.crashes} crashes, {self.messages / max(self.nodes, 1):.0f} messages per node)")
+                f" {self.crashes} crashes, {self.messages / max(self.nodes, 1):.0f} messages per node,"
+                f" trace {self.digest[:16]})")
         if self.ok:
             return head
         return "\n".join([head, f"trace (last {len(self.trace)} events):"] + self.trace
@@ -124,6 +125,10 @@ class World:
         self.owners_on = True
         self.crashes = 0
         self.loans = 0
+        # Scale runs: the entries every node must hold, and how many of them each holds.
+        self.target: int | None = None
+        self.holding: list[int] = []
+        self.done = 0
         self._build()
 
     # -- the network of nodes ------------------------------------------------------------
@@ -173,7 +178,7 @@ class World:
         self.sched.note(f"node {node.idx} starts (life {node.life}), holding "
                         f"{sum(len(c) for c in node.store.chains.values())} entries")
         if node.honest:
-            invariants.held_acks(self, node, authors=(node.pk,))
+            invariants.held_acks(self, node, authors=frozenset((node.pk,)))
 
     def observe_crash(self, node: Node, why: str) -> None:
         self.crashes += 1
@@ -216,7 +221,11 @@ class World:
         pass
 
     def observe_entries(self, node: Node, added: list[Entry]) -> None:
-        pass
+        if self.target is not None and added:
+            before = self.holding[node.idx]
+            self.holding[node.idx] = before + len(added)
+            if before < self.target <= self.holding[node.idx]:
+                self.done += 1
 
     def observe_offer(self, node: Node, o: offers.Offer) -> None:
         """A borrower that sees a lend offer takes it (a while later: its owner decides)."""
@@ -398,10 +407,13 @@ class World:
         for node in self.nodes:
             self.sched.at(self.rng.randint(0, 100), f"start node {node.idx}", node.start)
         if c.entries_each is not None:
-            for node in self.nodes:
-                if node.writes:
-                    self.sched.at(self.rng.randint(100, 200), f"node {node.idx} appends {c.entries_each}",
-                                  lambda nd=node: [nd.append("note", {"text": f"n{k}"}) for k in range(c.entries_each)])
+            writers = [n for n in self.nodes if n.writes]
+            self.target = len(writers) * (1 + c.entries_each)  # genesis and the burst
+            self.holding = [0] * len(self.nodes)
+            for node in writers:
+                self.sched.at(self.rng.randint(c.heal_at, c.heal_at + 100), f"node {node.idx} appends {c.entries_each}",
+                              lambda nd=node: nd.guard(lambda: nd.append_many("note", [
+                                  {"text": f"n{k}"} for k in range(c.entries_each)])))
         self._schedule_faults()
         self._schedule_owners()
         self.sched.at(c.heal_at, "the last heal: every node up, owners stop", self._heal)
