@@ -12,7 +12,7 @@ once more at the end of the run (``final``):
   a proposal open.
 - ``loan_state_differs``: every honest node computes the same loan state for every loan
   (``protocol.lending.loanstate.loan_state`` over the documents in the honest chains it
-  holds, gathered in the order it holds them; the state is a function of sets).
+  holds, each node listing them in an order of its own; the state is a function of sets).
 - ``proposal_open_past_expiry``: no proposal stays open past its expiry: a node's open
   machine is expired by the first tick after ``expires`` by the node's own clock, so no
   machine is open at ``expires + RETRY_INTERVAL_MS`` (plus one ms of event order).
@@ -27,6 +27,7 @@ once more at the end of the run (``final``):
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 from protocol.envelope import open_envelope
@@ -94,6 +95,9 @@ def loan_states(node: "Node", honest: tuple[bytes, ...], today: date) -> dict[by
             elif e.kind == "loan.receipt":
                 env = open_envelope(e.body["receipt"])
                 receipts.append(SignedReceipt(env.id, env.document, env.signers[0]))
+    # Each node lists the documents in an order of its own: the state must not depend on
+    # it (loanstate.py, rule 10). A generator of its own, so that the world's draws stay as they are.
+    random.Random(node.idx).shuffle(receipts)
     return {loan: loan_state(loan, c, [r for r in receipts if r.doc["loan"] == loan], [], [], today).to_json()
             for loan, c in contracts.items()}
 

@@ -298,6 +298,8 @@ class Node:
             self.request(p)
 
     def request(self, peer: int) -> None:
+        if self.world.bugs.get("no_sync") == self.idx:
+            return  # the injected bug: the node never pulls (it learns by gossip alone)
         if peer in self.syncing:
             self.syncing[peer] = True
             return
@@ -523,6 +525,8 @@ class Node:
         self.taken.discard(offer_id)
 
     def tick_all(self) -> None:
+        if self.world.bugs.get("no_ticks") == self.idx:
+            return  # the injected bug: the node forgets to feed Tick
         for loan in sorted(self.machines):
             if self.up:
                 self.step(loan, Tick(self.now_ms()))

@@ -59,7 +59,10 @@ class Config:
     disk_full: bool = True
     skew_ms: int = 3_000
     lending: bool = True
-    bugs: dict = field(default_factory=dict)  # injected bugs: name -> node index (tests only)
+    # Injected bugs, for the tests that show an invariant can fail: name -> node index.
+    # forget_sync: own entries written without sync=True; offer_twice: ConsumeOffer is
+    # ignored; no_ticks: Tick is never fed; no_sync: the node never pulls.
+    bugs: dict = field(default_factory=dict)
     # Fixes the simulated node has that p2pnode does not have yet (docs/simulation.md,
     # "Findings"); ``python -m sim --as-is`` runs without them.
     fixes: frozenset = frozenset({"taken_from_chain"})
@@ -226,6 +229,9 @@ class World:
             self.holding[node.idx] = before + len(added)
             if before < self.target <= self.holding[node.idx]:
                 self.done += 1
+                if self.done == len(self.nodes) and self.healed_at is not None:  # exact, not to the check
+                    self.converged_at = self.sched.now
+                    self.sched.halt()
 
     def observe_offer(self, node: Node, o: offers.Offer) -> None:
         """A borrower that sees a lend offer takes it (a while later: its owner decides)."""
@@ -279,7 +285,14 @@ class World:
                 self.sched.at(self.rng.randint(2_000, end - 5_000), f"node {node.idx} equivocates",
                               lambda nd=node: nd.guard(nd.equivocate) if nd.up else None)
             if isinstance(node, Liar):
-                node.every(self.rng.randint(0, 3_000), 3_000, "spam", 1, node.spam)
+                self.sched.at(self.rng.randint(0, 3_000), f"node {node.idx} spams", lambda nd=node: self._spam(nd))
+
+    def _spam(self, liar: Liar) -> None:
+        """Every 3 s of the fault phase, whatever its life: junk on the core topics."""
+        if self.owners_on:
+            if liar.up:
+                liar.guard(liar.spam)
+            self.sched.after(3_000, f"node {liar.idx} spams", lambda: self._spam(liar))
 
     def _crash(self, node: Node) -> None:
         if node.up and self.owners_on:
