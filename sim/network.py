@@ -159,7 +159,8 @@ class Network:
         self.nodes[dst].on_stream(s, protocol)
         return s
 
-    def send(self, s: Stream, src: int, data: bytes) -> None:
+    def send(self, s: Stream, src: int, data: bytes, what: str = "") -> None:
+        """Send ``data`` on ``s``; ``what`` names the message in the trace."""
         if s.broken or s.end_of(src).closed:
             return
         self.sent[src] += 1
@@ -173,7 +174,7 @@ class Network:
         way = 0 if s.ends[0].node == src else 1
         at = max(self.sched.now + self._delay(src, dst), s._last[way] + 1)  # in order (TCP)
         s._last[way] = at
-        self.sched.at(at, f"stream {s.protocol} #{s.id} {src}->{dst}", lambda: self._deliver(s, dst, data))
+        self.sched.at(at, f"stream {s.protocol} #{s.id} {src}->{dst} {what}", lambda: self._deliver(s, dst, data))
 
     def _deliver(self, s: Stream, dst: int, data: bytes) -> None:
         end = s.end_of(dst)

@@ -351,7 +351,7 @@ class Node:
                 nxt = None
                 for a in actions:
                     if isinstance(a, sync.Send):
-                        self.world.net.send(s, self.idx, wire.frame(a.message))
+                        self.world.net.send(s, self.idx, wire.frame(a.message), _name(a.message))
                     elif isinstance(a, sync.ReadHeads):
                         nxt = sync.HeadsRead(self.store.heads())
                     elif isinstance(a, sync.Ingest):
@@ -406,7 +406,7 @@ class Node:
                 nxt = None
                 for a in actions:
                     if isinstance(a, sync.Send):
-                        self.world.net.send(s, self.idx, self.frame_for(peer, a.message))
+                        self.world.net.send(s, self.idx, self.frame_for(peer, a.message), _name(a.message))
                     elif isinstance(a, sync.ReadHeads):
                         nxt = sync.HeadsRead(self.heads_for(peer))
                     elif isinstance(a, sync.ReadChain):
@@ -490,7 +490,6 @@ class Node:
             self.maybe_crash(f"before {type(a).__name__}")
             if isinstance(a, Persist):
                 self.store.put_record(loan, a.record.encode())
-                self.world.observe_record(self, m)
             elif isinstance(a, AppendAgreement):
                 if loan not in self.own_agreements:
                     self.append("loan.agreement", {"contract": a.agreement})
@@ -554,7 +553,7 @@ class Node:
                 self.guard(lambda: self.step(loan, SendFailed(self.now_ms(), connected=reason != "unreachable")))
 
         end.receive, end.gone = receive, gone
-        self.world.net.send(s, self.idx, agree.encode(agree.Propose(a.contract, mine)))
+        self.world.net.send(s, self.idx, agree.encode(agree.Propose(a.contract, mine)), f"propose {short(loan)}")
 
     def proposal_entries(self, contract: bytes) -> tuple[bytes, ...]:
         """Our last entries up to the committed head (agree rule 1)."""
@@ -579,7 +578,7 @@ class Node:
         end = s.end_of(self.idx)
 
         def reply(msg: agree.AgreeMessage) -> None:
-            self.world.net.send(s, self.idx, agree.encode(msg))
+            self.world.net.send(s, self.idx, agree.encode(msg), type(msg).__name__)
             self.world.net.close(s, self.idx)
 
         def receive(data: bytes) -> None:
@@ -687,6 +686,17 @@ def _entries_list(data: bytes) -> list[bytes]:
     if not all(type(v) is bytes for v in value):
         raise wire.WireError("an entries message holds envelopes (bin) only")
     return value
+
+
+def _name(msg: Any) -> str:
+    """A sync message as the trace shows it: its type, and the range it names or brings."""
+    if isinstance(msg, wire.Get):
+        return f"get {short(msg.author)} {msg.start}+{msg.limit}"
+    if isinstance(msg, wire.Entries):
+        return f"entries {short(msg.author)} {msg.start}+{len(msg.entries)}"
+    if isinstance(msg, wire.Heads):
+        return f"heads ({len(msg.heads)})"
+    return type(msg).__name__
 
 
 def _received(data: bytes) -> Any:

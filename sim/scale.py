@@ -48,9 +48,9 @@ def cached_parse(data: bytes) -> Entry:
 
 def scale_config(nodes: int) -> Config:
     return Config(nodes=nodes, equivocators=0, liars=0, overfillers=0, lending=False, partitions=0, crashes=0,
-                  step_crash=0, disk_full=False, skew_ms=0, heal_at=1_000, converge_bound_ms=120_000,
-                  faults=FAULTS, writers=WRITERS, entries_each=ENTRIES, parse=cached_parse, trace=False,
-                  max_events=50_000_000)
+                  step_crash=0, disk_full=False, skew_ms=0, far_skew_ms=0, heal_at=1_000,
+                  converge_bound_ms=120_000, faults=FAULTS, writers=WRITERS, entries_each=ENTRIES,
+                  parse=cached_parse, trace=False, max_events=50_000_000)
 
 
 @dataclass

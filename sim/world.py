@@ -57,7 +57,8 @@ class Config:
     crashes: float = 1.0  # random crashes per node over the fault phase (on average)
     step_crash: float = 0.004  # chance of a crash at each crash point
     disk_full: bool = True
-    skew_ms: int = 3_000
+    skew_ms: int = 3_000  # every node's clock is off by up to this
+    far_skew_ms: int = 120_000  # and one node's by up to this (its proposals look expired, or early)
     lending: bool = True
     # Injected bugs, for the tests that show an invariant can fail: name -> node index.
     # forget_sync: own entries written without sync=True; offer_twice: ConsumeOffer is
@@ -147,6 +148,9 @@ class World:
             self.nodes.append(node)
             self.net.add(node)
             self.by_key[node.pk] = i
+        if c.far_skew_ms:
+            far = self.rng.choice(self.nodes)
+            far.skew_ms = self.rng.randint(-c.far_skew_ms, c.far_skew_ms)
         n = len(self.nodes)
         for i in range(n):  # each node dials TARGET_PEERS others; links are both ways
             for j in self.rng.sample(range(n - 1), min(TARGET_PEERS, n - 1)):
@@ -220,9 +224,6 @@ class World:
         if author is not None and author.honest:
             raise Stop("self_fork", f"a valid fork proof names honest node {author.idx} at seq {proof.seq}")
 
-    def observe_record(self, node: Node, machine) -> None:
-        pass
-
     def observe_entries(self, node: Node, added: list[Entry]) -> None:
         if self.target is not None and added:
             before = self.holding[node.idx]
@@ -247,12 +248,14 @@ class World:
     # -- faults ----------------------------------------------------------------------------
 
     def crash_here(self, node: Node, point: str) -> bool:
-        return self.owners_on and self.config.step_crash > 0 and self.rng.random() < self.config.step_crash \
-            and self._will_restart(node)
-
-    def _will_restart(self, node: Node) -> bool:
-        self.sched.after(self.rng.randint(200, 5_000), f"restart node {node.idx}", lambda: self.restart(node))
+        """Whether ``node`` dies at crash point ``point`` (then its restart is scheduled)."""
+        if not (self.owners_on and self.config.step_crash > 0 and self.rng.random() < self.config.step_crash):
+            return False
+        self._will_restart(node)
         return True
+
+    def _will_restart(self, node: Node) -> None:
+        self.sched.after(self.rng.randint(200, 5_000), f"restart node {node.idx}", lambda: self.restart(node))
 
     def restart(self, node: Node) -> None:
         if not node.up and node.disk.capacity is None:

@@ -21,7 +21,9 @@ from sim.world import Config, run
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = range(1, 7)  # `make sim` runs more: SEEDS=1..200 for instance
-AS_IS_FAILS = 17  # a seed on which p2pnode as it is today takes an offer twice (see the last tests)
+# A seed on which p2pnode as it is today takes an offer twice (the last tests). A change to
+# the simulator changes what a seed does: `python -m sim --seeds 1..100 --as-is` finds another.
+AS_IS_FAILS = 1
 
 
 @lru_cache(maxsize=None)
@@ -54,25 +56,34 @@ def test_the_same_seed_is_the_same_run_even_in_another_process():
     assert f"trace {a.digest[:16]}" in out.stdout
 
 
+def first_failure(config: Config, seeds=range(1, 6)):
+    """The first run among ``seeds`` that breaks an invariant (None if none does)."""
+    for seed in seeds:
+        result = run(seed, config)
+        if not result.ok:
+            return result
+    return None
+
+
 def test_a_node_that_forgets_a_durable_write_is_caught_with_its_seed_and_trace():
-    config = Config(bugs={"forget_sync": 2}, crashes=3.0)
-    result = run(11, config)
-    assert not result.ok
+    result = first_failure(Config(bugs={"forget_sync": 2}, crashes=3.0))
+    assert result is not None, "no seed caught a node that writes its own entries without sync"
     assert result.invariant in ("acked_entry_lost", "self_fork"), result.report()
     report = result.report()
-    assert report.startswith("seed 11: FAILED") and "replay: python -m sim --seed 11" in report
+    assert report.startswith(f"seed {result.seed}: FAILED") and f"replay: python -m sim --seed {result.seed}" in report
     assert len(result.trace) > 50
 
 
-@pytest.mark.parametrize("bug, node, seed, invariant", [
-    ("offer_twice", 0, 1, "offer_overfilled"),  # the lender forgets that its offer is taken
-    ("no_ticks", 3, 3, "proposal_open_past_expiry"),  # a borrower never feeds Tick
-    ("no_sync", 2, 1, "no_convergence"),  # a node never pulls: gossip alone loses entries
+@pytest.mark.parametrize("bug, node, invariant", [
+    ("offer_twice", 0, "offer_overfilled"),  # the lender forgets that its offer is taken
+    ("no_ticks", 3, "proposal_open_past_expiry"),  # a borrower never feeds Tick
+    ("no_sync", 2, "no_convergence"),  # a node never pulls: gossip alone loses entries
 ])
-def test_an_injected_bug_is_caught_by_its_invariant(bug, node, seed, invariant):
-    result = run(seed, Config(bugs={bug: node}))
-    assert not result.ok and result.invariant == invariant, result.report()
-    assert result.report().startswith(f"seed {seed}: FAILED {invariant}")
+def test_an_injected_bug_is_caught_by_its_invariant(bug, node, invariant):
+    result = first_failure(Config(bugs={bug: node}))
+    assert result is not None, f"seeds 1 to 5 did not catch {bug}"
+    assert result.invariant == invariant, result.report()
+    assert result.report().startswith(f"seed {result.seed}: FAILED {invariant}")
 
 
 def test_a_different_seed_is_a_different_run():
