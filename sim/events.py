@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 TRACE_KEEP = 200  # events a failure report shows (the last ones)
 
@@ -90,7 +90,3 @@ class Scheduler:
 def short(key: bytes) -> str:
     """A key or id as people read it in a trace."""
     return key.hex()[:8]
-
-
-def describe(value: Any) -> str:
-    return type(value).__name__

@@ -33,10 +33,9 @@ from typing import Any, Callable
 
 from protocol import sync, wire
 from protocol.chain import Head
-from protocol.entry import Entry, next_entry, parse_entry
+from protocol.entry import Entry, next_entry
 from protocol.envelope import countersign, open_envelope
 from protocol.errors import ProtocolError
-from protocol.fork import ForkProof
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body
 from protocol.lending import agree, book, offer as offers
