@@ -1,12 +1,17 @@
 # make demo  - set up (once) and run the main job on an embedded default
 # make test  - set up (once) and run the whole test suite
 # make bench - set up (once) and run the benchmarks
+# make sim   - set up (once) and run the deterministic simulator (docs/simulation.md):
+#              make sim SEEDS=1..200 NODES=6, make sim SEED=17 (replay), make sim NODES=1000 (scale)
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+SEEDS  ?= 1..20
+NODES  ?= 6
+
+.PHONY: demo test bench sim clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pnode needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -21,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@# Byte-compile the sources once: where PYTHONDONTWRITEBYTECODE is set, every CLI and
 	@# node process a test starts would otherwise compile them again.
-	@$(PY) -m compileall -q protocol p2pnode cli tests examples >/dev/null
+	@$(PY) -m compileall -q protocol p2pnode cli sim tests examples >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -30,6 +35,9 @@ bench: $(STAMP)
 	$(PY) bench/gossip.py
 	$(PY) bench/node.py
 	$(PY) bench/agree.py
+
+sim: $(STAMP)
+	$(PY) -m sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --nodes $(NODES) $(SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
