@@ -2,7 +2,7 @@
 
     python -m sim --seed 7                 # one run; on a failure: seed, invariant, trace
     python -m sim --seeds 1..20 --nodes 6  # a range (or a list: 1,5,9); stops at the first failure
-    python -m sim --seeds 1..20 --as-is    # the node as p2pnode is today, without the fixes
+    python -m sim --seeds 1..20 --as-is    # the node as it was before the fixes of docs/simulation.md
     python -m sim --nodes 1000             # more than SCALE_FROM nodes: the scale figures
     python -m sim --scale 100,1000,10000   # the scale table (docs/simulation.md)
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run (replay) one seed")
     ap.add_argument("--seeds", default="1..20", help="seeds to run: A..B, or a list a,b,c (default 1..20)")
     ap.add_argument("--nodes", type=int, default=6, help="honest nodes (default 6; hostile ones come on top)")
-    ap.add_argument("--as-is", action="store_true", help="without the fixes p2pnode lacks (docs/simulation.md)")
+    ap.add_argument("--as-is", action="store_true", help="without the fixes of what the simulator found (docs/simulation.md)")
     ap.add_argument("--scale", help="node counts to measure, e.g. 100,1000,10000")
     args = ap.parse_args(argv)
 

@@ -442,6 +442,7 @@ class Node:
     def admit(self, item: Any, raw: bytes) -> None:
         decision = book.admit(item, _BookView(self), self.now_ms())
         if isinstance(decision, book.Add):
+            assert decision.evicts is None, "the sim's books never fill"
             self.store.put_offer(item)
             self.world.observe_offer(self, item)
         elif isinstance(decision, book.Cancel):
@@ -657,6 +658,7 @@ class _BookView:
 
     def __init__(self, node: Node) -> None:
         self.s = node.store
+        self.me = node.key.public_key
 
     def held(self, offer_id: bytes):
         return self.s.offers.get(offer_id)
@@ -672,6 +674,20 @@ class _BookView:
 
     def orphans(self) -> int:
         return sum(1 for (o, _a) in self.s.cancels if o not in self.s.offers)
+
+    # Standing (book.py rule 5) is not simulated: every other author is a stranger, which
+    # the sim's few offers never fill a book with.
+    def standing(self, author: bytes) -> int:
+        return 3 if author == self.me else 0
+
+    def own(self, author: bytes) -> bool:
+        return author == self.me
+
+    def weakest(self):
+        if not self.s.offers:
+            return None
+        o = min(self.s.offers.values(), key=lambda o: (self.standing(o.author), -o.created, o.id))
+        return o.id, self.standing(o.author)
 
 
 def _entries_list(data: bytes) -> list[bytes]:

@@ -64,8 +64,8 @@ class Config:
     # forget_sync: own entries written without sync=True; offer_twice: ConsumeOffer is
     # ignored; no_ticks: Tick is never fed; no_sync: the node never pulls.
     bugs: dict = field(default_factory=dict)
-    # Fixes the simulated node has that p2pnode does not have yet (docs/simulation.md,
-    # "Findings"); ``python -m sim --as-is`` runs without them.
+    # Fixes of what the simulator found (docs/simulation.md, "Findings"), which p2pnode
+    # has too; ``python -m sim --as-is`` runs the node as it was before them.
     fixes: frozenset = frozenset({"taken_from_chain"})
     writers: int | None = None  # scale mode: only this many nodes own a chain (None: all)
     entries_each: int | None = None  # scale mode: entries each writer appends at the start

@@ -90,12 +90,12 @@ def test_a_different_seed_is_a_different_run():
     assert once(1).digest != once(2).digest
 
 
-def test_finding_p2pnode_as_it_is_takes_an_offer_again_after_a_crash():
-    """What the simulator found (docs/simulation.md, "Findings"): a lender that crashes
-    after it countersigned, before the cancellation of the taken offer is durable, finds
-    the offer live again on restart and countersigns a second loan on it. The simulated
-    node has the fix (it reads the offers it took from its own chain's agreements); when
-    p2pnode has it too, drop ``--as-is`` and this test."""
+def test_finding_the_node_before_its_fix_takes_an_offer_again_after_a_crash():
+    """What the simulator found (docs/simulation.md, "Findings"): a lender that crashed
+    after it countersigned, before the cancellation of the taken offer was durable, found
+    the offer live again on restart and countersigned a second loan on it. The node reads
+    the offers it took from its own chain's agreements now (p2pnode and the simulated
+    node alike); without that fix the invariant catches it."""
     today = as_is(AS_IS_FAILS)
     assert not today.ok and today.invariant == "offer_overfilled", today.report()
     assert once(AS_IS_FAILS).ok
