@@ -49,6 +49,10 @@ from p2pnode.supervisor import Supervisor
 log = logging.getLogger("p2pnode")
 
 
+ENTRIES_RATE = (100.0, 500)  # entries-topic messages per second and burst, per forwarding peer
+FRAUD_RATE = (5.0, 50)  # fork proofs: rare by nature
+
+
 @dataclass
 class NodeSettings:
     listen: list[str]
@@ -153,10 +157,13 @@ class Node:
         self.pex = PeerExchange(self.conns, self.streams, own_key=self.key.public_key,
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
+        # Rates per forwarding peer (gossip.py): a node sends at most one entries message per
+        # 50 ms window of its own, so 100/s leaves room for the many authors a forwarder
+        # relays; what is over it is dropped unforwarded, and sync brings it if it matters.
         self.gossip.add(TopicSpec(wire.TOPIC_ENTRIES, lambda d: wire.check_gossip(wire.TOPIC_ENTRIES, d),
-                                  self._on_entries_gossip, wire.MAX_GOSSIP_SIZE))
+                                  self._on_entries_gossip, wire.MAX_GOSSIP_SIZE, rate=ENTRIES_RATE))
         self.gossip.add(TopicSpec(wire.TOPIC_FRAUD, lambda d: wire.check_gossip(wire.TOPIC_FRAUD, d),
-                                  self._on_fraud_gossip, 256 * 1024))
+                                  self._on_fraud_gossip, 256 * 1024, rate=FRAUD_RATE))
         self.ledger.on_announce(self.gossip.announce)
         self.ledger.on_fork(self._fork_found)
 
