@@ -18,7 +18,7 @@ code of the decoding or signature error of an entry that does not even parse.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Union
 
 from .entry import ZERO_ID, Entry, parse_entry
 from .errors import ChainError, ProtocolError
@@ -97,3 +97,45 @@ def validate_chain(envelopes: Iterable[bytes], *, author: bytes, after: Link | N
     for data in envelopes:
         prev = parse_next(prev, data, author=author)
         yield prev
+
+
+class Extension(NamedTuple):
+    """What ``extend`` makes of entries offered for one author's chain."""
+
+    added: list[Entry]  # the entries that extend the chain, in seq order
+    duplicates: int  # entries the chain holds already
+    forks: list[Any]  # ForkProofs: an offered entry at a held seq with another id than the held one's
+    error: ChainError | None  # the first break; nothing after it is added
+    head: Head | None  # the chain's head once ``added`` is appended
+
+
+def extend(head: Head | None, entries: Mapping[int, Entry], *, holds: Callable[[bytes], bool],
+           held_at: Callable[[int], Entry | None]) -> Extension:
+    """Rules 1 to 5 applied to ``entries`` (of one author, by seq) offered after ``head``:
+    those at or below the head are duplicates (``holds(id)``) or, if the entry held at
+    that seq (``held_at(seq)``) differs, forks; those above extend the chain one by one
+    until the first that does not link. The one rule of how a store takes in a peer's
+    entries, shared by the node's store and the simulator's."""
+    from .fork import ForkProof
+
+    top = head.seq if head else 0
+    added: list[Entry] = []
+    duplicates, forks, error = 0, [], None
+    for seq in sorted(entries):
+        e = entries[seq]
+        if seq <= top:
+            if holds(e.id):
+                duplicates += 1
+            else:
+                held = held_at(seq)
+                if held is not None:
+                    forks.append(ForkProof.of(held, e))
+            continue
+        try:
+            check_entry(head, e)
+        except ChainError as err:
+            error = err
+            break  # nothing after a break in the chain can link
+        added.append(e)
+        head = Head.of(e)
+    return Extension(added, duplicates, forks, error, head)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from protocol.chain import Head, check_entry
+from protocol.chain import Head, check_entry, extend
 from protocol.entry import Entry, parse_entry
 from protocol.errors import ChainError, ProtocolError
 from protocol.fork import ForkProof
@@ -158,28 +158,14 @@ class Store:
         return report
 
     def _extend(self, author: bytes, entries: dict[int, Entry], report: Report) -> list:
-        head = self.head(author)
-        top = head.seq if head else 0
-        puts = []
-        for seq in sorted(entries):
-            e = entries[seq]
-            if seq <= top:
-                if e.id in self.ids:
-                    report.duplicates += 1
-                else:
-                    held = self.entry(author, seq)
-                    if held is not None:
-                        report.forks.append(ForkProof.of(held, e))
-                continue
-            try:
-                check_entry(head, e)
-            except ChainError as err:
-                report.errors.append(err)
-                break  # nothing after a break in the chain can link
-            puts.append((E + author + _seq8(seq), e.envelope))
-            report.added.append(e)
-            head = Head.of(e)
-        return puts
+        x = extend(self.head(author), entries, holds=lambda i: i in self.ids,
+                   held_at=lambda seq: self.entry(author, seq))  # (the node's store's own rule)
+        report.duplicates += x.duplicates
+        report.forks.extend(x.forks)
+        if x.error is not None:
+            report.errors.append(x.error)
+        report.added.extend(x.added)
+        return [(E + author + _seq8(e.seq), e.envelope) for e in x.added]
 
     # -- proposal records and the offer book ---------------------------------------------
 

@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import plyvel
 
-from protocol.chain import Head, check_entry
+from protocol.chain import Head, check_entry, extend
 from protocol.entry import Entry, next_entry, parse_entry
 from protocol.envelope import peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
@@ -624,28 +624,16 @@ class Store:
         """Puts that append ``entries`` (by seq) after ``author``'s stored head; problems go
         to ``report``."""
         head = self.head(author)
-        top = head.seq if head else 0
-        puts: list[tuple[bytes, bytes]] = []
-        for seq in sorted(entries):
-            e = entries[seq]
-            if seq <= top:
-                if self.locate(e.id) is not None:
-                    report.duplicates += 1
-                else:
-                    stored = self.entry(author, seq)
-                    if stored is not None:
-                        report.forks.append(ForkProof.of(stored, e))
-                continue
-            try:
-                check_entry(head, e)
-            except ChainError as err:
-                report.errors.append(err)
-                break  # nothing after a break in the chain can link
-            puts.extend(entry_puts(e, registry))
-            report.added.append(e)
-            head = Head.of(e)
-        if head is not None and head.seq > top:
-            puts.append((P_HEAD + author, pack_head(head)))
+        x = extend(head, entries, holds=lambda i: self.locate(i) is not None,
+                   held_at=lambda seq: self.entry(author, seq))
+        report.duplicates += x.duplicates
+        report.forks.extend(x.forks)
+        if x.error is not None:
+            report.errors.append(x.error)
+        report.added.extend(x.added)
+        puts = [kv for e in x.added for kv in entry_puts(e, registry)]
+        if x.added:
+            puts.append((P_HEAD + author, pack_head(x.head)))
         return puts
 
 
