@@ -262,7 +262,7 @@ def list_(c: Ctx, role: str, state: str | None, at: str | None, as_json: bool) -
     table(f"loans as of {answer['as_of']} ({len(answer['loans'])})",
           ["loan", "role", "with", "state", "dpd", "principal", "outstanding", "start", "term"],
           [[x["loan"][:16], x["role"] or "-", _with(x, names),
-            x["state"] + (f" {x['bucket']}" if x.get("bucket") else ""),
+            x["state"] + (f" {x['bucket']}" if x.get("bucket") else "") + (" FORKED" if x.get("forked") else ""),
             str(x["days_past_due"]), f"{x['principal_text']} {x['currency']}", x["outstanding_text"], x["start"],
             x["term"]] for x in answer["loans"]])
 
@@ -304,6 +304,9 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
     click.echo(f"lender      {peer_full(holder, names)}"
                + ("" if holder == t["lender"] else f" (originally {peer_label(t['lender'], names)})"))
     click.echo(f"borrower    {peer_full(t['borrower'], names)}")
+    if v.get("forked"):
+        click.echo("FORKED      " + ", ".join(peer_label(p, names) for p in v["forked"])
+                   + " signed two histories: their documents prove nothing further")
     click.echo(f"terms       {t['principal_text']} {cur} at {t['rate_text']} a year, {t['term']} {t['schedule']}, "
                f"from {t['start']}; grace {t['grace_days']} days, late fee {m(t['late_fee'])}, "
                f"default after {t['default_days']} days")

@@ -183,7 +183,8 @@ def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | Non
         return
     table(f"offer book ({len(a['offers'])})",
           ["id", "side", "author", "amount", "rate", "term", "kind", "min grade", "expires"],
-          [[o["id"][:16], o["side"], peer_label(o["author"], names), f"{_range(o)} {o['currency']}", o["rate_text"],
+          [[o["id"][:16], o["side"], peer_label(o["author"], names) + (" FORKED" if o.get("author_forked") else ""),
+            f"{_range(o)} {o['currency']}", o["rate_text"],
             o["term"], o["schedule"], o.get("min_grade") or "-", _when(o["expires"])] for o in a["offers"]])
 
 
@@ -201,7 +202,8 @@ def offer_show(c: Ctx, offer_id: str, as_json: bool) -> None:
         return
     click.echo(f"{'id':<13}{o['id']}")
     click.echo(f"{'side':<13}{o['side']}")
-    click.echo(f"{'author':<13}{peer_full(o['author'], names)}")
+    click.echo(f"{'author':<13}{peer_full(o['author'], names)}"
+               + ("  FORKED: it signed two histories" if o.get("author_forked") else ""))
     click.echo(f"{'currency':<13}{o['currency']}")
     click.echo(f"{'amount':<13}{_range(o)}")
     click.echo(f"{'rate':<13}{o['rate_text']}")

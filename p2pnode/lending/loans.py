@@ -252,7 +252,15 @@ class Loans:
 
     def show(self, ref: Any, at: Any) -> dict:
         rec = self.docs.find(ref)
-        return loan_json(rec, self._at(at), self.me)
+        view = loan_json(rec, self._at(at), self.me)
+        view["forked"] = self._forked(rec.contract)
+        return view
+
+    def _forked(self, contract: dict) -> list[str]:
+        """The parties of a loan that signed two histories (a fork proof is held): every
+        loan and offer of a forker says so, wherever it is shown."""
+        forked = self.ctx.chains.forked_authors()
+        return sorted(peer_id(k) for k in {contract["lender"], contract["borrower"]} if k in forked)
 
     def _at(self, at: Any) -> date:
         if at is None:
@@ -288,7 +296,7 @@ class Loans:
                 "principal_text": format_amount(c["principal"], c["currency"]),
                 "outstanding": st.outstanding_principal,
                 "outstanding_text": format_amount(st.outstanding_principal, c["currency"]),
-                "start": c["start"], "term": c["term"],
+                "start": c["start"], "term": c["term"], "forked": self._forked(c),
             })
         for p in self.countersigning.unagreed():  # proposals never agreed, so the owner sees them too
             if state is not None and p.state != state:
@@ -302,7 +310,8 @@ class Loans:
                         "lender": peer_id(d["lender"]), "borrower": peer_id(d["borrower"]),
                         "currency": d["currency"], "principal": d["principal"],
                         "principal_text": format_amount(d["principal"], d["currency"]), "outstanding": 0,
-                        "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"]})
+                        "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"],
+                        "forked": []})
         return {"as_of": today.isoformat(), "loans": out}
 
 

@@ -88,11 +88,12 @@ METHODS = (
             Param("author", "peer", "only this author's"),
             Param("own", "bool", "only this node's own", default=False),
         ),
-        result=f'`{{"offers": [{OFFER_VIEW}]}}`', handler="offer_list",
+        result=f'`{{"offers": [{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held)]}}`',
+        handler="offer_list",
     ),
     Method("offer.show", "One offer or request of the book. Refusals: `unknown_offer`, `ambiguous_id`.",
            params=(Param("id", "str", f"the offer: {_ID}", required=True, max_len=64),),
-           result=OFFER_VIEW, handler="offer_show"),
+           result=f"{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held)", handler="offer_show"),
     Method(
         "loan.propose",
         "Take an offer or request: sign a contract on its terms that commits both chain heads as this node holds "
@@ -157,13 +158,15 @@ METHODS = (
            result="`{loan, transfer, to, after}`", handler="loan_transfer"),
     Method("loan.show", "One agreed loan as of a day. Refusals: `unknown_loan`, `ambiguous_id`.",
            params=(_loan(), Param("at", "str", "the day to look at (default today)", max_len=10)),
-           result=LOAN_VIEW, handler="loan_show"),
+           result=f"{LOAN_VIEW}; and `forked`: the parties (peer IDs) of whom a fork proof is held",
+           handler="loan_show"),
     Method("loan.list", "Every loan this node holds documents of, and its own proposals never agreed.",
            params=(Param("role", "str", "only loans where this node is", choices=("lender", "borrower",
                                                                                  "former_lender", "any")),
                    Param("state", "str", "only loans in this state", max_len=30),
                    Param("at", "str", "the day to look at (default today)", max_len=10)),
            result='`{"as_of", "loans": [{loan, role, state, days_past_due, bucket, lender, borrower, currency, '
-                  'principal, principal_text, outstanding, outstanding_text, start, term}]}`',
+                  'principal, principal_text, outstanding, outstanding_text, start, term, forked}]}` (`forked`: the '
+                  'parties of whom a fork proof is held; proposals never agreed have none)',
            handler="loan_list"),
 )

@@ -308,7 +308,8 @@ class OfferBook:
         got = [o for o in self.live() if matches(o, side=p.get("side"), currency=currency, amount=amount,
                                                   max_rate_bp=max_rate, min_rate_bp=min_rate, author=author)]
         got.sort(key=lambda o: (o.rate_bp, o.created))
-        return {"offers": [offer_json(o) for o in got]}
+        forked = self.ctx.chains.forked_authors()
+        return {"offers": [dict(offer_json(o), author_forked=o.author in forked) for o in got]}
 
 
 class _View:

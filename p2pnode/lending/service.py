@@ -94,7 +94,8 @@ class Lending:
         return self.book.list(p)
 
     async def offer_show(self, id: str) -> dict:
-        return offer_json(self.book.find(id))
+        o = self.book.find(id)
+        return dict(offer_json(o), author_forked=o.author in self.ctx.chains.forked_authors())
 
     # -- loan.* ----------------------------------------------------------------------------
 

@@ -382,3 +382,30 @@ async def test_an_offer_taken_before_a_crash_is_never_taken_again(tmp_path: Path
         agreements = [e for e in lending(lender).ctx.chains.chain(lender.key.public_key) if b"loan.agreement" in e]
         assert len(agreements) == 1
         await stop_all([lender, first, late])
+
+
+async def test_a_forkers_loans_and_offers_say_so_everywhere(tmp_path: Path):
+    """Issue 9: a forker's existing loans and offers carried no fork flag. Once a node
+    holds a fork proof of an author, every loan it is a party to and every offer it made
+    say so in their views."""
+    from protocol.entry import make_entry
+
+    async with trio.open_nursery() as nursery:
+        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        oid = await offer(lender)
+        await seen_offer(nodes, oid)
+        loan = (await borrower.call("loan.propose", {"offer": oid}))["loan"]
+        other = await offer(lender, amount="900.00")
+        await seen_offer(nodes, other)
+        assert (await borrower.call("loan.show", {"loan": loan}))["forked"] == []
+        stored = lender.store.entry(lender.key.public_key, 1)
+        forged = make_entry(lender.key, seq=1, prev=stored.prev, ts=stored.ts, kind="genesis",
+                            body={"protocol": "p2plend/1", "name": "someone else"})
+        assert (await borrower.ledger.ingest([forged.envelope])).forks
+        assert (await borrower.call("loan.show", {"loan": loan}))["forked"] == [lender.peer_id]
+        [listed] = (await borrower.call("loan.list", {}))["loans"]
+        assert listed["forked"] == [lender.peer_id]
+        shown = await borrower.call("offer.show", {"id": other})
+        assert shown["author_forked"] is True
+        assert [o["author_forked"] for o in (await borrower.call("offer.list", {}))["offers"]] == [True]
+        await stop_all(nodes)
