@@ -1,12 +1,13 @@
 # make demo  - set up (once) and run the main job on an embedded default
 # make test  - set up (once) and run the whole test suite
 # make bench - set up (once) and run the benchmarks
+# make fuzz TARGET=wire SECONDS=60 - fuzz one decoder (docs/fuzzing.md); `make fuzz` lists them
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pnode needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -30,6 +31,17 @@ bench: $(STAMP)
 	$(PY) bench/gossip.py
 	$(PY) bench/node.py
 	$(PY) bench/agree.py
+
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+TARGET  ?=
+SECONDS ?= 60
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,fuzz]'
+	@touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	$(PY) -m fuzz $(TARGET) $(if $(TARGET),-max_total_time=$(SECONDS) -print_final_stats=1)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

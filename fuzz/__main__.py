@@ -1,0 +1,82 @@
+"""The fuzz runner: ``python -m fuzz TARGET [libFuzzer flags]``.
+
+    python -m fuzz                        list the targets
+    python -m fuzz --seed                 (re)write the seed files of every corpus
+    python -m fuzz wire -max_total_time=60
+    python -m fuzz wire -runs=10000 -print_final_stats=1
+
+Runs atheris (the ``fuzz`` extra) on ``targets.TARGETS[TARGET].check`` with the corpus
+``fuzz/corpus/TARGET/``: it starts from the files there and writes each new input that
+reaches new code into ``fuzz/findings/TARGET/`` (not checked in: copy there only the few
+small ones worth keeping). A crash is written as ``crash-*`` in the current directory;
+replay one with ``python -m fuzz TARGET FILE``. Unless given, ``-max_len`` is the
+target's, ``-timeout`` 10 s per input and ``-rss_limit_mb`` 2048: an input slower or
+bigger than that is a finding too (decoders must be bounded in time and memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+FINDINGS = HERE / "findings"
+
+
+def write_seeds() -> None:
+    """Write each target's seeds as ``seed-<sha1 prefix>``; other files are left alone."""
+    from .seeds import corpus
+
+    for name, inputs in corpus().items():
+        d = CORPUS / name
+        d.mkdir(parents=True, exist_ok=True)
+        for data in inputs:
+            (d / f"seed-{hashlib.sha1(data).hexdigest()[:12]}").write_bytes(data)
+        print(f"{name}: {len(inputs)} seeds")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--seed"]:
+        write_seeds()
+        return 0
+    with_flags = [a for a in argv if not a.startswith("-")]
+    if not with_flags:
+        from .targets import TARGETS
+
+        print(__doc__)
+        for t in TARGETS.values():
+            print(f"  {t.name:14} {t.what}")
+        return 0 if not argv else 2
+    name = with_flags[0]
+    try:
+        import atheris
+    except ImportError:
+        print("atheris is not installed: pip install -e '.[fuzz]'", file=sys.stderr)
+        return 2
+    with atheris.instrument_imports(include=["protocol", "p2pnode", "fuzz"]):
+        from .targets import TARGETS
+    target = TARGETS.get(name)
+    if target is None:
+        print(f"unknown target {name!r}; targets: {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    files = with_flags[1:]
+    flags = [a for a in argv if a.startswith("-")]
+    defaults = {"-max_len": str(target.max_len), "-timeout": "10", "-rss_limit_mb": "2048"}
+    for flag, value in defaults.items():
+        if not any(f.startswith(flag + "=") for f in flags):
+            flags.append(f"{flag}={value}")
+    if files:  # replay these inputs
+        dirs: list[str] = files
+    else:
+        out = FINDINGS / name
+        out.mkdir(parents=True, exist_ok=True)
+        dirs = [str(out), str(CORPUS / name)]  # new inputs go to the first directory
+    atheris.Setup([sys.argv[0], *flags, *dirs], target.check)
+    atheris.Fuzz()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
