@@ -23,6 +23,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 FINDINGS = HERE / "findings"
+DICTS = HERE / "dicts"
+DICTIONARIES = {"keyfile": ("json", "keyfile"), "control": ("json", "control"), "config": ("config",)}
+"""libFuzzer dictionaries (``dicts/NAME.dict``) of the targets that read text formats:
+their tokens and field names, which byte mutations alone reach only by luck."""
 
 
 def write_seeds() -> None:
@@ -56,7 +60,9 @@ def main(argv: list[str]) -> int:
         print("atheris is not installed: pip install -e '.[fuzz]'", file=sys.stderr)
         return 2
     with atheris.instrument_imports(include=["protocol", "p2pnode", "fuzz"]):
-        from .targets import TARGETS
+        from .targets import TARGETS, prepare
+
+        prepare()  # the modules the targets import lazily: instrumented only if imported here
     target = TARGETS.get(name)
     if target is None:
         print(f"unknown target {name!r}; targets: {', '.join(TARGETS)}", file=sys.stderr)
@@ -64,6 +70,11 @@ def main(argv: list[str]) -> int:
     files = with_flags[1:]
     flags = [a for a in argv if a.startswith("-")]
     defaults = {"-max_len": str(target.max_len), "-timeout": "10", "-rss_limit_mb": "2048"}
+    if name in DICTIONARIES and not any(f.startswith("-dict=") for f in flags):
+        FINDINGS.mkdir(exist_ok=True)
+        merged = FINDINGS / f"{name}.dict"  # libFuzzer takes one -dict
+        merged.write_text("".join((DICTS / f"{d}.dict").read_text() for d in DICTIONARIES[name]))
+        defaults["-dict"] = str(merged)
     for flag, value in defaults.items():
         if not any(f.startswith(flag + "=") for f in flags):
             flags.append(f"{flag}={value}")

@@ -1,7 +1,6 @@
 """Valid inputs for every target, made by the code itself: the first files of each corpus.
 
-Everything here is deterministic (fixed keys, fixed clocks, no random salt in what is
-written to the corpus but the key file's), so ``python -m fuzz --seed`` rewrites the same
+Everything here is deterministic (fixed keys, clocks, salt and nonce), so ``python -m fuzz --seed`` rewrites the same
 files and a corpus diff shows only what the fuzzer added. A mutation of a valid input
 reaches far deeper into a decoder than random bytes do: past the map, into the fields.
 """

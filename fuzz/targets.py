@@ -367,6 +367,16 @@ def check_control(data: bytes) -> None:
         assert back["error"]["data"]["code"] != "internal", back
 
 
+def prepare() -> None:
+    """Import and build now what the p2pnode targets would on their first input."""
+    import p2pnode.daemon  # noqa: F401  (extension_settings)
+    import p2pnode.home  # noqa: F401
+    import p2pnode.keyfile  # noqa: F401
+    from p2pnode.control import server  # noqa: F401
+
+    _method_table()
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("codec", check_codec, "protocol/codec.py decode: DecodeError"),
     Target("envelope", check_envelope, "protocol/envelope.py open_envelope, peek_document: ProtocolError"),
