@@ -182,6 +182,16 @@ def _requests() -> list[bytes]:
     ]
 
 
+def _export_lines() -> list[bytes]:
+    from p2pnode.ledger.export import entry_json
+    from protocol.entry import parse_entry
+
+    docs = documents()
+    lines = [json.dumps(entry_json(parse_entry(docs[k])), separators=(",", ":"))
+             for k in ("entry_1_genesis", "entry_2_note", "entry_4_loan.declared")]
+    return ["\n".join(lines).encode(), lines[1].encode()]
+
+
 def corpus() -> dict[str, list[bytes]]:
     """The seed inputs of each target (targets.py names the same targets)."""
     docs = documents()
@@ -203,6 +213,9 @@ def corpus() -> dict[str, list[bytes]]:
         "offer": [_payload(docs[k]) for k in ("offer", "request", "cancel")],
         "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer")],
         "money": [b"1500.50", b"0", b"7.5%", b"1000%", b"12m", b"9999d", b"1000000000000000000", b"0.00000001"],
+        "jsonform": [b'{"text": "hi"}', b'{"b": {"$bin": "00ff"}, "n": [1, -2, 18446744073709551615], "t": true, "z": '
+                     b'null, "s": "\\u00e9\\ud83d\\ude00"}', b'[[], {}, ""]', b"-9223372036854775808"],
+        "export": _export_lines(),
         "control": _requests(),
         "keyfile": _key_files(),
         "config": _config_files(),

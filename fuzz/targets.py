@@ -264,6 +264,18 @@ def check_money(data: bytes) -> None:
         assert money.format_term(term) == text
 
 
+def check_jsonform(data: bytes) -> None:
+    from protocol import jsonform
+    from protocol.errors import EncodeError
+
+    text = data.decode("utf-8", "surrogateescape")  # a --body from argv
+    try:
+        value = jsonform.parse(text)  # None is a value here (null), so no _try
+    except EncodeError:
+        return
+    assert jsonform.parse(json.dumps(jsonform.to_json(value))) == value
+
+
 # -- p2pnode/ -------------------------------------------------------------------------
 
 _scratch: Path | None = None
@@ -276,6 +288,20 @@ def _scratch_dir() -> Path:
         _scratch = Path(tempfile.mkdtemp(prefix="p2pnode-fuzz-"))
         atexit.register(shutil.rmtree, _scratch, True)
     return _scratch
+
+
+MAX_EXPORT_LINES = 16
+
+
+def check_export(data: bytes) -> None:
+    """An export file's lines through ``read_export`` (``ledger import``, and the node's
+    ``ledger.import``): ``ExportFileError`` naming the line, or the verified envelopes."""
+    from p2pnode.ledger.export import ExportFileError, read_export
+
+    lines = data.decode("utf-8", "surrogateescape").split("\n")[:MAX_EXPORT_LINES]
+    envelopes = _try(ExportFileError, read_export, lines)
+    if envelopes is not None:
+        assert len(envelopes) <= len(lines)
 
 
 def check_keyfile(data: bytes) -> None:
@@ -372,6 +398,7 @@ def prepare() -> None:
     import p2pnode.daemon  # noqa: F401  (extension_settings)
     import p2pnode.home  # noqa: F401
     import p2pnode.keyfile  # noqa: F401
+    import p2pnode.ledger.export  # noqa: F401
     from p2pnode.control import server  # noqa: F401
 
     _method_table()
@@ -390,6 +417,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("offer", check_offer, "protocol/lending/offer.py check_gossip: OfferError, ProtocolError"),
     Target("loan", check_loan, "protocol/lending/contract.py open_*: LoanError, ProtocolError"),
     Target("money", check_money, "protocol/lending/money.py parse_*: MoneyError", max_len=256),
+    Target("jsonform", check_jsonform, "protocol/jsonform.py parse (ledger append --body): EncodeError"),
+    Target("export", check_export, "p2pnode/ledger/export.py read_export (ledger import): ExportFileError"),
     Target("control", check_control, "p2pnode/control/server.py one request line: a JSON-RPC answer"),
     Target("keyfile", check_keyfile, "p2pnode/keyfile.py read_key, read_public_key: KeyFileError"),
     Target("config", check_config, "p2pnode/home.py Home.config, then extension settings: ConfigError, "
