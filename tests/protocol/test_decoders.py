@@ -15,7 +15,7 @@ from fuzz.strategies import inputs
 from fuzz.targets import TARGETS
 
 PROTOCOL_TARGETS = ["codec", "envelope", "entry", "entry_payload", "fork", "gossip", "wire", "sync", "agree",
-                    "offer", "loan", "money"]
+                    "offer", "loan", "money", "jsonform"]
 EXAMPLES = {"loan": 60, "offer": 100, "gossip": 100}  # the slower targets (each signs or verifies a few times)
 
 
@@ -29,3 +29,17 @@ def test_decoder_returns_a_value_or_its_documented_error(name):
         check(data)
 
     run()
+
+
+# -- findings: each input once made its decoder raise something else (docs/fuzzing.md) ----
+
+
+def test_a_json_body_with_an_integer_too_long_to_read_is_unencodable():
+    """``ledger append --body 111...1`` (5000 digits) was a ValueError traceback: Python
+    refuses to read integers of more than 4300 digits, and that is no JSONDecodeError."""
+    from protocol import jsonform
+    from protocol.errors import EncodeError
+
+    with pytest.raises(EncodeError, match="more than 4300 digits") as e:
+        jsonform.parse("1" * 5000)
+    assert e.value.code == "unencodable"
