@@ -1,7 +1,8 @@
-"""The node's decoders of what people and clients write: the key file, config.toml and
-control-API request lines. On any bytes each yields a value or its documented refusal
-(``KeyFileError``, ``ConfigError`` or a setting's ``ValueError``, a JSON-RPC error
-answer), never a traceback (issue 9). The checks are the fuzz targets' (fuzz/targets.py).
+"""The node's decoders of what people and clients write: the key file, config.toml,
+export files and control-API request lines. On any bytes each yields a value or its
+documented refusal (``KeyFileError``, ``ConfigError`` or a setting's ``ValueError``,
+``ExportFileError``, a JSON-RPC error answer), never a traceback (issue 9). The checks
+are the fuzz targets' (fuzz/targets.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from fuzz.strategies import inputs
 from fuzz.targets import TARGETS
 
-NODE_TARGETS = ["keyfile", "config", "control"]
+NODE_TARGETS = ["keyfile", "config", "control", "export"]
 
 
 @pytest.mark.parametrize("name", NODE_TARGETS)
@@ -109,3 +110,13 @@ def test_a_key_file_nested_too_deep_is_bad_key_file(tmp_path):
     path.write_bytes(b"[" * 100_000)  # was RecursionError inside json
     with pytest.raises(KeyFileError, match="nests too deep"):
         read_public_key(path)
+
+
+def test_an_export_line_nested_too_deep_is_bad_export_file():
+    """``ledger import`` of a line of 3000 '[' was a RecursionError from json (an
+    ``internal error`` from the node's ``ledger.import``)."""
+    from p2pnode.ledger.export import ExportFileError, read_export
+
+    with pytest.raises(ExportFileError, match="line 2: .*nests too deep") as e:
+        read_export(["", "[" * 3000])
+    assert e.value.code == "bad_export_file"
