@@ -216,6 +216,8 @@ def corpus() -> dict[str, list[bytes]]:
         "jsonform": [b'{"text": "hi"}', b'{"b": {"$bin": "00ff"}, "n": [1, -2, 18446744073709551615], "t": true, "z": '
                      b'null, "s": "\\u00e9\\ud83d\\ude00"}', b'[[], {}, ""]', b"-9223372036854775808"],
         "export": _export_lines(),
+        "settings": [b"lending.review=true", b'lending.max_rate="12.5%"', b"lending.auto_confirm=false",
+                     b'lending.max_rate=""'],
         "control": _requests(),
         "keyfile": _key_files(),
         "config": _config_files(),

@@ -347,6 +347,15 @@ def check_config(data: bytes) -> None:
         cfg.name, cfg.listen, cfg.bootstrap, cfg.mdns, cfg.disabled)
 
 
+def check_settings(data: bytes) -> None:
+    """One ``p2pnode start --set EXTENSION.SETTING=JSON`` (p2pnode/daemon.py): a
+    ``ValueError`` naming it (exit ``bad_setting``), or the settings."""
+    from p2pnode.daemon import extension_settings
+
+    item = data.decode("utf-8", "surrogateescape")  # from argv
+    _try(ValueError, extension_settings, _extensions(), {}, [item], "--set")
+
+
 _methods: Any = None
 
 
@@ -419,6 +428,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("money", check_money, "protocol/lending/money.py parse_*: MoneyError", max_len=256),
     Target("jsonform", check_jsonform, "protocol/jsonform.py parse (ledger append --body): EncodeError"),
     Target("export", check_export, "p2pnode/ledger/export.py read_export (ledger import): ExportFileError"),
+    Target("settings", check_settings, "p2pnode/daemon.py extension_settings of one --set: ValueError",
+           max_len=512),
     Target("control", check_control, "p2pnode/control/server.py one request line: a JSON-RPC answer"),
     Target("keyfile", check_keyfile, "p2pnode/keyfile.py read_key, read_public_key: KeyFileError"),
     Target("config", check_config, "p2pnode/home.py Home.config, then extension settings: ConfigError, "
