@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from fuzz.strategies import inputs
 from fuzz.targets import TARGETS
 
-NODE_TARGETS = ["keyfile", "config", "control", "export"]
+NODE_TARGETS = ["keyfile", "config", "settings", "control", "export"]
 
 
 @pytest.mark.parametrize("name", NODE_TARGETS)
@@ -120,3 +120,13 @@ def test_an_export_line_nested_too_deep_is_bad_export_file():
     with pytest.raises(ExportFileError, match="line 2: .*nests too deep") as e:
         read_export(["", "[" * 3000])
     assert e.value.code == "bad_export_file"
+
+
+def test_a_set_value_nested_too_deep_is_a_setting_error():
+    """``p2pnode start --set lending.review=[[[...`` (3000 deep) was a RecursionError
+    traceback: json raises it, not the ValueError that start turns into bad_setting."""
+    from p2pnode.daemon import extension_settings
+    from p2pnode.extensions import load
+
+    with pytest.raises(ValueError, match="--set lending.review=.*not JSON"):
+        extension_settings(load(), {}, ["lending.review=" + "[" * 3000], "--set")
