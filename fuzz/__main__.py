@@ -84,7 +84,9 @@ def main(argv: list[str]) -> int:
         out = FINDINGS / name
         out.mkdir(parents=True, exist_ok=True)
         dirs = [str(out), str(CORPUS / name)]  # new inputs go to the first directory
-    atheris.Setup([sys.argv[0], *flags, *dirs], target.check)
+    # libFuzzer runs argv[0] again for -merge, -fork and -jobs: make it this command.
+    again = f"{sys.executable} -m fuzz {name}"
+    atheris.Setup([again, *flags, *dirs], target.check)
     atheris.Fuzz()
     return 0
 

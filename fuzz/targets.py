@@ -107,6 +107,9 @@ for _kind in LOAN_KINDS:
 
 
 def _validate(e: Entry) -> None:
+    """A kind's validator refuses a body by a ``ProtocolError`` only, and its index of a
+    body it accepts is bytes (kinds.py): called directly, since ``classify`` would hide
+    any other exception as "its validator failed"."""
     kind = REGISTRY.get(e.kind)
     if kind is None:
         return
