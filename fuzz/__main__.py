@@ -17,8 +17,10 @@ bigger than that is a finding too (decoders must be bounded in time and memory).
 from __future__ import annotations
 
 import hashlib
+import random
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -39,6 +41,26 @@ def write_seeds() -> None:
         for data in inputs:
             (d / f"seed-{hashlib.sha1(data).hexdigest()[:12]}").write_bytes(data)
         print(f"{name}: {len(inputs)} seeds")
+
+
+REPEAT_CHANCE = 0.05
+MAX_REPEAT = 6000
+
+
+def _mutator(atheris: Any) -> Callable[[bytes, int, int], bytes]:
+    """libFuzzer's mutations, and one more: repeat a short slice of the input up to
+    ``MAX_REPEAT`` times. Byte mutations almost never build an array nested 1000 deep or
+    an integer of 5000 digits, and those are what broke the text decoders (docs/fuzzing.md)."""
+
+    def mutate(data: bytes, max_size: int, seed: int) -> bytes:
+        rnd = random.Random(seed)
+        if data and rnd.random() < REPEAT_CHANCE:
+            i = rnd.randrange(len(data))
+            j = min(len(data), i + rnd.randint(1, 4))
+            return (data[:i] + data[i:j] * rnd.randint(2, MAX_REPEAT) + data[j:])[:max_size]
+        return atheris.Mutate(data, max_size)
+
+    return mutate
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +108,7 @@ def main(argv: list[str]) -> int:
         dirs = [str(out), str(CORPUS / name)]  # new inputs go to the first directory
     # libFuzzer runs argv[0] again for -merge, -fork and -jobs: make it this command.
     again = f"{sys.executable} -m fuzz {name}"
-    atheris.Setup([again, *flags, *dirs], target.check)
+    atheris.Setup([again, *flags, *dirs], target.check, custom_mutator=_mutator(atheris))
     atheris.Fuzz()
     return 0
 

@@ -1,9 +1,10 @@
 """Hypothesis strategies over a target's inputs, for the tests (atheris needs none).
 
 ``inputs(name)`` draws arbitrary bytes or, more often, a file of the target's checked-in
-corpus with a few byte-level mutations (flip, insert, delete, truncate, splice): the same
-kind of step libFuzzer takes, started from valid encodings, so that a test run reaches
-the decoders' field checks and not only their first refusal.
+corpus with a few byte-level mutations (flip, insert, delete, truncate, splice, and
+repeat a short slice thousands of times): the same kind of step the fuzz runner takes,
+started from valid encodings, so that a test run reaches the decoders' field checks and
+not only their first refusal.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def corpus_files(name: str) -> list[Path]:
 def _mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
     data = bytearray(draw(st.sampled_from(seeds)))
     for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(("flip", "set", "insert", "delete", "truncate", "splice")))
+        op = draw(st.sampled_from(("flip", "set", "insert", "delete", "truncate", "splice", "repeat")))
         i = draw(st.integers(0, max(len(data) - 1, 0)))
         if op == "flip" and data:
             data[i] ^= 1 << draw(st.integers(0, 7))
@@ -37,6 +38,9 @@ def _mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
             del data[i:i + draw(st.integers(1, 8))]
         elif op == "truncate":
             del data[i:]
+        elif op == "repeat" and data:  # deep nesting, long numbers: as the fuzz runner's mutator
+            j = i + draw(st.integers(1, 4))
+            data[i:j] = data[i:j] * draw(st.sampled_from((2, 100, 1500, 3000, 6000)))
         elif op == "splice":
             other = draw(st.sampled_from(seeds))
             j = draw(st.integers(0, len(other)))
