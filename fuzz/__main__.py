@@ -32,14 +32,19 @@ their tokens and field names, which byte mutations alone reach only by luck."""
 
 
 def write_seeds() -> None:
-    """Write each target's seeds as ``seed-<sha1 prefix>``; other files are left alone."""
+    """Write each target's seeds as ``seed-<sha1 prefix>`` and remove the ``seed-*`` files
+    the code no longer makes; ``cov-*`` and ``found-*`` files are left alone."""
     from .seeds import corpus
 
     for name, inputs in corpus().items():
         d = CORPUS / name
         d.mkdir(parents=True, exist_ok=True)
-        for data in inputs:
-            (d / f"seed-{hashlib.sha1(data).hexdigest()[:12]}").write_bytes(data)
+        names = {f"seed-{hashlib.sha1(data).hexdigest()[:12]}": data for data in inputs}
+        for old in d.glob("seed-*"):
+            if old.name not in names:
+                old.unlink()
+        for file_name, data in names.items():
+            (d / file_name).write_bytes(data)
         print(f"{name}: {len(inputs)} seeds")
 
 
