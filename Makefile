@@ -3,6 +3,7 @@
 # make bench - set up (once) and run the benchmarks
 # make sim   - set up (once) and run the deterministic simulator (docs/simulation.md):
 #              make sim SEEDS=1..200 NODES=6, make sim SEED=17 (replay), make sim NODES=1000 (scale)
+# make fuzz TARGET=wire SECONDS=60 - fuzz one decoder (docs/fuzzing.md); `make fuzz` lists them
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 SEEDS  ?= 1..20
 NODES  ?= 6
 
-.PHONY: demo test bench sim clean
+.PHONY: demo test bench sim fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pnode needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -38,6 +39,17 @@ bench: $(STAMP)
 
 sim: $(STAMP)
 	$(PY) -m sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --nodes $(NODES) $(SIM_ARGS)
+
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+TARGET  ?=
+SECONDS ?= 60
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,fuzz]'
+	@touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	$(PY) -m fuzz $(TARGET) $(if $(TARGET),-max_total_time=$(SECONDS) -print_final_stats=1)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -95,8 +95,8 @@ def extension_settings(loaded: Any, sections: dict[str, dict], overrides: list[s
             raise ValueError(f"--set {item}: {name} has no setting {key}")
         try:
             value = json.loads(raw)
-        except ValueError:
-            raise ValueError(f"--set {item}: the value is not JSON") from None
+        except (ValueError, RecursionError):  # json nests recursively, unbounded
+            raise ValueError(f"--set {item}: the value is not JSON (or nests too deep)") from None
         out[name][key] = check_setting(setting, value, where=f"--set {name}.{key}")
     return out
 

@@ -119,10 +119,16 @@ class Config:
 
     @classmethod
     def from_toml(cls, text: str, *, where: str) -> "Config":
+        """The config ``text`` holds; ``ConfigError`` naming what is wrong, for any text."""
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: {e}") from None
+        except RecursionError:  # tomllib parses nested arrays and tables recursively, unbounded
+            raise ConfigError(f"{where}: arrays or tables nest too deep") from None
+        for section in CORE_SECTIONS:
+            if not isinstance(doc.get(section, {}), dict):
+                raise ConfigError(f"{where}: {section} must be a table ([{section}])")
         node, net, ext = doc.get("node", {}), doc.get("network", {}), doc.get("extensions", {})
         led = doc.get("ledger", {})
         if not isinstance(led, dict):
@@ -195,11 +201,13 @@ class Home:
 
     def config(self) -> Config:
         try:
-            text = self.config_file.read_text()
+            text = self.config_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             return Config()
         except OSError as e:
             raise ConfigError(f"{self.config_file}: {e}") from None
+        except UnicodeDecodeError as e:  # TOML is UTF-8; a ValueError, not an OSError
+            raise ConfigError(f"{self.config_file}: not UTF-8 text (byte {e.start})") from None
         return Config.from_toml(text, where=str(self.config_file))
 
     def open_store(self, reserve: Reserve | None = None) -> Store:

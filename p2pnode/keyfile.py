@@ -27,6 +27,10 @@ from protocol.keys import KeyFormatError, SigningKey, peer_id
 
 FORMAT = "p2pnode-key"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
+MAX_SCRYPT_COST = 8 * 128 * SCRYPT_N * SCRYPT_R * SCRYPT_P
+"""Bytes of scrypt work (128 * n * r * p: its memory, and its time) a key file may ask
+for: 8 times what ``write_key`` uses (256 MiB). A file asking more is refused before any
+derivation, so that a damaged or hostile file cannot make the node allocate gigabytes."""
 
 
 class KeyFileError(CodedError):
@@ -88,6 +92,8 @@ def _load(path: Path) -> dict:
         raise KeyFileError(f"no key file at {path}: run `p2pnode init` first") from None
     except (OSError, ValueError) as e:
         raise KeyFileError(f"key file {path} cannot be read: {e}") from None
+    except RecursionError:  # json nests arrays and objects recursively, unbounded
+        raise KeyFileError(f"key file {path} cannot be read: it nests too deep") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != 1:
         raise KeyFileError(f"{path} is not a p2pnode key file (format {FORMAT}, version 1)")
     return doc
@@ -108,6 +114,16 @@ def is_encrypted(path: Path) -> bool:
     return "encryption" in _load(path)
 
 
+def _scrypt_params(enc: dict, path: Path) -> tuple[int, int, int]:
+    """``(n, r, p)`` of a sealed key file: integers as ``write_key`` writes them (a float
+    such as 1e300 or Infinity is not one), costing at most ``MAX_SCRYPT_COST``."""
+    n, r, p = enc["n"], enc["r"], enc["p"]
+    if not all(type(v) is int and v >= 1 for v in (n, r, p)) or 128 * n * r * p > MAX_SCRYPT_COST:
+        raise KeyFileError(f"key file {path} has scrypt parameters out of range (n, r, p: positive integers "
+                           f"costing at most {MAX_SCRYPT_COST >> 20} MiB)")
+    return n, r, p
+
+
 def read_key(path: Path, passphrase: bytes | None = None) -> SigningKey:
     """The signing key in the file at ``path``, unsealed with ``passphrase`` if it is sealed."""
     doc = _load(path)
@@ -119,9 +135,9 @@ def read_key(path: Path, passphrase: bytes | None = None) -> SigningKey:
                     f"the key in {path} is encrypted: give --passphrase-file FILE or set P2PNODE_PASSPHRASE"
                 )
             enc = doc["encryption"]
-            if enc.get("kdf") != "scrypt" or enc.get("cipher") != "chacha20-poly1305":
+            if not isinstance(enc, dict) or enc.get("kdf") != "scrypt" or enc.get("cipher") != "chacha20-poly1305":
                 raise KeyFileError(f"key file {path} uses an unknown encryption")
-            secret = _kdf(passphrase, bytes.fromhex(enc["salt"]), int(enc["n"]), int(enc["r"]), int(enc["p"]))
+            secret = _kdf(passphrase, bytes.fromhex(enc["salt"]), *_scrypt_params(enc, path))
             try:
                 seed = ChaCha20Poly1305(secret).decrypt(bytes.fromhex(enc["nonce"]), bytes.fromhex(doc["ciphertext"]), public_key)
             except InvalidTag:

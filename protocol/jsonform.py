@@ -14,6 +14,7 @@ written in this form; the exact bytes of anything signed travel as hex envelopes
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from . import codec
@@ -67,6 +68,8 @@ def parse(text: str) -> Any:
         raise EncodeError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
         raise EncodeError("JSON nests too deep") from None
+    except ValueError:  # not a JSONDecodeError: Python's limit on the digits of one integer
+        raise EncodeError(f"an integer has more than {sys.get_int_max_str_digits()} digits") from None
     value = from_json(obj)
     codec.encode(value)  # raises EncodeError for out-of-range ints, depth...
     return value

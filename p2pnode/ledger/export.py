@@ -74,5 +74,7 @@ def read_export(lines: Iterable[str]) -> list[bytes]:
             raise ExportFileError(f"line {n}: envelope invalid ({e.code}): {e.message}") from None
         except ValueError as e:
             raise ExportFileError(f"line {n}: not a JSON object with hex envelope: {e}") from None
+        except RecursionError:  # json nests arrays and objects recursively, unbounded
+            raise ExportFileError(f"line {n}: not a JSON object with hex envelope: it nests too deep") from None
         out.append(data)
     return out
