@@ -100,18 +100,18 @@ def validate_chain(envelopes: Iterable[bytes], *, author: bytes, after: Link | N
 
 
 class Extension(NamedTuple):
-    """What ``extend`` makes of entries offered for one author's chain."""
+    """What ``extend`` makes of entries given for one author's chain."""
 
     added: list[Entry]  # the entries that extend the chain, in seq order
     duplicates: int  # entries the chain holds already
-    forks: list[Any]  # ForkProofs: an offered entry at a held seq with another id than the held one's
+    forks: list[Any]  # ForkProofs: a given entry at a held seq with another id than the held one's
     error: ChainError | None  # the first break; nothing after it is added
     head: Head | None  # the chain's head once ``added`` is appended
 
 
 def extend(head: Head | None, entries: Mapping[int, Entry], *, holds: Callable[[bytes], bool],
            held_at: Callable[[int], Entry | None]) -> Extension:
-    """Rules 1 to 5 applied to ``entries`` (of one author, by seq) offered after ``head``:
+    """Rules 1 to 5 applied to ``entries`` (of one author, by seq) given after ``head``:
     those at or below the head are duplicates (``holds(id)``) or, if the entry held at
     that seq (``held_at(seq)``) differs, forks; those above extend the chain one by one
     until the first that does not link. The one rule of how a store takes in a peer's
