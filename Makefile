@@ -9,6 +9,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+TEST_WORKERS ?= 2  # pytest-xdist processes for make test (a file to a worker); 0: in this process
 SEEDS  ?= 1..20
 NODES  ?= 6
 
@@ -28,7 +29,7 @@ test: $(STAMP)
 	@# Byte-compile the sources once: where PYTHONDONTWRITEBYTECODE is set, every CLI and
 	@# node process a test starts would otherwise compile them again.
 	@$(PY) -m compileall -q protocol p2pnode cli sim tests examples >/dev/null
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/ledger.py

@@ -42,9 +42,37 @@ class Member:
     pid: int | None = None
 
 
+FREE_PORT_TRIES = 200
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out by itself (outgoing connections, ``bind`` to port 0)."""
+    try:
+        lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, chosen at random outside
+    the kernel's ephemeral range: a port the kernel chose for us would be free again once
+    we release it, and the kernel may hand it to any outgoing connection (a node dialing
+    a peer) before the node that is to listen on it binds it ("Address already in use")."""
+    import random
+
+    lo, hi = _ephemeral_range()
+    first, last = (10_000, lo - 1) if lo > 11_000 else (hi + 1, 65_535)
+    pick = random.SystemRandom()
+    for _ in range(FREE_PORT_TRIES):
+        port = pick.randint(first, last)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # (a crowded range: let the kernel choose)
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
