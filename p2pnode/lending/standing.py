@@ -4,14 +4,17 @@ loan, written with each ``loan.agreement`` entry).
 
 Promises:
 
-- ``of(author)`` answers from a walk at most ``REFRESH_S`` old by the node's clock, or
-  made after the last agreement this node stored (``changed``): cheap enough to ask for
-  every offer that arrives.
+- ``of(author)`` answers from a walk at most ``REFRESH_S`` old, or made after the last
+  agreement this node stored (``changed``): cheap enough to ask for every offer that
+  arrives. It may be asked from a worker thread (the store asks, through the node's
+  interest, while it ingests a large batch there), so its age is read from
+  ``time.monotonic``, not from trio.
 - A walk reads at most ``MAX_KEYS`` keys and ``MAX_NEIGHBOURS`` edges of each.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 from protocol.lending.contract import GRAPH_INDEX
@@ -39,7 +42,7 @@ class Standing:
         self._hops = None
 
     def hops(self) -> dict[bytes, int]:
-        now = self.ctx.clock.monotonic()
+        now = time.monotonic()
         if self._hops is None or now - self._at > REFRESH_S:
             self._hops, self._at = hops_from(self.ctx.me, self._neighbours, self.depth), now
         return self._hops

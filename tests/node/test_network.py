@@ -145,6 +145,8 @@ async def test_strangers_chains_are_held_within_a_budget_and_counterparties_alwa
         await wait_for(lambda: lending(viewer).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
         assert (await viewer.call("loan.propose", {"offer": oid}))["state"] == "agreed"
         await wait_for(lambda: lending(viewer).standing(peer.key.public_key) == 2, 10, "the peer's standing")
+        # (asked from a worker thread too, as the store does while it ingests a large batch there)
+        assert await trio.to_thread.run_sync(lending(viewer).standing, peer.key.public_key) == 2
         flood = await start(nursery, make_node(tmp_path / "f", "f", pex=False))
         for n in range(1, 9):  # eight free identities, one entry each
             key = SigningKey.from_seed(bytes([n]) * 32)
