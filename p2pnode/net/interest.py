@@ -12,13 +12,15 @@ Secure Scuttlebutt's replication by hops in the follow graph. A node holds:
   Strangers are evicted, never the chains of authors with standing.
 
 ``admits(author)`` is asked by the store for an author whose chain it does not hold yet
-(``Store.ingest(admit=...)``), under the writer's lock. What it keeps in memory is bounded
-by the budget.
+(``Store.ingest(admit=...)``), under the writer's lock, perhaps in the worker thread of a
+large batch; ``planner`` is asked by the syncer on trio's thread: a lock keeps the two
+apart. What it keeps in memory is bounded by the budget.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from typing import Callable, Iterable
 
@@ -40,6 +42,7 @@ class Interest:
         self.budget = budget
         self._count = count
         self._strangers: OrderedDict[bytes, None] | None = None  # held strangers, least recently stored first
+        self._lock = threading.Lock()  # (admits may run in the ingest's worker thread)
 
     def standing(self, author: bytes) -> int:
         """The highest standing any extension gives ``author`` (0: a stranger)."""
@@ -59,16 +62,21 @@ class Interest:
 
     def stored(self, authors: Iterable[bytes]) -> None:
         """Entries of ``authors`` were stored: they are the most recently used."""
-        strangers = self._held_strangers()
-        for a in authors:
-            if a in strangers:
-                strangers.move_to_end(a)
+        with self._lock:
+            strangers = self._held_strangers()
+            for a in authors:
+                if a in strangers:
+                    strangers.move_to_end(a)
 
     def admits(self, author: bytes, evict: bool = True) -> bool:
         """Whether to take the first entries of ``author``'s chain (module docstring);
         without ``evict``, only if the budget has room (a sync pull: a chain a peer
         merely lists never pushes out what the node holds; fresh entries by gossip or a
         proposal, which show the author active now, may)."""
+        with self._lock:
+            return self._admits(author, evict)
+
+    def _admits(self, author: bytes, evict: bool) -> bool:
         if author == self.me or self.standing(author) > 0:
             return True
         strangers = self._held_strangers()
@@ -89,10 +97,11 @@ class Interest:
         """For one sync pull's plan: whether to pull the chain of an author the node holds
         none of, counting the strangers this plan takes against the room left, so that
         the pull never brings more than the store will admit."""
-        strangers = self._held_strangers()
-        for a in [a for a in strangers if self.standing(a) > 0]:  # (vouched for since: no stranger's slot)
-            del strangers[a]
-        room = [self.budget - len(strangers)]
+        with self._lock:
+            strangers = self._held_strangers()
+            for a in [a for a in strangers if self.standing(a) > 0]:  # (vouched for since: no stranger's slot)
+                del strangers[a]
+            room = [self.budget - len(strangers)]
 
         def new_chain(author: bytes) -> bool:
             if author == self.me or self.standing(author) > 0:
