@@ -139,3 +139,40 @@ def extend(head: Head | None, entries: Mapping[int, Entry], *, holds: Callable[[
         added.append(e)
         head = Head.of(e)
     return Extension(added, duplicates, forks, error, head)
+
+
+class Grouped(NamedTuple):
+    """What ``group_by_author`` makes of a batch of envelopes."""
+
+    by_author: dict[bytes, dict[int, Entry]]  # author -> seq -> entry
+    errors: list[ChainError]  # envelopes that do not parse, or (with ``author``) of another author
+    forks: list[Any]  # ForkProofs: two different entries of one author at one seq in the batch
+
+
+def group_by_author(envelopes: Iterable[bytes], *, author: bytes | None = None,
+                    parse: Callable[[bytes], Entry] = parse_entry) -> Grouped:
+    """A batch of envelopes (of any authors, in any order) parsed and grouped for
+    ``extend``: one entry per (author, seq); a second, different one at the same seq is a
+    fork (rule 5). With ``author``, entries of any other author are refused
+    (``wrong_author``): what a peer sends in answer to a request for one chain."""
+    from .fork import ForkProof
+
+    by_author: dict[bytes, dict[int, Entry]] = {}
+    errors: list[ChainError] = []
+    forks: list[Any] = []
+    for data in envelopes:
+        try:
+            e = parse(data)
+        except ProtocolError as err:
+            errors.append(ChainError(err.message, author=b"", seq=0, code=err.code))
+            continue
+        if author is not None and e.author != author:
+            errors.append(ChainError("entry of another author", author=author, seq=e.seq, code="wrong_author"))
+            continue
+        same_seq = by_author.setdefault(e.author, {})
+        other = same_seq.get(e.seq)
+        if other is None:
+            same_seq[e.seq] = e
+        elif other.id != e.id:
+            forks.append(ForkProof.of(other, e))
+    return Grouped(by_author, errors, forks)

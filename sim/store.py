@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from protocol.chain import Head, check_entry, extend
+from protocol.chain import Head, check_entry, extend, group_by_author
 from protocol.entry import Entry, parse_entry
-from protocol.errors import ChainError, ProtocolError
+from protocol.errors import ChainError
 from protocol.fork import ForkProof
 from protocol.lending.offer import Offer, offer_of
 from protocol.envelope import open_envelope
@@ -129,25 +129,11 @@ class Store:
                parse=parse_entry) -> Report:
         """Verify foreign entries, store those that extend held chains in one write."""
         report = Report()
-        by_author: dict[bytes, dict[int, Entry]] = {}
-        for data in envelopes:
-            try:
-                e = parse(data)
-            except ProtocolError as err:
-                report.errors.append(ChainError(err.message, author=b"", seq=0, code=err.code))
-                continue
-            if author is not None and e.author != author:
-                report.errors.append(ChainError("entry of another author", author=author, seq=e.seq,
-                                                code="wrong_author"))
-                continue
-            same = by_author.setdefault(e.author, {})
-            other = same.get(e.seq)
-            if other is None:
-                same[e.seq] = e
-            elif other.id != e.id:
-                report.forks.append(ForkProof.of(other, e))
+        batch = group_by_author(envelopes, author=author, parse=parse)  # (the node's store's own rule)
+        report.errors.extend(batch.errors)
+        report.forks.extend(batch.forks)
         puts = []
-        for a, entries in by_author.items():
+        for a, entries in batch.by_author.items():
             puts.extend(self._extend(a, entries, report))
         if puts:
             self.disk.write(puts, sync=False)  # DiskFull: nothing was held yet (see _extend)

@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import plyvel
 
-from protocol.chain import Head, check_entry, extend
+from protocol.chain import Head, check_entry, extend, group_by_author
 from protocol.entry import Entry, next_entry, parse_entry
 from protocol.envelope import peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
@@ -587,24 +587,11 @@ class Store:
         first, ``drop_chain``); else they are refused (``not_admitted``).
         """
         report = IngestReport()
-        by_author: dict[bytes, dict[int, Entry]] = {}
-        for data in envelopes:
-            try:
-                e = parse_entry(data)
-            except ProtocolError as err:
-                report.errors.append(ChainError(err.message, author=b"", seq=0, code=err.code))
-                continue
-            if author is not None and e.author != author:
-                report.errors.append(ChainError("entry of another author", author=author, seq=e.seq, code="wrong_author"))
-                continue
-            same_seq = by_author.setdefault(e.author, {})
-            other = same_seq.get(e.seq)
-            if other is None:
-                same_seq[e.seq] = e
-            elif other.id != e.id:
-                report.forks.append(ForkProof.of(other, e))
+        batch = group_by_author(envelopes, author=author)
+        report.errors.extend(batch.errors)
+        report.forks.extend(batch.forks)
         puts: list[tuple[bytes, bytes]] = []
-        for author, entries in by_author.items():
+        for author, entries in batch.by_author.items():
             if admit is not None and self.head(author) is None and not admit(author):
                 report.errors.append(ChainError("no room for another stranger's chain", author=author,
                                                 seq=min(entries), code="not_admitted"))

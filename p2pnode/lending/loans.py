@@ -253,14 +253,8 @@ class Loans:
     def show(self, ref: Any, at: Any) -> dict:
         rec = self.docs.find(ref)
         view = loan_json(rec, self._at(at), self.me)
-        view["forked"] = self._forked(rec.contract)
+        view["forked"] = _forked(rec.contract, self.ctx.chains.forked_authors())
         return view
-
-    def _forked(self, contract: dict) -> list[str]:
-        """The parties of a loan that signed two histories (a fork proof is held): every
-        loan and offer of a forker says so, wherever it is shown."""
-        forked = self.ctx.chains.forked_authors()
-        return sorted(peer_id(k) for k in {contract["lender"], contract["borrower"]} if k in forked)
 
     def _at(self, at: Any) -> date:
         if at is None:
@@ -272,6 +266,7 @@ class Loans:
 
     def list(self, role: Any, state: Any, at: Any) -> dict:
         today = self._at(at)
+        forked = self.ctx.chains.forked_authors()  # (read once: the fork proofs, for every loan)
         out = []
         for loan in loan_ids(self.ctx.index):
             rec = self.docs.read(loan)
@@ -296,7 +291,7 @@ class Loans:
                 "principal_text": format_amount(c["principal"], c["currency"]),
                 "outstanding": st.outstanding_principal,
                 "outstanding_text": format_amount(st.outstanding_principal, c["currency"]),
-                "start": c["start"], "term": c["term"], "forked": self._forked(c),
+                "start": c["start"], "term": c["term"], "forked": _forked(c, forked),
             })
         for p in self.countersigning.unagreed():  # proposals never agreed, so the owner sees them too
             if state is not None and p.state != state:
@@ -313,6 +308,12 @@ class Loans:
                         "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"],
                         "forked": []})
         return {"as_of": today.isoformat(), "loans": out}
+
+
+def _forked(contract: dict, forked: set[bytes]) -> list[str]:
+    """The parties of a loan that signed two histories (``forked``: the authors of whom a
+    fork proof is held): every loan and offer of a forker says so, wherever it is shown."""
+    return sorted(peer_id(k) for k in {contract["lender"], contract["borrower"]} if k in forked)
 
 
 def _money(rec: LoanRecord, minor: int) -> str:
