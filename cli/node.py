@@ -120,6 +120,9 @@ def _store_lines(st: dict) -> None:
                      own["state"], own["state"])
         fetched = f", {own['fetched']} entries fetched back" if own["fetched"] else ""
         click.echo(f"own chain   seq {own['head']}, {state}{fetched}")
+    strangers = st.get("strangers")
+    if strangers:
+        click.echo(f"strangers   {strangers['held']:,} of {strangers['budget']:,} chains held (ledger.stranger_chains)")
 
 
 def _watch(c: Ctx, timeout: float) -> None:

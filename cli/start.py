@@ -55,13 +55,16 @@ def _check_listen(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 @click.option("--own-chain-wait", type=click.FloatRange(0, 20), default=None, metavar="SECONDS",
               help="Hold appends at start at most this long while peers are asked for the own chain "
                    "(default: the config's ledger.own_chain_wait_s, 10).")
+@click.option("--stranger-chains", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
+              help="Hold at most this many chains of strangers, authors no extension vouches for (default: the "
+                   "config's ledger.stranger_chains, 1000).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Append the log here instead of stderr.")
 @passphrase_option
 @pass_ctx
 @handles_errors
 def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None, reserve_mib: int | None,
-          others_reserve_mib: int | None, own_chain_wait: float | None, log_level: str,
+          others_reserve_mib: int | None, own_chain_wait: float | None, stranger_chains: int | None, log_level: str,
           log_file: Path | None, passphrase_file: Path | None, **extension_flags: Any) -> None:
     """Run the node in the foreground: share the ledger with peers and answer commands.
 
@@ -80,7 +83,7 @@ def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: boo
     if mdns is not None:
         argv.append("--mdns" if mdns else "--no-mdns")
     for flag, value in (("--reserve-mib", reserve_mib), ("--others-reserve-mib", others_reserve_mib),
-                        ("--own-chain-wait", own_chain_wait)):
+                        ("--own-chain-wait", own_chain_wait), ("--stranger-chains", stranger_chains)):
         if value is not None:
             argv += [flag, str(value)]
     if log_file is not None:

@@ -27,6 +27,7 @@ from protocol.kinds import KindRegistry, genesis_body
 from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import DEFAULT_RESERVE_OTHERS, DEFAULT_RESERVE_OWN, MIB, Reserve, Store
+from p2pnode.net.interest import STRANGER_BUDGET
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"
@@ -63,6 +64,7 @@ DEFAULT_OTHERS_RESERVE_MIB = DEFAULT_RESERVE_OTHERS // MIB
 DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are asked for the own chain
 MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
 MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
+MAX_STRANGER_CHAINS = 1_000_000  # strangers' chains held at most, whatever the config says: each costs memory
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Config:
     reserve_mib: int = DEFAULT_RESERVE_MIB
     others_reserve_mib: int = DEFAULT_OTHERS_RESERVE_MIB
     own_chain_wait_s: float = DEFAULT_OWN_CHAIN_WAIT
+    stranger_chains: int = STRANGER_BUDGET
     disabled: list[str] = field(default_factory=list)
     sections: dict[str, dict] = field(default_factory=dict)
 
@@ -105,7 +108,10 @@ class Config:
             f"others_reserve_mib = {self.others_reserve_mib}\n"
             "# Seconds its appends wait at start while it asks its peers for entries of its own chain\n"
             "# that its store lacks (a restored backup); 0: no wait.\n"
-            f"own_chain_wait_s = {_toml(self.own_chain_wait_s)}\n\n"
+            f"own_chain_wait_s = {_toml(self.own_chain_wait_s)}\n"
+            "# Chains of strangers (authors no extension vouches for) it holds at most; past it,\n"
+            "# a stranger's fresh chain pushes out the one stored to least recently.\n"
+            f"stranger_chains = {self.stranger_chains}\n\n"
             "[extensions]\n"
             "# Installed extensions this node leaves out, by name (`p2pnode extensions` lists them).\n"
             f"disabled = [{', '.join(q(n) for n in self.disabled)}]\n"
@@ -141,6 +147,7 @@ class Config:
             reserve_mib=led.get("reserve_mib", DEFAULT_RESERVE_MIB),
             others_reserve_mib=led.get("others_reserve_mib", DEFAULT_OTHERS_RESERVE_MIB),
             own_chain_wait_s=led.get("own_chain_wait_s", DEFAULT_OWN_CHAIN_WAIT),
+            stranger_chains=led.get("stranger_chains", STRANGER_BUDGET),
             disabled=ext.get("disabled", []),
             sections={k: v for k, v in doc.items() if k not in CORE_SECTIONS and isinstance(v, dict)},
         )
@@ -159,6 +166,8 @@ class Config:
         w = cfg.own_chain_wait_s
         if type(w) not in (int, float) or not 0 <= w <= MAX_OWN_CHAIN_WAIT:
             raise ConfigError(f"{where}: ledger.own_chain_wait_s must be a number of seconds, 0 to {MAX_OWN_CHAIN_WAIT:g}")
+        if type(cfg.stranger_chains) is not int or not 0 <= cfg.stranger_chains <= MAX_STRANGER_CHAINS:
+            raise ConfigError(f"{where}: ledger.stranger_chains must be a whole number, 0 to {MAX_STRANGER_CHAINS}")
         return cfg
 
     @property

@@ -298,6 +298,7 @@ class Node:
             "forked": sorted(peer_id(a) for a in forked),
             "store": self._store_state(),
             "own_chain": self.own_chain.state(),
+            "strangers": self.ledger.interest.state() if self.ledger.interest else None,
             "sync": {
                 "state": "syncing" if self.syncer.busy else "idle",
                 "last_round_ms": self.syncer.last_round_ms,

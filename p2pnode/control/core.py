@@ -18,7 +18,8 @@ CORE_METHODS = (
     Method(
         "node.status",
         "The running node: identity, addresses, peers, every chain held, the store (failed after a write "
-        "error, free space, reserves), the check of its own chain at start, sync (with the progress of a "
+        "error, free space, reserves), the check of its own chain at start, the chains of strangers held "
+        "against their budget (`ledger.stranger_chains`), sync (with the progress of a "
         "pull under way), the extensions loaded and left out, background tasks that failed, and counters. "
         "Every task is supervised: a failure is logged and counted in `tasks`, a task meant to run for the "
         "node's life starts again after a backoff (1 s doubling to 60 s), and none ends the node.",
@@ -27,7 +28,7 @@ CORE_METHODS = (
                '"forked": [peer ID], "store": {"state": "ok"|"failed", "error": str or null, "failed_at_ms", '
                '"path", "free_bytes", "reserve_own_bytes", "reserve_others_bytes"}, "own_chain": {"state": '
                '"checking"|"checked"|"no_peers"|"skipped"|"timed_out"|"unchecked", "held", "head_at_start", '
-               '"head", "fetched", "peers_asked", "wait_s"}, "sync": {"state": "idle"|"syncing", "last_round_ms", "entries_received", '
+               '"head", "fetched", "peers_asked", "wait_s"}, "strangers": {"held", "budget"}, "sync": {"state": "idle"|"syncing", "last_round_ms", "entries_received", '
                '"progress": {"fetched", "target", "rate_per_s", "eta_s"} or null}, "extensions": [{"name", '
                '"version", "source"}], "extension_failures": [{"name", "error"}], "tasks": {"failures", "by_task": {task: int}, '
                '"restarts", "last_failure": {"task", "error", "at_ms"} or null}, "counters": {name: int}}`',

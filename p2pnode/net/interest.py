@@ -93,6 +93,11 @@ class Interest:
         strangers[author] = None
         return True
 
+    def state(self) -> dict:
+        """For ``status``: strangers' chains held and the budget."""
+        with self._lock:
+            return {"held": len(self._held_strangers()), "budget": self.budget}
+
     def planner(self) -> Callable[[bytes], bool]:
         """For one sync pull's plan: whether to pull the chain of an author the node holds
         none of, counting the strangers this plan takes against the room left, so that

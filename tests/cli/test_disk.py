@@ -88,7 +88,7 @@ def test_write_error_stops_writes_until_restart_and_loses_nothing(proc):
 def test_below_the_reserve_nothing_is_written_and_import_reads_only_a_regular_file(proc, tmp_path):
     # (One node for both: a node start costs seconds, and neither needs a fresh one.)
     free_mib = shutil.disk_usage(proc.home).free >> 20
-    start(proc, "--reserve-mib", str(free_mib + (1 << 20)))  # 1 TiB more than is free
+    start(proc, "--reserve-mib", str(free_mib + (1 << 20)), "--stranger-chains", "7")  # 1 TiB more than is free
     head = proc.head(proc.peer_id)
     e = refused(proc, "no room")
     assert e.code == "disk_full" and "below the reserve" in e.message and "nothing was written" in e.message
@@ -97,6 +97,7 @@ def test_below_the_reserve_nothing_is_written_and_import_reads_only_a_regular_fi
     assert proc.head(proc.peer_id) == head
     rc, out, _ = proc.cli("status")
     assert "store       ok" in out
+    assert st["strangers"] == {"held": 0, "budget": 7} and "0 of 7 chains held" in out  # the flag over the config
 
     # ledger.import of a device, a FIFO (no writer: a blocking open would hang) or a directory
     fifo = tmp_path / "pipe"

@@ -128,16 +128,20 @@ def test_a_full_disk_fails_the_store_stop_and_loses_no_acknowledged_entry(tmp_pa
     assert out["acked"] > 0 and out["reopened_head"] == out["acked"] and out["verify_ok"], out
 
 
-def test_the_reserves_and_the_wait_are_read_from_config_toml_and_checked():
+def test_the_reserves_the_wait_and_the_stranger_budget_are_read_from_config_toml_and_checked():
     from p2pnode.home import Config, ConfigError
 
     default = Config.from_toml(Config().to_toml(), where="c")
     assert default.reserve == Reserve() and default.own_chain_wait_s == 10  # init writes the defaults
-    cfg = Config.from_toml("[ledger]\nreserve_mib = 1\nothers_reserve_mib = 2\nown_chain_wait_s = 0.5\n", where="c")
+    assert default.stranger_chains == 1000
+    cfg = Config.from_toml("[ledger]\nreserve_mib = 1\nothers_reserve_mib = 2\nown_chain_wait_s = 0.5\n"
+                           "stranger_chains = 3\n", where="c")
     assert cfg.reserve == Reserve(own=1 << 20, others=2 << 20) and cfg.own_chain_wait_s == 0.5
-    assert Config.from_toml(cfg.to_toml(), where="c").reserve == cfg.reserve
+    assert cfg.stranger_chains == 3
+    again = Config.from_toml(cfg.to_toml(), where="c")
+    assert again.reserve == cfg.reserve and again.stranger_chains == 3
     for bad in ("reserve_mib = -1", "others_reserve_mib = 1.5", "reserve_mib = true", "own_chain_wait_s = 21",
-                'own_chain_wait_s = "10"'):
+                'own_chain_wait_s = "10"', "stranger_chains = -1", "stranger_chains = 1e9", "stranger_chains = 1000001"):
         with pytest.raises(ConfigError) as ei:
             Config.from_toml(f"[ledger]\n{bad}\n", where="c")
         assert "ledger." in ei.value.message
