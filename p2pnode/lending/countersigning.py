@@ -76,6 +76,12 @@ KEEP_UNAGREED_MS = 24 * 3600 * 1000  # how long the record of an incoming propos
 PURGE_BATCH = 1000  # records purged at most per pass of the retry loop
 
 HEAD_SYNC_WAIT = 5.0  # seconds the acceptor waits for the proposer's committed head to arrive
+MAX_AWAITED_GAP = 100_000
+"""Entries the acceptor's copy of the proposer's chain may lack for it to wait
+``HEAD_SYNC_WAIT`` for them: a pull verifies far fewer than this in that time on any
+machine (bench/sync.py), so a proposal committing a head further ahead (seq 10^12: free
+to sign) is refused at once, with a pull requested, and holds no answer for 5 s. An
+honest proposer that far ahead is asked again by its retries once the pull is done."""
 OUTCOME_WAIT = 5.0  # seconds a cancelled send may take to tell its machine it ended
 MAX_FOLLOW_UPS = 2 * len(agree.QUICK_RESENDS_MS) + 1  # sends and resends one event can lead to, at most
 
@@ -470,9 +476,13 @@ class Countersigning:
         """Whether our copy of ``author``'s chain reaches ``head``, pulling it first if not
         (woken by the write that brings it, not by polling)."""
         have = self.ctx.chains.head(author)
-        if have is None or have.seq < head[0]:
+        gap = head[0] - (0 if have is None else have.seq)
+        if gap > 0:
             self.ctx.peers.request_sync(author)
-            await self.ctx.writer.wait_head(author, head[0], HEAD_SYNC_WAIT)
+            if gap <= MAX_AWAITED_GAP:
+                await self.ctx.writer.wait_head(author, head[0], HEAD_SYNC_WAIT)
+            else:
+                self.ctx.count("loans.head_too_far")
         return self._holds(author, head)
 
     async def _consume_offer(self, offer_id: bytes) -> None:

@@ -357,3 +357,28 @@ async def test_an_address_whose_keys_keep_getting_banned_is_banned_itself(tmp_pa
             assert keys[3].public_key not in node.connected
         await still_serves(node)
         node.stop()
+
+
+async def test_a_proposal_committing_an_absurd_head_is_refused_at_once_without_a_wait(tmp_path: Path):
+    # Issue 9: a proposal committing head seq 10^12 held the answer 5 s while the node waited
+    # for a pull that can never bring it. A gap no pull closes in that time is not waited for.
+    from protocol.lending import agree
+    from protocol.lending.contract import propose
+    from p2pnode.walltime import now_ms
+
+    async with trio.open_nursery() as nursery:
+        node = await start(nursery, make_node(tmp_path / "n", "n", pex=False))
+        now = now_ms()
+        doc = {"type": "contract", "offer": bytes(32), "proposer": MALLORY.public_key, "lender": MALLORY.public_key,
+               "borrower": node.key.public_key, "currency": "EUR", "principal": 10_000, "rate_bp": 500,
+               "term": "6m", "schedule": "annuity", "start": "2026-12-01", "grace_days": 0, "late_fee": 0,
+               "default_days": 90, "lender_head": [10**12, b"\x07" * 32], "borrower_head": [1, bytes(32)],
+               "created": now, "expires": now + 60_000}
+        async with attacker() as (host, _):
+            await dial(host, node)
+            answer = await _agree_exchange(host, node, agree.encode(agree.Propose(propose(MALLORY, doc).raw)))
+            msg = agree.decode(answer[4:])
+            assert isinstance(msg, agree.Refused), msg
+        assert node.counters.get("loans.head_too_far") == 1  # before the fix: waited HEAD_SYNC_WAIT for it
+        await still_serves(node)
+        node.stop()
