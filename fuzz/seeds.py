@@ -16,7 +16,7 @@ from protocol import codec, wire
 from protocol.entry import ZERO_ID, Entry, make_entry
 from protocol.envelope import countersign, seal
 from protocol.fork import ForkProof
-from protocol.keys import SigningKey
+from protocol.keys import SigningKey, peer_id
 from protocol.kinds import genesis_body
 from protocol.lending import agree
 from protocol.lending.contract import contract_from, make_receipt, propose, terms_of
@@ -221,4 +221,15 @@ def corpus() -> dict[str, list[bytes]]:
         "control": _requests(),
         "keyfile": _key_files(),
         "config": _config_files(),
+        "record": [agree.Record(bytes(32), role, state, docs[which], code, reason, T0).encode()
+                   for role, state, which, code, reason in (
+                       (agree.OUT, agree.PROPOSED, "proposal", "", ""), (agree.IN, agree.PENDING, "proposal", "", ""),
+                       (agree.IN, agree.AGREED, "agreement", "", ""),
+                       (agree.OUT, agree.REFUSED, "proposal", "policy", "rate over the cap"))],
+        "names": [f'# names\n[names]\nalice = "{peer_id(A.public_key)}"\n'
+                  f'"bob b" = \'/ip4/127.0.0.1/tcp/7420/p2p/{peer_id(B.public_key)}\'\n'.encode(), b""],
+        "testnet": [json.dumps({"nodes": [{"name": "node1", "home": "/tmp/t/node1", "addr": "/ip4/127.0.0.1/tcp/"
+                                           "7420/p2p/12D3KooWJvSiF1UptAPforjwh9Jb8mSxRZaxCAZoqdKBa7nyt4pY",
+                                           "peer_id": "12D3KooWJvSiF1UptAPforjwh9Jb8mSxRZaxCAZoqdKBa7nyt4pY",
+                                           "pid": 4242}]}, indent=2).encode()],
     }

@@ -321,6 +321,44 @@ def check_keyfile(data: bytes) -> None:
             assert key.public_key == public
 
 
+def check_record(data: bytes) -> None:
+    """A stored proposal record (p2pnode/lending/countersigning.py, ``P`` + loan) through
+    ``Record.decode`` and the machine it resumes as: ``RecordError``, or a machine whose
+    record encodes back to the same bytes."""
+    record = _try(agree.RecordError, agree.Record.decode, bytes(32), data)
+    if record is None:
+        return
+    assert agree.Record.decode(bytes(32), record.encode()) == record
+    machine = _try(agree.RecordError, lambda r: agree.conversation(r, sign=lambda proposal: proposal), record)
+    if machine is not None:
+        assert machine.role == record.role and machine.state == record.state
+
+
+def check_names(data: bytes) -> None:
+    """The CLI's names file (cli/petnames.py ``load``): ``NamesFileError`` naming the line,
+    or names that save back to a file that loads the same."""
+    from cli import petnames
+
+    home = _scratch_dir()
+    petnames.names_path(home).write_bytes(data)
+    names = _try(petnames.NamesFileError, petnames.load, home)
+    if names is not None:
+        names.save()
+        assert petnames.load(home).entries == names.entries
+
+
+def check_testnet(data: bytes) -> None:
+    """The testnet's state file (p2pnode/testnet.py ``load``): ``TestnetError``, or members
+    whose fields have the types ``save`` writes."""
+    from p2pnode import testnet
+
+    path = _scratch_dir() / testnet.STATE_FILE
+    path.write_bytes(data)
+    members = _try(testnet.TestnetError, testnet.load, path.parent)
+    for m in members or ():
+        assert type(m.name) is str and type(m.addr) is str and (m.pid is None or type(m.pid) is int)
+
+
 _loaded: Any = None
 
 
@@ -436,6 +474,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            max_len=512),
     Target("control", check_control, "p2pnode/control/server.py one request line: a JSON-RPC answer"),
     Target("keyfile", check_keyfile, "p2pnode/keyfile.py read_key, read_public_key: KeyFileError"),
+    Target("record", check_record, "protocol/lending/agree.py Record.decode, conversation: RecordError"),
+    Target("names", check_names, "cli/petnames.py load (the names file): NamesFileError"),
+    Target("testnet", check_testnet, "p2pnode/testnet.py load (the testnet state file): TestnetError"),
     Target("config", check_config, "p2pnode/home.py Home.config, then extension settings: ConfigError, "
                                    "ValueError"),
 )}

@@ -96,13 +96,31 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+MAX_STATE_BYTES = 1 << 20  # the state file of MAX_NODES members is a few KiB
+
+
 def load(dir: Path) -> list[Member]:
+    """The members the state file in ``dir`` lists ([] if there is none); ``TestnetError``
+    naming the file for one that is not what ``save`` writes, whatever its bytes."""
     path = dir / STATE_FILE
     try:
-        raw = json.loads(path.read_text())
-        return [Member(**m) for m in raw["nodes"]]
+        with open(path, "rb") as f:
+            data = f.read(MAX_STATE_BYTES + 1)
+        if len(data) > MAX_STATE_BYTES:
+            raise ValueError(f"over {MAX_STATE_BYTES} bytes")
+        raw = json.loads(data.decode("utf-8"))
+        members = [Member(**m) for m in raw["nodes"]]
+        if len(members) > MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES} nodes")
+        for m in members:
+            if not all(type(v) is str for v in (m.name, m.home, m.peer_id, m.addr)) or \
+                    not (m.pid is None or (type(m.pid) is int and 0 < m.pid < 1 << 22)):
+                raise ValueError("a node's name, home, peer_id and addr are text and its pid a process id")
+        return members
     except FileNotFoundError:
         return []
+    except RecursionError:  # (json nests without a bound)
+        raise TestnetError(f"{path} is damaged (nested too deep); stop the nodes by hand and remove it") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TestnetError(f"{path} is damaged ({e}); stop the nodes by hand and remove it") from None
 

@@ -55,7 +55,7 @@ from protocol.lending import agree
 from protocol.lending.agree import (
     AGREED, EXPIRED, IN, PENDING, REFUSED, Acceptor, AgreementSeen, AnswerReceived, AppendAgreement, ConsumeOffer,
     CountersignedPushed, Facts, OwnerAccepted, OwnerProposed, OwnerRejected, Persist, ProposalReceived, Proposer,
-    Push, Record, RefusalPushed, ReportRefusal, ScheduleResend, SendFailed, SendProposal, Tick, conversation,
+    Push, Record, RecordError, RefusalPushed, ReportRefusal, ScheduleResend, SendFailed, SendProposal, Tick, conversation,
 )
 from protocol.lending.contract import TAKEN_INDEX, acceptor, contract_from, open_agreement, open_proposal, parse_date, propose, terms_of
 from protocol.lending.money import MoneyError, format_amount, format_rate, parse_amount
@@ -140,7 +140,7 @@ class Countersigning:
         for k, v in self.records.items(P_PROPOSAL):
             try:
                 machine = conversation(Record.decode(k[1:], v), sign=self._sign)
-            except Exception as e:
+            except RecordError as e:
                 log.warning("unreadable proposal record %s ignored: %s", k[1:].hex(), e)
                 continue
             if machine.is_open:
@@ -578,7 +578,7 @@ class Countersigning:
         for k, v in self.records.items(P_PROPOSAL):
             try:
                 record = Record.decode(k[1:], v)
-            except Exception:
+            except RecordError:
                 continue
             if record.state != AGREED:
                 out.append(record)

@@ -159,6 +159,7 @@ REFUSED = "refused"  # both: the acceptor said no, with a code and a reason
 EXPIRED = "expired"  # both: the expiry passed before an agreement
 
 OUT, IN = "out", "in"  # a record's role: this node proposed / this node must countersign
+STATES = (PROPOSED, HELD, PENDING, AGREED, REFUSED, EXPIRED)
 
 PROPOSER_TABLE: dict[tuple[str | None, str], str] = {
     (None, "propose"): PROPOSED,  # the owner proposes: signed, stored, then sent
@@ -419,8 +420,25 @@ class Record:
 
     @classmethod
     def decode(cls, loan: bytes, data: bytes) -> "Record":
-        d = codec.decode(data)
+        """The record stored as ``data``; ``RecordError`` for bytes that are not one (the
+        node wrote them, so only a damaged store gets here: the node skips that record)."""
+        from ..schema import check_fields, text, uint
+
+        try:
+            d = codec.decode(data, max_size=2 * MAX_AGREE_FRAME)
+            check_fields(d, {"role": lambda v: v in (OUT, IN), "state": lambda v: v in STATES,
+                             "contract": lambda v: type(v) is bytes and len(v) <= MAX_AGREE_FRAME,
+                             "code": text(40), "reason": text(MAX_AGREE_FRAME), "updated": uint()},
+                         what="proposal record")
+        except ProtocolError as e:
+            raise RecordError(f"the record of proposal {loan.hex()[:16]} is damaged: {e.message}") from None
         return cls(loan, d["role"], d["state"], d["contract"], d["code"], d["reason"], d["updated"])
+
+
+class RecordError(ProtocolError):
+    """Stored bytes that are not a usable proposal record."""
+
+    code = "bad_record"
 
 
 def answer_of(record: Record) -> AgreeMessage:
@@ -916,7 +934,16 @@ class Acceptor(_Conversation):
 
 
 def conversation(record: Record, *, sign: Callable[[bytes], bytes]) -> Union[Proposer, Acceptor]:
-    """The machine a stored record resumes as, by its role."""
-    if record.role == OUT:
-        return Proposer.from_record(record)
-    return Acceptor.from_record(record, sign=sign)
+    """The machine a stored record resumes as, by its role; ``RecordError`` if the record
+    cannot be one (a contract that is not a contract, a state its side does not have)."""
+    from .contract import check_contract
+
+    try:
+        _, doc = _contract_parts(record.contract)
+        check_contract(doc)
+        if record.role == OUT:
+            return Proposer.from_record(record)
+        return Acceptor.from_record(record, sign=sign)
+    except (ProtocolError, ValueError) as e:
+        raise RecordError(f"the record of proposal {record.loan.hex()[:16]} is damaged: "
+                          f"{getattr(e, 'message', None) or e}") from None

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from fuzz.strategies import inputs
 from fuzz.targets import TARGETS
 
-NODE_TARGETS = ["keyfile", "config", "settings", "control", "export"]
+NODE_TARGETS = ["keyfile", "config", "settings", "control", "export", "names", "testnet"]
 
 
 @pytest.mark.parametrize("name", NODE_TARGETS)
@@ -130,3 +130,16 @@ def test_a_set_value_nested_too_deep_is_a_setting_error():
 
     with pytest.raises(ValueError, match="--set lending.review=.*not JSON"):
         extension_settings(load(), {}, ["lending.review=" + "[" * 3000], "--set")
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"[" * 100_000, "nested too deep"),  # was RecursionError inside json
+    (b'{"nodes": [{"name": 1, "home": "h", "peer_id": "p", "addr": "a"}]}', "are text"),  # was taken as it was
+    (b'{"nodes": [{"name": "n", "home": "h", "peer_id": "p", "addr": "a", "pid": "42"}]}', "process id"),
+])
+def test_a_damaged_testnet_state_file_is_a_testnet_error(tmp_path, data, says):
+    from p2pnode.testnet import STATE_FILE, TestnetError, load
+
+    (tmp_path / STATE_FILE).write_bytes(data)
+    with pytest.raises(TestnetError, match=says):
+        load(tmp_path)

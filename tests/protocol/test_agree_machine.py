@@ -203,7 +203,7 @@ def test_a_bad_answer_leaves_the_send_in_flight_for_the_node_to_report_as_failed
     Record(LOAN, IN, PROPOSED, PROPOSAL), Record(LOAN, OUT, PENDING, PROPOSAL), Record(LOAN, OUT, "lost", PROPOSAL),
 ])
 def test_a_record_of_an_unknown_state_for_its_side_is_refused(record):
-    with pytest.raises(ValueError):
+    with pytest.raises(agree.RecordError, match="damaged: .*no state"):
         agree.conversation(record, sign=Signer())
 
 

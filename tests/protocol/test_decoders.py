@@ -15,7 +15,7 @@ from fuzz.strategies import inputs
 from fuzz.targets import TARGETS
 
 PROTOCOL_TARGETS = ["codec", "envelope", "entry", "entry_payload", "fork", "gossip", "wire", "sync", "agree",
-                    "offer", "loan", "money", "jsonform"]
+                    "offer", "loan", "money", "jsonform", "record"]
 EXAMPLES = {"loan": 60, "offer": 100, "gossip": 100}  # the slower targets (each signs or verifies a few times)
 
 
@@ -43,3 +43,23 @@ def test_a_json_body_with_an_integer_too_long_to_read_is_unencodable():
     with pytest.raises(EncodeError, match="more than 4300 digits") as e:
         jsonform.parse("1" * 5000)
     assert e.value.code == "unencodable"
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"\x80", "role"),  # an empty map: was KeyError
+    (b"\x93\x01\x02\x03", "map"),  # a list: was TypeError
+])
+def test_a_damaged_proposal_record_is_a_record_error_naming_the_proposal(data, says):
+    from protocol.lending.agree import Record, RecordError
+
+    with pytest.raises(RecordError, match=says) as e:
+        Record.decode(b"\xab" * 32, data)
+    assert e.value.code == "bad_record" and "abababab" in e.value.message
+
+
+def test_a_record_whose_contract_is_not_a_contract_does_not_resume():
+    from protocol.lending.agree import IN, PENDING, Record, RecordError, conversation
+
+    record = Record(b"\x01" * 32, IN, PENDING, b"\x92\xc4\x01x\x90", "", "", 0)  # an envelope of a non-contract
+    with pytest.raises(RecordError, match="damaged"):
+        conversation(Record.decode(record.loan, record.encode()), sign=lambda p: p)
