@@ -39,13 +39,16 @@ Rules of this file (docs/portfolio.md, "Portfolio"):
        NAR = (1 + sum_p N_p / sum_p P_p) ** 12 - 1
 
    over every pair p = (loan, monthly period k >= 0), period k of a loan running from
-   ``add_months(disbursed_on, k)`` (inclusive) to ``add_months(disbursed_on, k + 1)``,
-   for the periods that began on or before ``today`` and in which the loan was neither
-   repaid nor charged off at the start: ``P_p`` is the principal outstanding at the
-   start of the period (the principal less the principal received before that day);
-   ``N_p`` is the interest and fees received in the period, less the principal
-   outstanding on the day of the write-off if it falls in the period; money received
-   after the write-off (recoveries) counts whole in ``N`` of the period it falls in
+   ``add_months(disbursed_on, k)`` (exclusive; for k = 0 inclusive) to
+   ``add_months(disbursed_on, k + 1)`` (inclusive, so an installment paid on its due
+   date falls in the period it pays for), for the periods that ended on or before
+   ``today`` and the one running today if money moved in it (a receipt or the
+   write-off), and in which the loan was neither repaid nor charged off at the start:
+   ``P_p`` is the principal outstanding at the start of the period (the principal less
+   the principal of the receipts of the periods before); ``N_p`` is the interest and
+   fees received in the period, less the principal outstanding on the day of the
+   write-off if it falls in the period; money received after the write-off
+   (recoveries) counts whole in ``N`` of the period it falls in
    (``P`` is 0 from then). A default without a write-off changes nothing, as in
    LendingClub's NAR (the note keeps its full principal until it is charged off). The
    result is an exact ``Fraction``; None before any period. It is the loan's return
@@ -185,37 +188,32 @@ def nar_periods(f: LoanFlows, today: date) -> list[NarPeriod]:
     """Rule 7's periods of one loan, up to ``today``."""
     periods: list[NarPeriod] = []
     receipts = f.receipts
-    i = 0  # receipts before period k's start have been read
+    i = 0  # the receipts of the periods before this one have been read
     outstanding = f.principal
     off = f.written_off_on if f.written_off_on is not None and f.written_off_on <= today else None
     charged = False
     for k in range(MAX_NAR_PERIODS):
-        start = add_months(f.disbursed_on, k)
+        start, end = add_months(f.disbursed_on, k), add_months(f.disbursed_on, k + 1)
         if start > today:
             break
-        end = add_months(f.disbursed_on, k + 1)
-        live = not charged and outstanding > 0
-        principal_at_start = outstanding if live else 0
-        net = 0
-        while i < len(receipts) and receipts[i].date < end:
+        principal_at_start = outstanding if not charged and outstanding > 0 else 0
+        net, moved = 0, False
+        while i < len(receipts) and receipts[i].date <= min(end, today):
             r = receipts[i]
-            if r.date > today:
-                break
             if off is not None and not charged and off < r.date:
-                net -= outstanding  # the write-off falls before this receipt (same period or earlier)
+                net -= outstanding  # charged off before this receipt: it is a recovery
                 charged = True
-            if charged:
-                net += r.interest + r.fees + r.principal  # a recovery counts whole
-            else:
-                net += r.interest + r.fees
+            net += r.interest + r.fees + (r.principal if charged else 0)
             outstanding -= r.principal
             i += 1
-        if off is not None and not charged and off < end:
+            moved = True
+        if off is not None and not charged and off <= end:
             net -= outstanding
-            charged = True
-        if principal_at_start or net:
-            periods.append(NarPeriod(start, principal_at_start, net))
-        if (charged or outstanding == 0) and i >= len(receipts):
+            charged, moved = True, True
+        if end <= today or moved:
+            if principal_at_start or net:
+                periods.append(NarPeriod(start, principal_at_start, net))
+        if end > today or ((charged or outstanding <= 0) and i >= len(receipts)):
             break
     return periods
 

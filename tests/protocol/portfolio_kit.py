@@ -25,6 +25,8 @@ def contract(**kw) -> dict:
          "grace_days": 5, "late_fee": 500, "default_days": 30, "lender_head": [1, b"\x01" * 32],
          "borrower_head": [1, b"\x02" * 32], "created": 0, "expires": 1000}
     c.update(kw)
+    if "proposer" not in kw:
+        c["proposer"] = c["borrower"]
     return check_contract(c)
 
 
