@@ -21,10 +21,13 @@ Rules of this file (docs/portfolio.md, "The secondary market"):
    ``[MIN_YTM_BP, MAX_YTM_BP]`` (at most ``YTM_STEPS`` steps): the answer is the largest
    ``y`` in basis points whose present value is at least the price, i.e. the yield
    floored to a basis point; None if even ``MAX_YTM_BP`` leaves the value above the
-   price, or ``MIN_YTM_BP`` leaves it below (no yield in range), or there are no flows.
-   Present values are computed in ``decimal`` with ``YTM_PRECISION`` digits and the
-   context's default rounding (half even), so every node gets the same answer; nothing
-   is a float. A flow dated before ``today`` counts as received today.
+   price, or ``MIN_YTM_BP`` leaves it below (no yield in range), or no flow is dated
+   after ``today`` (no rate discounts anything).
+   Present values are computed in ``decimal`` with ``YTM_PRECISION`` (50) digits and
+   the context's default rounding (half even; decimal's ``exp`` and ``ln`` are correctly
+   rounded), so every node gets the same answer; nothing is a float. A present value
+   within a relative ``10**-YTM_TOLERANCE_DIGITS`` below the price counts as reaching
+   it, so that a yield hit exactly is not lost to rounding 40 digits down. A flow dated before ``today`` counts as received today.
 4. The remaining cash flows of a loan are portfolio.py's ``expected_flows`` of its
    state: each installment still owed, at its due date or today if already due. So a
    late loan's yield assumes what is past due is paid now: the price of the risk is the
@@ -64,6 +67,8 @@ MAX_YTM_BP = 1_000_000
 YTM_STEPS = 32
 """Bisection steps at most: 2**32 > MAX_YTM_BP - MIN_YTM_BP."""
 YTM_PRECISION = 50
+YTM_TOLERANCE_DIGITS = 30
+"""A present value within a relative 10**-30 below the price counts as reaching it."""
 MAX_FLOWS = 1200
 """Cash flows one yield reads at most (the longest schedule)."""
 BP = 10_000
@@ -200,10 +205,12 @@ def yield_to_maturity(flows: Iterable[tuple[date, int]], price: int, today: date
             raise MarketError("a cash flow is a non-negative integer", code="bad_amount")
         if amount:
             fl.append((max(0, (d - today).days), amount))
-    if not fl:
-        return None
+    if not any(days for days, _ in fl):
+        return None  # nothing after today: no rate discounts anything
     ctx = Context(prec=YTM_PRECISION)
-    target = Decimal(price)
+    # "At least the price", allowing for the last digits of exp and ln: a yield that hits
+    # the price exactly (a bullet at 10 %) is not lost to a rounding 40 digits down.
+    target = ctx.multiply(Decimal(price), ctx.subtract(Decimal(1), ctx.power(Decimal(10), -YTM_TOLERANCE_DIGITS)))
     lo, hi = MIN_YTM_BP, MAX_YTM_BP
     if _present_value(fl, lo, ctx) < target or _present_value(fl, hi, ctx) > target:
         return None
