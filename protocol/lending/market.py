@@ -27,7 +27,8 @@ Rules of this file (docs/portfolio.md, "The secondary market"):
    the context's default rounding (half even; decimal's ``exp`` and ``ln`` are correctly
    rounded), so every node gets the same answer; nothing is a float. A present value
    within a relative ``10**-YTM_TOLERANCE_DIGITS`` below the price counts as reaching
-   it, so that a yield hit exactly is not lost to rounding 40 digits down. A flow dated before ``today`` counts as received today.
+   it, so that a yield hit exactly is not lost to rounding 40 digits down. A flow
+   dated before ``today`` counts as received today.
 4. The remaining cash flows of a loan are portfolio.py's ``expected_flows`` of its
    state: each installment still owed, at its due date or today if already due. So a
    late loan's yield assumes what is past due is paid now: the price of the risk is the
@@ -52,7 +53,7 @@ from ..errors import ProtocolError, SchemaError, SignatureError
 from ..keys import SigningKey, peer_id
 from ..schema import U63_MAX, binary, check_fields, const, text, uint
 from ..wire import WireError
-from .contract import DATE_PATTERN, TRANSFER_FIELDS, LoanError, parse_date
+from .contract import TRANSFER_FIELDS, LoanError, parse_date
 from .loanstate import AWAITING, REPAID, WRITTEN_OFF, LoanState
 from .money import MAX_AMOUNT, MoneyError, exponent
 from .portfolio import expected_flows

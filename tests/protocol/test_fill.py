@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.lending.fill import (
-    GATES, MAX_PARTS, REFUSALS, Fill, admit, admit_to, decide_in_order, fill_of, funded, remaining, with_part,
+    GATES, MAX_PARTS, REFUSALS, admit, admit_to, decide_in_order, fill_of, funded, remaining, with_part,
 )
 from protocol.lending.money import MAX_AMOUNT
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from protocol.lending.contract import contract_schedule
 from protocol.lending.loanstate import DEFAULTED, REPAID, WRITTEN_OFF
 from protocol.lending.portfolio import (
-    Holding, LoanFlows, PortfolioError, Receipt, expected_flows, holding_of, loan_flows, nar, nar_periods,
+    LoanFlows, PortfolioError, Receipt, expected_flows, holding_of, loan_flows, nar, nar_periods,
     obligations, owed, portfolio, portfolios, ratio_bp,
 )
 from protocol.lending.provisioning import loan_provision
 
-from portfolio_kit import B, C, L, N, START, contract, loan_id, notice, paid, receipt, state
+from portfolio_kit import B, C, L, N, START, contract, loan_id, notice, paid, state
 
 TODAY = date(2026, 6, 1)
 

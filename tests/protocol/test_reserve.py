@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import ProtocolError, SchemaError
+from protocol.errors import ProtocolError
 from protocol.kinds import KindRegistry
 from protocol.lending.reserve import (
     ENTRY_KIND, KINDS, RESERVE_KINDS, Movement, ReserveError, ReserveState, apply, body_of, check_body, plan_draw,
