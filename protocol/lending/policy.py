@@ -60,6 +60,7 @@ Rules of this file (docs/policy.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Callable, Mapping
@@ -73,6 +74,7 @@ GRADES = ("A", "B", "C", "D", "E", "F", "G")
 NO_GRADE = "none"
 ANY_CURRENCY = "*"
 MAX_NAME = 32  # characters of a policy's name (the contract's ``policy`` field)
+NAME_PATTERN = r"[a-z0-9][a-z0-9.-]{0,31}"  # = contract.POLICY_PATTERN
 MAX_STEPS = 8
 MAX_TERM_MONTHS = 9999 * 12
 
@@ -183,8 +185,8 @@ def _validate(p: Policy) -> None:
     def bad(why: str) -> PolicyError:
         return PolicyError(f"policy {p.name!r}: {why}")
 
-    if type(p.name) is not str or not 1 <= len(p.name) <= MAX_NAME or not p.name.isprintable():
-        raise bad(f"a name is 1 to {MAX_NAME} printable characters")
+    if type(p.name) is not str or not re.fullmatch(NAME_PATTERN, p.name):
+        raise bad(f"a name is 1 to {MAX_NAME} of a-z, 0-9, '.' and '-', starting with a letter or digit")
     for name in ("apr_cap_bp", "lpr_bp"):
         v = getattr(p, name)
         if v is not None and (type(v) is not int or not 0 <= v <= MAX_RATE_BP):
