@@ -326,7 +326,7 @@ class Refusal:
 
     @property
     def message(self) -> str:
-        return "; ".join(str(b) for b in self.breaches) + f" (policy {self.policy})"
+        return "; ".join(str(b) for b in self.breaches) + f" [policy {self.policy}]"
 
 
 @dataclass(frozen=True)
