@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError
 from protocol.lending.policy import (
     PRESETS, BorrowerFacts, LenderExposure, LoanTerms, Policy, Refusal, check_borrower, check_terms, policy_json,
     terms_of_contract,
@@ -126,7 +126,7 @@ class PolicyInForce:
             raise ApiError(str(e), code="bad_policy") from None
         try:
             self.ctx.save_settings(values)
-        except (ProtocolError, ValueError, OSError) as e:
+        except (CodedError, ValueError, OSError) as e:
             msg = getattr(e, "message", None) or str(e)
             raise ApiError(f"the policy is unchanged: {msg}", code="save_failed") from None
         self.settings, self.policy = values, policy
