@@ -111,7 +111,7 @@ def add_extension_flags(extensions: list[Any]) -> None:
             word = s.flag[2:]
             name = f"x_{ext.name}_{s.name}"
             _FLAG_SETTINGS[name] = f"{ext.name}.{s.name}"
-            help_ = f"{s.help} (default: the config's {ext.config_section}.{s.name})"
+            help_ = f"{s.help} (default: the config's {ext.section_of(s)}.{s.name})"
             if s.type == "bool":
                 opt = click.Option([f"--{word}/--no-{word}", name], default=None, help=help_)
             else:

@@ -156,7 +156,8 @@ def _config_files() -> list[bytes]:
 
     loaded = load()
     full = Config(name="alice", bootstrap=["/ip4/127.0.0.1/tcp/7420/p2p/" + A.peer_id], mdns=True,
-                  disabled=["endorse"], sections={"loans": {"review": True, "max_rate": "20%"}})
+                  disabled=["endorse"], sections={"loans": {"review": True, "max_rate": "20%"},
+                            "policy": {"preset": "cn-2016", "lpr": "3.10%", "max_term": "120m"}})
     return [Config().to_toml(loaded.extensions).encode(), full.to_toml(loaded.extensions).encode(), b""]
 
 
@@ -217,7 +218,7 @@ def corpus() -> dict[str, list[bytes]]:
                      b'null, "s": "\\u00e9\\ud83d\\ude00"}', b'[[], {}, ""]', b"-9223372036854775808"],
         "export": _export_lines(),
         "settings": [b"lending.review=true", b'lending.max_rate="12.5%"', b"lending.auto_confirm=false",
-                     b'lending.max_rate=""'],
+                     b'lending.max_rate=""', b'lending.preset="cn-2016"', b'lending.lpr="3.10%"'],
         "control": _requests(),
         "keyfile": _key_files(),
         "config": _config_files(),

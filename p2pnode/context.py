@@ -24,6 +24,9 @@ else: no handle to the node itself, no private field of anyone. What the fields 
 - ``settings``: the extension's config section, checked against its declared settings,
   with the ``p2pnode start`` flags applied.
 - ``count(name, n)``: add to a counter shown by ``p2pnode status``.
+- ``save_settings(values)``: write some of the extension's settings (by name) to the
+  home's config.toml, checked, so that the next start reads them; ``ConfigError`` if it
+  cannot. It changes nothing in ``settings``: the service applies a new value itself.
 - ``log``: the extension's logger (``p2pnode.ext.<name>``), shown at the node's
   ``--log-level``.
 """
@@ -80,6 +83,7 @@ class Context:
     settings: Mapping[str, Any] = field(default_factory=dict)
     count: Callable[..., None] = lambda name, n=1: None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("p2pnode.ext"))
+    save_settings: Callable[[dict], None] = lambda values: None
 
     @property
     def me(self) -> bytes:

@@ -84,7 +84,9 @@ def read_passphrase(path: Path | None) -> bytes | None:
 def extension_settings(loaded: Any, sections: dict[str, dict], overrides: list[str], where: str) -> dict[str, dict]:
     """Each loaded extension's settings: its config section, then ``--set`` overrides;
     ``ValueError`` naming what is wrong."""
-    out = {e.name: settings_of(e, sections.get(e.config_section, {}), where=where) for e in loaded.extensions}
+    out = {e.name: settings_of(e, sections.get(e.config_section, {}), where=where,
+                               others={s: sections.get(s, {}) for s in e.config_sections[1:]})
+           for e in loaded.extensions}
     for item in overrides:
         name, _, rest = item.partition(".")
         key, eq, raw = rest.partition("=")

@@ -36,7 +36,9 @@ Rules:
    - ``verify``: a check of the extension's own records, run by ``ledger verify``
      (``p2pnode.ledger.verify.Check``);
    - ``settings``: the keys of its config section, typed, with defaults and help; a
-     setting with a ``flag`` is also an option of ``p2pnode start``;
+     setting with a ``flag`` is also an option of ``p2pnode start``; a setting with a
+     ``section`` lives in that section of config.toml instead (the extension owns it
+     too: lending's ``[policy]``), and its name is unique among the extension's settings;
    - ``legacy_prefixes``: single-byte store prefixes its keys had before it had a space
      of its own (moved into its spaces when it loads);
    - ``index_version``: bumped whenever its kinds' index functions change, so that a
@@ -59,6 +61,9 @@ Rules:
    - ``standing(author) -> int``: how much the extension vouches for ``author`` (0:
      not at all); the node holds the chains of authors any extension gives standing,
      and those of others within a bounded budget (p2pnode/net/interest.py);
+   - ``save_settings(values)`` (a Context capability, not a hook): write some of its
+     settings to the home's config.toml, checked as at start, so that they survive a
+     restart (``policy set``); the section's other lines are kept;
    - ``check_append(kind, body)``: before a running node signs ``ledger.append`` of one of
      its kinds, under the write lock; it refuses by raising a ``CodedError``. An append
      made with no node running (``p2pnode ledger append`` on a stopped home) is checked by
@@ -127,7 +132,8 @@ class StreamProtocol:
 class Setting:
     """One key of the extension's config section. ``type`` is ``bool``, ``int``, ``str``
     or ``list`` (of text); ``check(value)`` may refuse a value by raising ``ValueError``
-    with the reason. A ``flag`` (``--review``) makes it an option of ``p2pnode start``."""
+    with the reason. A ``flag`` (``--review``) makes it an option of ``p2pnode start``.
+    ``section`` names the config section it lives in, if not the extension's own."""
 
     name: str
     type: str
@@ -135,6 +141,7 @@ class Setting:
     help: str
     flag: str | None = None
     check: Callable[[Any], Any] | None = None
+    section: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,18 @@ class Extension:
     @property
     def config_section(self) -> str:
         return self.section or self.name
+
+    @property
+    def config_sections(self) -> tuple[str, ...]:
+        """Every config section it owns: its own, then those its settings name."""
+        out = [self.config_section]
+        for s in self.settings:
+            if s.section and s.section not in out:
+                out.append(s.section)
+        return tuple(out)
+
+    def section_of(self, setting: Setting) -> str:
+        return setting.section or self.config_section
 
 
 def resolve(ref: str) -> Any:

@@ -176,9 +176,12 @@ def _check_unique(ext: Extension, out: Loaded) -> None:
         owner = groups.get(m.name.split(".")[0])
         if owner is not None and owner != ext.name:
             raise ValueError(f"method group {m.name.split('.')[0]}.* belongs to {owner}")
-    sections = {e.config_section for e in out.extensions} | {"node", "network", "extensions"}
-    if ext.config_section in sections:
-        raise ValueError(f"config section [{ext.config_section}] is taken")
+    sections = {c for e in out.extensions for c in e.config_sections} | {"node", "network", "ledger", "extensions"}
+    for section in ext.config_sections:
+        if section in sections:
+            raise ValueError(f"config section [{section}] is taken")
+    if len({s.name for s in ext.settings}) != len(ext.settings):
+        raise ValueError("two settings have one name")
 
 
 def _flags(flag: str | None) -> list[str]:
@@ -194,21 +197,26 @@ def _distribution(ep: EntryPoint) -> str | None:
     return getattr(dist, "name", None) if dist is not None else None
 
 
-def settings_of(ext: Extension, section: dict, *, where: str) -> dict[str, Any]:
-    """``ext``'s settings from its config ``section``: declared defaults, then the
-    section's values, each checked; ``ValueError`` naming the key and ``where``."""
-    declared = {s.name: s for s in ext.settings}
+def settings_of(ext: Extension, section: dict, *, where: str, others: dict[str, dict] | None = None) -> dict[str, Any]:
+    """``ext``'s settings from its config ``section`` (and, for a setting that lives in
+    another section it owns, from ``others[that section]``): declared defaults, then the
+    sections' values, each checked; ``ValueError`` naming the key and ``where``."""
+    tables = {ext.config_section: section, **{k: v for k, v in (others or {}).items() if k != ext.config_section}}
     for name in sorted(set(section) & set(ext.retired_settings)):
         log.warning("%s: [%s] %s is no longer a setting of %s; its value is ignored", where,
                     ext.config_section, name, ext.name)
-    extra = sorted(set(section) - set(declared) - set(ext.retired_settings))
-    if extra:
-        raise ValueError(f"{where}: [{ext.config_section}] has no setting {', '.join(extra)} "
-                         f"(it takes {', '.join(sorted(declared)) or 'none'})")
+    for sec in ext.config_sections:
+        declared = {s.name for s in ext.settings if ext.section_of(s) == sec}
+        retired = set(ext.retired_settings) if sec == ext.config_section else set()
+        extra = sorted(set(tables.get(sec, {})) - declared - retired)
+        if extra:
+            raise ValueError(f"{where}: [{sec}] has no setting {', '.join(extra)} "
+                             f"(it takes {', '.join(sorted(declared)) or 'none'})")
     out = {}
     for s in ext.settings:
-        value = section.get(s.name, s.default)
-        out[s.name] = check_setting(s, value, where=f"{where}: {ext.config_section}.{s.name}")
+        sec = ext.section_of(s)
+        value = tables.get(sec, {}).get(s.name, s.default)
+        out[s.name] = check_setting(s, value, where=f"{where}: {sec}.{s.name}")
     return out
 
 

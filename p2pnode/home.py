@@ -117,10 +117,8 @@ class Config:
             f"disabled = [{', '.join(q(n) for n in self.disabled)}]\n"
         )
         for ext in extensions:
-            section = self.sections.get(ext.config_section, {})
-            out += f"\n[{ext.config_section}]\n"
-            for setting in ext.settings:
-                out += f"# {setting.help}\n{setting.name} = {_toml(section.get(setting.name, setting.default))}\n"
+            for name in ext.config_sections:
+                out += "\n" + section_text(ext, name, self.sections.get(name, {}))
         return out
 
     @classmethod
@@ -174,6 +172,55 @@ class Config:
     def reserve(self) -> Reserve:
         """The free-space reserve of the store's writes, in bytes."""
         return Reserve(own=self.reserve_mib * MIB, others=self.others_reserve_mib * MIB)
+
+
+def section_text(ext: Any, name: str, values: dict) -> str:
+    """Section ``[name]`` of extension ``ext`` (a declaration) as config.toml holds it:
+    each of its settings with its help, at ``values``' value or its default."""
+    out = f"[{name}]\n"
+    for setting in ext.settings:
+        if ext.section_of(setting) == name:
+            out += f"# {setting.help}\n{setting.name} = {_toml(values.get(setting.name, setting.default))}\n"
+    return out
+
+
+def save_settings(config_file: Path, ext: Any, values: dict) -> None:
+    """Write ``values`` (settings of ``ext`` by name, checked) into ``config_file``: each
+    section they live in is written anew (its other settings at their current values),
+    every other line is kept, and the file is replaced atomically. ``ConfigError`` if the
+    file cannot be read or written."""
+    from p2pnode.extensions import check_setting
+
+    declared = {s.name: s for s in ext.settings}
+    try:
+        text = config_file.read_text(encoding="utf-8") if config_file.exists() else ""
+        current = Config.from_toml(text, where=str(config_file)).sections
+        touched = {ext.section_of(declared[k]) for k in values}
+        for k, v in values.items():
+            check_setting(declared[k], v, where=f"{config_file}: {ext.section_of(declared[k])}.{k}")
+        for name in sorted(touched):
+            section = {**current.get(name, {}), **{k: v for k, v in values.items()
+                                                    if ext.section_of(declared[k]) == name}}
+            text = _replace_section(text, name, section_text(ext, name, section))
+        Config.from_toml(text, where=str(config_file))  # what is written reads back
+        tmp = config_file.with_name(config_file.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, config_file)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{config_file}: cannot save settings: {e}") from None
+
+
+def _replace_section(text: str, name: str, new: str) -> str:
+    """``text`` with the lines of table ``[name]`` (from its header to the next header)
+    replaced by ``new``, or ``new`` appended if it has none."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{name}]"), None)
+    if start is None:
+        return text + ("" if not text or text.endswith("\n") else "\n") + "\n" + new
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():  # keep the blank line before the next header
+        end -= 1
+    return "".join(lines[:start]) + new + "".join(lines[end:])
 
 
 def _toml(value: Any) -> str:

@@ -177,7 +177,8 @@ class Node:
             self.own_chain.hold()  # before anything can append: services, handlers, hooks
             tasks.spawn("own_chain.check", self.own_chain.run)
             parts = Parts(self.key, self.clock, self.ledger, self.gossip, self.streams, self.methods,
-                          Peers(lambda: set(self.conns.connected), self.syncer.request), self.count)
+                          Peers(lambda: set(self.conns.connected), self.syncer.request), self.count,
+                          self.home.config_file)
             self._running = await start_services(self.loaded, parts, self.settings.extensions, tasks)
             self.services = {r.extension.name: r.service for r in self._running}
             standings = [fn for fn in (getattr(r.service, "standing", None) for r in self._running) if callable(fn)]

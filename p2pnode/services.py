@@ -46,6 +46,7 @@ class Parts:
     methods: MethodTable
     peers: Peers
     count: Callable[..., None]
+    config_file: Any = None  # the home's config.toml (a Path), where ``save_settings`` writes
 
 
 def build_context(ext: Extension, parts: Parts, settings: dict, tasks: Supervisor) -> Context:
@@ -70,11 +71,19 @@ def build_context(ext: Extension, parts: Parts, settings: dict, tasks: Superviso
 
     from p2pnode.ledger.store import Chains
 
+    def save_settings(values: dict) -> None:
+        if parts.config_file is None:
+            raise ValueError("this node has no config file to save settings in")
+        from p2pnode.home import save_settings as save
+
+        save(parts.config_file, ext, values)
+
     return Context(
         extension=ext.name, key=parts.key, clock=parts.clock, chains=Chains(store),
         records=store.records(ext.name), index=store.index(ext.name), writer=parts.ledger, publish=publish,
         open_stream=open_stream, spawn=_spawner(tasks, ext.name), peers=parts.peers,
         settings=dict(settings), count=count, log=logging.getLogger(f"p2pnode.ext.{ext.name}"),
+        save_settings=save_settings,
     )
 
 

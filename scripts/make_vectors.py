@@ -264,6 +264,7 @@ def loan_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
         "borrower": b.public_key, "currency": "EUR", "principal": 120_000, "rate_bp": 1200, "term": "3m",
         "schedule": "annuity", "start": "2026-01-31", "grace_days": 5, "late_fee": 1500, "default_days": 60,
         "lender_head": [1, bytes(32)], "borrower_head": [1, bytes(32)], "created": T0, "expires": T0 + 600_000,
+        "policy": "default",
     }
     agreement = countersign_contract(contract, b, a)
     rows = contract_schedule(contract)

@@ -619,7 +619,7 @@ class Node:
         if live and "taken_from_chain" in self.world.config.fixes and self.world.bugs.get("offer_twice") is None:
             live = o.id not in self.offers_agreed()  # the fix: our chain says what we took
         return Facts(proposer_forked=doc["proposer"] in self.store.forks, offer=o, offer_live=live,
-                     max_rate_bp=None, own_head_held=self.holds(self.pk, mine),
+                     policy=None, own_head_held=self.holds(self.pk, mine),
                      proposer_head_held=self.holds(doc["proposer"], theirs))
 
     def offers_agreed(self) -> set[bytes]:

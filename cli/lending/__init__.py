@@ -1,4 +1,4 @@
-"""The lending extension's commands: ``offer``, ``request``, ``loan`` and ``schedule``.
+"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule`` and ``policy``.
 Its declaration (p2pnode/lending/__init__.py) names ``COMMANDS``; the CLI adds them like
 any extension's commands."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cli.lending.loan import loan
 from cli.lending.offer import offer, request
+from cli.lending.policy import policy
 from cli.lending.schedule import schedule
 
-COMMANDS = [offer, request, loan, schedule]
+COMMANDS = [offer, request, loan, schedule, policy]

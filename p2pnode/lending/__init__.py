@@ -48,7 +48,8 @@ EXTENSION = Extension(
     verify="p2pnode.lending.verify:check_book",
     legacy_prefixes=((b"L", "index"), (b"P", "records"), (b"O", "records"), (b"X", "records"), (b"C", "records")),
     # auto_confirm signed the disbursement receipt on the lender's word alone: gone, since
-    # a receipt says money arrived, which only the borrower's owner knows.
-    retired_settings=("auto_confirm",),
+    # a receipt says money arrived, which only the borrower's owner knows. max_rate capped
+    # the nominal rate: [policy] apr_cap caps the APR, fees included (settings.py).
+    retired_settings=("auto_confirm", "max_rate"),
     index_version=2,  # 2: loan.agreement entries also index the offer they take and the edge they make
 )

@@ -108,16 +108,19 @@ def proposal_json(record: Record) -> dict:
         "principal_text": format_amount(doc["principal"], doc["currency"]), "currency": doc["currency"],
         "rate_bp": doc["rate_bp"], "rate_text": format_rate(doc["rate_bp"]), "term": doc["term"],
         "schedule": doc["schedule"], "start": doc["start"], "offer": doc["offer"].hex(),
-        "expires": doc["expires"], "updated": record.updated,
+        "expires": doc["expires"], "updated": record.updated, "policy": doc.get("policy"),
     }
 
 
 class Countersigning:
     """This node's proposals, either role, each run by its machine. ``settings`` are
-    lending's (``review``, ``max_rate_bp``)."""
+    lending's (``review``); ``policy`` the policy in force (policies.PolicyInForce), which
+    checks what this node proposes and what it is asked to countersign."""
 
-    def __init__(self, ctx: Context, book: OfferBook, docs: LoanDocuments, settings: Mapping[str, Any]) -> None:
+    def __init__(self, ctx: Context, book: OfferBook, docs: LoanDocuments, settings: Mapping[str, Any],
+                 policy: Any) -> None:
         self.ctx = ctx
+        self.policy = policy
         self.book = book
         self.docs = docs
         self.settings = settings
@@ -316,7 +319,12 @@ class Countersigning:
                  "borrow": ((mine.seq, mine.id), (theirs.seq, theirs.id))}[terms.side]
         try:
             doc = contract_from(offer.id, terms, taker=self.me, principal=principal, start=start_day,
-                                lender_head=heads[0], borrower_head=heads[1], created=now, expires=now + ttl_s * 1000)
+                                lender_head=heads[0], borrower_head=heads[1], created=now, expires=now + ttl_s * 1000,
+                                policy=self.policy.name)
+        except ProtocolError as e:
+            raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
+        self.policy.refuse_contract(doc, "this loan")  # our own policy, before anything is signed
+        try:
             env = propose(self.ctx.key, doc)
         except ProtocolError as e:
             raise ApiError(f"cannot make that contract: {e.message}", code=e.code) from None
@@ -445,7 +453,7 @@ class Countersigning:
             offer = None
         mine, theirs = agree.committed_heads(doc, self.me)
         return Facts(proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(), offer=offer,
-                     offer_live=offer is not None and self._live(offer), max_rate_bp=self.settings["max_rate_bp"],
+                     offer_live=offer is not None and self._live(offer), policy=self.policy.contract_refusal(doc),
                      own_head_held=self._holds(self.me, mine),
                      proposer_head_held=self._holds(doc["proposer"], theirs))
 

@@ -1,4 +1,4 @@
-"""Lending's control methods, declared (``offer.*`` and ``loan.*``): name, params, result and
+"""Lending's control methods, declared (``offer.*``, ``loan.*`` and ``policy.*``): name, params, result and
 help in one place (p2pnode/control/methods.py); the service (p2pnode/lending/service.py)
 binds each to the handler its ``handler`` names. No trio: the CLI reads these.
 
@@ -24,13 +24,19 @@ OFFER_VIEW = ("offer view `{id, side, author (peer ID), currency, min_amount, ma
               "default_days, min_grade, created, expires}` (amounts in minor units, times in ms)")
 PROPOSAL_VIEW = ("proposal view `{loan, role (out|in), state (proposed|held|pending|agreed|refused|expired), code, "
                  "reason, lender, borrower, proposer, principal, principal_text, currency, rate_bp, rate_text, term, "
-                 "schedule, start, offer, expires, updated}`")
+                 "schedule, start, offer, expires, updated, policy (the policy the contract names, or null)}`")
 LOAN_VIEW = ("loan view: `protocol.lending.loanstate.LoanState.to_json()` (state, days past due, bucket, holder, rows "
              "with paid and due parts, totals, counted and rejected documents, disputes) with peers as peer IDs, plus "
              "`loan`, `as_of`, `role` (this node's: lender, borrower, former_lender or null), `shown_state` "
              "(`transferred` for a former lender), `terms`, `declared` (payments declared by the payer, counted or "
              "not), `receipts` (each with `counted`), `recorded_by` and `unreadable_entries`. Every node holding both "
              "chains gives the same view for the same `at`, except `role` and `shown_state`")
+
+POLICY_VIEW = ("policy view `{name, description, in_force, overrides, rate_cap_bp, rate_cap_text, apr_cap_bp, "
+               "lpr_bp, lpr_text, lpr_multiple, max_principal, max_term_months, refuse_forked, refuse_defaulted, "
+               "max_days_past_due, min_grade, allow_ungraded, borrow_cap, lender_cap, new_identity_steps, "
+               "exposure_per_borrower, exposure_per_grade, exposure_total}` (limits: whole major units by currency "
+               "code, `*` for any other; docs/policy.md)")
 
 _ID = "an id, or a unique prefix of at least 8 hex digits"
 
@@ -47,8 +53,10 @@ METHODS = (
     Method(
         "offer.create",
         "Sign an offer to lend (`side` lend) or a request to borrow (`side` borrow), keep it in this node's book "
-        "and gossip it. Refusals: `bad_amount`, `bad_currency`, `bad_rate`, `bad_term`, `bad_offer` (naming the "
-        "field), `too_many_offers` (100 live per author), `book_full`.",
+        "and gossip it, if this node's policy allows its terms. Refusals: `bad_amount`, `bad_currency`, `bad_rate`, "
+        "`bad_term`, `bad_offer` (naming the field), `too_many_offers` (100 live per author), `book_full`, and the "
+        "policy's: the first rule broken (`rate_cap`, `max_principal`, `max_term`), the message naming every rule "
+        "broken with its numbers, `details.rules` listing them.",
         params=(
             Param("side", "str", "lend or borrow", default="lend", choices=SIDES),
             Param("currency", "str", "ISO 4217-style code, e.g. EUR", required=True, max_len=3),
@@ -99,9 +107,12 @@ METHODS = (
         "Take an offer or request: sign a contract on its terms that commits both chain heads as this node holds "
         "them, and send it to its author, who countersigns by its policy or holds it for its owner's review. "
         "Answers once the proposal is stored durably and asked (state agreed, held, refused with `code` and "
-        "`reason`, or proposed: the other node is unreachable now and is asked again until the expiry). "
+        "`reason`, or proposed: the other node is unreachable now and is asked again until the expiry). The "
+        "contract names this node's policy (`policy`), which must allow it first; the other node checks it by its "
+        "own (refused with code `policy`, the reason naming the rules). "
         "Refusals: `unknown_offer`, `ambiguous_id`, `own_offer`, `offer_expired`, `bad_amount`, `no_chain` (no "
-        "copy of the other party's chain yet), `bad_date`.",
+        "copy of the other party's chain yet), `bad_date`, and the policy's as for `offer.create` (with the borrower "
+        "rules, `past_due`, `borrow_cap`, ..., when this node lends and knows the borrower's credit).",
         params=(
             Param("offer", "str", f"the offer or request: {_ID}", required=True, max_len=64),
             Param("amount", "str", "the principal (default: the offer's maximum)", max_len=40),
@@ -111,6 +122,21 @@ METHODS = (
         ),
         result=PROPOSAL_VIEW, handler="loan_propose",
     ),
+    Method("policy.list", "The lending policies this node knows (presets), and which is in force.",
+           result='`{in_force, "policies": [{name, description, in_force}]}`', handler="policy_list"),
+    Method("policy.show", "One policy's parameters (default: the one in force, with its overrides). Refusals: "
+           "`unknown_policy`.",
+           params=(Param("name", "str", "the policy (default: the one in force)", max_len=32),),
+           result=POLICY_VIEW, handler="policy_show"),
+    Method("policy.set", "Put a policy in force, with overrides of some of its parameters (those not given take "
+           "the preset's). Written to the `[policy]` section of config.toml first, so it holds after a restart; "
+           "checks made from then on use it. Refusals: `unknown_policy`, `bad_policy`, `save_failed`.",
+           params=(Param("name", "str", "the preset: default, permissive or cn-2016", required=True, max_len=32),
+                   Param("lpr", "str", 'the one-year LPR, e.g. "3.10%" (cn-2016 caps the APR at 4 x it)', max_len=20),
+                   Param("apr_cap", "str", 'the APR cap, e.g. "24%"', max_len=20),
+                   Param("min_grade", "str", "the lowest grade lent to, A to G", max_len=4),
+                   Param("max_term", "str", 'the longest term, in months, e.g. "120m"', max_len=8)),
+           result=POLICY_VIEW, handler="policy_set"),
     Method("loan.proposal", "One proposal this node made or must answer. Refusals: `unknown_proposal`.",
            params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),),
            result=PROPOSAL_VIEW, handler="loan_proposal"),

@@ -31,6 +31,7 @@ from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 from protocol.lending.money import MoneyError, parse_amount, parse_rate
+from protocol.lending.policy import terms_of_offer
 from protocol.lending.book import LIMITS, Add, Cancel, Duplicate, Limits, Refresh, Refuse, admit
 from protocol.lending.offer import (
     MAX_OFFER_MS, SIDES, TOPIC_OFFERS, Offer, cancel_of, is_live, make_cancel, make_offer, matches, offer_json,
@@ -62,9 +63,10 @@ def _until(xkey: bytes) -> int:
 class OfferBook:
     """The offer book of a node running lending."""
 
-    def __init__(self, ctx: Context, standing: Standing | None = None) -> None:
+    def __init__(self, ctx: Context, standing: Standing | None = None, policy: Any = None) -> None:
         self.ctx = ctx
         self.standing = standing or Standing(ctx)
+        self.policy = policy  # the policy in force (policies.PolicyInForce): checks this node's own offers
         self.records = ctx.records
         self._soon = False
         self._loaded = False
@@ -272,9 +274,12 @@ class OfferBook:
                              created=now, expires=now + ttl * 1000, min_grade=p.get("min_grade"), **ints)
         except ProtocolError as e:
             raise ApiError(e.message, code=e.code) from None
+        offer = offer_of(env)
+        if self.policy is not None:  # this node's own policy on its own terms, before anyone sees them
+            self.policy.refuse_terms(terms_of_offer(offer), "this offer" if side == "lend" else "this request")
         self.add(env.raw)
         await self.ctx.publish(TOPIC_OFFERS, env.raw)
-        return offer_json(offer_of(env))
+        return offer_json(offer)
 
     async def cancel(self, ref: str) -> dict:
         o = self.find(ref)

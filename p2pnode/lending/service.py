@@ -19,7 +19,7 @@ from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
 from p2pnode.net.sync import PeerMisbehaved
-from p2pnode.lending.settings import max_rate_bp
+from p2pnode.lending.policies import PolicyInForce
 from p2pnode.net.streams import FramedStream
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,10 @@ class Lending:
         self.ctx = ctx
         settings = dict(ctx.settings)
         settings.setdefault("review", False)
-        settings["max_rate_bp"] = max_rate_bp(settings.get("max_rate") or "")
-        self.book = OfferBook(ctx)
+        self.policy = PolicyInForce(ctx, settings)
+        self.book = OfferBook(ctx, policy=self.policy)
         self.documents = LoanDocuments(ctx)
-        self.countersigning = Countersigning(ctx, self.book, self.documents, settings)
+        self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)
         self.loans = Loans(ctx, self.documents, self.countersigning, settings)
 
     async def start(self) -> None:
@@ -137,6 +137,18 @@ class Lending:
 
     async def loan_transfer(self, loan: str, to: str) -> dict:
         return await self.loans.transfer(loan, to)
+
+    # -- policy.* --------------------------------------------------------------------------
+
+    async def policy_list(self) -> dict:
+        return self.policy.list()
+
+    async def policy_show(self, name: str | None) -> dict:
+        return self.policy.show(name)
+
+    async def policy_set(self, name: str, lpr: str | None, apr_cap: str | None, min_grade: str | None,
+                         max_term: str | None) -> dict:
+        return self.policy.set(name, {"lpr": lpr, "apr_cap": apr_cap, "min_grade": min_grade, "max_term": max_term})
 
     async def loan_show(self, loan: str, at: str | None) -> dict:
         return self.loans.show(loan, at)

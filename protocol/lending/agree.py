@@ -215,7 +215,8 @@ REFUSALS = {
     "terms_mismatch": "the contract's terms differ from the offer's",
     "bad_head": "a committed chain head is not in the acceptor's copy of that chain",
     "fraudulent": "the proposer has signed a fork",
-    "policy": "the acceptor's policy refuses it (rate cap, amount limit)",
+    "policy": "the acceptor's policy refuses it; the reason names each rule broken and its numbers "
+              "(protocol/lending/policy.py)",
     "rejected": "the acceptor's owner rejected it",
     "not_party": "the acceptor is not the party that must countersign",
     "bad_proposal": "the proposal is not a valid signed contract",
@@ -225,14 +226,17 @@ REFUSALS = {
 
 
 def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_live: bool,
-            max_rate_bp: int | None, own_head_held: bool, proposer_head_held: bool) -> tuple[str, str] | None:
+            policy: str | None, own_head_held: bool, proposer_head_held: bool) -> tuple[str, str] | None:
     """Rule 3: ``(code, reason)`` of the first ``REFUSALS`` entry that applies to the
     checked contract ``doc`` addressed to its acceptor, or None if it may be countersigned.
 
     The acceptor passes what it knows: its clock, whether it holds a fork proof against
     the proposer, the offer named by ``doc["offer"]`` if its book holds one of its own
     (else None) and whether that is still live, its rate cap, and whether its chain and
-    its copy of the proposer's hold the heads the contract commits to."""
+    its copy of the proposer's hold the heads the contract commits to, and what its policy
+    says of the contract (``policy``: why it refuses, naming the rules, or None;
+    ``policy.check_terms`` and, when the acceptor lends and knows the borrower,
+    ``policy.check_borrower``)."""
     from .contract import terms_mismatch, terms_of
     from ..keys import peer_id
 
@@ -247,8 +251,8 @@ def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_
     why = terms_mismatch(doc, offer.id, terms_of(offer))
     if why:
         return "terms_mismatch", why
-    if max_rate_bp is not None and doc["rate_bp"] > max_rate_bp:
-        return "policy", f"rate {doc['rate_bp']} bp is over this node's cap of {max_rate_bp} bp"
+    if policy is not None:
+        return "policy", policy
     proposer_head, acceptor_head = committed_heads(doc, doc["proposer"])
     if not own_head_held:
         seq, head_id = acceptor_head
@@ -462,14 +466,14 @@ class Facts:
     proposer_forked: bool
     offer: Any  # the offer the contract names, if this node's book holds one of its own; else None
     offer_live: bool
-    max_rate_bp: int | None
+    policy: str | None  # why the acceptor's policy refuses the contract, or None
     own_head_held: bool
     proposer_head_held: bool
 
     def refusal(self, doc: dict, now_ms: int) -> tuple[str, str] | None:
         """``refusal(doc, now_ms=now_ms, **these facts)``."""
         return refusal(doc, now_ms=now_ms, proposer_forked=self.proposer_forked, offer=self.offer,
-                       offer_live=self.offer_live, max_rate_bp=self.max_rate_bp, own_head_held=self.own_head_held,
+                       offer_live=self.offer_live, policy=self.policy, own_head_held=self.own_head_held,
                        proposer_head_held=self.proposer_head_held)
 
 

@@ -4,8 +4,10 @@ Rules (docs/protocol.md, "Loans"):
 
 1. A contract is the document ``{type: "contract", offer, proposer, lender, borrower,
    currency, principal, rate_bp, term, [period_days], schedule, start, grace_days,
-   late_fee, default_days, lender_head, borrower_head, created, expires}`` (fields in
-   ``CONTRACT_FIELDS``). Its id is the loan's id. ``lender`` and ``borrower`` differ, and
+   late_fee, default_days, lender_head, borrower_head, created, expires, [policy]}`` (fields
+   in ``CONTRACT_FIELDS`` and ``CONTRACT_OPTIONAL``). ``policy`` (optional, 1 to 32 of
+   ``[a-z0-9.-]``) names the lending policy the proposer checked it by (policy.py, a
+   preset's name); the acceptor checks by its own, whatever it names. Its id is the loan's id. ``lender`` and ``borrower`` differ, and
    ``proposer`` is one of them. ``start`` is the ISO date (``YYYY-MM-DD``) from which the
    schedule counts; ``*_head`` is ``[seq, id]`` of each party's chain as the proposer held
    it: the proposer commits to the history the other side may check.
@@ -96,7 +98,8 @@ CONTRACT_FIELDS = {
     "created": uint(0, U63_MAX),
     "expires": uint(0, U63_MAX),
 }
-CONTRACT_OPTIONAL = {"period_days": uint(1, 3660)}
+POLICY_PATTERN = r"[a-z0-9][a-z0-9.-]{0,31}"
+CONTRACT_OPTIONAL = {"period_days": uint(1, 3660), "policy": text(32, POLICY_PATTERN)}
 
 RECEIPT_FIELDS = {
     "type": const("receipt"),
@@ -405,9 +408,10 @@ def terms_of(offer: Any) -> Terms:
 
 def contract_from(offer_id: bytes, terms: Terms, *, taker: bytes, principal: int, start: date,
                   lender_head: tuple[int, bytes], borrower_head: tuple[int, bytes], created: int,
-                  expires: int) -> dict:
+                  expires: int, policy: str | None = None) -> dict:
     """The contract a ``taker`` proposes to take an offer (side lend: taker borrows) or a
-    request (side borrow: taker lends) on its terms."""
+    request (side borrow: taker lends) on its terms, naming the ``policy`` in force (if
+    given)."""
     lender, borrower = (terms.author, taker) if terms.side == "lend" else (taker, terms.author)
     doc = {
         "type": "contract", "offer": offer_id, "proposer": taker, "lender": lender, "borrower": borrower,
@@ -419,6 +423,8 @@ def contract_from(offer_id: bytes, terms: Terms, *, taker: bytes, principal: int
     }
     if terms.period_days is not None:
         doc["period_days"] = terms.period_days
+    if policy is not None:
+        doc["policy"] = policy
     return check_contract(doc)
 
 

@@ -18,9 +18,14 @@ Rules (docs/protocol.md, "Schedules"):
 4. Kinds (``b`` is the balance before a period, ``m`` the periods left including it,
    ``r`` the period rate; every installment's interest is ``round(b * r)``):
 
-   - ``annuity``: payment ``round(b * r / (1 - (1 + r) ** -m))``, the exact level
-     payment that repays ``b`` over the ``m`` remaining periods (``round(b / m)`` when
-     ``r`` is 0); principal part = payment - interest.
+   - ``annuity``: one level payment ``A = round(P * r / (1 - (1 + r) ** -n))`` for the
+     whole loan (``P`` the principal, ``n`` the number of periods; ``round(P / n)`` when
+     ``r`` is 0), as a spreadsheet's PMT rounded to the minor unit, or Fineract's equal
+     installments; principal part ``min(A - interest, b)``, and in the last installment
+     ``b``: the last installment takes the rounding remainder. ``A >= interest`` always
+     (``A >= round(P * r) >= round(b * r)`` as ``b <= P``), so no part is negative; a
+     balance that reaches 0 before the last period (a tiny principal over many periods,
+     ``A`` rounded up) leaves the installments after it at 0.
    - ``equal-principal``: principal part ``round(b / m)``; payment = interest + principal.
    - ``interest-only``: principal part 0, except the last installment repays ``b``.
    - ``bullet``: one installment at the end of the whole term, paying the principal and
@@ -29,12 +34,11 @@ Rules (docs/protocol.md, "Schedules"):
      is ignored).
 
 5. Rounding: ``round`` is round-half-up of an exact fraction (``fractions.Fraction``;
-   all values are non-negative), and it is the only rounding. Every amount is computed
-   afresh from the current balance and the periods left, so no error is carried: in the
-   last period ``m`` is 1, every kind repays exactly ``b``, the principal parts sum to the
-   principal and the final balance is 0. Annuity payments may differ by a minor unit or
-   two from one period to the next (each is the rounded level payment of what is left),
-   never by a growing error absorbed at the end.
+   all values are non-negative), and it is the only rounding. In the last period every
+   kind repays exactly ``b``, so the principal parts sum to the principal and the final
+   balance is 0. Every annuity installment but the last is the same ``A`` (until a
+   balance reaches 0); the last differs from it by the rounding of ``A`` carried over the
+   term (a few minor units on ordinary loans), as in the tables users compare against.
 6. Each installment: ``payment = interest + principal``, and ``balance`` is what remains
    owed after it. Balances never increase. Bad inputs raise ``MoneyError`` (``bad_amount``
    for the principal, ``bad_rate``, ``bad_term`` for the term and period) or
@@ -126,6 +130,14 @@ def _due(start: date, k: int, days: int | None) -> date:
         raise ScheduleError(f"a due date falls after the year 9999 ({k * days} days after {start})") from None
 
 
+def annuity_payment(principal: int, r: Fraction, n: int) -> int:
+    """The level installment ``A`` of rule 4: ``round(P * r / (1 - (1 + r) ** -n))``, or
+    ``round(P / n)`` at a zero rate; ``r`` is the rate of one period."""
+    if r == 0:
+        return round_half_up(Fraction(principal, n))
+    return round_half_up(principal * r / (1 - (1 + r) ** -n))
+
+
 def schedule(principal: int, rate_bp: int, term: tuple[int, str], kind: str, start_date: date,
              period_days: int | None = None) -> list[Installment]:
     """The installments that repay ``principal`` at ``rate_bp`` per year over ``term``,
@@ -150,14 +162,15 @@ def schedule(principal: int, rate_bp: int, term: tuple[int, str], kind: str, sta
 
     n, days = periods_of(term, period_days)
     r = Fraction(rate_bp, 120000) if days is None else Fraction(rate_bp * days, 10000 * 365)
+    level = annuity_payment(principal, r, n) if kind == "annuity" else 0
     rows: list[Installment] = []
     balance = principal
     for k in range(1, n + 1):
         left = n - k + 1
         interest = round_half_up(balance * r)
         if kind == "annuity":
-            level = Fraction(balance, left) if r == 0 else balance * r / (1 - (1 + r) ** -left)
-            part = round_half_up(level) - interest
+            assert level >= interest, (level, interest)  # rule 4: b <= P
+            part = balance if left == 1 else min(level - interest, balance)
         elif kind == "equal-principal":
             part = round_half_up(Fraction(balance, left))
         else:  # interest-only

@@ -19,17 +19,22 @@ from p2pnode.node import Node, NodeSettings
 LOADED = load()  # the core and every installed extension: lending, found by its entry point
 REGISTRY = LOADED.registry
 LOCAL = "/ip4/127.0.0.1/tcp/0"
-LENDING = ("review", "max_rate")
+LENDING = ("review",)
+POLICY = ("lpr", "apr_cap", "min_grade", "max_term")
 START_TIMEOUT = 20.0  # seconds a node may take to listen and answer
 
 
-def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, loans: dict | None = None, **settings: Any) -> Node:
-    """A node (not started) on a new home at ``path``; ``review`` and ``max_rate`` (e.g.
-    "10%") are lending's settings, the rest ``NodeSettings``; ``loans``: a ``[loans]``
-    config section as a user may have written it, read before those."""
+def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, loans: dict | None = None,
+              policy: str = "permissive", **settings: Any) -> Node:
+    """A node (not started) on a new home at ``path``; ``review`` is lending's setting,
+    ``policy`` the preset in force (``permissive`` unless the test is about policy) and
+    ``lpr``, ``apr_cap`` (e.g. "10%"), ``min_grade``, ``max_term`` its overrides; the rest
+    ``NodeSettings``; ``loans``: a ``[loans]`` config section as a user may have written
+    it, read before those."""
     home, _ = init_home(path, registry=REGISTRY, name=name)
     section = {**(loans or {}), **{k: settings.pop(k) for k in LENDING if k in settings}}
-    lending = settings_of(LOADED.get("lending"), section, where=name)
+    others = {"policy": {"preset": policy, **{k: settings.pop(k) for k in POLICY if k in settings}}}
+    lending = settings_of(LOADED.get("lending"), section, where=name, others=others)
     return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], extensions={"lending": lending}, **settings),
                 LOADED, clock)
 

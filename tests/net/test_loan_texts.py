@@ -12,14 +12,13 @@ import subprocess
 import pytest
 
 from p2pnode.extensions import load
-from p2pnode.home import Home
 from p2pnode.testnet import prepare
 from framework.console import COMMAND, ROOT, child_env, kill_by_pid
 from framework.network import Network
 
 pytestmark = pytest.mark.slow
 
-CAP = "rate 1200 bp is over this node's cap of 1000 bp"
+CAP = "rate_cap: APR 12.68% is above the cap of 10.00% (nominal rate 12%) [policy permissive]"
 
 
 def offer(net: Network, k: int, rate: str) -> str:
@@ -36,10 +35,6 @@ def show_text(net: Network, k: int, loan: str) -> str:
 
 def test_refusal_receipts_awaited_and_names(net: Network):
     prepare(net.dir, 3, load())
-    lender = Home(net.home(1))
-    cfg = lender.config()
-    cfg.sections["loans"] = {"max_rate": "10%"}  # node 1 refuses proposals above 10% a year, even on its own offers
-    lender.config_file.write_text(cfg.to_toml(load().extensions))
     net.up(3)
     ids = {k: net.json(k, "id")["peer_id"] for k in (1, 2, 3)}
     net.cli(2, "name", "set", ids[1], "alice")
@@ -48,6 +43,7 @@ def test_refusal_receipts_awaited_and_names(net: Network):
 
     # refused: exit 1, the reason once, on stderr; --json still prints the answer
     high = offer(net, 1, "12%")
+    net.cli(1, "policy", "set", "permissive", "--apr-cap", "10%")  # node 1 now refuses its own 12% offer's loans
     rc, out, err = net.cli(2, "loan", "propose", high, ok=False)
     assert rc == 1, (out, err)
     assert "refused: 1200.00 EUR at 12% over 3m (annuity), lender alice" in out

@@ -271,11 +271,12 @@ async def test_the_records_of_refused_incoming_proposals_are_purged_a_day_later(
     proposer's own record of its proposal stays."""
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, max_rate="10%"))
+        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False))
         borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
         await connected(lender, borrower)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
+        await lender.call("policy.set", {"name": "permissive", "apr_cap": "10%"})  # (after it offered 12%)
         loans = []
         for _ in range(3):  # the 12% offer is over the lender's own 10% cap: each is refused
             p = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})

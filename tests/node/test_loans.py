@@ -209,15 +209,18 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
 
 async def test_policy_cap_dispute_and_writeoff(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, max_rate="10%"))
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
         borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
         await borrower.connect(lender.listen_addrs()[0])
         await sync_all([lender, borrower])
-        # the lender's own policy caps rates at 10%: a proposal on its 12% offer is refused
+        # the lender's policy, set after it offered at 12%, caps APRs at 10%: a proposal on
+        # that offer is refused, the reason naming the rule and its numbers
         high = await offer(lender)
         await seen_offer([borrower], high)
+        await lender.call("policy.set", {"name": "permissive", "apr_cap": "10%"})
         p = await borrower.call("loan.propose", {"offer": high})
         assert (p["state"], p["code"]) == ("refused", "policy")
+        assert p["reason"].startswith("rate_cap: APR 12.68% is above the cap of 10.00%")
         oid = await offer(lender, rate="9.5%")
         await seen_offer([borrower], oid)
         loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]

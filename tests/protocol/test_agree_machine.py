@@ -57,9 +57,9 @@ PROPOSAL = _proposal()
 LOAN = open_envelope(PROPOSAL).id
 AGREEMENT = _countersign(PROPOSAL)
 OTHER_AGREEMENT = _countersign(_proposal(200_000))  # an agreement to another contract
-GOOD = Facts(proposer_forked=False, offer=OFFER, offer_live=True, max_rate_bp=None, own_head_held=True,
+GOOD = Facts(proposer_forked=False, offer=OFFER, offer_live=True, policy=None, own_head_held=True,
              proposer_head_held=True)
-OVER_CAP = dataclasses.replace(GOOD, max_rate_bp=1000)  # the contract's 1200 bp is over it
+OVER_CAP = dataclasses.replace(GOOD, policy="rate_cap: APR 12.68% is above the cap of 10.00%")
 
 
 class Signer:
@@ -270,7 +270,7 @@ def test_an_accept_of_an_offer_gone_meanwhile_signs_nothing():
 
 @pytest.mark.parametrize("facts, review, first", [
     (GOOD, False, Accepted(AGREEMENT)),
-    (OVER_CAP, False, Refused(LOAN, "policy", "rate 1200 bp is over this node's cap of 1000 bp")),
+    (OVER_CAP, False, Refused(LOAN, "policy", "rate_cap: APR 12.68% is above the cap of 10.00%")),
     (GOOD, True, Held(LOAN)),
 ])
 def test_a_repeated_proposal_gets_the_same_answer_from_the_record_alone(facts, review, first):
@@ -527,7 +527,7 @@ class TwoNodes(RuleBasedStateMachine):
 
     def facts(self) -> Facts:
         return Facts(proposer_forked=False, offer=OFFER, offer_live=self.offer_live,
-                     max_rate_bp=1000 if self.verdict == "policy" else None, own_head_held=True,
+                     policy="rate_cap: over the cap" if self.verdict == "policy" else None, own_head_held=True,
                      proposer_head_held=self.verdict != "bad_head")
 
     def run(self, side: Side, ev, crash_at: int | None = None, reply=None) -> bool:

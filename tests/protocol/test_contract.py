@@ -247,13 +247,13 @@ def test_the_acceptors_refusals_come_in_the_documented_order():
     from types import SimpleNamespace
 
     offer = SimpleNamespace(id=OFFER_ID, **{k: getattr(TERMS, k) for k in TERMS.__dataclass_fields__})
-    facts = dict(now_ms=T0, proposer_forked=False, offer=offer, offer_live=True, max_rate_bp=None,
+    facts = dict(now_ms=T0, proposer_forked=False, offer=offer, offer_live=True, policy=None,
                  own_head_held=True, proposer_head_held=True)
     doc = contract()
     assert agree.refusal(doc, **facts) is None
     # each fact, made bad on top of the ones after it, gives its own code first
     steps = [("proposer_head_held", False, "bad_head"), ("own_head_held", False, "bad_head"),
-             ("max_rate_bp", 1000, "policy"), ("offer_live", False, "offer_expired"),
+             ("policy", "rate_cap: APR 12.68% is above the cap of 10.00%", "policy"), ("offer_live", False, "offer_expired"),
              ("offer", None, "unknown_offer"), ("proposer_forked", True, "fraudulent"),
              ("now_ms", T0 + 600_001, "expired")]
     for name, value, code in steps:

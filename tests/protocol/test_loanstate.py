@@ -644,19 +644,20 @@ def test_documented_example():
     c = contract(principal=300000, rate_bp=1200, term="3m", grace_days=5, late_fee=500)
     plan = contract_schedule(c)
     assert [(i.due.isoformat(), i.payment) for i in plan] == [
-        ("2026-02-15", 102007), ("2026-03-15", 102006), ("2026-04-15", 102007)]
+        ("2026-02-15", 102007), ("2026-03-15", 102007), ("2026-04-15", 102006)]
     rs = [disbursement(c), repay(2, 102007, date(2026, 2, 15))]
     assert state(c, rs, date(2026, 3, 20)).fees_charged == 0
     s = state(c, rs, date(2026, 3, 22))
-    assert (s.state, s.bucket, s.days_past_due, s.due_now, s.fees_charged) == (DELINQUENT, "1-30", 7, 102506, 500)
-    rs.append(repay(3, 102506, date(2026, 3, 25)))
+    assert (s.state, s.bucket, s.days_past_due, s.due_now, s.fees_charged) == (DELINQUENT, "1-30", 7, 102507, 500)
+    rs.append(repay(3, 102507, date(2026, 3, 25)))
     s = state(c, rs, date(2026, 3, 25))
     assert s.state == CURRENT
-    assert (s.rows[1].fee_paid, s.rows[1].paid_interest, s.rows[1].paid_principal) == (500, 2010, 99996)
-    rs.append(repay(4, 102007, date(2026, 4, 15)))
+    assert (s.rows[1].fee_paid, s.rows[1].paid_interest, s.rows[1].paid_principal) == (500, 2010, 99997)
+    rs.append(repay(4, 102006, date(2026, 4, 15)))
     s = state(c, rs, date(2026, 4, 15))
     assert s.state == REPAID and s.fees_charged == s.fees_paid == 500
-    for text in ("1020.07 (2026-02-15)", "1020.06", "due_now` 1025.06", "interest 20.10", "principal 999.96"):
+    for text in ("1020.07 (2026-02-15)", "1020.06 (2026-04-15)", "due_now` 1025.07",
+                 "interest 20.10", "principal 999.97"):
         assert text in DOC
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.lending.money import CURRENCIES, MoneyError, format_amount, parse_amount
-from protocol.lending.schedule import KINDS, ScheduleError, add_months, schedule
+from protocol.lending.schedule import KINDS, ScheduleError, add_months, round_half_up, schedule
 
 principals = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 2, 3, 10**15]))
 rates = st.one_of(st.integers(0, 100_000), st.just(0), st.integers(0, 3000))
@@ -55,25 +57,54 @@ def test_schedule_invariants(principal, rate, term, kind, start):
         assert all(r.interest == 0 for r in rows)
 
 
+def pmt(principal: int, rate_bp: int, term) -> int:
+    """The spreadsheet PMT of a schedule's inputs, rounded half up to the minor unit: an
+    implementation of its own (the closed form ``P * r * (1 + r)^n / ((1 + r)^n - 1)``)
+    to check ``schedule`` against."""
+    if term[1] == "m":
+        r, n = Fraction(rate_bp, 10000) / 12, term[0]
+    else:
+        days = term[2] or 7
+        r, n = Fraction(rate_bp, 10000) * days / 365, (term[0] * (7 if term[1] == "w" else 1)) // days
+    exact = Fraction(principal, n) if r == 0 else principal * r * (1 + r) ** n / ((1 + r) ** n - 1)
+    return math.floor(exact + Fraction(1, 2))
+
+
 @settings(max_examples=200, deadline=None)
 @given(principals, st.integers(0, 3000), terms, starts)
 def test_annuity_payments_are_level(principal, rate, term, start):
-    """Each payment is the rounded level payment of what is left: they differ by a unit
-    at most, except the last, which may differ by a few more."""
+    """One level installment, the PMT rounded to the minor unit, for every row but the
+    last (which takes the remainder), until the balance reaches 0 (then 0)."""
     rows = make(principal, rate, term, "annuity", start)
-    body = [r.payment for r in rows[:-1]]
-    if body:
-        assert max(body) - min(body) <= 2
-        assert abs(rows[-1].payment - body[0]) <= 3
+    level = pmt(principal, rate, term if len(term) == 3 else (*term, None))
+    for r in rows[:-1]:
+        assert r.payment == level or r.balance == 0 and r.payment <= level
+    assert sum(r.principal for r in rows) == principal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(100_00, 10**12), st.integers(1, 3000), st.integers(2, 120), starts)
+def test_annuity_of_an_ordinary_loan_ends_within_a_few_units_of_the_level(principal, rate, months, start):
+    """On a loan of at least 100.00 the balance never reaches 0 early, and the last
+    installment differs from the level one by the carried rounding: each period's is at
+    most a unit (half from the level payment, half from the interest), grown by the
+    interest it accrues until the end, ``sum((1 + r)^k, k < n)``."""
+    rows = schedule(principal, rate, (months, "m"), "annuity", start)
+    level = rows[0].payment
+    assert all(r.payment == level for r in rows[:-1])
+    r = Fraction(rate, 120000)
+    assert abs(rows[-1].payment - level) <= sum((1 + r) ** k for k in range(months)) + 1
+    if rate <= 1200 and months <= 36:  # an ordinary consumer loan: a few units
+        assert abs(rows[-1].payment - level) <= 50
 
 
 @settings(max_examples=100, deadline=None)
 @given(principals, terms, starts)
-def test_zero_rate_annuity_is_equal_principal(principal, term, start):
+def test_zero_rate_annuity_is_level_principal(principal, term, start):
     annuity = make(principal, 0, term, "annuity", start)
-    assert annuity == make(principal, 0, term, "equal-principal", start)
-    parts = {r.principal for r in annuity}
-    assert max(parts) - min(parts) <= 1
+    assert all(r.interest == 0 for r in annuity)
+    level = round_half_up(Fraction(principal, len(annuity)))
+    assert all(r.principal == level or r.balance == 0 for r in annuity[:-1])
 
 
 @given(principals, rates, terms, starts)
@@ -123,7 +154,7 @@ def test_worked_example():
     assert (first.due, first.payment, first.interest, first.principal, first.balance) == (
         date(2026, 2, 28), 88849, 10000, 78849, 921151)
     assert (last.due, last.payment, last.interest, last.principal, last.balance) == (
-        date(2027, 1, 31), 88849, 880, 87969, 0)
+        date(2027, 1, 31), 88847, 880, 87967, 0)
     assert rows[1].due == date(2026, 3, 31)
 
 
