@@ -6,6 +6,14 @@ live connection to how they came; ``on_connect(pk)``/``on_disconnect(pk)`` are c
 per change (a banned peer is disconnected instead); a dial never takes longer than
 ``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and kept away
 (``peers.PeerBook``) and off gossip until its ban runs out.
+
+Lost peers come back (issue 9, partitions): a peer whose connection ended without the
+node choosing it (``drop`` by the keepalive, or closed by the other end or the network)
+is *wanted* (``PeerBook.lost``): it is dialled again at once, then with a backoff capped
+at ``peers.REDIAL_MAX`` seconds while it stays wanted, and the dialer looks for peers to
+dial every ``DIAL_INTERVAL``. So after a partition heals, a connection is back within
+about ``DIAL_TIMEOUT - 7 + REDIAL_MAX + DIAL_INTERVAL`` seconds at worst (a dial in flight
+whose last SYN was sent before the heal; TCP sends them at 0, 1, 3 and 7 s).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from p2pnode.net.peers import ADDRESS_BANS, ADDRESS_WINDOW, AddressBans, PeerBoo
 
 log = logging.getLogger(__name__)
 
-DIAL_INTERVAL = 2.0  # seconds between checks for peers to dial
+DIAL_INTERVAL = 1.0  # seconds between checks for peers to dial
 WATCH_INTERVAL = 0.2  # seconds between checks for new and lost connections
 TARGET_PEERS = 4  # dial known peers while connected to fewer than this (each link costs CPU)
 DIAL_TIMEOUT = 10.0
@@ -39,6 +47,7 @@ class Connected:
     addr: str
     direction: str
     since: float
+    ping_ms: float | None = None  # the last keepalive's round trip (keepalive.py)
 
 
 class Connections:
@@ -56,10 +65,16 @@ class Connections:
         self.address_bans = AddressBans()
         self._count = count
         self._on_connect: list[Callable[[bytes], None]] = []
+        self._on_disconnect: list[Callable[[bytes], None]] = []
+        self._dropping: set[bytes] = set()  # closed by ``drop``: the watch must not take them for new
 
     def on_connect(self, fn: Callable[[bytes], None]) -> None:
         """Call ``fn(pk)`` (it must not block: start tasks) when a peer connects."""
         self._on_connect.append(fn)
+
+    def on_disconnect(self, fn: Callable[[bytes], None]) -> None:
+        """Call ``fn(pk)`` (it must not block) once a peer's connection is gone."""
+        self._on_disconnect.append(fn)
 
     # -- dialing ---------------------------------------------------------------------------
 
@@ -141,7 +156,7 @@ class Connections:
                     now.add(public_key_from_peer_id(pid.to_base58()))
                 except ProtocolError:
                     continue  # not an Ed25519 identity: not one of ours
-            for pk in now - set(self.connected):
+            for pk in now - set(self.connected) - self._dropping:
                 if self.book.banned(pk, self.clock.monotonic()):
                     await self.disconnect(pk)
                     continue
@@ -157,9 +172,45 @@ class Connections:
                 for fn in self._on_connect:
                     fn(pk)
             for pk in set(self.connected) - now:
-                del self.connected[pk]
+                self._gone(pk)
                 log.info("peer disconnected %s", peer_id(pk))
             await trio.sleep(WATCH_INTERVAL)
+
+    def _gone(self, pk: bytes) -> None:
+        """``pk`` has no connection any more: forget it, and want it back unless banned."""
+        del self.connected[pk]
+        now = self.clock.monotonic()
+        if not self.book.banned(pk, now):
+            self.book.lost(pk, now)
+        for fn in self._on_disconnect:
+            fn(pk)
+
+    async def drop(self, pk: bytes, reason: str) -> None:
+        """Close the connection to ``pk``, taken for dead for ``reason`` (no answer to a
+        keepalive): the peer is forgotten at once, wanted back, and dialled again soon.
+        The close is bounded in time; if libp2p's own close does not finish within it
+        (writes to a dead connection may block), its connections are taken off the swarm
+        all the same, so that the redial makes a new one instead of finding the old."""
+        if pk not in self.connected:
+            return
+        log.warning("peer %s taken for dead (%s): closing its connection, dialling again", peer_id(pk), reason)
+        self._count("connections.dropped_dead", 1)
+        self._dropping.add(pk)
+        try:
+            self._gone(pk)
+            await self.disconnect(pk)
+            self._forget_in_swarm(pk)
+        finally:
+            self._dropping.discard(pk)
+
+    def _forget_in_swarm(self, pk: bytes) -> None:
+        network = self.host.get_network()
+        pid = peer_id_of(pk)
+        for conn in list(network.connections.get(pid, []) or []):
+            try:
+                network.remove_conn(conn)
+            except Exception as e:  # already gone
+                log.debug("forget connection of %s: %s", peer_id(pk), e)
 
     def _describe(self, pk: bytes) -> Connected:
         addr, direction = "", "?"
@@ -227,7 +278,7 @@ class Connections:
         now = self.clock.monotonic()
         return [
             {"peer_id": c.peer_id, "addr": c.addr, "direction": c.direction, "connected_s": round(now - c.since, 3),
-             "score": self.book.score(pk)}
+             "score": self.book.score(pk), "ping_ms": c.ping_ms}
             for pk, c in self.connected.items()
         ]
 

@@ -100,8 +100,9 @@ class Lab:
         return lab
 
     def _wait_own_ns(self, proc: subprocess.Popen, what: str, *others: int) -> None:
-        """Wait (bounded) until ``proc`` runs in a network namespace other than this
-        process's and those of ``others`` (pids)."""
+        """Wait (bounded) until ``proc`` has become its ``cat`` (so `unshare` has written its
+        user ID map: entered earlier, the namespace grants nothing) in a network namespace
+        other than this process's and those of ``others`` (pids)."""
         import os
 
         taken = {_ns_of(pid, "net") for pid in (os.getpid(), *others)}
@@ -111,7 +112,9 @@ class Lab:
                 err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
                 raise LabUnavailable(f"cannot make {what}: {err or f'exit status {proc.returncode}'}")
             try:
-                if _ns_of(proc.pid, "net") not in taken:
+                with open(f"/proc/{proc.pid}/comm") as f:
+                    became = f.read().strip() == "cat"
+                if became and _ns_of(proc.pid, "net") not in taken:
                     return
             except OSError:
                 pass
