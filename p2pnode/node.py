@@ -195,6 +195,7 @@ class Node:
             for name, handler in {**handlers, **self._node_handlers()}.items():
                 self.methods.bind(name, handler)
             self.conns.on_connect(self._peer_connected)
+            self.conns.on_another_connection(self.syncer.pull_over)
             await self.gossip.start(nursery)
             self._started_at = self.clock.monotonic()
             await nursery.start(serve_control, socket_path(self.home.path), self.methods)

@@ -7,6 +7,12 @@ per change (a banned peer is disconnected instead); a dial never takes longer th
 ``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and kept away
 (``peers.PeerBook``) and off gossip until its ban runs out.
 
+One peer ID, several connections: libp2p keeps every connection a peer ID opens, and
+opens streams on the busiest, so a second process with the same key (a forker's copy,
+issue 9) would never be asked anything. Each connection that appears for a peer already
+connected is handed to ``on_another_connection(pk, conn)`` (the syncer pulls over it),
+once, within ``WATCH_INTERVAL``.
+
 Lost peers come back (issue 9, partitions): a peer whose connection ended without the
 node choosing it (``drop`` by the keepalive, or closed by the other end or the network)
 is *wanted* (``PeerBook.lost``): it is dialled again at once, then with a backoff capped
@@ -67,10 +73,17 @@ class Connections:
         self._on_connect: list[Callable[[bytes], None]] = []
         self._on_disconnect: list[Callable[[bytes], None]] = []
         self._dropping: set[bytes] = set()  # closed by ``drop``: the watch must not take them for new
+        self._on_another: list[Callable[[bytes, Any], None]] = []
+        self._seen: dict[bytes, list[Any]] = {}  # the libp2p connections of each peer at the last look
 
     def on_connect(self, fn: Callable[[bytes], None]) -> None:
         """Call ``fn(pk)`` (it must not block: start tasks) when a peer connects."""
         self._on_connect.append(fn)
+
+    def on_another_connection(self, fn: Callable[[bytes, Any], None]) -> None:
+        """Call ``fn(pk, conn)`` (it must not block) when a peer already connected has a
+        libp2p connection ``conn`` more (module docstring)."""
+        self._on_another.append(fn)
 
     def on_disconnect(self, fn: Callable[[bytes], None]) -> None:
         """Call ``fn(pk)`` (it must not block) once a peer's connection is gone."""
@@ -174,7 +187,33 @@ class Connections:
             for pk in set(self.connected) - now:
                 self._gone(pk)
                 log.info("peer disconnected %s", peer_id(pk))
+            self._look_for_other_connections()
             await trio.sleep(WATCH_INTERVAL)
+
+    def _look_for_other_connections(self) -> None:
+        """Hand each connection that a connected peer did not have at the last look to
+        ``on_another_connection`` (for a peer that just connected, only if it came with
+        more than one: the pull on connect asks one of them)."""
+        for pk in list(self._seen):
+            if pk not in self.connected:
+                del self._seen[pk]
+        for pk in self.connected:
+            conns = self._connections_of(pk)
+            seen = self._seen.get(pk)
+            if seen is None:
+                fresh = conns if len(conns) > 1 else []
+            else:
+                fresh = [c for c in conns if not any(c is s for s in seen)]
+            self._seen[pk] = conns
+            for conn in fresh:
+                log.info("peer %s has another connection (%s): asking it too", peer_id(pk), _remote(conn))
+                self._count("connections.another", 1)
+                for fn in self._on_another:
+                    fn(pk, conn)
+
+    def _connections_of(self, pk: bytes) -> list[Any]:
+        conns = self.host.get_network().connections.get(peer_id_of(pk))
+        return list(conns) if isinstance(conns, list) else [conns] if conns is not None else []
 
     def _gone(self, pk: bytes) -> None:
         """``pk`` has no connection any more: forget it, and want it back unless banned."""
@@ -214,14 +253,10 @@ class Connections:
 
     def _describe(self, pk: bytes) -> Connected:
         addr, direction = "", "?"
-        conns = self.host.get_network().connections.get(peer_id_of(pk))
-        conn = conns[0] if isinstance(conns, list) and conns else conns
+        conns = self._connections_of(pk)
+        conn = conns[0] if conns else None
         if conn is not None:
-            try:
-                addrs = conn.get_transport_addresses()
-                addr = str(addrs[0]) if addrs else ""
-            except Exception:
-                pass
+            addr = _remote(conn)
             d = str(getattr(conn, "direction", "")).lower()
             direction = "in" if "inbound" in d else "out" if "outbound" in d else "?"
         return Connected(peer_id(pk), addr, direction, self.clock.monotonic())
@@ -284,3 +319,12 @@ class Connections:
 
 
 Penalise = Callable[[bytes, str, str], Awaitable[None]]
+
+
+def _remote(conn: Any) -> str:
+    """The remote address of a libp2p connection, or ``""``."""
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""
