@@ -2,10 +2,10 @@
 backoff, noticing connections opened and lost (whoever dialed), mDNS finds, and bans.
 
 ``Connections`` promises: ``connected`` always maps the public keys of the peers with a
-live connection to how they came; ``on_connect(pk)``/``on_disconnect(pk)`` are called once
-per change (a banned peer is disconnected instead); a dial never takes longer than
-``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and kept away
-(``peers.PeerBook``) and off gossip until its ban runs out.
+live connection to how they came; ``on_connect(pk)`` is called once each time a peer
+not connected before connects (a banned peer is disconnected instead); a dial never
+takes longer than ``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and
+kept away (``peers.PeerBook``) and off gossip until its ban runs out.
 
 One peer ID, several connections: libp2p keeps every connection a peer ID opens, and
 opens streams on the busiest, so a second process with the same key (a forker's copy,
@@ -71,7 +71,6 @@ class Connections:
         self.address_bans = AddressBans()
         self._count = count
         self._on_connect: list[Callable[[bytes], None]] = []
-        self._on_disconnect: list[Callable[[bytes], None]] = []
         self._dropping: set[bytes] = set()  # closed by ``drop``: the watch must not take them for new
         self._on_another: list[Callable[[bytes, Any], None]] = []
         self._seen: dict[bytes, list[Any]] = {}  # the libp2p connections of each peer at the last look
@@ -84,10 +83,6 @@ class Connections:
         """Call ``fn(pk, conn)`` (it must not block) when a peer already connected has a
         libp2p connection ``conn`` more (module docstring)."""
         self._on_another.append(fn)
-
-    def on_disconnect(self, fn: Callable[[bytes], None]) -> None:
-        """Call ``fn(pk)`` (it must not block) once a peer's connection is gone."""
-        self._on_disconnect.append(fn)
 
     # -- dialing ---------------------------------------------------------------------------
 
@@ -221,8 +216,6 @@ class Connections:
         now = self.clock.monotonic()
         if not self.book.banned(pk, now):
             self.book.lost(pk, now)
-        for fn in self._on_disconnect:
-            fn(pk)
 
     async def drop(self, pk: bytes, reason: str) -> None:
         """Close the connection to ``pk``, taken for dead for ``reason`` (no answer to a
