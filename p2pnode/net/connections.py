@@ -229,20 +229,23 @@ class Connections:
         self._count("connections.dropped_dead", 1)
         self._dropping.add(pk)
         try:
+            dead = self._connections_of(pk)
             self._gone(pk)
             await self.disconnect(pk)
-            self._forget_in_swarm(pk)
+            self._forget_in_swarm(pk, dead)
         finally:
             self._dropping.discard(pk)
 
-    def _forget_in_swarm(self, pk: bytes) -> None:
+    def _forget_in_swarm(self, pk: bytes, dead: list[Any]) -> None:
+        """Take the ``dead`` connections of ``pk`` off the swarm's records if its close left
+        them there (a connection the peer opened meanwhile stays)."""
         network = self.host.get_network()
-        pid = peer_id_of(pk)
-        for conn in list(network.connections.get(pid, []) or []):
-            try:
-                network.remove_conn(conn)
-            except Exception as e:  # already gone
-                log.debug("forget connection of %s: %s", peer_id(pk), e)
+        for conn in dead:
+            if any(conn is c for c in self._connections_of(pk)):
+                try:
+                    network.remove_conn(conn)
+                except Exception as e:  # already gone
+                    log.debug("forget connection of %s: %s", peer_id(pk), e)
 
     def _describe(self, pk: bytes) -> Connected:
         addr, direction = "", "?"

@@ -43,7 +43,8 @@ MAX_INBOUND = 4  # concurrent inbound sync streams one peer may hold
 GAP_RETRY = 0.5  # seconds before asking a peer again about a gap it did not fill
 GAP_PATIENCE = 15.0  # seconds a gap seen in gossip is chased
 MAX_GAPS = 1024  # gaps remembered at once (the oldest goes first)
-MAX_OTHER_PULLS = 16  # pulls over a peer's other connections at once (``pull_over``), one per peer
+MAX_OTHER_PULLS = 16  # pulls over peers' other connections at once (``pull_over``)
+MAX_OTHER_PULLS_PER_PEER = 4  # and over one peer ID's
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Syncer:
         self.last_round_ms: int | None = None
         self._nursery: trio.Nursery | None = None
         self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
-        self._other_pulls: set[bytes] = set()  # peers pulled from over another connection now
+        self._other_pulls: dict[bytes, int] = {}  # peer -> pulls over its other connections now
         streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -115,19 +116,23 @@ class Syncer:
         """Pull from ``pk`` once over its libp2p connection ``conn`` (not the one libp2p
         would choose): a second connection of one peer ID may be a second process with
         the same key, whose chain differs, and only a pull over it shows the fork
-        (issue 9). At most ``MAX_OTHER_PULLS`` such pulls run at once; more are counted
-        and skipped (the routine pulls go on)."""
-        if len(self._other_pulls) >= MAX_OTHER_PULLS or pk in self._other_pulls:
+        (issue 9). At most ``MAX_OTHER_PULLS`` such pulls run at once, and
+        ``MAX_OTHER_PULLS_PER_PEER`` for one peer ID; more are counted and skipped (the
+        routine pulls go on)."""
+        mine = self._other_pulls.get(pk, 0)
+        if sum(self._other_pulls.values()) >= MAX_OTHER_PULLS or mine >= MAX_OTHER_PULLS_PER_PEER:
             self._count("sync.other_connection_skipped", 1)
             return
-        self._other_pulls.add(pk)
+        self._other_pulls[pk] = mine + 1
 
         async def once() -> None:
             try:
                 await self._pull_once(pk, lambda: self.streams.open_on(conn, wire.SYNC_PROTOCOL))
                 self._count("sync.other_connection_pulls", 1)
             finally:
-                self._other_pulls.discard(pk)
+                left = self._other_pulls.pop(pk) - 1
+                if left:
+                    self._other_pulls[pk] = left
 
         self._nursery.start_soon(once)
 
