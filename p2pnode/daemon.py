@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             reserve=Reserve(own=reserve_mib * MIB, others=others_mib * MIB),
             own_chain_wait=wait,
             stranger_budget=strangers,
+            ping_interval=float(config.ping_interval_s),
+            ping_timeout=float(config.ping_timeout_s),
         )
         setup_logging(args.log_level, args.log_file)
         for f in loaded.failures:

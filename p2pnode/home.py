@@ -65,6 +65,10 @@ DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are a
 MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
 MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
 MAX_STRANGER_CHAINS = 1_000_000  # strangers' chains held at most, whatever the config says: each costs memory
+DEFAULT_PING_INTERVAL = 5.0  # seconds between keepalive pings of each peer (net/keepalive.py)
+DEFAULT_PING_TIMEOUT = 5.0  # seconds a ping may take before its connection is taken for dead
+PING_INTERVAL_RANGE = (0.5, 300.0)  # what a configured interval may be
+PING_TIMEOUT_RANGE = (0.5, 120.0)
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Config:
     listen: list[str] = field(default_factory=lambda: [f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"])
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = False
+    ping_interval_s: float = DEFAULT_PING_INTERVAL
+    ping_timeout_s: float = DEFAULT_PING_TIMEOUT
     reserve_mib: int = DEFAULT_RESERVE_MIB
     others_reserve_mib: int = DEFAULT_OTHERS_RESERVE_MIB
     own_chain_wait_s: float = DEFAULT_OWN_CHAIN_WAIT
@@ -98,7 +104,11 @@ class Config:
             "# Peers to dial at start (multiaddrs ending in /p2p/<peer id>).\n"
             f"bootstrap = [{', '.join(q(a) for a in self.bootstrap)}]\n"
             "# Find peers on the local network by mDNS.\n"
-            f"mdns = {'true' if self.mdns else 'false'}\n\n"
+            f"mdns = {'true' if self.mdns else 'false'}\n"
+            "# Seconds between keepalive pings of each connected peer, and seconds a ping may take\n"
+            "# before its connection is taken for dead, closed and dialled again (docs/operations.md).\n"
+            f"ping_interval_s = {_toml(self.ping_interval_s)}\n"
+            f"ping_timeout_s = {_toml(self.ping_timeout_s)}\n\n"
             "[ledger]\n"
             "# Free disk space (MiB) below which the node refuses to sign its own new entries,\n"
             "# before the disk fills and a write fails (docs/operations.md, \"The disk\").\n"
@@ -142,6 +152,8 @@ class Config:
             listen=net.get("listen", cls().listen),
             bootstrap=net.get("bootstrap", []),
             mdns=net.get("mdns", False),
+            ping_interval_s=net.get("ping_interval_s", DEFAULT_PING_INTERVAL),
+            ping_timeout_s=net.get("ping_timeout_s", DEFAULT_PING_TIMEOUT),
             reserve_mib=led.get("reserve_mib", DEFAULT_RESERVE_MIB),
             others_reserve_mib=led.get("others_reserve_mib", DEFAULT_OTHERS_RESERVE_MIB),
             own_chain_wait_s=led.get("own_chain_wait_s", DEFAULT_OWN_CHAIN_WAIT),
@@ -157,6 +169,10 @@ class Config:
                 raise ConfigError(f"{where}: {section}.{k} must be a list of strings")
         if not isinstance(cfg.mdns, bool):
             raise ConfigError(f"{where}: network.mdns must be true or false")
+        for k, (low, high) in (("ping_interval_s", PING_INTERVAL_RANGE), ("ping_timeout_s", PING_TIMEOUT_RANGE)):
+            v = getattr(cfg, k)
+            if type(v) not in (int, float) or not low <= v <= high:
+                raise ConfigError(f"{where}: network.{k} must be a number of seconds, {low:g} to {high:g}")
         for k in ("reserve_mib", "others_reserve_mib"):
             v = getattr(cfg, k)
             if type(v) is not int or not 0 <= v <= MAX_RESERVE_MIB:

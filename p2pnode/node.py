@@ -37,6 +37,7 @@ from p2pnode.ledger.writer import Ledger
 from p2pnode.net.addresses import check_ports_free
 from p2pnode.net.connections import DIAL_TIMEOUT, Connections
 from p2pnode.net.gossip import Gossip, TopicSpec
+from p2pnode.net.keepalive import DEFAULT_INTERVAL as PING_INTERVAL, DEFAULT_TIMEOUT as PING_TIMEOUT, Keepalive
 from p2pnode.net.ownchain import OwnChainCheck
 from p2pnode.net.peers import PeerBook
 from p2pnode.net.pex import PeerExchange
@@ -60,6 +61,10 @@ class NodeSettings:
     mdns: bool = False
     sync_interval: float = SYNC_INTERVAL
     pex: bool = True  # exchange and dial peers; off only to keep a test topology fixed
+    ping_interval: float = PING_INTERVAL
+    """Seconds between keepalive pings of each peer (keepalive.py)."""
+    ping_timeout: float = PING_TIMEOUT
+    """Seconds a ping may take before its connection is taken for dead, closed and redialled."""
     reserve: Reserve = field(default_factory=Reserve)
     """Free disk space the store keeps (store.py, "The disk")."""
     own_chain_wait: float = DEFAULT_OWN_CHAIN_WAIT
@@ -154,6 +159,8 @@ class Node:
         dials = self.settings.pex and (bool(self.settings.bootstrap) or self.settings.mdns)  # (the dialer runs with pex)
         self.own_chain = OwnChainCheck(self.ledger, self.conns, self.syncer, self.clock,
                                        wait=self.settings.own_chain_wait, peers_configured=dials)
+        self.keepalive = Keepalive(self.host, self.conns, self.clock, interval=self.settings.ping_interval,
+                                   timeout=self.settings.ping_timeout, count=self.count)
         self.pex = PeerExchange(self.conns, self.streams, own_key=self.key.public_key,
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
@@ -189,11 +196,13 @@ class Node:
             for name, handler in {**handlers, **self._node_handlers()}.items():
                 self.methods.bind(name, handler)
             self.conns.on_connect(self._peer_connected)
+            self.conns.on_another_connection(self.syncer.pull_over)
             await self.gossip.start(nursery)
             self._started_at = self.clock.monotonic()
             await nursery.start(serve_control, socket_path(self.home.path), self.methods)
             tasks.loop("connections.watch", self.conns.watch)
             tasks.loop("sync.routine", self.syncer.routine)
+            tasks.loop("keepalive", self.keepalive.run)
             if self.settings.pex:
                 tasks.loop("connections.dial", self.conns.dial_loop, nursery)
                 tasks.loop("pex.loop", self.pex.loop, nursery)

@@ -34,8 +34,10 @@ CORE_METHODS = (
                '"restarts", "last_failure": {"task", "error", "at_ms"} or null}, "counters": {name: int}}`',
         handler="status",
     ),
-    Method("node.peers", "The peers connected now, with how long and their misbehaviour score.",
-           result='`{"peers": [{"peer_id", "addr", "direction", "connected_s", "score"}]}`', handler="peers"),
+    Method("node.peers", "The peers connected now, with how long, their misbehaviour score and the round trip "
+           "of the last keepalive ping in milliseconds (`ping_ms`, null until one has come back).",
+           result='`{"peers": [{"peer_id", "addr", "direction", "connected_s", "score", "ping_ms"}]}`',
+           handler="peers"),
     Method(
         "node.connect", "Dial a peer. Refusals: `bad_address`, `dial_failed` (no answer within 10 s, or refused).",
         params=(Param("addr", "str", "a multiaddr ending in `/p2p/PEER_ID`", required=True, max_len=1024),),

@@ -2,10 +2,24 @@
 backoff, noticing connections opened and lost (whoever dialed), mDNS finds, and bans.
 
 ``Connections`` promises: ``connected`` always maps the public keys of the peers with a
-live connection to how they came; ``on_connect(pk)``/``on_disconnect(pk)`` are called once
-per change (a banned peer is disconnected instead); a dial never takes longer than
-``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and kept away
-(``peers.PeerBook``) and off gossip until its ban runs out.
+live connection to how they came; ``on_connect(pk)`` is called once each time a peer
+not connected before connects (a banned peer is disconnected instead); a dial never
+takes longer than ``DIAL_TIMEOUT``; a peer scored down to the ban is disconnected and
+kept away (``peers.PeerBook``) and off gossip until its ban runs out.
+
+One peer ID, several connections: libp2p keeps every connection a peer ID opens, and
+opens streams on the busiest, so a second process with the same key (a forker's copy,
+issue 9) would never be asked anything. Each connection that appears for a peer already
+connected is handed to ``on_another_connection(pk, conn)`` (the syncer pulls over it),
+once, within ``WATCH_INTERVAL``.
+
+Lost peers come back (issue 9, partitions): a peer whose connection ended without the
+node choosing it (``drop`` by the keepalive, or closed by the other end or the network)
+is *wanted* (``PeerBook.lost``): it is dialled again at once, then with a backoff capped
+at ``peers.REDIAL_MAX`` seconds while it stays wanted, and the dialer looks for peers to
+dial every ``DIAL_INTERVAL``. So after a partition heals, a connection is back within
+about ``DIAL_TIMEOUT - 7 + REDIAL_MAX + DIAL_INTERVAL`` seconds at worst (a dial in flight
+whose last SYN was sent before the heal; TCP sends them at 0, 1, 3 and 7 s).
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from p2pnode.net.peers import ADDRESS_BANS, ADDRESS_WINDOW, AddressBans, PeerBoo
 
 log = logging.getLogger(__name__)
 
-DIAL_INTERVAL = 2.0  # seconds between checks for peers to dial
+DIAL_INTERVAL = 1.0  # seconds between checks for peers to dial
 WATCH_INTERVAL = 0.2  # seconds between checks for new and lost connections
 TARGET_PEERS = 4  # dial known peers while connected to fewer than this (each link costs CPU)
 DIAL_TIMEOUT = 10.0
@@ -39,6 +53,7 @@ class Connected:
     addr: str
     direction: str
     since: float
+    ping_ms: float | None = None  # the last keepalive's round trip (keepalive.py)
 
 
 class Connections:
@@ -56,10 +71,18 @@ class Connections:
         self.address_bans = AddressBans()
         self._count = count
         self._on_connect: list[Callable[[bytes], None]] = []
+        self._dropping: set[bytes] = set()  # closed by ``drop``: the watch must not take them for new
+        self._on_another: list[Callable[[bytes, Any], None]] = []
+        self._seen: dict[bytes, list[Any]] = {}  # the libp2p connections of each peer at the last look
 
     def on_connect(self, fn: Callable[[bytes], None]) -> None:
         """Call ``fn(pk)`` (it must not block: start tasks) when a peer connects."""
         self._on_connect.append(fn)
+
+    def on_another_connection(self, fn: Callable[[bytes, Any], None]) -> None:
+        """Call ``fn(pk, conn)`` (it must not block) when a peer already connected has a
+        libp2p connection ``conn`` more (module docstring)."""
+        self._on_another.append(fn)
 
     # -- dialing ---------------------------------------------------------------------------
 
@@ -141,7 +164,7 @@ class Connections:
                     now.add(public_key_from_peer_id(pid.to_base58()))
                 except ProtocolError:
                     continue  # not an Ed25519 identity: not one of ours
-            for pk in now - set(self.connected):
+            for pk in now - set(self.connected) - self._dropping:
                 if self.book.banned(pk, self.clock.monotonic()):
                     await self.disconnect(pk)
                     continue
@@ -157,20 +180,79 @@ class Connections:
                 for fn in self._on_connect:
                     fn(pk)
             for pk in set(self.connected) - now:
-                del self.connected[pk]
+                self._gone(pk)
                 log.info("peer disconnected %s", peer_id(pk))
+            self._look_for_other_connections()
             await trio.sleep(WATCH_INTERVAL)
+
+    def _look_for_other_connections(self) -> None:
+        """Hand each connection that a connected peer did not have at the last look to
+        ``on_another_connection`` (for a peer that just connected, only if it came with
+        more than one: the pull on connect asks one of them)."""
+        for pk in list(self._seen):
+            if pk not in self.connected:
+                del self._seen[pk]
+        for pk in self.connected:
+            conns = self._connections_of(pk)
+            seen = self._seen.get(pk)
+            if seen is None:
+                fresh = conns if len(conns) > 1 else []
+            else:
+                fresh = [c for c in conns if not any(c is s for s in seen)]
+            self._seen[pk] = conns
+            for conn in fresh:
+                log.info("peer %s has another connection (%s): asking it too", peer_id(pk), _remote(conn))
+                self._count("connections.another", 1)
+                for fn in self._on_another:
+                    fn(pk, conn)
+
+    def _connections_of(self, pk: bytes) -> list[Any]:
+        conns = self.host.get_network().connections.get(peer_id_of(pk))
+        return list(conns) if isinstance(conns, list) else [conns] if conns is not None else []
+
+    def _gone(self, pk: bytes) -> None:
+        """``pk`` has no connection any more: forget it, and want it back unless banned."""
+        del self.connected[pk]
+        now = self.clock.monotonic()
+        if not self.book.banned(pk, now):
+            self.book.lost(pk, now)
+
+    async def drop(self, pk: bytes, reason: str) -> None:
+        """Close the connection to ``pk``, taken for dead for ``reason`` (no answer to a
+        keepalive): the peer is forgotten at once, wanted back, and dialled again soon.
+        The close is bounded in time; if libp2p's own close does not finish within it
+        (writes to a dead connection may block), its connections are taken off the swarm
+        all the same, so that the redial makes a new one instead of finding the old."""
+        if pk not in self.connected:
+            return
+        log.warning("peer %s taken for dead (%s): closing its connection, dialling again", peer_id(pk), reason)
+        self._count("connections.dropped_dead", 1)
+        self._dropping.add(pk)
+        try:
+            dead = self._connections_of(pk)
+            self._gone(pk)
+            await self.disconnect(pk)
+            self._forget_in_swarm(pk, dead)
+        finally:
+            self._dropping.discard(pk)
+
+    def _forget_in_swarm(self, pk: bytes, dead: list[Any]) -> None:
+        """Take the ``dead`` connections of ``pk`` off the swarm's records if its close left
+        them there (a connection the peer opened meanwhile stays)."""
+        network = self.host.get_network()
+        for conn in dead:
+            if any(conn is c for c in self._connections_of(pk)):
+                try:
+                    network.remove_conn(conn)
+                except Exception as e:  # already gone
+                    log.debug("forget connection of %s: %s", peer_id(pk), e)
 
     def _describe(self, pk: bytes) -> Connected:
         addr, direction = "", "?"
-        conns = self.host.get_network().connections.get(peer_id_of(pk))
-        conn = conns[0] if isinstance(conns, list) and conns else conns
+        conns = self._connections_of(pk)
+        conn = conns[0] if conns else None
         if conn is not None:
-            try:
-                addrs = conn.get_transport_addresses()
-                addr = str(addrs[0]) if addrs else ""
-            except Exception:
-                pass
+            addr = _remote(conn)
             d = str(getattr(conn, "direction", "")).lower()
             direction = "in" if "inbound" in d else "out" if "outbound" in d else "?"
         return Connected(peer_id(pk), addr, direction, self.clock.monotonic())
@@ -227,9 +309,18 @@ class Connections:
         now = self.clock.monotonic()
         return [
             {"peer_id": c.peer_id, "addr": c.addr, "direction": c.direction, "connected_s": round(now - c.since, 3),
-             "score": self.book.score(pk)}
+             "score": self.book.score(pk), "ping_ms": c.ping_ms}
             for pk, c in self.connected.items()
         ]
 
 
 Penalise = Callable[[bytes, str, str], Awaitable[None]]
+
+
+def _remote(conn: Any) -> str:
+    """The remote address of a libp2p connection, or ``""``."""
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""

@@ -3,7 +3,10 @@ and how well they behave. Plain data and rules; the node does the dialing.
 
 - Addresses come from bootstrap settings, peer exchange and peers' own announcements.
 - A failed dial backs off exponentially per peer (``BACKOFF_MIN`` doubling to
-  ``BACKOFF_MAX``); a success resets it.
+  ``BACKOFF_MAX``); a success resets it. A peer whose connection was lost (``lost``) is
+  *wanted* for ``REDIAL_PATIENCE`` seconds: due for a dial at once, and its backoff is
+  capped at ``REDIAL_MAX`` meanwhile, so that it is back within seconds of a partition's
+  heal rather than a minute later.
 - Misbehaviour lowers a peer's score; at ``BAN_SCORE`` it is disconnected and not dialed
   or accepted for ``BAN_SECONDS``. Good behaviour never raises a score above 0: trust is
   not earned by talking.
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
+REDIAL_MAX = 2.0  # seconds: the backoff's cap while a lost peer is wanted
+REDIAL_PATIENCE = 600.0  # seconds a lost peer stays wanted
 BAN_SCORE = -100
 BAN_SECONDS = 600.0
 MAX_KNOWN = 1_000  # peers remembered; beyond it, new ones are ignored
@@ -37,6 +42,7 @@ class PeerRecord:
     score: int = 0
     banned_until: float = 0.0
     bootstrap: bool = False
+    wanted_until: float = 0.0  # redial with a capped backoff until then (``lost``)
 
 
 class PeerBook:
@@ -84,7 +90,17 @@ class PeerBook:
             rec.failures, rec.next_dial = 0, now
         else:
             rec.failures += 1
-            rec.next_dial = now + min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (rec.failures - 1))
+            cap = REDIAL_MAX if now < rec.wanted_until else BACKOFF_MAX
+            rec.next_dial = now + min(cap, BACKOFF_MIN * 2 ** min(rec.failures - 1, 32))
+
+    def lost(self, public_key: bytes, now: float) -> None:
+        """The connection to a known peer ended without our choosing: want it back, due
+        for a dial now, with a capped backoff for ``REDIAL_PATIENCE`` seconds."""
+        rec = self.records.get(public_key)
+        if rec is None or not rec.addrs:
+            return
+        rec.wanted_until = now + REDIAL_PATIENCE
+        rec.failures, rec.next_dial = 0, min(rec.next_dial, now)
 
     def penalise(self, public_key: bytes, reason: str, now: float) -> bool:
         """Lower the peer's score for ``reason``; True if it is now banned."""

@@ -104,6 +104,25 @@ class StreamRouter:
         with trio.fail_after(DIAL_TIMEOUT):
             return await self.host.new_stream(peer_id_of(pk), [protocol_id])
 
+    async def open_on(self, conn: Any, protocol_id: str) -> Any:
+        """A new outbound stream on one given libp2p connection ``conn`` (``open`` lets
+        libp2p choose among a peer's connections, and it chooses the busiest: a second
+        connection of one peer ID would never be asked anything);
+        ``trio.TooSlowError`` after ``DIAL_TIMEOUT``."""
+        from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+
+        with trio.fail_after(DIAL_TIMEOUT):
+            stream = await conn.new_stream()
+            try:
+                chosen = await self.host.multiselect_client.select_one_of(
+                    [protocol_id], MultiselectCommunicator(stream), int(DIAL_TIMEOUT))
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await close(stream)
+                raise
+            stream.set_protocol(chosen)
+            return stream
+
     async def _guard(self, stream: Any, name: str, serve: Serve, limit: int) -> None:
         pk = remote_key(stream)
         key = (pk, name)

@@ -1,5 +1,7 @@
 """When the node syncs, and with whom: one pull at a time per peer, on connect, every
-``SYNC_INTERVAL``, and whenever gossip shows a gap; and the listener side of sync.
+``SYNC_INTERVAL``, and whenever gossip shows a gap; once over each other connection that
+a connected peer ID opens (``pull_over``: a forker's second process with the same key is
+only seen that way); and the listener side of sync.
 
 Gossip makes new entries arrive fast; sync makes them arrive always (DESIGN.md). A peer
 whose answers break the wire rules, or whose entries do not verify, is scored down; one
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -41,6 +43,8 @@ MAX_INBOUND = 4  # concurrent inbound sync streams one peer may hold
 GAP_RETRY = 0.5  # seconds before asking a peer again about a gap it did not fill
 GAP_PATIENCE = 15.0  # seconds a gap seen in gossip is chased
 MAX_GAPS = 1024  # gaps remembered at once (the oldest goes first)
+MAX_OTHER_PULLS = 16  # pulls over peers' other connections at once (``pull_over``)
+MAX_OTHER_PULLS_PER_PEER = 4  # and over one peer ID's
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Syncer:
         self.last_round_ms: int | None = None
         self._nursery: trio.Nursery | None = None
         self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
+        self._other_pulls: dict[bytes, int] = {}  # peer -> pulls over its other connections now
         streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -97,30 +102,8 @@ class Syncer:
             for _ in range(MAX_SYNC_ROUNDS):
                 self._syncing[pk] = False
                 self._pulls[pk] = _Pull(self.clock.monotonic())
-                stream = None
-                try:
-                    stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
-                    interest = self.ledger.interest
-                    result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk),
-                                        progress=lambda p, pk=pk: self._progressed(pk, p),
-                                        new_chain=None if interest is None else interest.planner())
-                    self.last_round_ms = self.clock.now_ms()
-                    if result.added:
-                        log.info("synced %d entries from %s", result.added, peer_id(pk))
-                    if result.errors and not result.forks and result.errors[0].code != "not_admitted":
-                        # (a peer relaying a fork is not at fault, nor one whose chains we had no room for)
-                        first = result.errors[0]
-                        await self.conns.penalise(pk, "bad_entries", f"seq {first.seq}: {first.message}")
-                except PeerMisbehaved as e:
-                    await self.conns.penalise(pk, "bad_frame", f"sync answer: {e}")
-                except (PeerGone, trio.TooSlowError) as e:
-                    log.debug("sync with %s ended: %s", peer_id(pk), e)
-                except Exception as e:
-                    if pk in self.conns.connected:
-                        log.info("sync with %s failed: %s", peer_id(pk), e)
-                finally:
-                    if stream is not None:
-                        await close(stream)
+                await self._pull_once(pk, lambda: self.streams.open(pk, wire.SYNC_PROTOCOL),
+                                      progress=lambda p, pk=pk: self._progressed(pk, p))
                 if not self._syncing.get(pk):
                     break
         finally:
@@ -128,6 +111,58 @@ class Syncer:
             self._pulls.pop(pk, None)
         if self._open_gaps() and pk in self.conns.connected:
             self._nursery.start_soon(self._ask_again, pk)
+
+    def pull_over(self, pk: bytes, conn: Any) -> None:
+        """Pull from ``pk`` once over its libp2p connection ``conn`` (not the one libp2p
+        would choose): a second connection of one peer ID may be a second process with
+        the same key, whose chain differs, and only a pull over it shows the fork
+        (issue 9). At most ``MAX_OTHER_PULLS`` such pulls run at once, and
+        ``MAX_OTHER_PULLS_PER_PEER`` for one peer ID; more are counted and skipped (the
+        routine pulls go on)."""
+        mine = self._other_pulls.get(pk, 0)
+        if sum(self._other_pulls.values()) >= MAX_OTHER_PULLS or mine >= MAX_OTHER_PULLS_PER_PEER:
+            self._count("sync.other_connection_skipped", 1)
+            return
+        self._other_pulls[pk] = mine + 1
+
+        async def once() -> None:
+            try:
+                await self._pull_once(pk, lambda: self.streams.open_on(conn, wire.SYNC_PROTOCOL))
+                self._count("sync.other_connection_pulls", 1)
+            finally:
+                left = self._other_pulls.pop(pk) - 1
+                if left:
+                    self._other_pulls[pk] = left
+
+        self._nursery.start_soon(once)
+
+    async def _pull_once(self, pk: bytes, open_stream: Callable[[], Awaitable[Any]],
+                         progress: Callable[[Any], None] | None = None) -> None:
+        """One pull from ``pk`` over the stream ``open_stream`` opens; what the peer did
+        wrong is scored, nothing is raised."""
+        stream = None
+        try:
+            stream = await open_stream()
+            interest = self.ledger.interest
+            result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk), progress=progress,
+                                new_chain=None if interest is None else interest.planner())
+            self.last_round_ms = self.clock.now_ms()
+            if result.added:
+                log.info("synced %d entries from %s", result.added, peer_id(pk))
+            if result.errors and not result.forks and result.errors[0].code != "not_admitted":
+                # (a peer relaying a fork is not at fault, nor one whose chains we had no room for)
+                first = result.errors[0]
+                await self.conns.penalise(pk, "bad_entries", f"seq {first.seq}: {first.message}")
+        except PeerMisbehaved as e:
+            await self.conns.penalise(pk, "bad_frame", f"sync answer: {e}")
+        except (PeerGone, trio.TooSlowError) as e:
+            log.debug("sync with %s ended: %s", peer_id(pk), e)
+        except Exception as e:
+            if pk in self.conns.connected:
+                log.info("sync with %s failed: %s", peer_id(pk), e)
+        finally:
+            if stream is not None:
+                await close(stream)
 
     async def pull_chain(self, pk: bytes, author: bytes) -> PullResult:
         """Pull ``author``'s chain alone from ``pk`` now, beside the routine pulls; what it

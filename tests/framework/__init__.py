@@ -9,6 +9,8 @@ bounded in count and time, every process started here ended by its pid.
 - ``process``: ``NodeProcess``, one node as its own process, known by its pid;
 - ``network``: ``Network``, node processes under one directory, made by
   `p2pnode testnet up` or one by one, with ``sync_all``;
+- ``netns``: ``Lab``, a private network of namespaces where node processes run on
+  addresses of their own and can be cut off from each other for real (``lab_or_skip``);
 - ``limits``: this machine's own limits that benchmark figures are read against.
 
 The tests import it by adding ``tests/`` to ``sys.path`` (tests/conftest.py); the

@@ -62,17 +62,21 @@ class Network:
             self.node(row["name"]).pid = row["pid"]
         return started
 
-    def add(self, name: str, bootstrap: Iterable[str] = ()) -> NodeProcess:
-        """A new home ``DIR/NAME`` (not started) listening on a free port of 127.0.0.1 and
-        dialing ``bootstrap`` at start; its config has every installed extension's section,
-        as a `p2pnode testnet` home does."""
+    def add(self, name: str, bootstrap: Iterable[str] = (), *, listen: str | None = None,
+            wrap: list[str] | None = None) -> NodeProcess:
+        """A new home ``DIR/NAME`` (not started) listening on ``listen`` (default: a free
+        port of 127.0.0.1) and dialing ``bootstrap`` at start; its config has every
+        installed extension's section, as a `p2pnode testnet` home does. ``wrap``: the
+        command prefix its process starts under (``NodeProcess.wrap``)."""
         loaded = load()
         home = Home(self.dir / name)
         self.dir.mkdir(parents=True, exist_ok=True)
         init_home(home.path, registry=loaded.registry, name=name)
-        cfg = Config(name=name, listen=[f"/ip4/127.0.0.1/tcp/{tn.free_port()}"], bootstrap=list(bootstrap))
+        cfg = Config(name=name, listen=[listen or f"/ip4/127.0.0.1/tcp/{tn.free_port()}"], bootstrap=list(bootstrap))
         home.config_file.write_text(cfg.to_toml(loaded.extensions))
-        return self.node(name)
+        node = self.node(name)
+        node.wrap = list(wrap or [])
+        return node
 
     # -- acting on it ----------------------------------------------------------------------
 

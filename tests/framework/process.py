@@ -37,10 +37,14 @@ class NodeProcess:
     """The node of ``home`` run as a process; ``pid`` is its process id while it runs
     (None once ``stop`` or ``kill`` has ended it)."""
 
-    def __init__(self, home: Path | str, name: str | None = None, pid: int | None = None) -> None:
+    def __init__(self, home: Path | str, name: str | None = None, pid: int | None = None,
+                 wrap: list[str] | None = None) -> None:
         self.home = Path(home).absolute()
         self.name = name or self.home.name
         self.pid = pid
+        self.wrap = list(wrap or [])
+        """A command prefix that ``start`` runs the node under and that execs it (its pid
+        stays the node's): e.g. `nsenter` into a network namespace (netns.py)."""
         self._proc: subprocess.Popen | None = None  # set when this process is its parent
 
     def __repr__(self) -> str:
@@ -57,8 +61,9 @@ class NodeProcess:
 
     @cached_property
     def addr(self) -> str:
-        """Its address on 127.0.0.1 as its config gives it, with ``/p2p/<peer ID>``."""
-        listen = next(a for a in Home(self.home).config().listen if a.startswith("/ip4/127.0.0.1/tcp/"))
+        """Its first IPv4 address as its config gives it (on 127.0.0.1, or its own in a
+        network namespace), with ``/p2p/<peer ID>``."""
+        listen = next(a for a in Home(self.home).config().listen if a.startswith("/ip4/"))
         return f"{listen}/p2p/{self.peer_id}"
 
     # -- life cycle ------------------------------------------------------------------------
@@ -69,7 +74,7 @@ class NodeProcess:
         if self.running():
             raise RuntimeError(f"{self.name} is running already (pid {self.pid})")
         with open(self.log, "ab") as log:
-            self._proc = subprocess.Popen([*COMMAND, "--home", str(self.home), "start", *map(str, args)],
+            self._proc = subprocess.Popen([*self.wrap, *COMMAND, "--home", str(self.home), "start", *map(str, args)],
                                           stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_env(), cwd=ROOT)
         self.pid = self._proc.pid
         try:

@@ -47,6 +47,9 @@ def _config(tmp_path, data: bytes):
     (b"network = 1\n", "network must be a table"),
     (b"extensions = []\n", "extensions must be a table"),
     (b"a = " + b"[" * 5000 + b"]" * 5000, "nest too deep"),  # was RecursionError inside tomllib
+    (b"[network]\nping_interval_s = 0\n", "ping_interval_s must be a number of seconds, 0.5 to 300"),
+    (b"[network]\nping_timeout_s = \"5\"\n", "ping_timeout_s must be a number of seconds, 0.5 to 120"),
+    (b"[network]\nping_timeout_s = true\n", "ping_timeout_s must be"),
 ])
 def test_a_config_the_node_cannot_use_is_bad_config_naming_why(tmp_path, data, says):
     from p2pnode.home import ConfigError

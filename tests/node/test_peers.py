@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pnode.net.peers import BACKOFF_MAX, BAN_SECONDS, PeerBook
+from p2pnode.net.peers import BACKOFF_MAX, BAN_SECONDS, REDIAL_MAX, REDIAL_PATIENCE, PeerBook
 
 ME, A, B, C = (bytes([i]) * 32 for i in range(4))
 
@@ -26,6 +26,30 @@ def test_failed_dials_back_off_up_to_the_cap_and_success_resets():
     assert book.to_dial(set(), now, 5) == []
     book.dialed(A, True, now)
     assert [r.public_key for r in book.to_dial(set(), now, 5)] == [A]
+
+
+def test_a_lost_peer_is_due_at_once_and_redialled_within_seconds_while_wanted():
+    """Issue 9: after a 60 s partition the backoff had grown to 32-60 s, so a healed peer
+    waited that long for its next dial. A lost peer is wanted: its backoff is capped at
+    REDIAL_MAX for REDIAL_PATIENCE seconds, then grows to BACKOFF_MAX again."""
+    book = PeerBook(ME)
+    book.learn(A, ["/ip4/127.0.0.1/tcp/1"])
+    for _ in range(8):  # it had been failing before
+        book.dialed(A, False, 0.0)
+    book.lost(A, 100.0)
+    assert [r.public_key for r in book.to_dial(set(), 100.0, 5)] == [A]
+    now, delays = 100.0, []
+    for _ in range(12):  # a partition: every dial fails
+        book.dialed(A, False, now)
+        delays.append(book.get(A).next_dial - now)
+        now += 10.0
+    assert delays[0] == 1.0 and max(delays) == REDIAL_MAX
+    now = 100.0 + REDIAL_PATIENCE
+    for _ in range(12):
+        book.dialed(A, False, now)
+    assert book.get(A).next_dial - now == BACKOFF_MAX
+    book.lost(B, 0.0)  # unknown: nothing to dial
+    assert book.get(B) is None
 
 
 def test_bootstrap_peers_are_dialed_first_and_connected_ones_not_at_all():
