@@ -27,7 +27,6 @@ from protocol.kinds import KindRegistry, genesis_body
 from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import DEFAULT_RESERVE_OTHERS, DEFAULT_RESERVE_OWN, MIB, Reserve, Store
-from p2pnode.net.interest import STRANGER_BUDGET
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"
@@ -64,6 +63,7 @@ DEFAULT_OTHERS_RESERVE_MIB = DEFAULT_RESERVE_OTHERS // MIB
 DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are asked for the own chain
 MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
 MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
+DEFAULT_STRANGER_CHAINS = 1_000  # chains of strangers held (net/interest.py)
 MAX_STRANGER_CHAINS = 1_000_000  # strangers' chains held at most, whatever the config says: each costs memory
 DEFAULT_PING_INTERVAL = 5.0  # seconds between keepalive pings of each peer (net/keepalive.py)
 DEFAULT_PING_TIMEOUT = 5.0  # seconds a ping may take before its connection is taken for dead
@@ -86,7 +86,7 @@ class Config:
     reserve_mib: int = DEFAULT_RESERVE_MIB
     others_reserve_mib: int = DEFAULT_OTHERS_RESERVE_MIB
     own_chain_wait_s: float = DEFAULT_OWN_CHAIN_WAIT
-    stranger_chains: int = STRANGER_BUDGET
+    stranger_chains: int = DEFAULT_STRANGER_CHAINS
     disabled: list[str] = field(default_factory=list)
     sections: dict[str, dict] = field(default_factory=dict)
 
@@ -157,7 +157,7 @@ class Config:
             reserve_mib=led.get("reserve_mib", DEFAULT_RESERVE_MIB),
             others_reserve_mib=led.get("others_reserve_mib", DEFAULT_OTHERS_RESERVE_MIB),
             own_chain_wait_s=led.get("own_chain_wait_s", DEFAULT_OWN_CHAIN_WAIT),
-            stranger_chains=led.get("stranger_chains", STRANGER_BUDGET),
+            stranger_chains=led.get("stranger_chains", DEFAULT_STRANGER_CHAINS),
             disabled=ext.get("disabled", []),
             sections={k: v for k, v in doc.items() if k not in CORE_SECTIONS and isinstance(v, dict)},
         )

@@ -26,10 +26,12 @@ from typing import Callable, Iterable
 
 from protocol.keys import peer_id
 
+from p2pnode.home import DEFAULT_STRANGER_CHAINS
+
 log = logging.getLogger(__name__)
 
-STRANGER_BUDGET = 1_000
-"""Chains of strangers a node holds at most."""
+STRANGER_BUDGET = DEFAULT_STRANGER_CHAINS
+"""Chains of strangers a node holds at most, unless ``[ledger] stranger_chains`` says otherwise."""
 
 
 class Interest:
