@@ -140,13 +140,19 @@ def _name(peer: str, names: Any) -> str:
     return (names.name_of(peer) if names is not None else None) or ""
 
 
+def _ping(ms: Any) -> str:
+    """The round trip of the last keepalive ping, or "-" until one has come back."""
+    return "-" if ms is None else f"{ms:,.0f} ms"
+
+
 def _peer_table(title: str, peers: list[dict], names: Any, *, detailed: bool) -> None:
     if not peers:
         click.echo(f"{title}: none connected")
         return
-    columns = ["peer ID", "address", "direction"] + (["connected", "score"] if detailed else [])
+    columns = ["peer ID", "address", "direction"] + (["connected", "score", "ping"] if detailed else [])
     rows = [
-        [p["peer_id"], p["addr"], p["direction"]] + ([duration(p["connected_s"]), str(p["score"])] if detailed else [])
+        [p["peer_id"], p["addr"], p["direction"]]
+        + ([duration(p["connected_s"]), str(p["score"]), _ping(p.get("ping_ms"))] if detailed else [])
         for p in peers
     ]
     peers_table(title, columns, rows, names)

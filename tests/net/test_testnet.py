@@ -57,6 +57,10 @@ def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Network):
     net.wait(lambda: net.head(5, st1["peer_id"]) >= view["seq"], 5, "the entry on node 5")
     # node 5 was told of node 1 only; peer exchange finds it more peers
     net.wait(lambda: len(net.json(5, "status")["peers"]) >= 2, 15, "node 5 to learn of more peers")
+    net.wait(lambda: all(p["ping_ms"] is not None for p in net.json(5, "peers")["peers"]), 15,
+             "a keepalive ping of each of node 5's peers to come back")
+    rc, out, _ = net.cli(5, "peers")
+    assert "ping" in out and " ms" in out, out
     shown = net.json(5, "ledger", "show", "--author", st1["peer_id"], "--from", view["seq"])
     assert shown["entries"][0]["id"] == view["id"]
     print(f"arrived on node 5 after {time.monotonic() - t0:.2f} s")
