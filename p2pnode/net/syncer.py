@@ -13,6 +13,13 @@ entries yet, and nothing else would trigger another before the routine round. A 
 seen in gossip (``note_gap``) is therefore remembered: after each pull that leaves it
 open, the node asks that peer again after ``GAP_RETRY`` seconds, for at most
 ``GAP_PATIENCE`` seconds, and at most ``MAX_GAPS`` gaps are remembered at once.
+
+Cursors: the first pull on each connection asks every head; a pull that completes gives
+a cursor in the peer's change feed (protocol/sync.py, rule 7), and the next routine pull
+asks only what changed since it, so that an idle round costs the same whether the two
+nodes hold ten chains or a hundred thousand. One cursor is kept per connection, in
+memory: it goes with the connection (a reconnect starts with a full pull), and a pull
+that fails or is cut short leaves the one before it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ GAP_PATIENCE = 15.0  # seconds a gap seen in gossip is chased
 MAX_GAPS = 1024  # gaps remembered at once (the oldest goes first)
 
 
+@dataclass(frozen=True)
+class _Cursor:
+    """Where the next pull from a peer starts, and the connection it was got on."""
+
+    conn: Any  # the peer's entry in Connections.connected when it was got
+    at: wire.Cursor
+
+
 @dataclass
 class _Pull:
     """Progress of one pull under way."""
@@ -66,6 +81,7 @@ class Syncer:
         self.last_round_ms: int | None = None
         self._nursery: trio.Nursery | None = None
         self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
+        self._cursors: dict[bytes, _Cursor] = {}  # peer -> its cursor (one per connected peer)
         streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -84,8 +100,16 @@ class Syncer:
         self._nursery.start_soon(self._sync_with, pk)
 
     def request_all(self) -> None:
+        for pk in [pk for pk in self._cursors if self._cursor(pk) is None]:
+            self._cursors.pop(pk, None)  # (its connection ended: bounded by the peers connected)
         for pk in list(self.conns.connected):
             self.request(pk)
+
+    def _cursor(self, pk: bytes) -> wire.Cursor | None:
+        """The cursor got from ``pk`` on its present connection, if any."""
+        c = self._cursors.get(pk)
+        conn = self.conns.connected.get(pk)
+        return c.at if c is not None and conn is not None and c.conn is conn else None
 
     async def routine(self) -> None:
         while True:
@@ -101,10 +125,16 @@ class Syncer:
                 try:
                     stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
                     interest = self.ledger.interest
+                    conn = self.conns.connected.get(pk)
                     result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk),
                                         progress=lambda p, pk=pk: self._progressed(pk, p),
-                                        new_chain=None if interest is None else interest.planner())
+                                        new_chain=None if interest is None else interest.planner(),
+                                        since=self._cursor(pk) or wire.NO_CURSOR, our_head=self.ledger.store.head)
                     self.last_round_ms = self.clock.now_ms()
+                    self._count("sync.heads.received", result.heads_received)
+                    self._count("sync.pulls.changes" if result.changes else "sync.pulls.full", 1)
+                    if result.cursor is not None and conn is not None and self.conns.connected.get(pk) is conn:
+                        self._cursors[pk] = _Cursor(conn, result.cursor)
                     if result.added:
                         log.info("synced %d entries from %s", result.added, peer_id(pk))
                     if result.errors and not result.forks and result.errors[0].code != "not_admitted":
@@ -192,4 +222,4 @@ class Syncer:
         def chain(author: bytes, start: int, limit: int) -> list[bytes]:
             return list(store.chain(author, start=start, limit=limit))
 
-        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain))
+        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain, store))
