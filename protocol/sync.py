@@ -53,7 +53,7 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
    first page's mark: every change after it has a higher counter, so the next pull's
    changes bring whatever changed while this one read its later pages. Chains the plan
    left out for the stranger budget (``new_chain``) do not hold the cursor back: they are
-   offered again when they change.
+   listed again when they change.
 8. The listener answers each ``heads?`` with ``wire.heads_message`` (the page after its
    ``after``, read with ``ReadHeads(after, HEADS_PAGE + 1)`` so that it knows whether
    more remain) and each ``get`` with

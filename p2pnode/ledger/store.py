@@ -33,8 +33,8 @@ Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
 - I8 the change feed: ``u`` holds one record per author with an ``H`` record and nothing
   else, each naming a ``U`` record (counter at most ``M changes``) that names it back, and
   ``U`` holds no other record. So "the chains changed after counter n" is read in
-  O(changed), and the feed never holds more records than chains held. (I7 is lending's
-  check of its offer book, docs/architecture.md.)
+  O(changed), and the feed never holds more records than chains held. (I7 is an
+  extension's, docs/architecture.md.)
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
 entries are written with ``sync=True``. Opening reads the schema version and the index
