@@ -50,6 +50,19 @@ GAP_PATIENCE = 15.0  # seconds a gap seen in gossip is chased
 MAX_GAPS = 1024  # gaps remembered at once (the oldest goes first)
 
 
+def _lazy(make: Callable[[], Callable[[bytes], bool]]) -> Callable[[bytes], bool]:
+    """``make()``'s function, made when first called: a plan that meets no new chain (an
+    idle round) never pays for making it (the interest planner reads every stranger held)."""
+    made: list[Callable[[bytes], bool]] = []
+
+    def call(author: bytes) -> bool:
+        if not made:
+            made.append(make())
+        return made[0](author)
+
+    return call
+
+
 @dataclass(frozen=True)
 class _Cursor:
     """Where the next pull from a peer starts, and the connection it was got on."""
@@ -128,7 +141,7 @@ class Syncer:
                     conn = self.conns.connected.get(pk)
                     result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk),
                                         progress=lambda p, pk=pk: self._progressed(pk, p),
-                                        new_chain=None if interest is None else interest.planner(),
+                                        new_chain=None if interest is None else _lazy(interest.planner),
                                         since=self._cursor(pk) or wire.NO_CURSOR, our_head=self.ledger.store.head)
                     self.last_round_ms = self.clock.now_ms()
                     self._count("sync.heads.received", result.heads_received)
