@@ -20,8 +20,10 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
    A pull given a cursor (``since``) asks ``heads?`` with it (wire.py rule 2). A changes
    page must echo the cursor asked (its epoch and counter), and while it names a ``next``
    the dialer asks ``since`` that counter of the same epoch; a full page (the cursor did
-   not hold there) must carry the store's mark, every page the same epoch, and paging
-   goes on by ``after`` as above; anything else is ``bad_message``. Planning with changes
+   not hold there) carries the store's mark, every page the same epoch, and paging goes
+   on by ``after`` as above; anything else is ``bad_message``. Full pages without a mark
+   (a listener without a change feed) are taken as before cursors: the pull gives no
+   cursor. Planning with changes
    reads the node's heads of the authors the pages name only (``ReadHeads(authors=...)``),
    never all of them, so that a round where nothing changed reads nothing. A pull without
    a cursor sends none and takes no page that carries a mark or lists changes.
@@ -577,12 +579,12 @@ class Puller(_Machine):
         elif page.since is not None:
             if asked.after is not None or page.since != asked.since.counter or page.epoch != asked.since.epoch:
                 return "a changes page answers another cursor than the one asked"
-        elif page.epoch is None:
-            return "a heads page answers a cursor without the store's mark"
         elif self._page_count and self.result.changes:
             return "a full heads page answers a cursor of the feed being read"
-        if self._mark is not None and page.epoch != self._mark.epoch:
+        if self._page_count and page.mark is not None and (self._mark is None or page.epoch != self._mark.epoch):
             return "a heads page is of another store than the pages before it"
+        if self._page_count and page.mark is None and self._mark is not None:
+            return "a heads page lacks the mark the pages before it carried"
         if page.since is None and page.heads and asked.after is not None and page.heads[0][0] <= asked.after:
             return "a heads page starts before the author asked from"
         return None

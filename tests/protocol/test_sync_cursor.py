@@ -124,6 +124,15 @@ def test_a_full_page_answers_a_cursor_that_does_not_hold_and_the_pull_pages_on_b
     assert (p.result.changes, p.result.cursor) == (False, wire.Cursor(E2, 7))  # the first page's mark
 
 
+def test_full_pages_without_a_mark_are_a_listener_without_a_feed_and_give_no_cursor():
+    p = Puller(since=wire.NO_CURSOR)
+    p.begin()
+    assert p.feed(Received(wire.Heads((row(A, 1),), A))) == [Send(wire.HeadsQuery(A, wire.NO_CURSOR))]
+    assert p.feed(Received(wire.Heads((row(B, 1),)))) == [ReadHeads()]
+    actions = p.feed(HeadsRead({A: head(A, 1), B: head(B, 1)}))
+    assert isinstance(actions[-1], Finished) and p.result.complete and p.result.cursor is None
+
+
 def test_a_pull_without_a_cursor_is_the_pull_before_cursors_and_gives_none():
     p = Puller()
     assert p.begin() == [Send(wire.HeadsQuery())]
@@ -137,7 +146,10 @@ def test_a_pull_without_a_cursor_is_the_pull_before_cursors_and_gives_none():
     (None, [wire.Heads((), None, E1, 3, 1)], "changes nobody asked for"),
     (wire.Cursor(E1, 2), [wire.Heads((), None, E1, 3, 1)], "changes since another counter"),
     (wire.Cursor(E1, 2), [wire.Heads((), None, E2, 3, 2)], "changes of another feed"),
-    (wire.Cursor(E1, 2), [wire.Heads(())], "a full page without the mark"),
+    (wire.NO_CURSOR, [wire.Heads((row(A, 1),), A), wire.Heads((row(B, 1),), None, E1, 3)],
+     "a mark after pages without one"),
+    (wire.NO_CURSOR, [wire.Heads((row(A, 1),), A, E1, 3), wire.Heads((row(B, 1),))],
+     "a page without the mark the pages before carried"),
     (wire.Cursor(E1, 0), [wire.Heads((row(A, 1),), 1, E1, 3, 0), wire.Heads((), None, E1, 3)],
      "a full page in the middle of the changes"),
     (wire.NO_CURSOR, [wire.Heads((row(A, 1),), A, E1, 3), wire.Heads((row(B, 1),), None, E2, 3)],
