@@ -34,6 +34,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/ledger.py
 	$(PY) bench/sync.py
+	$(PY) bench/idle.py
 	$(PY) bench/gossip.py
 	$(PY) bench/node.py
 	$(PY) bench/agree.py

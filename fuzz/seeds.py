@@ -102,6 +102,11 @@ def _wire_messages() -> list[wire.Message]:
         wire.Entries(A.public_key, 9, ()),
         wire.Pex(("/ip4/0.0.0.0/tcp/7420", "/ip6/::1/tcp/7421")),
         wire.Peers(((B.public_key, ("/ip4/127.0.0.1/tcp/7420",)), (C.public_key, ()))),
+        wire.HeadsQuery(since=wire.Cursor(b"\x07" * wire.EPOCH_SIZE, 3)),
+        wire.HeadsQuery(A.public_key, wire.NO_CURSOR),
+        wire.Heads(((B.public_key, 2, bytes(32)), (A.public_key, 8, hashlib.sha256(b"h").digest())), 4,
+                   b"\x07" * wire.EPOCH_SIZE, 5, 3),
+        wire.Heads(((A.public_key, 8, hashlib.sha256(b"h").digest()),), A.public_key, b"\x07" * wire.EPOCH_SIZE, 5),
     ]
 
 
@@ -209,7 +214,10 @@ def corpus() -> dict[str, list[bytes]]:
         "gossip": [wire.entries_message(entries[:4]), proof],
         "wire": [wire.encode_message(m) for m in wire_msgs] + [wire.frame(wire.Get(B.public_key, 3, 7))[:4]],
         "sync": [_frames(wire_msgs[1:2] + [wire.Entries(A.public_key, 1, tuple(entries[:2]))]),
-                 _frames([wire.HeadsQuery(), wire.Get(A.public_key, 1, 4), wire.HeadsQuery()])],
+                 _frames([wire.HeadsQuery(), wire.Get(A.public_key, 1, 4), wire.HeadsQuery()]),
+                 _frames(wire_msgs[-2:-1] + [wire.Entries(A.public_key, 9, tuple(entries[:1]))]),
+                 _frames([wire.HeadsQuery(since=wire.Cursor(b"\x07" * wire.EPOCH_SIZE, 3)),
+                          wire.HeadsQuery(since=wire.NO_CURSOR), wire.HeadsQuery(A.public_key, wire.NO_CURSOR)])],
         "agree": [agree.encode(m)[4:] for m in _agree_messages()],
         "offer": [_payload(docs[k]) for k in ("offer", "request", "cancel")],
         "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer")],

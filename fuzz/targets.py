@@ -213,16 +213,23 @@ def _puller_node(action: Any) -> syncrules.Event:
     return syncrules.Ingested(added=0)
 
 
+FEED_MARK = wire.Cursor(b"\x07" * wire.EPOCH_SIZE, 5)  # the fuzzed listener's change feed mark
+
+
 def _server_node(action: Any) -> syncrules.Event:
+    if isinstance(action, syncrules.ReadChanges):
+        holds = wire.cursor_holds(action.since, FEED_MARK)
+        return syncrules.ChangesRead(FEED_MARK, () if holds else None)
     if isinstance(action, syncrules.ReadHeads):
-        return syncrules.HeadsRead({})
+        return syncrules.HeadsRead({}, FEED_MARK if action.marked else None)
     return syncrules.ChainRead(())
 
 
 def check_sync(data: bytes) -> None:
     peer = _peer_events(data)
-    puller = syncrules.Puller(batch=4, max_gets=8)
-    _drive(puller, puller.begin(), peer, _puller_node)
+    for since in (None, wire.NO_CURSOR, FEED_MARK):  # (every head; every head with a mark; changes)
+        puller = syncrules.Puller(batch=4, max_gets=8, since=since)
+        _drive(puller, puller.begin(), peer, _puller_node)
     server = syncrules.Server(max_requests=16)
     _drive(server, [], peer, _server_node)
 

@@ -17,6 +17,16 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
    plans their ranges alone; with ``new_chain``, the chains it holds none of are planned
    only where ``new_chain(author)`` says so (asked once each, in order: the node's
    budget for strangers, p2pnode/net/interest.py).
+   A pull given a cursor (``since``) asks ``heads?`` with it (wire.py rule 2). A changes
+   page must echo the cursor asked (its epoch and counter), and while it names a ``next``
+   the dialer asks ``since`` that counter of the same epoch; a full page (the cursor did
+   not hold there) carries the store's mark, every page the same epoch, and paging goes
+   on by ``after`` as above; anything else is ``bad_message``. Full pages without a mark
+   (a listener without a change feed) are taken as before cursors: the pull gives no
+   cursor. Planning with changes
+   reads the node's heads of the authors the pages name only (``ReadHeads(authors=...)``),
+   never all of them, so that a round where nothing changed reads nothing. A pull without
+   a cursor sends none and takes no page that carries a mark or lists changes.
 2. For each range it sends ``get`` for at most ``batch`` entries from the range's next
    seq. At most one ``get`` is unanswered at any time, and the next one goes out as soon
    as a batch arrives, before the node has verified it (pipelining: the peer reads while
@@ -39,14 +49,27 @@ Rules of this file (docs/protocol.md, "Sync"; wire.py rule 2):
 7. A pull sends at most ``max_gets`` range ``get``s (plus one for divergence), so it ends
    within ``max_events`` events. Its progress (entries fetched and added, and the target:
    the sum of the planned ranges) obeys 0 <= added <= fetched <= target.
+   The cursor: a pull given one ends with ``result.cursor`` = the mark of its first page
+   if it is ``complete``, read every page (not cut at ``MAX_HEAD_PAGES``) and was made for
+   every author (no ``only``); else None, and the node keeps the cursor it had. Why the
+   first page's mark: every change after it has a higher counter, so the next pull's
+   changes bring whatever changed while this one read its later pages. Chains the plan
+   left out for the stranger budget (``new_chain``) do not hold the cursor back: they are
+   listed again when they change.
 8. The listener answers each ``heads?`` with ``wire.heads_message`` (the page after its
    ``after``, read with ``ReadHeads(after, HEADS_PAGE + 1)`` so that it knows whether
    more remain) and each ``get`` with
    ``wire.answer_get`` over the chain the node reads for it, one request at a time and in
    order, until the peer leaves or ``max_requests`` requests are answered. Any other
-   message is ``unexpected_message``.
+   message is ``unexpected_message``. A ``heads?`` with ``since`` and no ``after`` is read
+   with ``ReadChanges(since, HEADS_PAGE + 1)``: the node reads its mark and, only if the
+   cursor holds there (``wire.cursor_holds``), the changes after it, at one instant; the
+   answer is ``wire.changes_message``. If the cursor does not hold, or the query names
+   ``after`` too, the full page is read with its mark (``ReadHeads(..., marked=True)``)
+   and sent with it.
 9. A machine waits on one side at a time: the peer (``Received``, ``BadFrame``, ``Gone``)
-   or the node (``Begin``, ``HeadsRead``, ``ChainRead``, ``Ingested``). Feeding the other
+   or the node (``Begin``, ``HeadsRead``, ``ChangesRead``, ``ChainRead``, ``Ingested``).
+   Feeding the other
    side's event, or anything after the end, is a bug of the node (``SyncMisuse``), never
    the peer's fault.
 
@@ -108,9 +131,21 @@ class Gone:
 
 @dataclass(frozen=True, slots=True)
 class HeadsRead:
-    """Node: the chains it holds (answers ``ReadHeads``)."""
+    """Node: the chains it holds (answers ``ReadHeads``); with ``marked``, ``mark`` is the
+    store's epoch and change counter, read with or before the heads."""
 
     heads: Mapping[bytes, Head]
+    mark: wire.Cursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesRead:
+    """Node -> Server: the store's mark and, if the cursor asked holds there, the changes
+    after it, ``(counter, head)`` in counter order, read at the same instant (answers
+    ``ReadChanges``); ``changes`` is None if the cursor does not hold."""
+
+    mark: wire.Cursor
+    changes: tuple[tuple[int, Head], ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +166,9 @@ class Ingested:
     errors: tuple[ChainError, ...] = ()
 
 
-Event = Union[Begin, Received, BadFrame, Gone, HeadsRead, ChainRead, Ingested]
+Event = Union[Begin, Received, BadFrame, Gone, HeadsRead, ChangesRead, ChainRead, Ingested]
 PEER_EVENTS = (Received, BadFrame, Gone)
-NODE_EVENTS = (Begin, HeadsRead, ChainRead, Ingested)
+NODE_EVENTS = (Begin, HeadsRead, ChangesRead, ChainRead, Ingested)
 
 
 # -- actions: what to do -------------------------------------------------------------
@@ -149,10 +184,23 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class ReadHeads:
     """Read the heads of the chains held (with ``limit``: the first ``limit`` authors after
-    ``after``, in order); feed ``HeadsRead``."""
+    ``after``, in order; with ``authors``: those of these authors only, each that is
+    held); feed ``HeadsRead``, with the store's mark if ``marked``."""
 
     after: bytes | None = None
     limit: int | None = None
+    authors: tuple[bytes, ...] | None = None
+    marked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadChanges:
+    """Read, at one instant, the store's mark and, if ``since`` holds there
+    (``wire.cursor_holds``), its first ``limit`` changes after ``since.counter``; feed
+    ``ChangesRead``."""
+
+    since: wire.Cursor
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +252,9 @@ class PullResult:
     errors: list = field(default_factory=list)
     target: int = 0
     complete: bool = False
+    heads_received: int = 0  # heads in the pages received (a chain listed twice counts twice)
+    changes: bool = False  # the pages listed changes since the cursor given, not every chain
+    cursor: wire.Cursor | None = None  # where the next pull from this peer may start (rule 7)
 
     @property
     def progress(self) -> Progress:
@@ -247,8 +298,8 @@ class Lost:
     reason: str
 
 
-Action = Union[Send, ReadHeads, ReadChain, Ingest, Progressed, Finished, Misbehaved, Lost]
-NODE_WORK = (ReadHeads, ReadChain, Ingest)  # actions the node answers with an event
+Action = Union[Send, ReadHeads, ReadChanges, ReadChain, Ingest, Progressed, Finished, Misbehaved, Lost]
+NODE_WORK = (ReadHeads, ReadChanges, ReadChain, Ingest)  # actions the node answers with an event
 ENDINGS = (Finished, Misbehaved, Lost)
 
 
@@ -272,6 +323,7 @@ class PullState(enum.Enum):
 class ServeState(enum.Enum):
     SERVING = "serving"  # waiting for the next request
     READING_HEADS = "reading_heads"
+    READING_CHANGES = "reading_changes"  # the mark, and the changes if the cursor holds
     READING_CHAIN = "reading_chain"
     DONE = "done"
     FAILED = "failed"
@@ -334,7 +386,7 @@ PULL_TABLE: dict[PullState, Row] = {
 
 SERVE_TABLE: dict[ServeState, Row] = {
     S.SERVING: {
-        wire.HeadsQuery: ("_read_heads", _to(S.READING_HEADS)),
+        wire.HeadsQuery: ("_read_heads", _to(S.READING_HEADS, S.READING_CHANGES)),
         wire.Get: ("_read_chain", _to(S.READING_CHAIN)),
         AnyMessage: ("_unexpected", _to(S.FAILED)),
         BadFrame: ("_garbled", _to(S.FAILED)),
@@ -342,6 +394,9 @@ SERVE_TABLE: dict[ServeState, Row] = {
     },
     S.READING_HEADS: {
         HeadsRead: ("_answer_heads", _to(S.SERVING, S.DONE)),
+    },
+    S.READING_CHANGES: {
+        ChangesRead: ("_answer_changes", _to(S.SERVING, S.DONE, S.READING_HEADS)),
     },
     S.READING_CHAIN: {
         ChainRead: ("_answer_get", _to(S.SERVING, S.DONE)),
@@ -438,7 +493,8 @@ class Puller(_Machine):
     FAILED_STATE = P.FAILED
 
     def __init__(self, *, batch: int = wire.MAX_BATCH, max_gets: int = MAX_GETS_PER_PULL,
-                 only: frozenset[bytes] | None = None, new_chain: Callable[[bytes], bool] | None = None) -> None:
+                 only: frozenset[bytes] | None = None, new_chain: Callable[[bytes], bool] | None = None,
+                 since: wire.Cursor | None = None) -> None:
         if not 1 <= batch <= wire.MAX_BATCH:
             raise ValueError(f"batch must be in 1..{wire.MAX_BATCH}")
         if max_gets < 1:
@@ -448,14 +504,18 @@ class Puller(_Machine):
         self.max_gets = max_gets
         self.only = only  # pull these authors' chains alone (None: every chain)
         self.new_chain = new_chain  # whether to pull a chain the node holds none of (None: yes), asked once each
+        self.since = since  # the cursor to ask changes since (None: ask every head, as before cursors)
         # Begin, the heads pages, heads read, then per get (max_gets + 1 for divergence) an
         # answer (or Gone/BadFrame) and an Ingested.
         self.max_events = 2 + MAX_HEAD_PAGES + 2 * (max_gets + 1)
         self.result = PullResult()
         self.gets_sent = 0
         self._theirs: wire.Heads | None = None
-        self._pages: list[tuple[bytes, int, bytes]] = []  # the heads of the pages read so far
-        self._asked_after: bytes | None = None
+        self._pages: list[tuple[bytes, int, bytes]] = []  # the heads of the full pages read so far
+        self._changed: dict[bytes, tuple[int, bytes]] = {}  # the heads of the changes pages (the later wins)
+        self._query = wire.HeadsQuery(since=since)  # the heads? awaiting its answer
+        self._mark: wire.Cursor | None = None  # the first page's
+        self._pages_cut = False  # pages remained after MAX_HEAD_PAGES
         self._page_count = 0
         self._wants: list[wire.Want] = []
         self._next_want = 0  # index in _wants of the range to start next
@@ -477,21 +537,57 @@ class Puller(_Machine):
     # -- handlers (named in PULL_TABLE) --
 
     def _ask_heads(self, event: Begin) -> tuple[PullState, list[Action]]:
-        return P.AWAIT_HEADS, [Send(wire.HeadsQuery())]
+        return P.AWAIT_HEADS, [Send(self._query)]
 
     def _read_ours(self, event: Received) -> tuple[PullState, list[Action]]:
-        page = event.message
-        if page.heads and self._asked_after is not None and page.heads[0][0] <= self._asked_after:
-            return P.FAILED, [Misbehaved(WireError("a heads page starts before the author asked from",
-                                                   code="bad_message"))]
-        self._pages.extend(page.heads)
+        page, asked = event.message, self._query
+        wrong = self._page_fault(page, asked)
+        if wrong is not None:
+            return P.FAILED, [Misbehaved(WireError(wrong, code="bad_message"))]
+        if self._page_count == 0:
+            self._mark = page.mark
+            self.result.changes = page.since is not None
         self._page_count += 1
+        self.result.heads_received += len(page.heads)
+        if page.since is not None:
+            self._changed.update((a, (seq, id_)) for a, seq, id_ in page.heads)
+        else:
+            self._pages.extend(page.heads)
         if page.next is not None and self._page_count < MAX_HEAD_PAGES:
-            self._asked_after = page.next
-            return P.AWAIT_HEADS, [Send(wire.HeadsQuery(page.next))]
-        self._theirs = wire.Heads(tuple(self._pages))
+            if page.since is not None:
+                assert self._mark is not None and isinstance(page.next, int)
+                self._query = wire.HeadsQuery(since=wire.Cursor(self._mark.epoch, page.next))
+            else:
+                assert isinstance(page.next, bytes)
+                self._query = wire.HeadsQuery(page.next, self.since)
+            return P.AWAIT_HEADS, [Send(self._query)]
+        self._pages_cut = page.next is not None
+        if self.result.changes:
+            self._theirs = wire.Heads(tuple((a, seq, id_) for a, (seq, id_) in self._changed.items()))
+            read = ReadHeads(authors=tuple(self._changed))  # (the authors named only: rule 1)
+        else:
+            self._theirs = wire.Heads(tuple(self._pages))
+            read = ReadHeads()
         self.result.authors_checked = len(self._theirs.heads)
-        return P.PLANNING, [ReadHeads()]
+        return P.PLANNING, [read]
+
+    def _page_fault(self, page: wire.Heads, asked: wire.HeadsQuery) -> str | None:
+        """What is wrong with ``page`` as the answer to ``asked`` (rule 1), or None."""
+        if asked.since is None:
+            if page.since is not None or page.epoch is not None:
+                return "a heads page carries a mark or lists changes, though no cursor was given"
+        elif page.since is not None:
+            if asked.after is not None or page.since != asked.since.counter or page.epoch != asked.since.epoch:
+                return "a changes page answers another cursor than the one asked"
+        elif self._page_count and self.result.changes:
+            return "a full heads page answers a cursor of the feed being read"
+        if self._page_count and page.mark is not None and (self._mark is None or page.epoch != self._mark.epoch):
+            return "a heads page is of another store than the pages before it"
+        if self._page_count and page.mark is None and self._mark is not None:
+            return "a heads page lacks the mark the pages before it carried"
+        if page.since is None and page.heads and asked.after is not None and page.heads[0][0] <= asked.after:
+            return "a heads page starts before the author asked from"
+        return None
 
     def _plan(self, event: HeadsRead) -> tuple[PullState, list[Action]]:
         assert self._theirs is not None
@@ -609,6 +705,8 @@ class Puller(_Machine):
     def _finish(self, actions: list[Action]) -> tuple[PullState, list[Action]]:
         r = self.result
         r.complete = not self._cut and not r.errors and self._next_want == len(self._wants)
+        if r.complete and not self._pages_cut and self.only is None and self.since is not None:
+            r.cursor = self._mark  # (rule 7)
         assert 0 <= r.added <= r.received <= r.target, "progress out of bounds"
         return P.DONE, actions + [Finished(r)]
 
@@ -629,11 +727,11 @@ class Server(_Machine):
             raise ValueError("max_requests must be at least 1")
         super().__init__(S.SERVING)
         self.max_requests = max_requests
-        self.max_events = 2 * max_requests + 1  # a request and its read each, then Gone
+        self.max_events = 3 * max_requests + 1  # a request and its reads (two at most) each, then Gone
         self.requests = 0  # answered
         self.sent = 0  # entries sent
         self._asked: wire.Get | None = None
-        self._after: bytes | None = None  # the heads? being answered asks from this author
+        self._query = wire.HeadsQuery()  # the heads? being answered
 
     @property
     def served(self) -> Served:
@@ -642,15 +740,28 @@ class Server(_Machine):
     # -- handlers (named in SERVE_TABLE) --
 
     def _read_heads(self, event: Received) -> tuple[ServeState, list[Action]]:
-        self._after = event.message.after
-        return S.READING_HEADS, [ReadHeads(self._after, wire.HEADS_PAGE + 1)]
+        q = self._query = event.message
+        if q.since is not None and q.after is None:
+            return S.READING_CHANGES, [ReadChanges(q.since, wire.HEADS_PAGE + 1)]
+        return S.READING_HEADS, [ReadHeads(q.after, wire.HEADS_PAGE + 1, marked=q.since is not None)]
 
     def _read_chain(self, event: Received) -> tuple[ServeState, list[Action]]:
         get = self._asked = event.message
         return S.READING_CHAIN, [ReadChain(get.author, get.start, get.limit)]
 
     def _answer_heads(self, event: HeadsRead) -> tuple[ServeState, list[Action]]:
-        return self._answered(wire.heads_message(event.heads, self._after))
+        if (event.mark is not None) != (self._query.since is not None):
+            raise SyncMisuse("the heads read for a query with a cursor carry the store's mark, and only those")
+        return self._answered(wire.heads_message(event.heads, self._query.after, mark=event.mark))
+
+    def _answer_changes(self, event: ChangesRead) -> tuple[ServeState, list[Action]]:
+        since = self._query.since
+        assert since is not None
+        if (event.changes is not None) != wire.cursor_holds(since, event.mark):
+            raise SyncMisuse("changes are read if and only if the cursor holds in the store's feed")
+        if event.changes is None:  # a cursor of another store, or from its future: the full page
+            return S.READING_HEADS, [ReadHeads(None, wire.HEADS_PAGE + 1, marked=True)]
+        return self._answered(wire.changes_message(list(event.changes), since.counter, event.mark))
 
     def _answer_get(self, event: ChainRead) -> tuple[ServeState, list[Action]]:
         assert self._asked is not None

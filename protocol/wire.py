@@ -10,6 +10,15 @@ Rules of this file (docs/protocol.md, "Network"):
    in pages. A page holds the authors after the query's ``after`` (all, without it), in
    order, at most ``HEADS_PAGE`` of them; if more remain, ``next`` is its last author and
    the dialer asks again with ``after`` = ``next``. No author is ever left out.
+   Changes: a ``heads?`` may carry ``since``, a ``Cursor`` (a store's ``epoch`` and a
+   counter of its change feed). Its answers carry the answering store's ``epoch`` and
+   ``upto`` (its counter at the read). If ``since`` is of that store (same epoch, counter
+   not beyond ``upto``; ``cursor_holds``) and the query has no ``after``, the page lists
+   only the chains changed after ``since``'s counter, in the order of their changes
+   (``since`` echoed: a changes page), at most ``HEADS_PAGE`` of them; if more remain,
+   ``next`` is the counter of its last change and the dialer asks again with ``since``
+   at ``next``. Otherwise the page is a full one (as above). Without ``since``, no
+   ``epoch``, ``upto`` or changes page is ever sent: today's conversation, byte for byte.
    For each author whose seq is higher than its own, the dialer sends ``get`` for the
    next range and the listener answers ``entries``: at most ``limit`` consecutive entries
    of that author from ``start`` (fewer if it holds fewer or the frame would exceed
@@ -60,6 +69,7 @@ MAX_ADDRS = 8  # multiaddrs per peer
 MAX_ADDR_LEN = 256  # bytes of one multiaddr string
 MAX_GOSSIP_ENTRIES = 64  # entries in one gossip message
 MAX_GOSSIP_SIZE = 512 * 1024  # bytes of one entries gossip message (libp2p's RPC limit is 1 MiB)
+EPOCH_SIZE = 16  # bytes of a store's change feed epoch
 
 _LEN = struct.Struct(">I")
 FRAME_HEADER = _LEN.size
@@ -75,19 +85,60 @@ class WireError(ProtocolError):
 
 
 @dataclass(frozen=True, slots=True)
+class Cursor:
+    """A place in one store's change feed: its ``epoch`` and a ``counter`` of it (rule 2).
+    As a field: ``{counter, epoch}``."""
+
+    epoch: bytes
+    counter: int
+
+    def __post_init__(self) -> None:
+        if type(self.epoch) is not bytes or len(self.epoch) != EPOCH_SIZE:
+            raise WireError(f"a cursor's epoch must be {EPOCH_SIZE} bytes")
+        if type(self.counter) is not int or not 0 <= self.counter <= U63_MAX:
+            raise WireError(f"a cursor's counter must be an integer in 0..{U63_MAX}")
+
+
+NO_CURSOR = Cursor(bytes(EPOCH_SIZE), 0)
+"""A cursor of no store: asks for every head, with the answering store's mark (a full pull
+whose end gives a cursor)."""
+
+
+def cursor_holds(since: Cursor, mark: Cursor) -> bool:
+    """Whether ``since`` is a place in the feed whose present mark is ``mark`` (same epoch,
+    counter not beyond it): only then are "changes since" answered (rule 2). A cursor of
+    another store, or from its future, is never trusted: the answer is a full page."""
+    return since.epoch == mark.epoch and since.counter <= mark.counter
+
+
+@dataclass(frozen=True, slots=True)
 class HeadsQuery:
-    """``{type: "heads?", [after]}``: what chains do you hold (after author ``after``)?"""
+    """``{type: "heads?", [after], [since]}``: what chains do you hold (after author
+    ``after``), or which changed since ``since`` (rule 2)?"""
 
     after: bytes | None = None
+    since: Cursor | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Heads:
-    """``{type: "heads", heads: [[author, seq, id], ...], [next]}``, sorted by author;
-    ``next`` (the last author) when more remain (rule 2)."""
+    """``{type: "heads", heads: [[author, seq, id], ...], [next], [epoch, upto], [since]}``.
+
+    A full page (``since`` None) is sorted by author, ``next`` its last author when more
+    remain. A changes page (``since``: the counter it lists changes after) is in the order
+    of the changes, ``next`` the counter of its last one when more remain. ``epoch`` and
+    ``upto``, both or neither, are the answering store's mark at the read (rule 2)."""
 
     heads: tuple[tuple[bytes, int, bytes], ...]
-    next: bytes | None = None
+    next: bytes | int | None = None
+    epoch: bytes | None = None
+    upto: int | None = None
+    since: int | None = None
+
+    @property
+    def mark(self) -> Cursor | None:
+        """The answering store's mark at the read, if the page carries one."""
+        return None if self.epoch is None or self.upto is None else Cursor(self.epoch, self.upto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +179,17 @@ Message = Union[HeadsQuery, Heads, Get, Entries, Pex, Peers]
 
 def _doc(msg: Message) -> dict[str, Any]:
     if isinstance(msg, HeadsQuery):
-        return {"type": "heads?"} if msg.after is None else {"type": "heads?", "after": msg.after}
+        doc: dict[str, Any] = {"type": "heads?"}
+        if msg.after is not None:
+            doc["after"] = msg.after
+        if msg.since is not None:
+            doc["since"] = {"counter": msg.since.counter, "epoch": msg.since.epoch}
+        return doc
     if isinstance(msg, Heads):
-        doc: dict[str, Any] = {"type": "heads", "heads": [list(h) for h in msg.heads]}
-        if msg.next is not None:
-            doc["next"] = msg.next
+        doc = {"type": "heads", "heads": [list(h) for h in msg.heads]}
+        for name in ("next", "epoch", "upto", "since"):
+            if getattr(msg, name) is not None:
+                doc[name] = getattr(msg, name)
         return doc
     if isinstance(msg, Get):
         return {"type": "get", "author": msg.author, "start": msg.start, "limit": msg.limit}
@@ -216,26 +273,17 @@ def decode_message(payload: bytes) -> Message:
         raise WireError("a message is a map with a text 'type'")
     t = doc["type"]
     if t == "heads?":
-        _fields(doc, {"type", "after"} if "after" in doc else {"type"}, t)
-        return HeadsQuery(_bin(doc["after"], 32, "after") if "after" in doc else None)
+        _fields(doc, {"type"} | ({"after", "since"} & set(doc)), t)
+        since = None
+        if "since" in doc:
+            c = doc["since"]
+            if type(c) is not dict:
+                raise WireError("since must be a map {counter, epoch}")
+            _fields(c, {"counter", "epoch"}, "since")
+            since = Cursor(_bin(c["epoch"], EPOCH_SIZE, "since epoch"), _uint(c["counter"], "since counter"))
+        return HeadsQuery(_bin(doc["after"], 32, "after") if "after" in doc else None, since)
     if t == "heads":
-        _fields(doc, {"type", "heads", "next"} if "next" in doc else {"type", "heads"}, t)
-        heads = []
-        prev = b""
-        for h in _list(doc["heads"], MAX_HEADS, "heads"):
-            if type(h) is not list or len(h) != 3:
-                raise WireError("a head is [author, seq, id]")
-            author = _bin(h[0], 32, "head author")
-            if author <= prev:
-                raise WireError("heads are not sorted by author, or repeat one")
-            prev = author
-            heads.append((author, _uint(h[1], "head seq", 1), _bin(h[2], 32, "head id")))
-        nxt = None
-        if "next" in doc:
-            nxt = _bin(doc["next"], 32, "next")
-            if not heads or nxt != heads[-1][0]:
-                raise WireError("heads: next must be the page's last author", code="bad_message")
-        return Heads(tuple(heads), nxt)
+        return _decode_heads(doc)
     if t == "get":
         _fields(doc, {"type", "author", "start", "limit"}, t)
         return Get(
@@ -259,6 +307,45 @@ def decode_message(payload: bytes) -> Message:
             peers.append((_bin(p[0], 32, "peer public key"), _addrs(p[1], "peer addrs")))
         return Peers(tuple(peers))
     raise WireError(f"unknown message type {t[:40]!r}", code="unknown_message")
+
+
+def _decode_heads(doc: dict) -> Heads:
+    optional = {"next", "epoch", "upto", "since"} & set(doc)
+    _fields(doc, {"type", "heads"} | optional, "heads")
+    if ("epoch" in doc) != ("upto" in doc) or ("since" in doc and "epoch" not in doc):
+        raise WireError("heads: epoch and upto come together, and a changes page (since) carries them")
+    epoch = _bin(doc["epoch"], EPOCH_SIZE, "epoch") if "epoch" in doc else None
+    upto = _uint(doc["upto"], "upto") if "upto" in doc else None
+    since = _uint(doc["since"], "since", 0, upto) if "since" in doc else None  # (upto is set with since)
+    heads = []
+    prev = b""
+    seen: set[bytes] = set()
+    for h in _list(doc["heads"], MAX_HEADS, "heads"):
+        if type(h) is not list or len(h) != 3:
+            raise WireError("a head is [author, seq, id]")
+        author = _bin(h[0], 32, "head author")
+        if since is None and author <= prev:
+            raise WireError("heads are not sorted by author, or repeat one")
+        if since is not None and author in seen:
+            raise WireError("a changes page repeats an author")
+        prev = author
+        seen.add(author)
+        heads.append((author, _uint(h[1], "head seq", 1), _bin(h[2], 32, "head id")))
+    nxt: bytes | int | None = None
+    if since is None and "next" in doc:
+        nxt = _bin(doc["next"], 32, "next")
+        if not heads or nxt != heads[-1][0]:
+            raise WireError("heads: next must be the page's last author", code="bad_message")
+    elif since is not None:
+        assert upto is not None
+        last = upto
+        if "next" in doc:  # each head is one change in since+1..next, and more remain up to upto
+            nxt = last = _uint(doc["next"], "next")
+            if not heads or not since < nxt < upto:
+                raise WireError("heads: a changes page's next is the counter of its last change, in since+1..upto-1")
+        if len(heads) > last - since:
+            raise WireError(f"a changes page lists {len(heads)} chains changed in {last - since} counters")
+    return Heads(tuple(heads), nxt, epoch, upto, since)
 
 
 def expect(msg: Message, kind: type) -> Any:
@@ -287,15 +374,30 @@ def usable_addrs(announced: tuple[str, ...], observed_ip: str | None) -> list[st
 # -- sync planning -------------------------------------------------------------------
 
 
-def heads_message(heads: Mapping[bytes, Head], after: bytes | None = None, page: int | None = None) -> Heads:
+def heads_message(heads: Mapping[bytes, Head], after: bytes | None = None, page: int | None = None,
+                  mark: Cursor | None = None) -> Heads:
     """The ``heads`` page for the chains held (``heads`` may be just those after ``after``):
     the first ``page`` (default ``HEADS_PAGE``) authors after ``after`` in order, and
-    ``next`` if more remain."""
+    ``next`` if more remain; with ``mark`` (the store's, read with or before the heads),
+    a full page that carries it (rule 2)."""
     page = HEADS_PAGE if page is None else page
     ordered = sorted((a, h) for a, h in heads.items() if after is None or a > after)
     chosen = ordered[:page]
     nxt = chosen[-1][0] if len(ordered) > page else None
-    return Heads(tuple((a, h.seq, h.id) for a, h in chosen), nxt)
+    return Heads(tuple((a, h.seq, h.id) for a, h in chosen), nxt,
+                 None if mark is None else mark.epoch, None if mark is None else mark.counter)
+
+
+def changes_message(changes: list[tuple[int, Head]], since: int, mark: Cursor, page: int | None = None) -> Heads:
+    """The changes page after counter ``since`` of the feed whose mark is ``mark``, from
+    ``changes`` (the store's, after ``since``, in counter order, read at the same instant
+    as ``mark``): the first ``page`` (default ``HEADS_PAGE``), and ``next`` (the counter
+    of the last) if more remain (rule 2)."""
+    page = HEADS_PAGE if page is None else page
+    assert since <= mark.counter and all(since < c <= mark.counter for c, _ in changes)
+    chosen = changes[:page]
+    nxt = chosen[-1][0] if len(changes) > page else None
+    return Heads(tuple((h.author, h.seq, h.id) for _, h in chosen), nxt, mark.epoch, mark.counter, since)
 
 
 @dataclass(frozen=True, slots=True)

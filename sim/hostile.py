@@ -56,6 +56,13 @@ class Equivocator(Node):
                 heads[self.pk] = Head.of(y)
         return heads
 
+    def changes_for(self, peer: int, since: wire.Cursor, limit: int) -> Any:
+        read = super().changes_for(peer, since, limit)
+        if read.changes is None or not self._other(peer):
+            return read
+        told = self.heads_for(peer)[self.pk]  # (the same lie as in its full pages)
+        return type(read)(read.mark, tuple((c, told if h.author == self.pk else h) for c, h in read.changes))
+
     def chain_for(self, peer: int, author: bytes, start: int, limit: int) -> list[bytes]:
         chain = self.store.chain(author, start, limit)
         if author == self.pk and self._other(peer):
@@ -77,7 +84,7 @@ class Liar(Node):
             return wire.frame(wire.Entries(message.author, message.start + 1, message.entries))  # another request
         if roll < 0.55 and isinstance(message, wire.Heads):  # heads it does not hold
             lies = tuple((a, s + 5, bytes(32)) for a, s, _ in message.heads)
-            return wire.frame(wire.Heads(lies))
+            return wire.frame(wire.Heads(lies, message.next, message.epoch, message.upto, message.since))
         return wire.frame(message)
 
     def spam(self) -> None:

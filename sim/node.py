@@ -104,8 +104,9 @@ class Node:
         self.life += 1
         self.up = True
         self.started_at = self.world.sched.now
-        self.store = Store.open(self.disk)
+        self.store = Store.open(self.disk, hashlib.sha256(b"sim-epoch %d %d" % (self.idx, self.life)).digest()[:16])
         self.syncing: dict[int, bool] = {}
+        self.cursors: dict[int, wire.Cursor] = {}  # peer -> where the next pull from it starts (this life)
         self.gaps: dict[bytes, tuple[int, int]] = {}
         self.seen: dict[bytes, None] = {}
         self.score: dict[int, int] = {}
@@ -335,7 +336,7 @@ class Node:
 
     def _pull(self, peer: int, rounds: int) -> None:
         s = self.world.net.open(self.idx, peer, wire.SYNC_PROTOCOL)
-        puller = sync.Puller(batch=BATCH)
+        puller = sync.Puller(batch=BATCH, since=self.cursors.get(peer, wire.NO_CURSOR))
         end = s.end_of(self.idx)
         done = [False]
 
@@ -351,6 +352,9 @@ class Node:
                 for a in actions:
                     if isinstance(a, sync.Send):
                         self.world.net.send(s, self.idx, wire.frame(a.message), _name(a.message))
+                    elif isinstance(a, sync.ReadHeads) and a.authors is not None:
+                        found = ((x, self.store.head(x)) for x in a.authors)  # (only the authors changed)
+                        nxt = sync.HeadsRead({x: h for x, h in found if h is not None})
                     elif isinstance(a, sync.ReadHeads):
                         nxt = sync.HeadsRead(self.store.heads())
                     elif isinstance(a, sync.Ingest):
@@ -358,6 +362,8 @@ class Node:
                         nxt = sync.Ingested(len(report.added), tuple(report.forks), tuple(report.errors))
                     elif isinstance(a, sync.Finished):
                         result = a.result
+                        if result.cursor is not None:
+                            self.cursors[peer] = result.cursor
                         if result.errors and not result.forks:  # a peer relaying a fork is not at fault
                             self.penalise(peer, "bad_entries")
                         finish()
@@ -406,8 +412,10 @@ class Node:
                 for a in actions:
                     if isinstance(a, sync.Send):
                         self.world.net.send(s, self.idx, self.frame_for(peer, a.message), _name(a.message))
+                    elif isinstance(a, sync.ReadChanges):
+                        nxt = self.changes_for(peer, a.since, a.limit)
                     elif isinstance(a, sync.ReadHeads):
-                        nxt = sync.HeadsRead(self.heads_for(peer))
+                        nxt = sync.HeadsRead(self.heads_for(peer), self.mark() if a.marked else None)
                     elif isinstance(a, sync.ReadChain):
                         nxt = sync.ChainRead(tuple(self.chain_for(peer, a.author, a.start, a.limit)))
                     elif isinstance(a, (sync.Finished, sync.Misbehaved)):
@@ -430,6 +438,16 @@ class Node:
     # What this node tells a peer (hostile nodes lie here).
     def heads_for(self, peer: int) -> dict[bytes, Head]:
         return self.store.heads()
+
+    def mark(self) -> wire.Cursor:
+        return wire.Cursor(self.store.epoch, self.store.counter)
+
+    def changes_for(self, peer: int, since: wire.Cursor, limit: int) -> sync.ChangesRead:
+        """The answer to ``ReadChanges`` (p2pnode/net/sync.py's ``read_changes``)."""
+        if not wire.cursor_holds(since, self.mark()):
+            return sync.ChangesRead(self.mark(), None)
+        upto, changes = self.store.changes(since.counter, limit)
+        return sync.ChangesRead(wire.Cursor(self.store.epoch, upto), tuple(changes))
 
     def chain_for(self, peer: int, author: bytes, start: int, limit: int) -> list[bytes]:
         return self.store.chain(author, start, limit)

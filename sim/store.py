@@ -8,6 +8,12 @@ are written with ``sync=False`` (sync brings them again after a crash).
 A restarted node reads back what its disk kept (``Store.open``), without verifying it
 again, as the node trusts its own LevelDB.
 
+The change feed (what the node's store keeps under ``U``/``u``): each write that changes
+a chain's head gives its author the next counter; a fork proof stored for a chain held
+does too. It is kept in memory and made afresh, with a new ``epoch``, at each start: a
+peer's cursor of the life before never holds (the node's own feed survives a restart,
+but its cursors do not: every connection starts with a full pull).
+
 Invariants (asserted): every chain held runs from seq 1 without a gap, each entry
 checked by ``protocol.chain.check_entry`` after the one before.
 """
@@ -58,8 +64,11 @@ def _seq8(seq: int) -> bytes:
 
 
 class Store:
-    def __init__(self, disk: Disk) -> None:
+    def __init__(self, disk: Disk, epoch: bytes = bytes(16)) -> None:
         self.disk = disk
+        self.epoch = epoch
+        self.counter = 0
+        self.changed: dict[bytes, int] = {}  # author -> the counter of its chain's last change
         self.chains: dict[bytes, list[Entry]] = {}
         self.ids: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (author, seq)
         self.forks: dict[bytes, ForkProof] = {}  # author -> the first proof recorded against it
@@ -67,9 +76,10 @@ class Store:
         self.cancels: dict[tuple[bytes, bytes], bytes] = {}  # (offer, author) -> cancellation envelope
 
     @classmethod
-    def open(cls, disk: Disk) -> "Store":
-        """The store as the node finds it at start-up: what its disk holds."""
-        s = cls(disk)
+    def open(cls, disk: Disk, epoch: bytes = bytes(16)) -> "Store":
+        """The store as the node finds it at start-up: what its disk holds, and a change
+        feed of ``epoch`` with one change per chain."""
+        s = cls(disk, epoch)
         for k in disk.keys(E):
             e = trusted_entry(disk.view[k])
             chain = s.chains.setdefault(e.author, [])
@@ -84,6 +94,8 @@ class Store:
             s.offers[o.id] = o
         for k in disk.keys(X):
             s.cancels[(k[1:33], k[33:65])] = disk.view[k]
+        for author in sorted(s.chains):
+            s._changed(author)
         return s
 
     # -- reads ---------------------------------------------------------------------------
@@ -105,6 +117,15 @@ class Store:
     def has(self, entry_id: bytes) -> bool:
         return entry_id in self.ids
 
+    def changes(self, after: int, limit: int) -> tuple[int, list[tuple[int, Head]]]:
+        """The counter and the first ``limit`` chains changed after ``after`` (``Store.changes``)."""
+        later = sorted((c, a) for a, c in self.changed.items() if c > after)[:limit]
+        return self.counter, [(c, Head.of(self.chains[a][-1])) for c, a in later]
+
+    def _changed(self, author: bytes) -> None:
+        self.counter += 1
+        self.changed[author] = self.counter
+
     # -- writes --------------------------------------------------------------------------
 
     def append_own(self, entry: Entry, *, sync: bool = True) -> None:
@@ -116,6 +137,7 @@ class Store:
     def _hold(self, e: Entry) -> None:
         self.chains.setdefault(e.author, []).append(e)
         self.ids[e.id] = (e.author, e.seq)
+        self._changed(e.author)
 
     def record_fork(self, proof: ForkProof) -> bool:
         """Keep ``proof`` (the first one per author); True if it was new to this node."""
@@ -123,6 +145,8 @@ class Store:
             return False
         self.disk.write([(F + proof.author + _seq8(proof.seq), proof.encode())], sync=False)
         self.forks[proof.author] = proof
+        if self.chains.get(proof.author):
+            self._changed(proof.author)  # (peers pulling changes see the chain again)
         return True
 
     def ingest(self, envelopes: Iterable[bytes], author: bytes | None = None,

@@ -13,6 +13,13 @@ Key layout (docs/architecture.md, "Store"), all integers big-endian:
                                     (``Kind.index``), written in the entry's own batch
     b"M" b"index/" + name        -> version: extension ``name``'s index is complete for that
                                     index version (its ``Extension.index_version``, text)
+    b"M" b"epoch"                -> 16 random bytes, made with the change feed: which feed
+                                    a counter belongs to (a replaced store has another)
+    b"M" b"changes"              -> counter(8): the last change counter given; present iff
+                                    the change feed below is complete
+    b"U" + counter(8)            -> author(32): the change feed, one record per chain held,
+                                    at the counter of the last write that changed its head
+    b"u" + author(32)            -> counter(8): where that author's ``U`` record is
 
 Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
 
@@ -23,11 +30,24 @@ Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
 - I5 every ``F`` value is a valid fork proof of its key's author and seq;
 - I6 for every extension whose index is marked complete, its ``y`` space holds exactly
   the keys its kinds' index functions give for the stored entries with valid bodies.
+- I8 the change feed: ``u`` holds one record per author with an ``H`` record and nothing
+  else, each naming a ``U`` record (counter at most ``M changes``) that names it back, and
+  ``U`` holds no other record. So "the chains changed after counter n" is read in
+  O(changed), and the feed never holds more records than chains held. (I7 is an
+  extension's, docs/architecture.md.)
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
 entries are written with ``sync=True``. Opening reads the schema version and the index
 marks only, so start-up time does not grow with the ledger; an index is rebuilt from
-the entries once, when its extension is first seen (``use``).
+the entries once, when its extension is first seen (``use``), and the change feed once, when a
+store made before it is first opened.
+
+The change feed (docs/architecture.md, "Store"): every write that changes a chain's head
+(an append, an ingest that adds, a fork proof stored for a chain held) gives each author
+it changes the next counter, in the write's own batch (I8); dropping a chain removes its
+record. Sync reads it (``changes``) so that a peer that asks "what changed since counter
+n of your feed" is answered in O(changed), not O(chains held): the cost of an idle round
+does not grow with the chains held (protocol/wire.py, rule 2).
 
 The disk (docs/operations.md, "The disk"):
 
@@ -51,6 +71,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +96,12 @@ P_HEAD = b"H"
 P_FORK = b"F"
 P_RECORDS = b"x"
 P_EXT_INDEX = b"y"
-CORE_PREFIXES = (P_META, P_ENTRY, P_INDEX, P_HEAD, P_FORK)
+P_CHANGE = b"U"  # (b"C", the first choice, was lending's before it had a space: adopted by it)
+P_CHANGED = b"u"
+CORE_PREFIXES = (P_META, P_ENTRY, P_INDEX, P_HEAD, P_FORK, P_CHANGE, P_CHANGED)
+META_EPOCH = P_META + b"epoch"
+META_CHANGES = P_META + b"changes"
+EPOCH_SIZE = 16
 INDEX_MARK = b"index/"
 MIGRATE_BATCH = 10_000  # keys moved per write when adopting an extension's old keys
 MIB = 1 << 20
@@ -84,6 +110,10 @@ DEFAULT_RESERVE_OTHERS = 128 * MIB  # ... below which other authors' entries are
 
 _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Q32sQ")
+
+
+def change_key(counter: int) -> bytes:
+    return P_CHANGE + _U64.pack(counter)
 
 
 def space_prefix(kind: bytes, name: str) -> bytes:
@@ -260,6 +290,15 @@ class Store:
                 raise StoreError(
                     f"the store at {self.path} has schema {schema!r}; this p2pnode reads {SCHEMA_VERSION}"
                 )
+            self._feed_lock = threading.Lock()  # (counters are given out in order, writes may come from a worker)
+            if self._db.get(META_CHANGES) is None:
+                self._rebuild_changes()
+            epoch, counter = self._db.get(META_EPOCH), self._db.get(META_CHANGES)
+            if epoch is None or len(epoch) != EPOCH_SIZE or len(counter) != _U64.size:
+                raise StoreCorrupt(f"the store at {self.path} has a malformed change feed mark: run "
+                                   "`p2pnode ledger verify`")
+            self.epoch: bytes = epoch  # (the feed's: made when the feed was, kept for the store's life)
+            self._counter: int = _U64.unpack(counter)[0]  # the last counter given (written with it)
         except plyvel.Error as e:
             self._db.close()
             raise _wrap_io(e, self.path) from None
@@ -318,23 +357,65 @@ class Store:
             indexed = registry.index_keys(e)
             if indexed is not None:
                 deletes.extend(space_prefix(P_EXT_INDEX, indexed[0]) + k for k in indexed[1])
-        self.write_batch([], deletes)
+        self.write_chains([], deletes, dropped=[author])
         return sum(1 for k in deletes if k[:1] == P_ENTRY)
 
     def heads_page(self, after: bytes | None, limit: int) -> dict[bytes, Head]:
         """The heads of the first ``limit`` authors after ``after`` (None: from the first),
         in author order: one page of a sync ``heads`` answer, read without reading the rest."""
-        out: dict[bytes, Head] = {}
-        start = P_HEAD + after + b"\x00" if after is not None else P_HEAD  # (the least key after it)
         try:
-            with self._db.iterator(start=start, stop=bytes([P_HEAD[0] + 1])) as it:  # (the H keys from start)
-                for k, v in it:
-                    if len(out) >= limit:
-                        break
-                    out[k[1:]] = unpack_head(k[1:], v)
+            return self._heads_page(self._db, after, limit)
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
+
+    @staticmethod
+    def _heads_page(db: Any, after: bytes | None, limit: int) -> dict[bytes, Head]:
+        out: dict[bytes, Head] = {}
+        start = P_HEAD + after + b"\x00" if after is not None else P_HEAD  # (the least key after it)
+        with db.iterator(start=start, stop=bytes([P_HEAD[0] + 1])) as it:  # (the H keys from start)
+            for k, v in it:
+                if len(out) >= limit:
+                    break
+                out[k[1:]] = unpack_head(k[1:], v)
         return out
+
+    @property
+    def counter(self) -> int:
+        """The last change counter given (0: no chain has changed since the feed was made)."""
+        return self._counter
+
+    def changes(self, after: int, limit: int) -> tuple[int, list[tuple[int, Head]]]:
+        """At one instant: the counter, and the heads of the first ``limit`` chains whose
+        last change came after counter ``after``, in the order of their changes, each with
+        its counter. Reads O(limit) keys, however many chains are held (I8)."""
+        out: list[tuple[int, Head]] = []
+        try:
+            with self._db.snapshot() as snap:
+                upto = _U64.unpack(snap.get(META_CHANGES))[0]
+                if after >= upto:
+                    return upto, out  # (nothing changed: no iterator opened)
+                with snap.iterator(start=change_key(after + 1), stop=bytes([P_CHANGE[0] + 1])) as it:
+                    for k, author in it:
+                        if len(out) >= limit:
+                            break
+                        v = snap.get(P_HEAD + author)
+                        if v is None:
+                            raise StoreCorrupt(f"the change feed names author {author.hex()[:16]}..., whose "
+                                               "chain is not held: run `p2pnode ledger verify`")
+                        out.append((_U64.unpack_from(k, 1)[0], unpack_head(author, v)))
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+        return upto, out
+
+    def marked_heads_page(self, after: bytes | None, limit: int) -> tuple[int, dict[bytes, Head]]:
+        """``heads_page(after, limit)`` and the counter, read at one instant: every change
+        not in the page has a counter above the one returned."""
+        try:
+            with self._db.snapshot() as snap:
+                upto = _U64.unpack(snap.get(META_CHANGES))[0]
+                return upto, self._heads_page(snap, after, limit)
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
 
     def get(self, author: bytes, seq: int) -> bytes | None:
         """The envelope bytes stored at (author, seq), or None."""
@@ -400,6 +481,56 @@ class Store:
                     wb.delete(k)
         except (plyvel.Error, OSError) as e:
             raise self._fail(e) from None
+
+    def write_chains(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
+                     changed: Iterable[bytes] = (), dropped: Iterable[bytes] = (), sync: bool = True,
+                     reserve: int = 0) -> None:
+        """``write_batch`` for a write that changes chains: each author in ``changed`` (whose
+        head the write changes) gets the next change counter, and each in ``dropped`` (whose
+        chain the write deletes) loses its feed record, in the same batch (I8)."""
+        with self._feed_lock:
+            puts, deletes = list(puts), list(deletes)
+            counter = self._counter
+            for author in dict.fromkeys(changed):
+                old = self._get(P_CHANGED + author)
+                if old is not None:
+                    deletes.append(P_CHANGE + old)  # (its older record: one per chain)
+                counter += 1
+                puts += [(change_key(counter), author), (P_CHANGED + author, _U64.pack(counter))]
+            for author in dict.fromkeys(dropped):
+                old = self._get(P_CHANGED + author)
+                if old is not None:
+                    deletes += [P_CHANGE + old, P_CHANGED + author]
+            if counter != self._counter:
+                puts.append((META_CHANGES, _U64.pack(counter)))
+            self.write_batch(puts, deletes, sync=sync, reserve=reserve)
+            self._counter = counter
+
+    def _rebuild_changes(self) -> None:
+        """Make the change feed of a store made before it (or whose rebuild a crash cut
+        short): one record per chain held, counters 1..n in author order, and a new epoch
+        (counters given before are void). Runs once, at open; the mark is written last."""
+        for prefix in (P_CHANGE, P_CHANGED):
+            while True:
+                stale = []
+                with self._db.iterator(prefix=prefix, include_value=False) as it:
+                    for k in it:
+                        stale.append(k)
+                        if len(stale) >= MIGRATE_BATCH:
+                            break
+                if not stale:
+                    break
+                self.write_batch([], stale, sync=False)
+        counter = 0
+        puts: list[tuple[bytes, bytes]] = []
+        with self._db.iterator(prefix=P_HEAD, include_value=False) as it:
+            for k in it:
+                counter += 1
+                puts += [(change_key(counter), k[1:]), (P_CHANGED + k[1:], _U64.pack(counter))]
+                if len(puts) >= MIGRATE_BATCH:
+                    self.write_batch(puts, sync=False)
+                    puts = []
+        self.write_batch(puts + [(META_EPOCH, os.urandom(EPOCH_SIZE)), (META_CHANGES, _U64.pack(counter))])
 
     def check_writable(self, reserve: int = 0) -> None:
         """Raise what ``write_batch`` would raise before writing: ``StoreFailed`` after a
@@ -550,7 +681,7 @@ class Store:
             head = Head.of(entry)
         if out:
             puts.append((P_HEAD + key.public_key, pack_head(head)))
-            self.write_batch(puts, sync=True, reserve=self.reserve.own)
+            self.write_chains(puts, changed=[key.public_key], sync=True, reserve=self.reserve.own)
         return out
 
     def append_one(self, key: SigningKey, kind: str, body: Any, *, now_ms: int, registry: KindRegistry) -> Entry:
@@ -562,7 +693,10 @@ class Store:
         k = fork_key(proof.author, proof.seq)
         if self._get(k) is not None:
             return False
-        self.write_batch([(k, proof.encode())], sync=False, reserve=self.reserve.others)
+        # A chain held gets a change: a peer that pulls "what changed" since sees its head
+        # again, and (its id differing from the other half's) fetches the proof's half.
+        changed = [proof.author] if self.head(proof.author) is not None else []
+        self.write_chains([(k, proof.encode())], changed=changed, sync=False, reserve=self.reserve.others)
         return True
 
     def ingest(
@@ -591,18 +725,23 @@ class Store:
         report.errors.extend(batch.errors)
         report.forks.extend(batch.forks)
         puts: list[tuple[bytes, bytes]] = []
+        changed: list[bytes] = []
         for author, entries in batch.by_author.items():
             if admit is not None and self.head(author) is None and not admit(author):
                 report.errors.append(ChainError("no room for another stranger's chain", author=author,
                                                 seq=min(entries), code="not_admitted"))
                 continue
-            puts.extend(self._extend(author, entries, registry, report))
+            extended = self._extend(author, entries, registry, report)
+            if extended:
+                puts.extend(extended)
+                changed.append(author)
         for proof in report.forks:
             self.record_fork(proof)
         if strict and (report.errors or report.forks):
             raise IngestRefused(report)
         if puts:
-            self.write_batch(puts, sync=False, reserve=self.reserve.own if own else self.reserve.others)
+            self.write_chains(puts, changed=changed, sync=False,
+                              reserve=self.reserve.own if own else self.reserve.others)
         return report
 
     def _extend(

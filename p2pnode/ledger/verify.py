@@ -24,7 +24,8 @@ from protocol.fork import ForkProof
 from protocol.kinds import INVALID, UNKNOWN, KindRegistry
 
 from p2pnode.ledger.store import (
-    P_ENTRY, P_EXT_INDEX, P_FORK, P_HEAD, P_INDEX, P_META, Store, space_prefix, split_seq_key, unpack_head,
+    META_CHANGES, P_CHANGE, P_CHANGED, P_ENTRY, P_EXT_INDEX, P_FORK, P_HEAD, P_INDEX, P_META, Store, space_prefix,
+    split_seq_key, unpack_head,
 )
 
 MAX_PROBLEMS = 1000
@@ -78,6 +79,7 @@ def verify_store(store: Store, registry: KindRegistry, progress: Callable[[int],
         _check_heads(store, last, report)
         _check_index(store, report)
         _check_forks(store, report)
+        _check_changes(store, report)
         for name, wanted in sorted(index_keys.items()):
             _check_extension_index(store, name, wanted, report)
         for name, check in checks:
@@ -245,6 +247,33 @@ def _check_forks(store: Store, report: VerifyReport) -> None:
             continue
         if proof.author != author or proof.seq != seq:
             report.add(Problem("bad_fork_proof", "fork proof stored under another author or seq", author, seq))
+
+
+def _check_changes(store: Store, report: VerifyReport) -> None:
+    """I8: one ``u`` record per head, each naming a ``U`` record that names it back; no
+    other ``U`` record; no counter above the feed's."""
+    mark = store.db.get(META_CHANGES, verify_checksums=True)
+    top = int.from_bytes(mark, "big") if mark is not None and len(mark) == 8 else None
+    if top is None:
+        report.add(Problem("bad_change_feed", "the change feed has no counter"))
+        return
+    held = {k[1:] for k, _ in _iter(store, P_HEAD)}
+    named = 0
+    for key, value in _iter(store, P_CHANGED):
+        author = key[1:]
+        counter = int.from_bytes(value, "big") if len(value) == 8 else None
+        if author not in held:
+            report.add(Problem("bad_change_feed", "a change record names a chain not held", author))
+        elif counter is None or counter > top or store.db.get(P_CHANGE + value) != author:
+            report.add(Problem("bad_change_feed", "the chain's change record is broken", author))
+        else:
+            named += 1
+        held.discard(author)
+    for author in held:
+        report.add(Problem("bad_change_feed", "a chain held has no change record", author))
+    count = sum(1 for _ in _iter(store, P_CHANGE))
+    if count != named:
+        report.add(Problem("bad_change_feed", f"the change feed holds {count} records for {named} chains"))
 
 
 def _check_extension_index(store: Store, name: str, wanted: set[bytes], report: VerifyReport) -> None:

@@ -7,6 +7,11 @@ ranges in batches of up to ``wire.MAX_BATCH`` entries, asking for the next batch
 verifying the last so that the peer's reading and our verifying overlap. Each batch is
 verified and stored in one write (``Store.ingest``).
 
+A pull may be given a cursor (a place in the peer's change feed, from the last pull that
+completed): then the peer lists only the chains changed since, and the node reads only
+those chains' heads of its own, so that a round in which nothing changed costs a few
+reads on both sides however many chains they hold (protocol/wire.py, rule 2).
+
 The order of that conversation (what may be sent or received when, what ends it) is the
 pure ``Puller``/``Server`` of ``protocol/sync.py``; ``pull`` and ``serve_sync`` only read
 frames, feed them in, and perform the actions that come out.
@@ -27,7 +32,9 @@ import trio
 
 from protocol import sync as rules
 from protocol import wire
+from protocol.chain import Head
 from protocol.errors import ProtocolError
+from protocol.schema import U63_MAX
 from protocol.sync import MAX_REQUESTS_PER_STREAM, Progress, PullResult
 
 log = logging.getLogger("p2pnode.sync")
@@ -220,19 +227,52 @@ async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stre
 # -- the listener side ---------------------------------------------------------------
 
 
+class ChangeFeed(Protocol):
+    """What a listener reads of its store's change feed (``p2pnode.ledger.store.Store``)."""
+
+    epoch: bytes
+
+    def changes(self, after: int, limit: int) -> tuple[int, list[tuple[int, Head]]]: ...
+    def marked_heads_page(self, after: bytes | None, limit: int) -> tuple[int, dict[bytes, Head]]: ...
+
+
+def read_changes(feed: ChangeFeed, since: wire.Cursor, limit: int) -> rules.ChangesRead:
+    """The answer to ``ReadChanges``: the feed's mark and, if ``since`` holds there, the
+    first ``limit`` changes after it, read at one instant. For a cursor of another store
+    nothing but the mark is read."""
+    if since.epoch != feed.epoch:
+        upto, changes = feed.changes(U63_MAX, 0)  # (the counter alone: nothing is after U63_MAX)
+        return rules.ChangesRead(wire.Cursor(feed.epoch, upto), None)
+    upto, changes = feed.changes(since.counter, limit)
+    mark = wire.Cursor(feed.epoch, upto)
+    return rules.ChangesRead(mark, tuple(changes) if wire.cursor_holds(since, mark) else None)
+
+
 async def serve_sync(stream: Stream, heads: Callable[[bytes | None, int], dict],
-                     chain: Callable[[bytes, int, int], list[bytes]]) -> int:
+                     chain: Callable[[bytes, int, int], list[bytes]], feed: ChangeFeed | None = None) -> int:
     """Answer one peer's pulls until it closes the stream (or has made
     ``MAX_REQUESTS_PER_STREAM`` requests); returns the entries sent. Raises
     ``PeerMisbehaved`` if the peer sends anything but requests.
 
     ``heads(after, limit)`` gives the first ``limit`` chains held after author ``after``
-    (None: from the first), in order; ``chain(author, start, limit)`` their envelopes.
+    (None: from the first), in order; ``chain(author, start, limit)`` their envelopes;
+    ``feed`` answers the queries that carry a cursor (without it, such a query is
+    answered as a node without a feed would be: as an unexpected message).
     """
 
     async def perform(action: Any) -> rules.Event:
+        if isinstance(action, (rules.ReadChanges, rules.ReadHeads)) and feed is None and (
+                isinstance(action, rules.ReadChanges) or action.marked):
+            raise PeerMisbehaved("a heads? with a cursor, which this listener does not answer", "bad_message")
+        if isinstance(action, rules.ReadChanges):
+            assert feed is not None
+            return read_changes(feed, action.since, action.limit)
         if isinstance(action, rules.ReadHeads):
             assert action.limit is not None, "a listener reads heads a page at a time"
+            if action.marked:
+                assert feed is not None
+                upto, page = feed.marked_heads_page(action.after, action.limit)
+                return rules.HeadsRead(page, wire.Cursor(feed.epoch, upto))
             return rules.HeadsRead(heads(action.after, action.limit))
         assert isinstance(action, rules.ReadChain), action
         return rules.ChainRead(tuple(chain(action.author, action.start, action.limit)))
@@ -257,6 +297,8 @@ async def pull(
     progress: Callable[[Progress], None] | None = None,
     only: frozenset[bytes] | None = None,
     new_chain: Callable[[bytes], bool] | None = None,
+    since: wire.Cursor | None = None,
+    our_head: Callable[[bytes], Head | None] | None = None,
 ) -> PullResult:
     """Fetch from the peer on ``stream`` every entry it holds that we lack, storing each
     batch with ``ingest`` as it arrives, and return what it brought. Stops at the first
@@ -265,11 +307,22 @@ async def pull(
 
     ``progress``, if given, is called with the figures after the plan and after each
     batch. ``only``: pull these authors' chains alone; ``new_chain``: whether to pull a
-    chain we hold none of (the Puller's). Raises ``PeerMisbehaved`` if the peer breaks
+    chain we hold none of (the Puller's). ``since``: the cursor to ask changes since
+    (``wire.NO_CURSOR`` for every head and a cursor back; None for every head, as a node
+    without cursors asks); ``result.cursor`` is the one to give the next pull, or None
+    (keep the old one). With changes, only the heads of the authors they name are read,
+    each with ``our_head(author)`` (default: from ``our_heads()``). Raises
+    ``PeerMisbehaved`` if the peer breaks
     the wire rules, ``PeerGone`` if it leaves mid-pull (batches already ingested stay
     stored)."""
 
     async def perform(action: Any) -> rules.Event | None:
+        if isinstance(action, rules.ReadHeads) and action.authors is not None:
+            if our_head is None:
+                ours = our_heads()
+                return rules.HeadsRead({a: ours[a] for a in action.authors if a in ours})
+            found = ((a, our_head(a)) for a in action.authors)
+            return rules.HeadsRead({a: h for a, h in found if h is not None})
         if isinstance(action, rules.ReadHeads):
             return rules.HeadsRead(our_heads())
         if isinstance(action, rules.Ingest):
@@ -280,7 +333,7 @@ async def pull(
             progress(action.progress)
         return None
 
-    puller = rules.Puller(batch=batch, only=only, new_chain=new_chain)
+    puller = rules.Puller(batch=batch, only=only, new_chain=new_chain, since=since)
     return await _run(puller, puller.begin(), stream, perform)
 
 

@@ -15,6 +15,13 @@ entries yet, and nothing else would trigger another before the routine round. A 
 seen in gossip (``note_gap``) is therefore remembered: after each pull that leaves it
 open, the node asks that peer again after ``GAP_RETRY`` seconds, for at most
 ``GAP_PATIENCE`` seconds, and at most ``MAX_GAPS`` gaps are remembered at once.
+
+Cursors: the first pull on each connection asks every head; a pull that completes gives
+a cursor in the peer's change feed (protocol/sync.py, rule 7), and the next routine pull
+asks only what changed since it, so that an idle round costs the same whether the two
+nodes hold ten chains or a hundred thousand. One cursor is kept per connection, in
+memory: it goes with the connection (a reconnect starts with a full pull), and a pull
+that fails or is cut short leaves the one before it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,27 @@ MAX_OTHER_PULLS = 16  # pulls over peers' other connections at once (``pull_over
 MAX_OTHER_PULLS_PER_PEER = 4  # and over one peer ID's
 
 
+def _lazy(make: Callable[[], Callable[[bytes], bool]]) -> Callable[[bytes], bool]:
+    """``make()``'s function, made when first called: a plan that meets no new chain (an
+    idle round) never pays for making it (the interest planner reads every stranger held)."""
+    made: list[Callable[[bytes], bool]] = []
+
+    def call(author: bytes) -> bool:
+        if not made:
+            made.append(make())
+        return made[0](author)
+
+    return call
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    """Where the next pull from a peer starts, and the connection it was got on."""
+
+    conn: Any  # the peer's entry in Connections.connected when it was got
+    at: wire.Cursor
+
+
 @dataclass
 class _Pull:
     """Progress of one pull under way."""
@@ -71,6 +99,7 @@ class Syncer:
         self._nursery: trio.Nursery | None = None
         self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
         self._other_pulls: dict[bytes, int] = {}  # peer -> pulls over its other connections now
+        self._cursors: dict[bytes, _Cursor] = {}  # peer -> its cursor (one per connected peer)
         streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -89,8 +118,16 @@ class Syncer:
         self._nursery.start_soon(self._sync_with, pk)
 
     def request_all(self) -> None:
+        for pk in [pk for pk in self._cursors if self._cursor(pk) is None]:
+            self._cursors.pop(pk, None)  # (its connection ended: bounded by the peers connected)
         for pk in list(self.conns.connected):
             self.request(pk)
+
+    def _cursor(self, pk: bytes) -> wire.Cursor | None:
+        """The cursor got from ``pk`` on its present connection, if any."""
+        c = self._cursors.get(pk)
+        conn = self.conns.connected.get(pk)
+        return c.at if c is not None and conn is not None and c.conn is conn else None
 
     async def routine(self) -> None:
         while True:
@@ -103,7 +140,7 @@ class Syncer:
                 self._syncing[pk] = False
                 self._pulls[pk] = _Pull(self.clock.monotonic())
                 await self._pull_once(pk, lambda: self.streams.open(pk, wire.SYNC_PROTOCOL),
-                                      progress=lambda p, pk=pk: self._progressed(pk, p))
+                                      progress=lambda p, pk=pk: self._progressed(pk, p), cursor=True)
                 if not self._syncing.get(pk):
                     break
         finally:
@@ -137,16 +174,27 @@ class Syncer:
         self._nursery.start_soon(once)
 
     async def _pull_once(self, pk: bytes, open_stream: Callable[[], Awaitable[Any]],
-                         progress: Callable[[Any], None] | None = None) -> None:
+                         progress: Callable[[Any], None] | None = None, *, cursor: bool = False) -> None:
         """One pull from ``pk`` over the stream ``open_stream`` opens; what the peer did
-        wrong is scored, nothing is raised."""
+        wrong is scored, nothing is raised. With ``cursor`` (the routine pulls over the
+        connection libp2p picks) it asks what changed since the peer's cursor, or
+        everything with ``NO_CURSOR`` on a connection's first pull, and keeps the cursor a
+        complete pull gives; without (a pull over a peer ID's other connection) it is a
+        full pull and keeps none."""
         stream = None
         try:
             stream = await open_stream()
             interest = self.ledger.interest
+            conn = self.conns.connected.get(pk)
+            since = (self._cursor(pk) or wire.NO_CURSOR) if cursor else None
             result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk), progress=progress,
-                                new_chain=None if interest is None else interest.planner())
+                                new_chain=None if interest is None else _lazy(interest.planner),
+                                since=since, our_head=self.ledger.store.head)
             self.last_round_ms = self.clock.now_ms()
+            self._count("sync.heads.received", result.heads_received)
+            self._count("sync.pulls.changes" if result.changes else "sync.pulls.full", 1)
+            if cursor and result.cursor is not None and conn is not None and self.conns.connected.get(pk) is conn:
+                self._cursors[pk] = _Cursor(conn, result.cursor)
             if result.added:
                 log.info("synced %d entries from %s", result.added, peer_id(pk))
             if result.errors and not result.forks and result.errors[0].code != "not_admitted":
@@ -227,4 +275,4 @@ class Syncer:
         def chain(author: bytes, start: int, limit: int) -> list[bytes]:
             return list(store.chain(author, start=start, limit=limit))
 
-        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain))
+        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain, store))

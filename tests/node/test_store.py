@@ -427,3 +427,98 @@ def test_interest_evicts_the_least_recently_stored_stranger_and_never_one_with_s
         held = set(store.heads())
         assert held == {me.public_key, friend.public_key, strangers[1].public_key, strangers[2].public_key}
         assert verify_store(store, REGISTRY).ok
+
+
+# -- the change feed (store invariant I8) ------------------------------------------------
+
+
+def feed_records(store: Store) -> tuple[list[tuple[int, bytes]], dict[bytes, int]]:
+    """The ``U`` records (counter, author) in order and the ``u`` records, read raw."""
+    from p2pnode.ledger.store import P_CHANGE, P_CHANGED
+
+    changes = [(int.from_bytes(k[1:], "big"), v) for k, v in store.db.iterator(prefix=P_CHANGE)]
+    where = {k[1:]: int.from_bytes(v, "big") for k, v in store.db.iterator(prefix=P_CHANGED)}
+    return changes, where
+
+
+def test_the_change_feed_holds_one_record_per_chain_at_its_last_change(store, registry):
+    me, x, y = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    xs, ys = build_chain(x, 4), build_chain(y, 2)
+    assert store.counter == 0 and len(store.epoch) == 16
+    append_own(store, me, registry, 2)  # 1: me
+    store.ingest([e.envelope for e in xs[:2] + ys], registry=registry)  # 2, 3: x and y in one write
+    store.ingest([e.envelope for e in xs[2:]], registry=registry)  # 4: x again
+    store.ingest([e.envelope for e in ys], registry=registry)  # duplicates: no change, no counter
+    changes, where = feed_records(store)
+    assert store.counter == 4
+    assert [a for _, a in changes] == [me.public_key, y.public_key, x.public_key]  # x's older record went
+    assert where == {a: c for c, a in changes}
+    assert set(where) == set(store.heads())
+    upto, got = store.changes(0, 10)
+    assert upto == 4 and [(c, h.author) for c, h in got] == changes
+    assert got[-1][1] == Head.of(xs[-1])
+    assert store.changes(3, 10) == (4, [(4, Head.of(xs[-1]))])  # only what changed after 3
+    assert store.changes(4, 10) == (4, [])  # an idle read: nothing after the counter
+    assert store.changes(0, 1) == (4, got[:1])  # paged
+    assert verify_store(store, registry).ok
+
+
+def test_a_dropped_chain_leaves_the_feed_and_a_fork_proof_changes_its_chain(store, registry):
+    x, y = SigningKey.generate(), SigningKey.generate()
+    xs = build_chain(x, 3)
+    store.ingest([e.envelope for e in xs] + [e.envelope for e in build_chain(y, 1)], registry=registry)
+    before = store.counter
+    assert store.drop_chain(y.public_key, registry) == 1
+    changes, where = feed_records(store)
+    assert y.public_key not in where and all(a != y.public_key for _, a in changes)
+    assert store.counter == before  # a drop gives no counter: nothing is left to pull
+    alt = next_entry(x, xs[1], now_ms=T0 + 50, kind="note", body={"text": "the other history"})
+    report = store.ingest([alt.envelope], registry=registry)
+    assert report.forks and store.counter == before + 1  # peers that pull changes see x again
+    assert feed_records(store)[0] == [(before + 1, x.public_key)]
+    assert verify_store(store, registry).ok
+
+
+def test_the_feed_survives_a_restart_and_a_store_made_before_it_gets_one_on_open(tmp_path, registry):
+    from p2pnode.ledger.store import META_CHANGES, META_EPOCH, P_CHANGE, P_CHANGED
+
+    path = tmp_path / "store"
+    keys = [SigningKey.generate() for _ in range(5)]
+    with Store(path, create=True) as s:
+        for k in keys:
+            s.ingest([e.envelope for e in build_chain(k, 2)], registry=registry)
+        epoch, counter, records = s.epoch, s.counter, feed_records(s)
+    with Store(path) as s:  # restart: the same feed
+        assert (s.epoch, s.counter, feed_records(s)) == (epoch, counter, records)
+    db = plyvel.DB(str(path))  # a store of the layout before the feed: no U, u, epoch or counter
+    for prefix in (P_CHANGE, P_CHANGED):
+        for k in list(db.iterator(prefix=prefix, include_value=False)):
+            db.delete(k)
+    db.delete(META_CHANGES)
+    db.delete(META_EPOCH)
+    db.close()
+    with Store(path) as s:
+        changes, where = feed_records(s)
+        assert s.counter == 5 and s.epoch != epoch  # a new feed: counters of the old one are void
+        assert set(where) == {k.public_key for k in keys} and len(changes) == 5
+        assert verify_store(s, registry).ok
+        rebuilt = (s.epoch, feed_records(s))
+    with Store(path) as s:  # rebuilt once: the next open keeps it
+        assert (s.epoch, feed_records(s)) == rebuilt
+
+
+def test_verify_reports_a_broken_change_feed(store, registry):
+    from p2pnode.ledger.store import P_CHANGED
+
+    x = SigningKey.generate()
+    store.ingest([e.envelope for e in build_chain(x, 2)], registry=registry)
+    store.db.delete(P_CHANGED + x.public_key)
+    report = verify_store(store, registry)
+    assert {p.code for p in report.problems} == {"bad_change_feed"}
+
+
+def test_a_marked_page_and_the_changes_are_read_at_one_instant(store, registry):
+    x = SigningKey.generate()
+    store.ingest([e.envelope for e in build_chain(x, 2)], registry=registry)
+    upto, page = store.marked_heads_page(None, 10)
+    assert upto == store.counter == 1 and page == store.heads()

@@ -28,8 +28,29 @@ addrs = st.lists(
     st.builds(lambda p: f"/ip4/127.0.0.1/tcp/{p}", st.integers(0, 65535)), max_size=wire.MAX_ADDRS
 ).map(tuple)
 
+epochs = st.binary(min_size=wire.EPOCH_SIZE, max_size=wire.EPOCH_SIZE)
+cursors = st.builds(wire.Cursor, epochs, st.integers(0, 2**63 - 1))
+
+
+@st.composite
+def changes_pages(draw) -> wire.Heads:
+    """A changes page as a listener sends it: distinct authors in change order, ``next``
+    (if more remain) the counter of the last, below ``upto``."""
+    heads = draw(st.lists(st.tuples(b32, seqs, b32), max_size=12, unique_by=lambda h: h[0]))
+    since = draw(st.integers(0, 2**40))
+    more = bool(heads) and draw(st.booleans())
+    last = since + len(heads) + draw(st.integers(0, 50))
+    upto = last + (draw(st.integers(1, 50)) if more else 0)
+    return wire.Heads(tuple(heads), last if more else None, draw(epochs), upto, since)
+
+
 messages = st.one_of(
     st.just(wire.HeadsQuery()),
+    st.builds(wire.HeadsQuery, st.none() | b32, cursors),
+    changes_pages(),
+    st.lists(st.tuples(b32, seqs, b32), max_size=20, unique_by=lambda h: h[0]).map(
+        lambda hs: wire.Heads(tuple(sorted(hs)))
+    ).flatmap(lambda h: st.builds(lambda epoch, upto: wire.Heads(h.heads, None, epoch, upto), epochs, seqs)),
     st.lists(st.tuples(b32, seqs, b32), max_size=20, unique_by=lambda h: h[0]).map(
         lambda hs: wire.Heads(tuple(sorted(hs)))
     ),
@@ -102,6 +123,67 @@ def test_truncated_header_is_refused():
 def test_bad_messages_name_what_is_wrong(doc, words):
     with pytest.raises(ProtocolError, match=words):
         wire.decode_message(codec.encode(doc))
+
+
+E16 = b"\x07" * wire.EPOCH_SIZE
+H1 = [b"a" * 32, 1, b"i" * 32]
+
+
+@pytest.mark.parametrize(
+    "doc, words",
+    [
+        ({"type": "heads?", "since": [E16, 1]}, "map"),
+        ({"type": "heads?", "since": {"epoch": E16}}, "missing"),
+        ({"type": "heads?", "since": {"counter": 1, "epoch": b"short"}}, "epoch"),
+        ({"type": "heads?", "since": {"counter": -1, "epoch": E16}}, "counter"),
+        ({"type": "heads", "heads": [], "epoch": E16}, "together"),
+        ({"type": "heads", "heads": [], "upto": 3}, "together"),
+        ({"type": "heads", "heads": [], "since": 1}, "together"),
+        ({"type": "heads", "heads": [], "epoch": E16, "upto": 3, "since": 4}, "since"),
+        ({"type": "heads", "heads": [H1, H1], "epoch": E16, "upto": 9, "since": 1}, "repeats"),
+        ({"type": "heads", "heads": [H1], "epoch": E16, "upto": 9, "since": 1, "next": 9}, "next"),
+        ({"type": "heads", "heads": [H1], "epoch": E16, "upto": 9, "since": 1, "next": 1}, "next"),
+        ({"type": "heads", "heads": [], "epoch": E16, "upto": 9, "since": 1, "next": 5}, "next"),
+        ({"type": "heads", "heads": [H1], "epoch": E16, "upto": 9, "since": 1, "next": b"a" * 32}, "next"),
+        ({"type": "heads", "heads": [H1, [b"b" * 32, 1, b"i" * 32]], "epoch": E16, "upto": 2, "since": 1},
+         "2 chains changed in 1"),
+        ({"type": "heads", "heads": [H1], "epoch": E16, "upto": 9, "next": 3}, "32 bytes"),
+    ],
+)
+def test_bad_cursor_fields_name_what_is_wrong(doc, words):
+    with pytest.raises(ProtocolError, match=words):
+        wire.decode_message(codec.encode(doc))
+
+
+@SETTINGS
+@given(cursors, cursors)
+def test_a_cursor_holds_only_in_its_own_feed_and_never_beyond_its_counter(since, mark):
+    assert wire.cursor_holds(since, mark) == (since.epoch == mark.epoch and since.counter <= mark.counter)
+    assert wire.cursor_holds(mark, mark)
+    if mark.counter < 2**63 - 1:
+        assert not wire.cursor_holds(wire.Cursor(mark.epoch, mark.counter + 1), mark)
+
+
+@SETTINGS
+@given(st.lists(seqs, max_size=30, unique=True), st.integers(1, 8), epochs)
+def test_a_changes_page_is_the_first_changes_in_order_and_names_the_last_when_more_remain(counters, page, epoch):
+    counters = sorted(counters)
+    since = counters[0] - 1 if counters else 0
+    upto = counters[-1] if counters else 0
+    changes = [(c, Head(bytes([i]) * 32, 1 + i, bytes(32), 0)) for i, c in enumerate(counters)]
+    msg = wire.changes_message(changes, since, wire.Cursor(epoch, upto), page)
+    assert [h[0] for h in msg.heads] == [h.author for _, h in changes[:page]]
+    assert msg.next == (counters[page - 1] if len(counters) > page else None)
+    assert (msg.epoch, msg.upto, msg.since) == (epoch, upto, since)
+    assert wire.decode_message(wire.encode_message(msg)) == msg
+
+
+def test_a_query_without_a_cursor_is_answered_as_before_cursors():
+    hs = {bytes([i]) * 32: Head(bytes([i]) * 32, 1, ZERO_ID, 0) for i in (3, 1, 2)}
+    plain = wire.heads_message(hs)
+    assert wire.encode_message(plain) == codec.encode({"type": "heads", "heads": [[a, 1, ZERO_ID] for a in sorted(hs)]})
+    marked = wire.heads_message(hs, mark=wire.Cursor(b"\x01" * 16, 7))
+    assert (marked.heads, marked.next, marked.mark, marked.since) == (plain.heads, None, wire.Cursor(b"\x01" * 16, 7), None)
 
 
 def test_an_oversize_answer_is_trimmed_to_one_frame():
@@ -210,6 +292,12 @@ VECTORS = {
     "heads?(after=A)": wire.HeadsQuery(A),
     "heads([A, 7, ab×32], next=A)": wire.Heads(((A, 7, b"\xab" * 32),), next=A),
     'pex(["/ip4/127.0.0.1/tcp/7420"])': wire.Pex(("/ip4/127.0.0.1/tcp/7420",)),
+    "heads?(since={E, 5})": wire.HeadsQuery(since=wire.Cursor(bytes(range(16)), 5)),
+    "heads?(after=A, since={E, 5})": wire.HeadsQuery(A, wire.Cursor(bytes(range(16)), 5)),
+    "heads([A, 7, ab×32], epoch=E, upto=9, since=5)": wire.Heads(((A, 7, b"\xab" * 32),), None, bytes(range(16)), 9, 5),
+    "heads([A, 7, ab×32], next=6, epoch=E, upto=9, since=5)": wire.Heads(((A, 7, b"\xab" * 32),), 6, bytes(range(16)),
+                                                                          9, 5),
+    "heads([A, 7, ab×32], next=A, epoch=E, upto=9)": wire.Heads(((A, 7, b"\xab" * 32),), A, bytes(range(16)), 9),
 }
 
 
