@@ -13,7 +13,11 @@ Rules of this file:
    ``awaiting_disbursement``). One id is one loan.
 2. Whose word. Every loan is weighted by its lender's trust weight (trust.py, rule 3:
    1000 per mille for the viewer itself, less for keys its trust reaches thinly, 0 for
-   keys it does not reach). What *helps* the borrower (repaid loans, the age they prove,
+   keys it does not reach), from ``masses``: a walk that *excludes the borrower*
+   (``walk(viewer, ..., excluded={key} | forked)``), so that a borrower never vouches
+   for its own lenders (else a trusted key could lend trust to its sock puppets and
+   have them vouch back). ``key_mass`` is the key's own mass in the viewer's full walk,
+   shown as ``trust_pm``. What *helps* the borrower (repaid loans, the age they prove,
    counterparties) counts only in proportion to that weight: a ring of keys that lend to
    each other earns nothing. What *hurts* it (lateness, defaults, writeoffs, disputes,
    debt) counts in full whoever the lender: the borrower signed the contract and the
@@ -217,7 +221,7 @@ def _penalty(days: int, table: tuple[tuple[int, int], ...]) -> int:
 
 
 def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: date, masses: Mapping[bytes, int],
-            first_seen: Mapping[bytes, date], forked: bool = False,
+            first_seen: Mapping[bytes, date], forked: bool = False, key_mass: int = 0,
             params: CreditParams = DEFAULT_PARAMS) -> Profile:
     """``key``'s credit profile in ``viewer``'s eyes at the end of ``today`` (module rules)."""
     p = params
@@ -326,7 +330,7 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
         trusted_counterparties=len(trusted_by),
         top_lender_share_pm=max(trusted_by.values()) * 1000 // total_trusted if total_trusted else 0,
         trusted_repaid_pm=repaid_pm // p.repaid_points if p.repaid_points else 0,
-        trust_pm=trust_weight(key, viewer, masses, p.full_mass), forked=forked,
+        trust_pm=trust_weight(key, viewer, {key: key_mass}, p.full_mass), forked=forked,
         verified_age_days=age, factors=tuple(factors),
     )
 

@@ -95,12 +95,12 @@ class World:
                 g.add(h.state.loan, *pair)
         return g
 
-    def masses(self, viewer: bytes) -> dict[bytes, int]:
-        return walk(viewer, self.graph().neighbours, excluded=self.forked)
+    def masses(self, viewer: bytes, without: bytes | None = None) -> dict[bytes, int]:
+        """The viewer's walk; ``without``: a borrower that vouches for no one (credit, rule 2)."""
+        excluded = self.forked | ({without} if without not in (None, viewer) else set())
+        return walk(viewer, self.graph().neighbours, excluded=excluded)
 
-    def profile(self, viewer: bytes, k: bytes, masses: dict[bytes, int] | None = None,
-                params: CreditParams = DEFAULT_PARAMS) -> Profile:
-        if masses is None:
-            masses = self.masses(viewer)
-        return profile(k, self.loans, viewer=viewer, today=self.today, masses=masses, first_seen=self.first_seen,
-                       forked=k in self.forked, params=params)
+    def profile(self, viewer: bytes, k: bytes, params: CreditParams = DEFAULT_PARAMS) -> Profile:
+        own = self.masses(viewer).get(k, 0)
+        return profile(k, self.loans, viewer=viewer, today=self.today, masses=self.masses(viewer, k),
+                       first_seen=self.first_seen, forked=k in self.forked, key_mass=own, params=params)
