@@ -11,13 +11,10 @@ Rules of this file:
 1. The loans. Only loans whose contract names ``key`` as borrower count, at most
    ``max_loans`` of them (by loan id), and only once disbursed (not
    ``awaiting_disbursement``). One id is one loan.
-2. Whose word. Every loan is weighted by its lender's trust weight (trust.py, rule 3:
-   1000 per mille for the viewer itself, less for keys its trust reaches thinly, 0 for
-   keys it does not reach), from ``masses``: a walk that *excludes the borrower*
-   (``walk(viewer, ..., excluded={key} | forked)``), so that a borrower never vouches
-   for its own lenders (else a trusted key could lend trust to its sock puppets and
-   have them vouch back). ``key_mass`` is the key's own mass in the viewer's full walk,
-   shown as ``trust_pm``. What *helps* the borrower (repaid loans, the age they prove,
+2. Whose word. Every loan is weighted by ``lender_weights[lender]``, per mille (0 if
+   absent): trust.py, rule 5, what the viewer's trust passes from that lender to the
+   borrower through the loans it repaid (1000 for the viewer's own loans). ``key_mass``
+   is the key's own mass in the viewer's walk, shown as ``trust_pm``. What *helps* the borrower (repaid loans, the age they prove,
    counterparties) counts only in proportion to that weight: a ring of keys that lend to
    each other earns nothing. What *hurts* it (lateness, defaults, writeoffs, disputes,
    debt) counts in full whoever the lender: the borrower signed the contract and the
@@ -46,12 +43,14 @@ Rules of this file:
    Weighted points are summed in per mille and rounded down once.
 6. Grade. ``G`` if a fork proof of the key is held, if a loan is ``g_days_past_due`` or
    more past due today, or a default is not repaid. Else ``none`` if there is no usable
-   history (no disbursed loan with a trusted lender and nothing that hurts). Else the
+   history (trusted weight below ``min_trusted_pm`` over all loans, and nothing that
+   hurts: thin trust spread over many keys makes none of them graded). Else the
    first of ``grades`` (A to F) whose threshold the score reaches, ``G`` below all.
-7. Limits. ``min_rate_bp`` is ``min_rate_bp[grade]``. ``max_amount[cur]`` is 0 for G; for
-   other grades the larger of the newcomer limit, ``newcomer_amount[cur]`` times
-   ``1 + verified months`` (at most ``newcomer_growth``; the anchor is Bisq's account-age
-   limits), and (A to F) ``amount_factor_pm[grade]`` per mille of the largest principal
+7. Limits. ``min_rate_bp`` is ``min_rate_bp[grade]``. ``max_amount`` is empty for G
+   (nothing); ``newcomer_amount[cur]`` for ``none``; for A to F the larger of the
+   newcomer limit times ``1 + verified months`` (at most ``newcomer_growth``; the anchor
+   is Bisq's account-age limits: age counts once trust does, since a key's age alone is
+   free to make), and ``amount_factor_pm[grade]`` per mille of the largest principal
    repaid in ``cur``, weighted by its lender. The limit does not subtract what is owed:
    ``owed`` is given for policy to do that.
 8. Debt. ``owed[cur]`` is the outstanding principal of every loan not repaid (defaulted
@@ -67,7 +66,7 @@ from typing import Any, Iterable, Mapping
 
 from .contract import parse_date
 from .loanstate import AWAITING, REPAID, LoanState, Move
-from .trust import FULL_MASS, trust_weight
+from .trust import FULL_MASS, weight_pm
 
 GRADES = ("A", "B", "C", "D", "E", "F", "G")
 NONE = "none"
@@ -110,6 +109,8 @@ class CreditParams:
         "EUR": 100_00, "USD": 100_00, "GBP": 100_00, "CHF": 100_00, "CNY": 700_00, "JPY": 15_000,
         "BTC": 100_000})
     newcomer_growth: int = 4
+    min_trusted_pm: int = 1000
+    """Trusted weight (per mille of one fully trusted loan) a history needs to be usable."""
     full_mass: int = FULL_MASS
     max_loans: int = 1_000
 
@@ -220,7 +221,8 @@ def _penalty(days: int, table: tuple[tuple[int, int], ...]) -> int:
     return next((p for top, p in table if days <= top), table[-1][1])
 
 
-def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: date, masses: Mapping[bytes, int],
+def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: date,
+            lender_weights: Mapping[bytes, int],
             first_seen: Mapping[bytes, date], forked: bool = False, key_mass: int = 0,
             params: CreditParams = DEFAULT_PARAMS) -> Profile:
     """``key``'s credit profile in ``viewer``'s eyes at the end of ``today`` (module rules)."""
@@ -231,11 +233,8 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
             mine[h.state.loan] = h
     chosen = [mine[i] for i in sorted(mine)[:p.max_loans]]  # rule 1
 
-    weight = {}
-    for h in chosen:
-        lender = h.contract["lender"]
-        if lender not in weight:
-            weight[lender] = trust_weight(lender, viewer, masses, p.full_mass)
+    weight = {h.contract["lender"]: 1000 if h.contract["lender"] == viewer
+              else min(1000, max(0, lender_weights.get(h.contract["lender"], 0))) for h in chosen}
 
     owed: dict[str, int] = {}
     owed_by: dict[bytes, dict[str, int]] = {}
@@ -285,7 +284,7 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
     age = max(0, (today - start).days) if start is not None else 0
 
     hurts = late or defaulted or written_off or disputed or worst_now
-    usable = bool(trusted_by) or bool(hurts)
+    usable = sum(trusted_by.values()) >= p.min_trusted_pm or bool(hurts)
     total_trusted = sum(trusted_by.values())
     factors = [
         Factor("repaid", repaid_pm // 1000, min(p.max_repaid_points, repaid_pm // 1000),
@@ -318,7 +317,7 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
     limits: dict[str, int] = {}
     if grade != "G":
         for cur, base in p.newcomer_amount.items():
-            limits[cur] = base * min(p.newcomer_growth, 1 + months)
+            limits[cur] = base * (1 if grade == NONE else min(p.newcomer_growth, 1 + months))
         if grade != NONE:
             for cur, best in best_repaid.items():
                 limits[cur] = max(limits.get(cur, 0), best * p.amount_factor_pm[grade] // 1000)
@@ -330,7 +329,7 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
         trusted_counterparties=len(trusted_by),
         top_lender_share_pm=max(trusted_by.values()) * 1000 // total_trusted if total_trusted else 0,
         trusted_repaid_pm=repaid_pm // p.repaid_points if p.repaid_points else 0,
-        trust_pm=trust_weight(key, viewer, {key: key_mass}, p.full_mass), forked=forked,
+        trust_pm=1000 if key == viewer else weight_pm(key_mass, p.full_mass), forked=forked,
         verified_age_days=age, factors=tuple(factors),
     )
 

@@ -43,6 +43,15 @@ Rules of this file:
    anyone outside gets nothing, and what an attacker's identities get together is
    bounded by its real repaid loans with honest keys, not by their number
    (tests/protocol/test_trust.py checks both, and rule 2's losses only lower it).
+5. What a lender vouches for. A key's mass is what stops at it; what it *passes on* to
+   a neighbour is ``(1 - alpha) / alpha * mass * w / W`` (rule 4's term). So the weight
+   of a loan repaid by ``key`` to ``lender`` is ``weight_pm`` of what ``lender`` passes
+   to ``key``, shared among the repaid loans between them (``lender_weights``): a
+   trusted key that lends to a hundred puppets passes each a hundredth, and the sum over
+   all of a region's keys is bounded like its mass. The viewer's own loans weigh 1000
+   each: it vouches for its own word. The masses must come from a walk that excludes
+   ``key`` (a borrower never vouches for its own lenders: its puppets would hand its own
+   trust back to it).
 """
 
 from __future__ import annotations
@@ -110,16 +119,17 @@ def walk(viewer: bytes, neighbours: Neighbours, *, excluded: frozenset[bytes] | 
 
 
 def _heaviest(edges: Iterable[tuple[bytes, int]], excluded: frozenset[bytes] | set[bytes],
-              limit: int) -> list[tuple[bytes, int]]:
-    """Rule 1 and 2: one entry per neighbour (weights of repeats add up, then capped), not
-    excluded, the ``limit`` heaviest, ties by key; in key order."""
+              limit: int, cap: bool = True) -> list[tuple[bytes, int]]:
+    """Rule 1 and 2: one entry per neighbour (weights of repeats add up, then capped unless
+    ``cap`` is False), not excluded, the ``limit`` heaviest, ties by key; in key order."""
     merged: dict[bytes, int] = {}
     for n, (other, w) in enumerate(edges):
         if n >= 4 * MAX_NEIGHBOURS:  # a bounded read, whatever the caller hands over
             break
         if w > 0 and other not in excluded:
             merged[other] = merged.get(other, 0) + w
-    ranked = sorted(((min(w, MAX_EDGE_WEIGHT), k) for k, w in merged.items()), key=lambda x: (-x[0], x[1]))
+    top = MAX_EDGE_WEIGHT if cap else 1 << 62
+    ranked = sorted(((min(w, top), k) for k, w in merged.items()), key=lambda x: (-x[0], x[1]))
     return sorted(((k, w) for w, k in ranked[:limit]))
 
 
@@ -133,6 +143,28 @@ def weight_pm(mass: int, full_mass: int = FULL_MASS) -> int:
 def trust_weight(key: bytes, viewer: bytes, masses: Mapping[bytes, int], full_mass: int = FULL_MASS) -> int:
     """Rule 3: ``key``'s weight in the viewer's eyes (the viewer's own is 1000)."""
     return 1000 if key == viewer else weight_pm(masses.get(key, 0), full_mass)
+
+
+def lender_weights(key: bytes, viewer: bytes, neighbours: Neighbours, masses: Mapping[bytes, int], *,
+                   excluded: frozenset[bytes] | set[bytes] = frozenset(), alpha_pm: int = ALPHA_PM,
+                   full_mass: int = FULL_MASS, max_neighbours: int = MAX_NEIGHBOURS) -> dict[bytes, int]:
+    """Rule 5: the weight, per mille and per repaid loan, of each key ``key`` repaid loans
+    to (``masses``: a walk that excludes ``key``; ``excluded``: the forked keys)."""
+    out: dict[bytes, int] = {}
+    for lender, count in _heaviest(neighbours(key), excluded, max_neighbours, cap=False):
+        if lender == viewer:
+            out[lender] = 1000
+            continue
+        mass = masses.get(lender, 0)
+        if not mass:
+            continue
+        edges = _heaviest(neighbours(lender), excluded, max_neighbours)
+        total = sum(w for _, w in edges)
+        share = next((w for k, w in edges if k == key), 0)
+        if total and share:
+            passed = mass * (1000 - alpha_pm) * share // (alpha_pm * total)
+            out[lender] = weight_pm(passed // count, full_mass)
+    return out
 
 
 def bound(viewer: bytes, region: set[bytes], neighbours: Neighbours, masses: dict[bytes, int],

@@ -12,7 +12,7 @@ from protocol import codec
 from protocol.lending.contract import check_contract, contract_schedule
 from protocol.lending.credit import DEFAULT_PARAMS, CreditParams, LoanHistory, Profile, profile, repaid_pair
 from protocol.lending.loanstate import Notice, SignedReceipt, loan_moves, loan_state
-from protocol.lending.trust import TrustGraph, walk
+from protocol.lending.trust import TrustGraph, lender_weights, walk
 
 
 def key(n: int) -> bytes:
@@ -100,7 +100,10 @@ class World:
         excluded = self.forked | ({without} if without not in (None, viewer) else set())
         return walk(viewer, self.graph().neighbours, excluded=excluded)
 
+    def lender_weights(self, viewer: bytes, k: bytes) -> dict[bytes, int]:
+        return lender_weights(k, viewer, self.graph().neighbours, self.masses(viewer, k), excluded=self.forked)
+
     def profile(self, viewer: bytes, k: bytes, params: CreditParams = DEFAULT_PARAMS) -> Profile:
         own = self.masses(viewer).get(k, 0)
-        return profile(k, self.loans, viewer=viewer, today=self.today, masses=self.masses(viewer, k),
+        return profile(k, self.loans, viewer=viewer, today=self.today, lender_weights=self.lender_weights(viewer, k),
                        first_seen=self.first_seen, forked=k in self.forked, key_mass=own, params=params)

@@ -145,7 +145,7 @@ def test_loans_of_other_borrowers_and_loans_not_disbursed_are_ignored():
     w.lend(ME, L, start=YEAR_AGO)
     assert w.profile(ME, B).loans == 0
     h = make_loan(ME, B, start=TODAY + timedelta(days=3), today=TODAY)  # awaiting disbursement
-    assert profile(B, [h], viewer=ME, today=TODAY, masses={}, first_seen={}).loans == 0
+    assert profile(B, [h], viewer=ME, today=TODAY, lender_weights={}, first_seen={}).loans == 0
     assert repaid_pair(h) is None
 
 
@@ -182,8 +182,7 @@ def test_properties_of_any_history(loans):
     # is graded no worse unless those loans hurt
     without = World(TODAY, [h for h in w.loans if h.contract["lender"] != X], dict(w.first_seen))
     q = without.profile(ME, B)
-    if not any(h.contract["lender"] == X and (h.state.state != "repaid" or h.state.defaulted_on)
-               for h in w.loans):
+    if all(pay == "on_time" for lender, pay, _, _ in loans if lender == "x"):
         assert q.score >= p.score
     # a fork proof makes it G, whatever the history
     w.forked.add(B)
