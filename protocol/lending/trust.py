@@ -63,8 +63,8 @@ SCALE = 1_000_000_000
 """All the viewer's trust: the masses of one walk sum to at most this."""
 ALPHA_PM = 200
 """Per mille of a key's residue that stops there (transitivity decay)."""
-MIN_PUSH = 10_000
-"""A residue below this (1e-5 of the whole) is not pushed on."""
+MIN_PUSH = 50_000
+"""A residue below this (5e-5 of the whole, a twentieth of ``FULL_MASS``) is not pushed on."""
 FULL_MASS = SCALE // 1000
 """The mass at which a key's weight is full: 0.1 % of the viewer's trust."""
 MAX_PUSHES = 200_000
@@ -88,6 +88,7 @@ def walk(viewer: bytes, neighbours: Neighbours, *, excluded: frozenset[bytes] | 
     queue = deque([viewer])
     queued = {viewer}
     pushes = 0
+    read: dict[bytes, tuple[list[tuple[bytes, int]], int]] = {}  # a key's edges, read once a walk
     while queue and pushes < max_pushes:
         key = queue.popleft()
         queued.discard(key)
@@ -99,8 +100,10 @@ def walk(viewer: bytes, neighbours: Neighbours, *, excluded: frozenset[bytes] | 
         pushes += 1
         kept = r * alpha_pm // 1000
         mass[key] = mass.get(key, 0) + kept
-        edges = _heaviest(neighbours(key), excluded, max_neighbours)
-        total = sum(w for _, w in edges)
+        if key not in read:
+            edges = _heaviest(neighbours(key), excluded, max_neighbours)
+            read[key] = edges, sum(w for _, w in edges)
+        edges, total = read[key]
         if not total:
             continue  # a dead end: the rest is lost
         spread = r - kept
@@ -129,6 +132,8 @@ def _heaviest(edges: Iterable[tuple[bytes, int]], excluded: frozenset[bytes] | s
         if w > 0 and other not in excluded:
             merged[other] = merged.get(other, 0) + w
     top = MAX_EDGE_WEIGHT if cap else 1 << 62
+    if len(merged) <= limit:
+        return sorted((k, min(w, top)) for k, w in merged.items())
     ranked = sorted(((min(w, top), k) for k, w in merged.items()), key=lambda x: (-x[0], x[1]))
     return sorted(((k, w) for w, k in ranked[:limit]))
 

@@ -74,6 +74,9 @@ class World:
     first_seen: dict[bytes, date] = field(default_factory=dict)
     forked: set[bytes] = field(default_factory=set)
     _salt: int = 0
+    _graph: TrustGraph | None = None
+    _by_borrower: dict[bytes, list[LoanHistory]] | None = None
+    _walks: dict = field(default_factory=dict)
 
     def lend(self, lender: bytes, borrower: bytes, *, start: date, pay: str = "on_time", seen: date | None = None,
              **kw) -> LoanHistory:
@@ -82,22 +85,36 @@ class World:
         self._salt += 1
         h = make_loan(lender, borrower, start=start, today=self.today, pay=pay, salt=self._salt, **kw)
         self.loans.append(h)
+        self._graph = self._by_borrower = None
+        self._walks.clear()
         for k in (lender, borrower):
             s = seen or start
             self.first_seen[k] = min(self.first_seen.get(k, s), s)
         return h
 
     def graph(self) -> TrustGraph:
-        g = TrustGraph()
-        for h in self.loans:
-            pair = repaid_pair(h)
-            if pair:
-                g.add(h.state.loan, *pair)
-        return g
+        if self._graph is None:
+            self._graph = TrustGraph()
+            for h in self.loans:
+                pair = repaid_pair(h)
+                if pair:
+                    self._graph.add(h.state.loan, *pair)
+        return self._graph
+
+    def borrowed_by(self, k: bytes) -> list[LoanHistory]:
+        if self._by_borrower is None:
+            self._by_borrower = {}
+            for h in self.loans:
+                self._by_borrower.setdefault(h.contract["borrower"], []).append(h)
+        return self._by_borrower.get(k, [])
 
     def masses(self, viewer: bytes, without: bytes | None = None) -> dict[bytes, int]:
         """The viewer's walk; ``without``: a borrower that vouches for no one (credit, rule 2)."""
         excluded = self.forked | ({without} if without not in (None, viewer) else set())
+        if without is None:
+            if (viewer, frozenset(self.forked)) not in self._walks:
+                self._walks[viewer, frozenset(self.forked)] = walk(viewer, self.graph().neighbours, excluded=excluded)
+            return self._walks[viewer, frozenset(self.forked)]
         return walk(viewer, self.graph().neighbours, excluded=excluded)
 
     def lender_weights(self, viewer: bytes, k: bytes) -> dict[bytes, int]:
@@ -105,5 +122,5 @@ class World:
 
     def profile(self, viewer: bytes, k: bytes, params: CreditParams = DEFAULT_PARAMS) -> Profile:
         own = self.masses(viewer).get(k, 0)
-        return profile(k, self.loans, viewer=viewer, today=self.today, lender_weights=self.lender_weights(viewer, k),
+        return profile(k, self.borrowed_by(k), viewer=viewer, today=self.today, lender_weights=self.lender_weights(viewer, k),
                        first_seen=self.first_seen, forked=k in self.forked, key_mass=own, params=params)
