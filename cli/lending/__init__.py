@@ -1,11 +1,12 @@
-"""The lending extension's commands: ``offer``, ``request``, ``loan`` and ``schedule``.
+"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule`` and ``credit``.
 Its declaration (p2pnode/lending/__init__.py) names ``COMMANDS``; the CLI adds them like
 any extension's commands."""
 
 from __future__ import annotations
 
+from cli.lending.credit import credit
 from cli.lending.loan import loan
 from cli.lending.offer import offer, request
 from cli.lending.schedule import schedule
 
-COMMANDS = [offer, request, loan, schedule]
+COMMANDS = [offer, request, loan, schedule, credit]

@@ -50,5 +50,5 @@ EXTENSION = Extension(
     # auto_confirm signed the disbursement receipt on the lender's word alone: gone, since
     # a receipt says money arrived, which only the borrower's owner knows.
     retired_settings=("auto_confirm",),
-    index_version=2,  # 2: loan.agreement entries also index the offer they take and the edge they make
+    index_version=3,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower
 )

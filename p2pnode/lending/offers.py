@@ -39,7 +39,7 @@ from protocol.lending.offer import (
 
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
-from p2pnode.lending.standing import Standing
+from p2pnode.lending.credit import Credit
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def _until(xkey: bytes) -> int:
 class OfferBook:
     """The offer book of a node running lending."""
 
-    def __init__(self, ctx: Context, standing: Standing | None = None) -> None:
+    def __init__(self, ctx: Context, standing: Credit | None = None) -> None:
         self.ctx = ctx
-        self.standing = standing or Standing(ctx)
+        self.standing = standing or Credit(ctx)
         self.records = ctx.records
         self._soon = False
         self._loaded = False

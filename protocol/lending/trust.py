@@ -220,6 +220,9 @@ class TrustGraph:
             row[y] = row.get(y, 0) + 1
         return True
 
+    def has(self, loan: bytes) -> bool:
+        return loan in self._loans
+
     def neighbours(self, key: bytes) -> list[tuple[bytes, int]]:
         return list(self._adj.get(key, {}).items())
 
