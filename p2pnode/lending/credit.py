@@ -15,8 +15,9 @@ viewer's own observations, not derived from entries alone):
 Promises:
 
 - ``on_entries(entries)``: for each new loan entry, its author's first-stored time if it
-  has none, and, for each loan a receipt or agreement names, one read of that loan's
-  documents and one loan state: an edge if it is repaid now. Bounded per entry.
+  has none; for a receipt or agreement, a tally of the loan's repayments, and a read of
+  that loan's documents and one loan state only when it may be repaid now (``take``):
+  an edge if it is. Bounded per entry.
 - ``standing(author)`` (also ``of``): 3 for this node, 2 for a key that signed a loan
   with it (its own signature vouches), 1 for a key the viewer's trust reaches (mass >
   0), 0 for a stranger. A dict lookup on the last walk: the walk is made again when
@@ -32,12 +33,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from datetime import date, datetime, timezone
 from typing import Any, Iterable
 
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id
-from protocol.lending.contract import BORROWER_INDEX, GRAPH_INDEX, loan_of
+from protocol.envelope import peek_document
+from protocol.lending.contract import BORROWER_INDEX, GRAPH_INDEX, LOAN_INDEX, embedded_id
 from protocol.lending.credit import DEFAULT_PARAMS, CreditParams, LoanHistory, Profile, profile, repaid_pair
 from protocol.lending.loanstate import loan_moves
 from protocol.lending.trust import TrustGraph, lender_weights, walk
@@ -50,6 +53,8 @@ REFRESH_S = 10.0
 """A walk made stale by new repaid loans serves standing for at most this long."""
 MAX_PROFILES = 1_000
 """Profiles cached at most (the cache is emptied when full)."""
+MAX_OPEN = 100_000
+"""Loans not repaid whose repayments are tallied in memory at most."""
 
 
 def _day(ms: int) -> date:
@@ -69,6 +74,7 @@ class Credit:
         self._forked: frozenset[bytes] = frozenset()
         self._dirty = True
         self._profiles: dict[bytes, tuple[date, Profile]] = {}
+        self._open: OrderedDict[bytes, tuple[int | None, dict[bytes, int]]] = OrderedDict()
 
     # -- what is kept ------------------------------------------------------------------------
 
@@ -118,33 +124,40 @@ class Credit:
 
     def take(self, entries: Iterable[Any]) -> int:
         """Bring the records up to date with newly stored loan entries (module docstring);
-        the number of repaid loans found."""
+        the number of repaid loans found.
+
+        Reading a loan's documents verifies their signatures again, so a loan is read in
+        full only when it may have become repaid: the first time this run hears of it
+        (unless its agreement is the first entry stored about it), and when the
+        repayments heard of add up to its principal (a loan cannot be repaid before).
+        Receipts are only peeked at here (the store verified them on the way in)."""
         with self._lock:
             graph = self._loaded()
             now = self.ctx.clock.now_ms()
             puts: list[tuple[bytes, bytes]] = []
-            loans: set[bytes] = set()
+            check: set[bytes] = set()
             for e in entries:
                 if not e.kind.startswith("loan."):
                     continue
                 if e.author not in self._seen and self.first_seen(e.author) is None:
                     self._seen[e.author] = _day(now)
                     puts.append((F_SEEN + e.author, now.to_bytes(8, "big")))
-                if e.kind in ("loan.receipt", "loan.agreement"):
-                    loan = loan_of(e.kind, e.body)
-                    if loan is not None:
-                        loans.add(loan)
                 self._profiles.pop(e.author, None)
+                if e.kind in ("loan.agreement", "loan.receipt"):
+                    self._heard(e, graph, check)
             today = self.ctx.clock.today()
             found = 0
-            for loan in sorted(loans):
-                if graph.has(loan):
-                    continue
+            for loan in sorted(check):
                 rec = read_loan(self.ctx.chains, self.ctx.index, loan)
                 pair = self._repaid(rec, today)
                 if pair and graph.add(loan, *pair):
                     puts.append((R_REPAID + loan, pair[0] + pair[1]))
                     found += 1
+                if pair:
+                    self._open.pop(loan, None)
+                elif rec.contract is not None:
+                    self._track(loan, rec.contract["principal"],
+                                {r.id: r.doc["amount"] for r in rec.receipts.values() if r.doc["what"] == "repayment"})
                 if rec.contract is not None:
                     self._profiles.pop(rec.contract["borrower"], None)
             if puts:
@@ -153,6 +166,51 @@ class Credit:
                 self._dirty = True
                 self._profiles.clear()  # weights anywhere may move
             return found
+
+    def _heard(self, e: Any, graph: TrustGraph, check: set[bytes]) -> None:
+        """Note a stored agreement or receipt; add its loan to ``check`` if it must be read."""
+        try:
+            field = "contract" if e.kind == "loan.agreement" else "receipt"
+            doc = peek_document(e.body[field])
+            loan = embedded_id(e.kind, e.body) if e.kind == "loan.agreement" else doc["loan"]
+        except Exception:  # unreadable: the store's validator refused it anyway
+            return
+        if loan is None or graph.has(loan):
+            return
+        progress = self._open.get(loan)
+        if e.kind == "loan.agreement":
+            if progress is None:
+                if self._first_about(loan):
+                    self._track(loan, doc["principal"], {})
+                else:
+                    check.add(loan)
+            elif progress[0] is None:
+                self._track(loan, doc["principal"], progress[1])
+                if sum(progress[1].values()) >= doc["principal"]:
+                    check.add(loan)
+            return
+        self._profiles.pop(doc.get("payer"), None)
+        self._profiles.pop(doc.get("payee"), None)
+        if progress is None:
+            check.add(loan)
+            return
+        if doc.get("what") == "repayment":
+            rid = embedded_id(e.kind, e.body)
+            progress[1][rid] = doc.get("amount", 0)
+            if progress[0] is not None and sum(progress[1].values()) >= progress[0]:
+                check.add(loan)
+
+    def _first_about(self, loan: bytes) -> bool:
+        """Whether the store holds one entry about ``loan`` (the one just stored)."""
+        keys = self.ctx.index.keys(LOAN_INDEX + loan)
+        return next(keys, None) is not None and next(keys, None) is None
+
+    def _track(self, loan: bytes, principal: int | None, paid: dict[bytes, int]) -> None:
+        """Remember what a loan not repaid needs (at most ``MAX_OPEN`` loans: one forgotten
+        is read in full when next heard of)."""
+        if loan not in self._open and len(self._open) >= MAX_OPEN:
+            self._open.popitem(last=False)
+        self._open[loan] = (principal, paid)
 
     # -- trust and standing ------------------------------------------------------------------
 

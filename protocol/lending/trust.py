@@ -87,6 +87,7 @@ def walk(viewer: bytes, neighbours: Neighbours, *, excluded: frozenset[bytes] | 
     residue: dict[bytes, int] = {viewer: SCALE}
     queue = deque([viewer])
     queued = {viewer}
+    known = {viewer}  # every key that held mass or residue
     pushes = 0
     read: dict[bytes, tuple[list[tuple[bytes, int]], int]] = {}  # a key's edges, read once a walk
     while queue and pushes < max_pushes:
@@ -108,12 +109,19 @@ def walk(viewer: bytes, neighbours: Neighbours, *, excluded: frozenset[bytes] | 
             continue  # a dead end: the rest is lost
         spread = r - kept
         for other, w in edges:
-            if other not in residue and other not in mass and len(residue) + len(mass) >= max_keys:
-                continue  # rule 2: bounded keys, the mass is lost
             add = spread * w // total
             if not add:
                 continue
-            residue[other] = got = residue.get(other, 0) + add
+            got = residue.get(other)
+            if got is None:
+                if other not in known:
+                    if len(known) >= max_keys:
+                        continue  # rule 2: bounded keys, the mass is lost
+                    known.add(other)
+                got = add
+            else:
+                got += add
+            residue[other] = got
             if got >= min_push and other not in queued:
                 queue.append(other)
                 queued.add(other)
