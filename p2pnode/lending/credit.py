@@ -145,6 +145,8 @@ class Credit:
                 self._profiles.pop(e.author, None)
                 if e.kind in ("loan.agreement", "loan.receipt"):
                     self._heard(e, graph, check)
+                elif e.kind != "loan.declared":  # a notice or transfer: its borrower is not in the body
+                    self._profiles.clear()
             today = self.ctx.clock.today()
             found = 0
             for loan in sorted(check):
@@ -243,9 +245,6 @@ class Credit:
         return 1 if self.masses().get(author, 0) > 0 else 0
 
     of = standing  # (the offer book's name for it)
-
-    def changed(self) -> None:
-        """(The offer book's hook: standing reads the index and the walk, nothing to drop.)"""
 
     # -- profiles ----------------------------------------------------------------------------
 

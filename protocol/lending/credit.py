@@ -22,9 +22,11 @@ Rules of this file:
 3. Time. Entry ``ts`` and document dates are chosen by their signers, so a date counts
    as evidence of age only when the viewer can anchor it: ``verified_start`` is the
    earliest of ``first_seen[key]`` (when this viewer first stored an entry of the
-   borrower) and, for every loan whose lender has weight > 0, the contract's ``start``
-   but no earlier than ``first_seen[lender]`` (never earlier for the viewer's own loans:
-   it signed them itself). ``verified_age_days`` is ``today - verified_start`` (0 if
+   borrower) and, for every loan whose lender has weight > 0, the contract's ``start``,
+   but no earlier than its ``created`` day (an acceptor signs within a week of it:
+   ``MAX_PROPOSAL_MS``; this bounds a backdated start on the viewer's own loans, whose
+   acceptance its own clock dated) nor, for another lender, than
+   ``first_seen[lender]``. ``verified_age_days`` is ``today - verified_start`` (0 if
    neither is known). A key made today that backdates its contracts with keys the
    viewer does not trust is 0 days old; one that backdates with a trusted lender can
    look at most as old as the viewer's own record of that lender.
@@ -217,6 +219,10 @@ def worst_days_past_due(moves: Iterable[Move], grace_days: int, today_dpd: int) 
     return worst
 
 
+def _utc_day(ms: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=ms // 86_400_000)
+
+
 def _penalty(days: int, table: tuple[tuple[int, int], ...]) -> int:
     return next((p for top, p in table if days <= top), table[-1][1])
 
@@ -277,9 +283,9 @@ def profile(key: bytes, loans: Iterable[LoanHistory], *, viewer: bytes, today: d
             disputed += 1
         if w > 0:
             trusted_by[lender] = trusted_by.get(lender, 0) + w
-            anchor = parse_date(c["start"])
+            anchor = max(parse_date(c["start"]), _utc_day(c["created"]))  # rule 3
             if lender != viewer:
-                anchor = max(anchor, first_seen.get(lender, today))  # rule 3
+                anchor = max(anchor, first_seen.get(lender, today))
             start = anchor if start is None else min(start, anchor)
     age = max(0, (today - start).days) if start is not None else 0
 

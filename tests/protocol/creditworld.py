@@ -24,13 +24,15 @@ def _id(doc: dict) -> bytes:
 
 
 def make_contract(lender: bytes, borrower: bytes, *, principal: int = 100_000, currency: str = "EUR",
-                  start: date, term: str = "3m", grace_days: int = 5, default_days: int = 30, salt: int = 0) -> dict:
+                  start: date, term: str = "3m", grace_days: int = 5, default_days: int = 30, salt: int = 0,
+                  created_ms: int | None = None) -> dict:
     return check_contract({
         "type": "contract", "offer": hashlib.sha256(b"offer %d" % salt).digest(), "proposer": borrower,
         "lender": lender, "borrower": borrower, "currency": currency, "principal": principal, "rate_bp": 1200,
         "term": term, "schedule": "annuity", "start": start.isoformat(), "grace_days": grace_days, "late_fee": 0,
         "default_days": default_days, "lender_head": [1, b"\x01" * 32], "borrower_head": [1, b"\x02" * 32],
-        "created": salt, "expires": salt + 1000})
+        "created": salt if created_ms is None else created_ms,
+        "expires": (salt if created_ms is None else created_ms) + 1000})
 
 
 def _receipt(loan: bytes, n: int, what: str, amount: int, day: date, payer: bytes, payee: bytes) -> SignedReceipt:
@@ -40,11 +42,13 @@ def _receipt(loan: bytes, n: int, what: str, amount: int, day: date, payer: byte
 
 
 def make_loan(lender: bytes, borrower: bytes, *, start: date, today: date, pay: str = "on_time", late_days: int = 0,
-              principal: int = 100_000, currency: str = "EUR", term: str = "3m", salt: int = 0) -> LoanHistory:
+              principal: int = 100_000, currency: str = "EUR", term: str = "3m", salt: int = 0,
+              created_ms: int | None = None) -> LoanHistory:
     """A loan disbursed on ``start`` and, by ``pay``: ``on_time`` (every installment on its
     due date), ``late`` (each ``late_days`` after it), ``open`` (nothing repaid) or
     ``default`` (nothing repaid; the lender declares a default once it may)."""
-    c = make_contract(lender, borrower, principal=principal, currency=currency, start=start, term=term, salt=salt)
+    c = make_contract(lender, borrower, principal=principal, currency=currency, start=start, term=term, salt=salt,
+                      created_ms=created_ms)
     loan = _id(c)
     receipts = [_receipt(loan, 1, "disbursement", principal, start, lender, borrower)]
     notices = []

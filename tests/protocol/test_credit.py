@@ -113,6 +113,15 @@ def test_a_key_made_today_does_not_look_old_by_backdating_its_contracts():
     assert p.verified_age_days == 365
 
 
+def test_a_backdated_start_on_the_viewers_own_loan_dates_nothing_before_it_was_signed():
+    w = world()
+    signed = TODAY - timedelta(days=20)
+    ms = (signed - date(1970, 1, 1)).days * 86_400_000
+    # a fresh key proposes to the viewer a contract whose schedule starts three years back
+    w.lend(ME, B, start=TODAY - timedelta(days=3 * 365), seen=TODAY, created_ms=ms)
+    assert w.profile(ME, B).verified_age_days == 20
+
+
 def test_worst_days_past_due_from_moves():
     d = date(2026, 1, 10)
     moves = [Move(d, "disbursed", "awaiting_disbursement", "current"),
