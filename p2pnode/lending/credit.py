@@ -21,12 +21,14 @@ Promises:
 - ``standing(author)`` (also ``of``): 3 for this node, 2 for a key that signed a loan
   with it (its own signature vouches), 1 for a key the viewer's trust reaches (mass >
   0), 0 for a stranger. A dict lookup on the last walk: the walk is made again when
-  repaid loans changed, at most every ``REFRESH_S`` (or when a profile is asked). It may
-  be asked from the store's worker thread: a lock guards what it reads.
+  repaid loans or fork proofs changed, at most every ``REFRESH_S`` (``FRESH_S`` when a
+  profile is asked). It may be asked from the store's worker thread: a lock guards what
+  it reads.
 - ``profile(author)``: ``protocol.lending.credit.profile`` of the loans ``author``
   borrowed (lending's ``W`` index, at most ``CreditParams.max_loans``) at today, with
   the lender weights of a walk that excludes ``author``. One walk at most, bounded
-  (trust.py, rule 2); profiles are cached until the loans or the walk change.
+  (trust.py, rule 2); profiles are cached until the day, the borrower's loans or the
+  viewer's walk change.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan
 F_SEEN, R_REPAID, V_BUILT = b"cF", b"cR", b"cV"
 REFRESH_S = 10.0
 """A walk made stale by new repaid loans serves standing for at most this long."""
+FRESH_S = 1.0
+"""... and profiles (``credit.show``, grades in lists) for at most this long."""
 MAX_PROFILES = 1_000
 """Profiles cached at most (the cache is emptied when full)."""
 MAX_OPEN = 100_000
@@ -73,7 +77,8 @@ class Credit:
         self._walked_at: float | None = None
         self._forked: frozenset[bytes] = frozenset()
         self._dirty = True
-        self._profiles: dict[bytes, tuple[date, Profile]] = {}
+        self._profiles: dict[bytes, tuple[date, int, Profile]] = {}  # author -> (day, walk, profile)
+        self._walks = 0  # walks made: a profile made on an older one is stale
         self._open: OrderedDict[bytes, tuple[int | None, dict[bytes, int]]] = OrderedDict()
 
     # -- what is kept ------------------------------------------------------------------------
@@ -165,8 +170,7 @@ class Credit:
             if puts:
                 self.ctx.records.write(puts)
             if found:
-                self._dirty = True
-                self._profiles.clear()  # weights anywhere may move
+                self._dirty = True  # (and so every profile, once the walk is made again)
             return found
 
     def _heard(self, e: Any, graph: TrustGraph, check: set[bytes]) -> None:
@@ -218,18 +222,17 @@ class Credit:
 
     def masses(self, fresh: bool = False) -> dict[bytes, int]:
         """The viewer's walk (trust.py); made again if repaid loans or fork proofs changed
-        and it is older than ``REFRESH_S`` (at once with ``fresh``)."""
+        and it is older than ``REFRESH_S`` (``FRESH_S`` with ``fresh``)."""
         with self._lock:
             graph = self._loaded()
             now = time.monotonic()
             forked = frozenset(self.ctx.chains.forked_authors()) if fresh or self._walked_at is None \
                 else self._forked
             stale = self._dirty or forked != self._forked
-            if self._walked_at is None or (stale and (fresh or now - self._walked_at > REFRESH_S)):
-                if forked != self._forked:
-                    self._profiles.clear()
+            if self._walked_at is None or (stale and now - self._walked_at > (FRESH_S if fresh else REFRESH_S)):
                 self._masses = walk(self.me, graph.neighbours, excluded=forked)
                 self._walked_at, self._forked, self._dirty = now, forked, False
+                self._walks += 1
             return self._masses
 
     def counterparty(self, author: bytes) -> bool:
@@ -281,8 +284,8 @@ class Credit:
         with self._lock:
             masses = self.masses(fresh=True)
             hit = self._profiles.get(author)
-            if hit is not None and hit[0] == today:
-                return hit[1]
+            if hit is not None and hit[:2] == (today, self._walks):
+                return hit[2]
             graph, forked = self._loaded(), self._forked
             loans = self.histories(author, today)
             excluded = forked | {author}
@@ -295,7 +298,7 @@ class Credit:
                         forked=author in forked, key_mass=masses.get(author, 0), params=self.params)
             if len(self._profiles) >= MAX_PROFILES:
                 self._profiles.clear()
-            self._profiles[author] = (today, p)
+            self._profiles[author] = (today, self._walks, p)
             return p
 
     def grade(self, author: bytes) -> str:
@@ -318,9 +321,11 @@ def profile_json(p: Profile, explain: bool = True) -> dict[str, Any]:
 
 
 def _amount(fmt: Any, amount: int, currency: str) -> str:
+    from protocol.lending.money import MoneyError
+
     try:
         return fmt(amount, currency)
-    except Exception:  # a currency the money module does not know: the count of minor units
+    except MoneyError:  # a currency the money module does not know: the count of minor units
         return str(amount)
 
 
