@@ -295,7 +295,8 @@ class Credit:
             seen = {k: d for k in {author, *(h.contract["lender"] for h in loans)}
                     if (d := self.first_seen(k)) is not None}
             p = profile(author, loans, viewer=self.me, today=today, lender_weights=weights, first_seen=seen,
-                        forked=author in forked, key_mass=masses.get(author, 0), params=self.params)
+                        forked=author in forked or author in self.ctx.chains.forked_authors(),
+                        key_mass=masses.get(author, 0), params=self.params)
             if len(self._profiles) >= MAX_PROFILES:
                 self._profiles.clear()
             self._profiles[author] = (today, self._walks, p)
