@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/gossip.py
 	$(PY) bench/node.py
 	$(PY) bench/agree.py
+	$(PY) bench/credit.py
 
 sim: $(STAMP)
 	$(PY) -m sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --nodes $(NODES) $(SIM_ARGS)

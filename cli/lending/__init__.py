@@ -1,12 +1,13 @@
-"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule`` and ``policy``.
+"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule``, ``policy`` and ``credit``.
 Its declaration (p2pnode/lending/__init__.py) names ``COMMANDS``; the CLI adds them like
 any extension's commands."""
 
 from __future__ import annotations
 
+from cli.lending.credit import credit
 from cli.lending.loan import loan
 from cli.lending.offer import offer, request
 from cli.lending.policy import policy
 from cli.lending.schedule import schedule
 
-COMMANDS = [offer, request, loan, schedule, policy]
+COMMANDS = [offer, request, loan, schedule, policy, credit]

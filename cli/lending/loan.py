@@ -107,10 +107,22 @@ def pending(c: Ctx, as_json: bool) -> None:
         emit_json(answer)
         return
     table(f"pending proposals ({len(answer['pending'])})",
-          ["loan", "from", "lender/borrower", "amount", "rate", "term", "expires in"],
+          ["loan", "from", "lender/borrower", "amount", "rate", "term", "expires in", "grade", "credit"],
           [[p["loan"][:16], peer_label(p["proposer"], names), "lender" if p["lender"] != p["proposer"] else "borrower",
-            f"{p['principal_text']} {p['currency']}", p["rate_text"], p["term"], _expires_in(p["expires"])]
+            f"{p['principal_text']} {p['currency']}", p["rate_text"], p["term"], _expires_in(p["expires"]),
+            p.get("proposer_credit", {}).get("grade", "-"), _credit_line(p.get("proposer_credit"))]
            for p in answer["pending"]])
+
+
+def _credit_line(c: dict | None) -> str:
+    """A proposer's credit in a few words (``p2pnode credit PEER`` tells all)."""
+    if not c:
+        return "-"
+    if c["forked"]:
+        return "FORKED"
+    owed = ", ".join(f"{v} {k}" for k, v in c["owed"].items()) or "nothing"
+    return (f"{c['repaid']} repaid, {c['paid_late']} late, {c['defaulted']} defaulted, "
+            f"{c['days_past_due']} days past due, owes {owed} (minor units), {c['verified_age_days']} days known")
 
 
 def _expires_in(ms: int) -> str:

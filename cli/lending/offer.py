@@ -182,9 +182,9 @@ def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | Non
         emit_json(a)
         return
     table(f"offer book ({len(a['offers'])})",
-          ["id", "side", "author", "amount", "rate", "term", "kind", "min grade", "expires"],
+          ["id", "side", "author", "grade", "amount", "rate", "term", "kind", "min grade", "expires"],
           [[o["id"][:16], o["side"], peer_label(o["author"], names) + (" FORKED" if o.get("author_forked") else ""),
-            f"{_range(o)} {o['currency']}", o["rate_text"],
+            o.get("grade", "-"), f"{_range(o)} {o['currency']}", o["rate_text"],
             o["term"], o["schedule"], o.get("min_grade") or "-", _when(o["expires"])] for o in a["offers"]])
 
 

@@ -51,5 +51,5 @@ EXTENSION = Extension(
     # a receipt says money arrived, which only the borrower's owner knows. max_rate capped
     # the nominal rate: [policy] apr_cap caps the APR, fees included (settings.py).
     retired_settings=("auto_confirm", "max_rate"),
-    index_version=2,  # 2: loan.agreement entries also index the offer they take and the edge they make
+    index_version=3,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower
 )

@@ -1,4 +1,4 @@
-"""Lending's control methods, declared (``offer.*``, ``loan.*`` and ``policy.*``): name, params, result and
+"""Lending's control methods, declared (``offer.*``, ``loan.*``, ``policy.*`` and ``credit.*``): name, params, result and
 help in one place (p2pnode/control/methods.py); the service (p2pnode/lending/service.py)
 binds each to the handler its ``handler`` names. No trio: the CLI reads these.
 
@@ -37,6 +37,12 @@ POLICY_VIEW = ("policy view `{name, description, in_force, overrides, rate_cap_b
                "max_days_past_due, min_grade, allow_ungraded, borrow_cap, lender_cap, new_identity_steps, "
                "exposure_per_borrower, exposure_per_grade, exposure_total}` (limits: whole major units by currency "
                "code, `*` for any other; docs/policy.md)")
+CREDIT_SUMMARY = "grade, score, repaid, paid_late, defaulted, days_past_due, owed, verified_age_days, forked"
+CREDIT_VIEW = ("credit profile `{peer, as_of, grade (A-G or none), score, max_amount, max_amount_text, min_rate_bp, "
+               "owed, owed_text, owed_by_lender, max_days_past_due, days_past_due, loans, active, repaid, "
+               "repaid_on_time, paid_late, defaulted, written_off, disputed, counterparties, trusted_counterparties, "
+               "top_lender_share_pm, trusted_repaid_pm, trust_pm, forked, verified_age_days}` (amounts by currency "
+               "in minor units; docs/credit.md), and with `explain` `factors`: `[{name, value, points, note}]`")
 
 _ID = "an id, or a unique prefix of at least 8 hex digits"
 
@@ -96,12 +102,14 @@ METHODS = (
             Param("author", "peer", "only this author's"),
             Param("own", "bool", "only this node's own", default=False),
         ),
-        result=f'`{{"offers": [{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held)]}}`',
+        result=f'`{{"offers": [{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held) and `grade` '
+               f'(its author\'s credit grade in this node\'s eyes, `credit.show`)]}}`',
         handler="offer_list",
     ),
     Method("offer.show", "One offer or request of the book. Refusals: `unknown_offer`, `ambiguous_id`.",
            params=(Param("id", "str", f"the offer: {_ID}", required=True, max_len=64),),
-           result=f"{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held)", handler="offer_show"),
+           result=f"{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held) and `grade` (its "
+                  "author's credit grade)", handler="offer_show"),
     Method(
         "loan.propose",
         "Take an offer or request: sign a contract on its terms that commits both chain heads as this node holds "
@@ -140,8 +148,10 @@ METHODS = (
     Method("loan.proposal", "One proposal this node made or must answer. Refusals: `unknown_proposal`.",
            params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),),
            result=PROPOSAL_VIEW, handler="loan_proposal"),
-    Method("loan.pending", "Proposals held for this owner's review (a node run with --review).",
-           result=f'`{{"pending": [{PROPOSAL_VIEW}]}}`', handler="loan_pending"),
+    Method("loan.pending", "Proposals held for this owner's review (a node run with --review), each with the "
+           "proposer's credit in this node's eyes.",
+           result=f'`{{"pending": [{PROPOSAL_VIEW} and `proposer_credit` `{{{CREDIT_SUMMARY}}}`]}}`',
+           handler="loan_pending"),
     Method("loan.accept", "Countersign a proposal held for review. Refusals: `unknown_proposal`, `expired`, "
            "`offer_expired`.", params=(Param("loan", "str", f"the proposal: {_ID}", required=True, max_len=64),),
            result=PROPOSAL_VIEW + " (agreed)", handler="loan_accept"),
@@ -195,4 +205,10 @@ METHODS = (
                   'principal, principal_text, outstanding, outstanding_text, start, term, forked}]}` (`forked`: the '
                   'parties of whom a fork proof is held; proposals never agreed have none)',
            handler="loan_list"),
+    Method("credit.show", "A peer's credit in this node's eyes, from the loan documents it holds: its grade, the "
+           "largest amount and lowest rate it recommends, its debt with every lender, and its history weighted by "
+           "how much of this node's trust reaches its lenders (docs/credit.md).",
+           params=(Param("peer", "peer", "the peer", required=True),
+                   Param("explain", "bool", "list every factor and what it contributed", default=False)),
+           result=CREDIT_VIEW, handler="credit_show"),
 )

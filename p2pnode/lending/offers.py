@@ -40,7 +40,7 @@ from protocol.lending.offer import (
 
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
-from p2pnode.lending.standing import Standing
+from p2pnode.lending.credit import Credit
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ def _until(xkey: bytes) -> int:
 class OfferBook:
     """The offer book of a node running lending."""
 
-    def __init__(self, ctx: Context, standing: Standing | None = None, policy: Any = None) -> None:
+    def __init__(self, ctx: Context, standing: Credit | None = None, policy: Any = None) -> None:
         self.ctx = ctx
-        self.standing = standing or Standing(ctx)
+        self.standing = standing or Credit(ctx)
         self.policy = policy  # the policy in force (policies.PolicyInForce): checks this node's own offers
         self.records = ctx.records
         self._soon = False

@@ -10,11 +10,13 @@ from typing import Any
 from protocol.lending.offer import offer_json
 
 from protocol.errors import ProtocolError
+from protocol.keys import public_key_from_peer_id
 from protocol.lending import agree
 
 from p2pnode.context import Context
 from p2pnode.lending.ask import ANSWER_TIMEOUT
 from p2pnode.lending.countersigning import Countersigning
+from p2pnode.lending.credit import Credit, profile_json, summary
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
@@ -31,7 +33,8 @@ class Lending:
         settings = dict(ctx.settings)
         settings.setdefault("review", False)
         self.policy = PolicyInForce(ctx, settings)
-        self.book = OfferBook(ctx, policy=self.policy)
+        self.credit = Credit(ctx)
+        self.book = OfferBook(ctx, self.credit, policy=self.policy)
         self.documents = LoanDocuments(ctx)
         self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)
         self.loans = Loans(ctx, self.documents, self.countersigning, settings)
@@ -60,18 +63,17 @@ class Lending:
         await stream.send(answer)
 
     async def on_entries(self, entries: list) -> None:
-        if any(e.kind == "loan.agreement" for e in entries):
-            self.book.standing.changed()
+        self.credit.take(entries)
         await self.loans.on_entries(entries)
 
     async def on_peer_connected(self, peer: bytes) -> None:
         self.book.peer_joined()
 
     def standing(self, author: bytes) -> int:
-        """How near ``author`` is in the graph of loans this node can verify (0: a
-        stranger); the node holds the chains of authors with standing whatever its
+        """What this node's credit vouches for ``author`` (p2pnode/lending/credit.py: 0 for
+        a stranger); the node holds the chains of authors with standing whatever its
         budget for strangers (p2pnode/net/interest.py)."""
-        return self.book.standing.of(author)
+        return self.credit.standing(author)
 
     def check_append(self, kind: str, body: Any) -> None:
         self.loans.check_append(kind, body)
@@ -91,11 +93,15 @@ class Lending:
         return await self.book.cancel(id)
 
     async def offer_list(self, **p: Any) -> dict:
-        return self.book.list(p)
+        listed = self.book.list(p)
+        for o in listed["offers"]:  # the grade of the peer behind each offer and request
+            o["grade"] = self.credit.grade(public_key_from_peer_id(o["author"]))
+        return listed
 
     async def offer_show(self, id: str) -> dict:
         o = self.book.find(id)
-        return dict(offer_json(o), author_forked=o.author in self.ctx.chains.forked_authors())
+        return dict(offer_json(o), author_forked=o.author in self.ctx.chains.forked_authors(),
+                    grade=self.credit.grade(o.author))
 
     # -- loan.* ----------------------------------------------------------------------------
 
@@ -106,7 +112,10 @@ class Lending:
         return self.countersigning.proposal(loan)
 
     async def loan_pending(self) -> dict:
-        return self.countersigning.pending()
+        pending = self.countersigning.pending()
+        for p in pending["pending"]:  # the proposer's credit, for the owner's review
+            p["proposer_credit"] = summary(self.credit.profile(public_key_from_peer_id(p["proposer"])))
+        return pending
 
     async def loan_accept(self, loan: str) -> dict:
         return await self.countersigning.accept(loan)
@@ -155,4 +164,9 @@ class Lending:
 
     async def loan_list(self, role: str | None, state: str | None, at: str | None) -> dict:
         return self.loans.list(role, state, at)
+
+    # -- credit.* --------------------------------------------------------------------------
+
+    async def credit_show(self, peer: str, explain: bool = False) -> dict:
+        return profile_json(self.credit.profile(public_key_from_peer_id(peer)), explain)
 

@@ -6,7 +6,8 @@ Secure Scuttlebutt's replication by hops in the follow graph. A node holds:
 
 - its own chain, and every chain it holds already (a chain is never refused an entry);
 - the chain of any author an extension gives standing (``standing(author) > 0``: for
-  lending, its counterparties and theirs, protocol/lending/standing.py), always;
+  lending, its counterparties and the keys its trust reaches, p2pnode/lending/credit.py),
+  always;
 - the chains of strangers (standing 0) up to ``budget``: to take a new one beyond it,
   the stranger chain least recently stored to is dropped first (``Store.drop_chain``).
   Strangers are evicted, never the chains of authors with standing.

@@ -41,8 +41,9 @@ p2pnode/lending/offers.py):
    Only a limit's value may vary (``Limits``, for tests); codes and messages are
    stable (``REFUSALS``; docs/api.md lists them under ``offers.refused.CODE``).
 5. Standing (``BookView.standing``) is what the viewer can verify of an author: 0 for
-   a stranger, higher for an author nearer the viewer in the graph of countersigned
-   loans (its own key highest; p2pnode/lending/standing.py). Keys are free, so a
+   a stranger, higher for an author its credit vouches for (its own key highest, then
+   its counterparties, then keys its trust reaches through repaid loans;
+   p2pnode/lending/credit.py). Keys are free, so a
    stranger's offers never push out an offer whose author has standing: a full book
    evicts only offers by authors of *lower* standing than the newcomer's, the weakest
    first (lowest standing, then the latest created), and strangers among themselves

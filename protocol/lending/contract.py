@@ -314,6 +314,7 @@ def loan_index(entry: Any) -> list[bytes]:
 LOAN_INDEX = b"L"
 TAKEN_INDEX = b"T"
 GRAPH_INDEX = b"G"
+BORROWER_INDEX = b"W"
 
 
 def agreement_index(entry: Any) -> list[bytes]:
@@ -321,8 +322,9 @@ def agreement_index(entry: Any) -> list[bytes]:
     both parties signed): its loan key; ``b"T" + offer + author + seq(8)``, which says, in
     the same write as the agreement itself, that ``author`` signed a contract taking
     ``offer`` (so an offer's consumption is as durable as the countersignature: agree
-    rule 3); and ``b"G" + author + counterparty``, an edge of the graph of countersigned
-    loans that standing walks (standing.py)."""
+    rule 3); ``b"G" + author + counterparty``, an edge of the graph of countersigned
+    loans (the node's own edges give its counterparties standing); and ``b"W" + borrower
+    + loan + author + seq(8)``, the loans a key borrowed, which credit reads."""
     keys = loan_index(entry)
     try:
         doc = peek_document(entry.body["contract"])
@@ -334,6 +336,9 @@ def agreement_index(entry: Any) -> list[bytes]:
     if entry.author in parties and all(type(p) is bytes and len(p) == 32 for p in parties):
         other = parties[1] if entry.author == parties[0] else parties[0]
         keys.append(GRAPH_INDEX + entry.author + other)
+        loan = loan_of(entry.kind, entry.body)
+        if loan is not None:
+            keys.append(BORROWER_INDEX + parties[1] + loan + entry.author + entry.seq.to_bytes(8, "big"))
     return keys
 
 

@@ -72,7 +72,8 @@ def test_offers_and_requests_through_a_running_node(node_process):
     assert "offer book (2)" in table and lend["id"][:16] in table and "100.00..900.50 EUR" in table
     shown = ok("offer", "show", req["id"][:10])
     assert "14-day periods" in shown and "equal-principal" in shown
-    assert js("offer", "show", lend["id"]) == dict(lend, author_forked=False)  # (the book adds the fork flag)
+    # (the book adds the fork flag, and the grade of the author in this node's eyes)
+    assert js("offer", "show", lend["id"]) == dict(lend, author_forked=False, grade="none")
     # refusals by the node: exit 1 with the code's message
     rc, _, err = run_cli("offer", "show", "00000000", home=home)
     assert rc == 1 and "no offer or request matches 00000000 on this node" in err

@@ -1,0 +1,116 @@
+"""Credit on in-process nodes over real libp2p and LevelDB (p2pnode/lending/credit.py): a
+repaid loan grades its borrower in its lender's eyes, `loan pending` shows the proposer's
+credit, `offer list` the grade of each author, and what credit keeps survives a restart
+(or is built once for a store made before it)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from framework.inprocess import again, lending, make_node, start, start_watched, stop_all, stop_watched, sync_all
+from framework.wait import wait_for
+
+pytestmark = pytest.mark.trio
+
+START = (date.today() - timedelta(days=45)).isoformat()
+TERMS = {"amount": "300.00", "currency": "EUR", "rate": "10%", "term": "1m"}
+
+
+async def repaid_loan(lender, borrower, accept: bool = False) -> str:
+    """A one-month loan from ``lender`` to ``borrower`` taken from a lend offer, repaid."""
+    oid = (await lender.call("offer.create", dict(TERMS, side="lend")))["id"]
+    await wait_for(lambda: lending(borrower).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
+    p = await borrower.call("loan.propose", {"offer": oid, "start": START})
+    if accept:
+        assert p["state"] == "held"
+        await lender.call("loan.accept", {"loan": p["loan"]})
+    loan = p["loan"]
+    await sync_all([lender, borrower])
+    await lender.call("loan.disburse", {"loan": loan, "date": START})
+    await sync_all([lender, borrower])
+    await borrower.call("loan.confirm", {"loan": loan})
+    for row in (await borrower.call("loan.show", {"loan": loan}))["rows"]:
+        amount = f"{row['payment'] // 100}.{row['payment'] % 100:02d}"
+        await borrower.call("loan.repay", {"loan": loan, "amount": amount, "date": row["due"]})
+        await sync_all([lender, borrower])
+        await lender.call("loan.receipt", {"loan": loan, "amount": amount, "date": row["due"]})
+    await sync_all([lender, borrower])
+    return loan
+
+
+async def test_a_repaid_loan_grades_its_borrower_in_pending_offer_list_and_credit_show(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, review=True))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        fresh = await lender.call("credit.show", {"peer": borrower.peer_id})
+        assert fresh["grade"] == "none" and "factors" not in fresh
+
+        await repaid_loan(lender, borrower, accept=True)
+        p = await wait_for_grade(lender, borrower.peer_id)
+        assert p["repaid"] == p["repaid_on_time"] == 1 and p["trusted_repaid_pm"] == 1000 and p["owed"] == {}
+        assert lending(lender).standing(borrower.key.public_key) == 2
+
+        # the borrower asks again: the lender's owner sees its credit in the review
+        oid = (await lender.call("offer.create", dict(TERMS, side="lend")))["id"]
+        await wait_for(lambda: lending(borrower).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
+        held = await borrower.call("loan.propose", {"offer": oid})
+        pending = (await lender.call("loan.pending"))["pending"]
+        assert [x["loan"] for x in pending] == [held["loan"]]
+        assert pending[0]["proposer_credit"]["grade"] == p["grade"] and pending[0]["proposer_credit"]["repaid"] == 1
+        # and a request to borrow shows its author's grade in the lender's book
+        rid = (await borrower.call("offer.create", dict(TERMS, side="borrow")))["id"]
+        await wait_for(lambda: lending(lender).book.get(bytes.fromhex(rid)) is not None, 10, "the request")
+        listed = {o["id"]: o for o in (await lender.call("offer.list", {"side": "borrow"}))["offers"]}
+        assert listed[rid]["grade"] == p["grade"]
+        assert (await lender.call("offer.show", {"id": rid}))["grade"] == p["grade"]
+        # its debt shows as soon as it owes: the held proposal accepted and disbursed
+        await lender.call("loan.accept", {"loan": held["loan"]})
+        await sync_all([lender, borrower])
+        await lender.call("loan.disburse", {"loan": held["loan"]})
+        await sync_all([lender, borrower])
+        await borrower.call("loan.confirm", {"loan": held["loan"]})
+        await sync_all([lender, borrower])
+        owing = await lender.call("credit.show", {"peer": borrower.peer_id, "explain": True})
+        assert owing["owed"] == {"EUR": 30000} and owing["owed_by_lender"] == {lender.peer_id: {"EUR": 30000}}
+        assert owing["factors"][0]["name"] == "repaid"
+        await stop_all([lender, borrower])
+
+
+async def wait_for_grade(viewer, peer: str) -> dict:
+    got: dict = {}
+
+    async def graded() -> bool:
+        got.update(await viewer.call("credit.show", {"peer": peer}))
+        return got["grade"] != "none"
+
+    for _ in range(100):
+        if await graded():
+            return got
+        await trio.sleep(0.1)
+    raise AssertionError(f"no grade: {got}")
+
+
+async def test_what_credit_keeps_survives_a_restart_and_is_built_once_for_an_older_store(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        await repaid_loan(lender, borrower)
+        before = await wait_for_grade(lender, borrower.peer_id)
+        await stop_watched(lender, lender_ended)
+        with lender.home.open_store() as store:  # as a store made before credit: none of its records
+            records = store.records("lending")
+            kept = [k for k in records.keys(b"c")]
+            assert any(k.startswith(b"cR") for k in kept) and any(k.startswith(b"cF") for k in kept)
+            records.write([], kept, sync=True)
+        lender, lender_ended = await start_watched(nursery, again(lender))
+        after = await lender.call("credit.show", {"peer": borrower.peer_id})
+        assert (after["grade"], after["repaid"], after["trusted_repaid_pm"]) == (before["grade"], 1, 1000)
+        await stop_all([lender, borrower])
