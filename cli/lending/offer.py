@@ -62,8 +62,8 @@ def terms_options(f: Callable) -> Callable:
         click.option("--late-fee", default="0", show_default=True, help="Fee per installment paid late, decimal text."),
         click.option("--default-days", type=click.IntRange(1, 3650), default=90, show_default=True,
                      help="Days past due from which the lender may declare a default."),
-        click.option("--min-grade", help="The lowest credit grade accepted, e.g. B (shown to takers; not "
-                     "enforced yet)."),
+        click.option("--min-grade", help="The lowest credit grade of a taker, A (best) to G, e.g. B: your node "
+                     "refuses to countersign with a taker graded lower in its eyes, or with no grade."),
         click.option("--expires", default="7d", show_default=True,
                      help="How long it stays in the book: N followed by s, m, h or d, at most 90d."),
     ]

@@ -453,7 +453,7 @@ class Countersigning:
             offer = None
         mine, theirs = agree.committed_heads(doc, self.me)
         return Facts(proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(), offer=offer,
-                     offer_live=offer is not None and self._live(offer), policy=self.policy.contract_refusal(doc),
+                     offer_live=offer is not None and self._live(offer), policy=self.policy.contract_refusal(doc, offer),
                      own_head_held=self._holds(self.me, mine),
                      proposer_head_held=self._holds(doc["proposer"], theirs))
 

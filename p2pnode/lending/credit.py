@@ -239,6 +239,16 @@ class Credit:
         """Whether this node's own chain holds a loan agreement with ``author``."""
         return next(iter(self.ctx.index.keys(GRAPH_INDEX + self.me + author)), None) is not None
 
+    def counterparties(self, limit: int) -> list[bytes]:
+        """The keys this node's own chain holds loan agreements with, at most ``limit``."""
+        n = len(GRAPH_INDEX) + 32
+        out: list[bytes] = []
+        for k in self.ctx.index.keys(GRAPH_INDEX + self.me):
+            if len(out) >= limit:
+                break
+            out.append(k[n:n + 32])
+        return out
+
     def standing(self, author: bytes) -> int:
         """3 for this node, 2 for its counterparties, 1 for a key its trust reaches, else 0."""
         if author == self.me:

@@ -80,7 +80,7 @@ METHODS = (
                   max_len=40),
             Param("default_days", "int", "days past due after which the lender may declare a default",
                   default=90, low=1, high=3650),
-            Param("min_grade", "str", "the lowest credit grade of a taker (stored; credit comes later)", max_len=8),
+            Param("min_grade", "str", "the lowest credit grade of a taker, A to G (its first letter; enforced when this node countersigns)", max_len=8),
             Param("expires_in_s", "int", "seconds the offer stays live", default=DEFAULT_OFFER_EXPIRY_S, low=1,
                   high=MAX_OFFER_MS // 1000),
         ),

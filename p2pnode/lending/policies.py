@@ -12,9 +12,8 @@ What it promises:
   names every rule broken and its numbers, ``details`` lists them.
 - ``contract_refusal`` is the acceptor's check of a contract: the terms rules, then, if
   this node lends and ``borrower_facts`` knows the borrower, the borrower rules.
-- ``borrower_facts`` and ``lender_exposure`` are the hooks credit fills
-  (protocol/lending/credit.py): until then ``borrower_facts`` answers None and the
-  borrower rules are not run.
+- ``borrower_facts`` and ``lender_exposure`` come from credit (p2pnode/lending/credit.py):
+  the borrower's profile in this node's eyes, and this node's own book as a lender.
 """
 
 from __future__ import annotations
@@ -32,6 +31,10 @@ from p2pnode.errors import ApiError
 from p2pnode.lending.settings import OVERRIDES, policy_of
 
 
+MAX_EXPOSURE_KEYS = 10_000
+"""Counterparties whose debt a lender's exposure sums at most (a profile each, cached a day)."""
+
+
 def refusal_error(refusal: Refusal, what: str) -> ApiError:
     """The ``ApiError`` of this node's own policy refusing ``what`` (e.g. "this offer")."""
     return ApiError(f"this node's policy refuses {what}: {refusal.message}", code=refusal.code,
@@ -44,25 +47,45 @@ class PolicyInForce:
         self.ctx = ctx
         self.settings = {k: settings.get(k, "") for k in ("preset",) + OVERRIDES}
         self.policy: Policy = policy_of(self.settings)
+        self.credit: Any = None  # p2pnode.lending.credit.Credit, set by the service: the borrower rules' facts
 
     @property
     def name(self) -> str:
         return self.policy.name
 
-    # -- hooks for credit ------------------------------------------------------------------
+    # -- what credit says (p2pnode/lending/credit.py) ------------------------------------------
 
     def borrower_facts(self, author: bytes) -> BorrowerFacts | None:
-        """What this node knows of ``author`` as a borrower (its credit profile), or None if
-        it knows nothing it can vouch for. Credit is not built yet: always None, so the
-        borrower rules of ``check_borrower`` do not run. The integrator fills this from
-        ``protocol.lending.credit.Profile`` (grade, owed, owed_by_lender[me],
-        max_days_past_due, defaulted + written_off, verified_age_days, forked)."""
-        return None
+        """What this node knows of ``author`` as a borrower: its credit profile in this
+        node's eyes (docs/credit.md), or None before credit is wired (``credit``). A key
+        the node knows nothing of has the facts of a fresh key (grade "none", age 0), so
+        the grade, new-identity and cap rules apply to it as to any."""
+        if self.credit is None:
+            return None
+        p = self.credit.profile(author)
+        return BorrowerFacts(grade=p.grade, owed=dict(p.owed), owed_to_lender=dict(p.owed_by_lender.get(self.ctx.me, {})),
+                             max_days_past_due=p.days_past_due, defaulted=p.defaulted + p.written_off,
+                             verified_age_days=p.verified_age_days, forked=p.forked)
 
     def lender_exposure(self, borrower: bytes, grade: str) -> LenderExposure:
-        """This node's book as a lender: outstanding principal owed by ``borrower``, in
-        ``grade`` and in total, per currency. Empty until credit computes it."""
-        return LenderExposure()
+        """This node's book as a lender, from the profiles of the keys its own chain holds
+        loans with (at most ``MAX_EXPOSURE_KEYS``): what each owes it, per currency, for
+        ``borrower``, for the borrowers of ``grade`` as graded today, and in total."""
+        if self.credit is None:
+            return LenderExposure()
+        me = self.ctx.me
+        to_borrower: dict[str, int] = {}
+        by_grade: dict[str, dict[str, int]] = {}
+        total: dict[str, int] = {}
+        for key in self.credit.counterparties(limit=MAX_EXPOSURE_KEYS):
+            p = self.credit.profile(key)
+            for cur, amount in p.owed_by_lender.get(me, {}).items():
+                total[cur] = total.get(cur, 0) + amount
+                g = by_grade.setdefault(p.grade, {})
+                g[cur] = g.get(cur, 0) + amount
+                if key == borrower:
+                    to_borrower[cur] = to_borrower.get(cur, 0) + amount
+        return LenderExposure(to_borrower=to_borrower, by_grade=by_grade, total=total)
 
     # -- checks ----------------------------------------------------------------------------
 
@@ -79,23 +102,49 @@ class PolicyInForce:
             return None
         return check_borrower(self.policy, terms, facts, self.lender_exposure(borrower, facts.grade))
 
-    def refuse_contract(self, doc: dict, what: str) -> None:
-        """``ApiError`` if the policy refuses contract ``doc`` this node proposes: its terms,
-        and its borrower if this node lends."""
-        terms = terms_of_contract(doc)
-        self.refuse_terms(terms, what)
-        if doc["lender"] == self.ctx.me:
-            r = self.borrower_refusal(terms, doc["borrower"])
-            if r is not None:
-                raise refusal_error(r, what)
-
-    def contract_refusal(self, doc: dict) -> str | None:
-        """Why the policy refuses to countersign ``doc`` (rules and numbers), or None."""
+    def contract_check(self, doc: dict) -> Refusal | None:
+        """Every rule the policy finds broken by contract ``doc``: its terms, and its
+        borrower if this node lends (both, so that a refusal names all of them: the issue's
+        1000% loan of 9,999,999,999 to a borrower 91 days late breaks three)."""
         terms = terms_of_contract(doc)
         r = check_terms(self.policy, terms)
-        if r is None and doc["lender"] == self.ctx.me:
-            r = self.borrower_refusal(terms, doc["borrower"])
-        return None if r is None else r.message
+        if r is not None and r.code == "bad_terms":
+            return r
+        if doc["lender"] == self.ctx.me:
+            b = self.borrower_refusal(terms, doc["borrower"])
+            if b is not None:
+                r = b if r is None else Refusal(r.policy, r.breaches + b.breaches)
+        return r
+
+    def refuse_contract(self, doc: dict, what: str) -> None:
+        """``ApiError`` if the policy refuses contract ``doc`` this node proposes."""
+        r = self.contract_check(doc)
+        if r is not None:
+            raise refusal_error(r, what)
+
+    def contract_refusal(self, doc: dict, offer: Any = None) -> str | None:
+        """Why the policy refuses to countersign ``doc`` (rules and numbers), or None; with
+        this node's ``offer`` the contract takes, also its ``min_grade`` of the taker."""
+        r = self.contract_check(doc)
+        if r is not None:
+            return r.message
+        return self.min_grade_refusal(doc["proposer"], getattr(offer, "min_grade", None))
+
+    def min_grade_refusal(self, taker: bytes, min_grade: str | None) -> str | None:
+        """Why ``taker`` may not take an offer that asks ``min_grade`` of its takers
+        (``offer create --min-grade``), or None. The grade is its first letter ("B+" asks
+        B or better); a taker with no usable history ("none") meets no grade."""
+        if not min_grade or self.credit is None:
+            return None
+        from protocol.lending.credit import GRADES, grade_at_least
+
+        floor = min_grade[0]
+        if floor not in GRADES:
+            return f"min_grade: the offer asks grade {min_grade}, which is not one of {', '.join(GRADES)}"
+        grade = self.credit.grade(taker)
+        if grade_at_least(grade, floor):
+            return None
+        return f"min_grade: the taker's grade is {grade}; the offer asks {floor} or better [offer]"
 
     # -- policy.* --------------------------------------------------------------------------
 

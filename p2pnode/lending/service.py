@@ -34,6 +34,7 @@ class Lending:
         settings.setdefault("review", False)
         self.policy = PolicyInForce(ctx, settings)
         self.credit = Credit(ctx)
+        self.policy.credit = self.credit  # the borrower rules run on credit's profiles
         self.book = OfferBook(ctx, self.credit, policy=self.policy)
         self.documents = LoanDocuments(ctx)
         self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)

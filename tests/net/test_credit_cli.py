@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from framework.loans import lend
 from framework.network import Network
 from p2pnode.home import Home
 from p2pnode.walltime import now_ms
@@ -26,20 +27,7 @@ def pid(net: Network, k: int) -> str:
 
 def lend_and_repay(net: Network, lender: int, borrower: int) -> str:
     """A one-month loan from node ``lender`` to node ``borrower``, repaid in full; its id."""
-    oid = net.json(lender, "offer", "create", "--amount", "300.00", "--currency", "EUR", "--rate", "10%",
-                   "--term", "1m")["id"]
-    net.wait(lambda: net.cli(borrower, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{borrower}")
-    p = net.json(borrower, "loan", "propose", oid, "--start", START)
-    assert p["state"] == "agreed", p
-    loan = p["loan"]
-    net.json(lender, "loan", "disburse", loan, "--date", START)
-    net.wait(lambda: net.json(borrower, "loan", "show", loan)["declared"], 20, "the declaration")
-    net.json(borrower, "loan", "confirm", loan)
-    for row in net.json(borrower, "loan", "show", loan)["rows"]:
-        amount = f"{row['payment'] // 100}.{row['payment'] % 100:02d}"
-        net.json(borrower, "loan", "repay", loan, "--amount", amount, "--date", row["due"])
-        net.json(lender, "loan", "receipt", loan, "--amount", amount, "--date", row["due"])
-    return loan
+    return lend(net, lender, borrower, start=START)
 
 
 def test_a_third_node_grades_a_borrower_who_repaid_above_a_fresh_key_and_a_forked_key_g(net: Network):
