@@ -54,8 +54,9 @@ def test_default_policy_refuses_the_issue_loan(net: Network):
 def test_two_nodes_each_refuse_what_their_own_policy_forbids(net: Network):
     """Node 1 runs cn-2016, node 2 permissive: node 1 cannot offer 300,000 CNY (above its
     200,000 per loan) and refuses to countersign node 2's proposal of 300,000 on an offer
-    it made before; node 2 takes 200,000 of it, which both allow, and the contract names
-    node 2's policy."""
+    it made before; node 2 takes 50,000 of it, which both allow (node 2 is a new identity
+    to node 1: 25% of cn-2016's 200,000 per loan until its history is 30 days old), and
+    the contract names node 2's policy."""
     net.up(2)
     net.cli(2, "policy", "set", "permissive")
     args = ["--currency", "CNY", "--rate", "5%", "--term", "12m"]
@@ -75,7 +76,9 @@ def test_two_nodes_each_refuse_what_their_own_policy_forbids(net: Network):
     rc, out, err = net.cli(2, "loan", "propose", oid, "--amount", "300000", ok=False)
     assert rc == 1, (out, err)
     assert "refused the proposal (policy): max_principal: principal 300000.00 CNY" in err
-    p = net.json(2, "loan", "propose", oid, "--amount", "200000")
+    rc, out, err = net.cli(2, "loan", "propose", oid, "--amount", "200000", ok=False)
+    assert rc == 1 and "new_identity: 200000.00 CNY is above 25% of the per loan limit" in err, err
+    p = net.json(2, "loan", "propose", oid, "--amount", "50000")
     assert p["state"] == "agreed" and p["policy"] == "permissive"
 
 
