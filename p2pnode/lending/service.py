@@ -22,6 +22,7 @@ from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
 from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
+from p2pnode.lending.settings import credit_params_of
 from p2pnode.net.streams import FramedStream
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Lending:
         settings = dict(ctx.settings)
         settings.setdefault("review", False)
         self.policy = PolicyInForce(ctx, settings)
-        self.credit = Credit(ctx)
+        self.credit = Credit(ctx, credit_params_of(settings))
         self.policy.credit = self.credit  # the borrower rules run on credit's profiles
         self.book = OfferBook(ctx, self.credit, policy=self.policy)
         self.documents = LoanDocuments(ctx)

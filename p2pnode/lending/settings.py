@@ -1,6 +1,11 @@
-"""Lending's settings: the ``[loans]`` section of config.toml, the ``[policy]`` section it
-also owns, and the ``p2pnode start`` flags that override them (declared in
-p2pnode/lending/__init__.py).
+"""Lending's settings: the ``[loans]`` section of config.toml, the ``[policy]`` and
+``[credit]`` sections it also owns, and the ``p2pnode start`` flags that override them
+(declared in p2pnode/lending/__init__.py).
+
+``[credit]`` holds the mapping from a credit profile to a grade and its limits
+(protocol/lending/credit.py ``CreditParams``, docs/credit.md): the score each grade needs,
+the lowest rate recommended per grade, and the amount per grade as a share of the largest
+loan repaid. Each is text of ``GRADE=VALUE`` pairs; ``credit_params_of`` reads them.
 
 ``[policy]`` names the policy in force (``preset``: one of ``protocol.lending.policy.PRESETS``)
 and overrides some of its scalar parameters; an empty override keeps the preset's value.
@@ -19,6 +24,7 @@ from protocol.lending.policy import DEFAULT_PRESET, GRADES, MAX_TERM_MONTHS, Pol
 from p2pnode.extension import Setting
 
 POLICY = "policy"
+CREDIT = "credit"
 OVERRIDES = ("lpr", "apr_cap", "min_grade", "max_term")
 
 
@@ -56,6 +62,76 @@ def _months(text: str) -> int | None:
     return count
 
 
+def _pairs(text: str, what: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """``"A=70 B=50"`` (spaces or commas between pairs) as ``{"A": "70", "B": "50"}``;
+    ``ValueError`` naming ``what`` for a key not in ``keys``, one twice, or no ``=``."""
+    out: dict[str, str] = {}
+    for part in text.replace(",", " ").split()[:32]:
+        key, sep, value = part.partition("=")
+        if not sep or key not in keys or key in out or not value:
+            raise ValueError(f"{what}: {part!r} is not GRADE=VALUE with GRADE one of {', '.join(keys)}, each once")
+        out[key] = value
+    return out
+
+
+def _whole(value: str, what: str, hi: int) -> int:
+    if not value.isdigit() or int(value) > hi:
+        raise ValueError(f"{what}: {value!r} is not a whole number 0 to {hi}")
+    return int(value)
+
+
+def credit_params_of(settings: Mapping[str, Any]) -> Any:
+    """The ``CreditParams`` of lending's ``[credit]`` settings (the defaults where a
+    setting is empty or absent); ``ValueError`` naming what is wrong."""
+    from dataclasses import replace
+
+    from protocol.lending.credit import DEFAULT_PARAMS, GRADES, NONE
+
+    changes: dict[str, Any] = {}
+    scores = settings.get("grade_scores") or ""
+    if scores:
+        pairs = _pairs(scores, "grade_scores", GRADES[:-1])
+        if list(pairs) != list(GRADES[:len(pairs)]) or not pairs:
+            raise ValueError("grade_scores: grades from A on, best first, without a gap (G is what is below)")
+        grades = tuple((g, _whole(v, "grade_scores", 10_000)) for g, v in pairs.items())
+        if any(a[1] <= b[1] for a, b in zip(grades, grades[1:])):
+            raise ValueError("grade_scores: each grade needs a higher score than the next")
+        changes["grades"] = grades
+    rates = settings.get("min_rates") or ""
+    if rates:
+        given = {g: _rate(v) for g, v in _pairs(rates, "min_rates", GRADES + (NONE,)).items()}
+        changes["min_rate_bp"] = {**DEFAULT_PARAMS.min_rate_bp, **given}
+    factors = settings.get("amount_factors") or ""
+    if factors:
+        given_pm: dict[str, int] = {}
+        for g, v in _pairs(factors, "amount_factors", GRADES).items():
+            if not v.endswith("%"):
+                raise ValueError(f"amount_factors: {v!r} is a percentage, e.g. 200%")
+            given_pm[g] = _whole(v[:-1], "amount_factors", 100_000) * 10
+        changes["amount_factor_pm"] = {**DEFAULT_PARAMS.amount_factor_pm, **given_pm}
+    try:
+        return replace(DEFAULT_PARAMS, **changes)
+    except AssertionError as e:
+        raise ValueError(f"[credit]: {e}") from None
+
+
+def _credit_check(name: str):
+    return lambda text: credit_params_of({name: text}) and None
+
+
+def _default_text() -> tuple[str, str, str]:
+    from protocol.lending.credit import DEFAULT_PARAMS
+
+    p = DEFAULT_PARAMS
+    scores = " ".join(f"{g}={v}" for g, v in p.grades)
+    rates = " ".join(f"{g}={v // 100}%" if v % 100 == 0 else f"{g}={v / 100:g}%" for g, v in p.min_rate_bp.items())
+    factors = " ".join(f"{g}={v // 10}%" for g, v in p.amount_factor_pm.items())
+    return scores, rates, factors
+
+
+_SCORES, _RATES, _FACTORS = _default_text()
+
+
 def policy_of(settings: Mapping[str, Any]) -> Policy:
     """The policy lending's ``settings`` put in force: the preset, with the overrides that
     are not empty; ``ValueError`` naming what is wrong."""
@@ -82,4 +158,10 @@ SETTINGS = (
             check=_grade, section=POLICY),
     Setting("max_term", "str", "", 'Refuse terms longer than this many months, e.g. "120m" (empty: the preset\'s).',
             check=_months, section=POLICY),
+    Setting("grade_scores", "str", _SCORES, "The credit score each grade needs, best first; below the last is G "
+            "(docs/credit.md).", check=_credit_check("grade_scores"), section=CREDIT),
+    Setting("min_rates", "str", _RATES, "The lowest yearly rate recommended to lend at, per grade and for no "
+            "grade (none).", check=_credit_check("min_rates"), section=CREDIT),
+    Setting("amount_factors", "str", _FACTORS, "The largest amount recommended per grade, as a share of the "
+            "largest loan the borrower repaid.", check=_credit_check("amount_factors"), section=CREDIT),
 )

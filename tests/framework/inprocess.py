@@ -21,6 +21,7 @@ REGISTRY = LOADED.registry
 LOCAL = "/ip4/127.0.0.1/tcp/0"
 LENDING = ("review",)
 POLICY = ("lpr", "apr_cap", "min_grade", "max_term")
+CREDIT = ("grade_scores", "min_rates", "amount_factors")
 START_TIMEOUT = 20.0  # seconds a node may take to listen and answer
 
 
@@ -28,12 +29,14 @@ def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, loans: dict | Non
               policy: str = "permissive", **settings: Any) -> Node:
     """A node (not started) on a new home at ``path``; ``review`` is lending's setting,
     ``policy`` the preset in force (``permissive`` unless the test is about policy) and
-    ``lpr``, ``apr_cap`` (e.g. "10%"), ``min_grade``, ``max_term`` its overrides; the rest
+    ``lpr``, ``apr_cap`` (e.g. "10%"), ``min_grade``, ``max_term`` its overrides,
+    ``grade_scores``, ``min_rates``, ``amount_factors`` its ``[credit]`` mapping; the rest
     ``NodeSettings``; ``loans``: a ``[loans]`` config section as a user may have written
     it, read before those."""
     home, _ = init_home(path, registry=REGISTRY, name=name)
     section = {**(loans or {}), **{k: settings.pop(k) for k in LENDING if k in settings}}
-    others = {"policy": {"preset": policy, **{k: settings.pop(k) for k in POLICY if k in settings}}}
+    others = {"policy": {"preset": policy, **{k: settings.pop(k) for k in POLICY if k in settings}},
+              "credit": {k: settings.pop(k) for k in CREDIT if k in settings}}
     lending = settings_of(LOADED.get("lending"), section, where=name, others=others)
     return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], extensions={"lending": lending}, **settings),
                 LOADED, clock)

@@ -114,3 +114,35 @@ async def test_what_credit_keeps_survives_a_restart_and_is_built_once_for_an_old
         after = await lender.call("credit.show", {"peer": borrower.peer_id})
         assert (after["grade"], after["repaid"], after["trusted_repaid_pm"]) == (before["grade"], 1, 1000)
         await stop_all([lender, borrower])
+
+
+async def test_the_grade_mapping_is_read_from_the_credit_section(tmp_path: Path):
+    """``[credit] grade_scores`` and ``min_rates`` decide the grade and the rate one history
+    earns: the same repaid loan grades its borrower E under the defaults and A under a
+    lender whose A needs a score of 5."""
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False, grade_scores="A=5 B=3 C=1",
+                                                min_rates="A=3.5% none=30%"))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        assert (await lender.call("credit.show", {"peer": borrower.peer_id}))["min_rate_bp"] == 3000
+        await repaid_loan(lender, borrower)
+        p = await wait_for_grade(lender, borrower.peer_id)
+        assert (p["grade"], p["min_rate_bp"]) == ("A", 350), p
+        default = await borrower.call("credit.show", {"peer": lender.peer_id})  # (the defaults elsewhere)
+        assert default["grade"] == "none" and default["min_rate_bp"] == 2400
+        await stop_all([lender, borrower])
+
+
+async def test_a_credit_setting_that_is_not_a_mapping_is_refused_naming_it():
+    from p2pnode.lending.settings import credit_params_of
+
+    for bad, says in (("A=10 C=5", "without a gap"), ("A=10 B=20", "higher score"), ("Z=1", "Z=1"),
+                      ("A=x", "whole number")):
+        with pytest.raises(ValueError, match=says):
+            credit_params_of({"grade_scores": bad})
+    with pytest.raises(ValueError, match="percentage"):
+        credit_params_of({"amount_factors": "A=3"})
+    with pytest.raises(ValueError, match="min_rates"):
+        credit_params_of({"min_rates": "A"})
