@@ -230,7 +230,7 @@ class Credit:
                 else self._forked
             stale = self._dirty or forked != self._forked
             if self._walked_at is None or (stale and now - self._walked_at > (FRESH_S if fresh else REFRESH_S)):
-                self._masses = walk(self.me, graph.neighbours, excluded=forked)
+                self._masses = walk(self.me, graph.neighbours, excluded=forked, min_push=self.params.min_push)
                 self._walked_at, self._forked, self._dirty = now, forked, False
                 self._walks += 1
             return self._masses
@@ -299,8 +299,8 @@ class Credit:
             graph, forked = self._loaded(), self._forked
             loans = self.histories(author, today)
             excluded = forked | {author}
-            own = masses if author not in masses or author == self.me else walk(self.me, graph.neighbours,
-                                                                                   excluded=excluded)
+            own = masses if author not in masses or author == self.me else walk(
+                self.me, graph.neighbours, excluded=excluded, min_push=self.params.min_push)
             weights = lender_weights(author, self.me, graph.neighbours, own, excluded=forked)
             seen = {k: d for k in {author, *(h.contract["lender"] for h in loans)}
                     if (d := self.first_seen(k)) is not None}

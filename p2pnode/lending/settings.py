@@ -101,6 +101,21 @@ def credit_params_of(settings: Mapping[str, Any]) -> Any:
     if rates:
         given = {g: _rate(v) for g, v in _pairs(rates, "min_rates", GRADES + (NONE,)).items()}
         changes["min_rate_bp"] = {**DEFAULT_PARAMS.min_rate_bp, **given}
+    floor = settings.get("trust_floor") or ""
+    if floor:
+        from protocol.lending.trust import SCALE
+
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            if not floor.endswith("%") or len(floor) > 16:
+                raise InvalidOperation
+            ppb = int(Decimal(floor[:-1]) * SCALE / 100)  # (SCALE is all of the viewer's trust)
+        except (InvalidOperation, ValueError, OverflowError):
+            raise ValueError(f"trust_floor: {floor!r} is not a percentage, e.g. 0.005%") from None
+        if not 1 <= ppb <= SCALE // 10:
+            raise ValueError(f"trust_floor: {floor!r} is not between 0.0000001% and 10%")
+        changes["min_push"] = ppb
     factors = settings.get("amount_factors") or ""
     if factors:
         given_pm: dict[str, int] = {}
@@ -162,6 +177,9 @@ SETTINGS = (
             "(docs/credit.md).", check=_credit_check("grade_scores"), section=CREDIT),
     Setting("min_rates", "str", _RATES, "The lowest yearly rate recommended to lend at, per grade and for no "
             "grade (none).", check=_credit_check("min_rates"), section=CREDIT),
+    Setting("trust_floor", "str", "0.005%", "The smallest share of this node's trust passed on from key to key "
+            "over repaid loans: lower reaches further (more keys have standing: their chains are kept and their "
+            "offers admitted).", check=_credit_check("trust_floor"), section=CREDIT),
     Setting("amount_factors", "str", _FACTORS, "The largest amount recommended per grade, as a share of the "
             "largest loan the borrower repaid.", check=_credit_check("amount_factors"), section=CREDIT),
 )

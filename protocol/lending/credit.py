@@ -68,7 +68,7 @@ from typing import Any, Iterable, Mapping
 
 from .contract import parse_date
 from .loanstate import AWAITING, REPAID, LoanState, Move
-from .trust import FULL_MASS, weight_pm
+from .trust import FULL_MASS, MIN_PUSH, SCALE, weight_pm
 
 GRADES = ("A", "B", "C", "D", "E", "F", "G")
 NONE = "none"
@@ -114,6 +114,10 @@ class CreditParams:
     min_trusted_pm: int = 1000
     """Trusted weight (per mille of one fully trusted loan) a history needs to be usable."""
     full_mass: int = FULL_MASS
+    min_push: int = MIN_PUSH
+    """The smallest residue of the viewer's trust a walk passes on (trust.py rule 2): how
+    far trust, hence standing (what the node replicates and admits to its book), reaches.
+    Lower reaches further, more hops from the viewer."""
     max_loans: int = 1_000
 
     def __post_init__(self) -> None:
@@ -121,7 +125,7 @@ class CreditParams:
         assert names == list(GRADES[:len(names)]) and len(names) >= 1, "grades run from A, best first"
         assert all(a[1] > b[1] for a, b in zip(self.grades, self.grades[1:])), "thresholds fall"
         assert all(g in self.min_rate_bp for g in (*GRADES, NONE)), "a minimum rate for every grade"
-        assert self.max_loans >= 1 and self.full_mass >= 1
+        assert self.max_loans >= 1 and self.full_mass >= 1 and 1 <= self.min_push <= SCALE
 
 
 DEFAULT_PARAMS = CreditParams()

@@ -134,3 +134,22 @@ def test_mass_is_never_created_and_every_key_with_mass_is_reached_by_repaid_loan
                 reached.add(y)
                 todo.append(y)
     assert set(m) <= reached
+
+
+def test_a_lower_floor_reaches_further_along_a_line_and_never_reaches_fewer():
+    """``min_push`` (``[credit] trust_floor``) is how far standing reaches: along a line of
+    repaid loans from the viewer, the default floor stops some hops out, and a lower one
+    reaches every key the default reaches, and more."""
+    from protocol.lending.trust import MIN_PUSH, walk
+
+    line = [bytes([i]) * 32 for i in range(40)]
+    nxt = {a: b for a, b in zip(line, line[1:])}
+    prv = {b: a for a, b in zip(line, line[1:])}
+
+    def neighbours(k: bytes):
+        return [(n, 1) for n in (nxt.get(k), prv.get(k)) if n is not None]
+
+    default = {k for k, m in walk(line[0], neighbours).items() if m > 0}
+    further = {k for k, m in walk(line[0], neighbours, min_push=MIN_PUSH // 100).items() if m > 0}
+    assert line[1] in default and line[-1] not in default
+    assert default < further
