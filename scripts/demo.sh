@@ -73,6 +73,13 @@ step "All three nodes compute the same state for today" "p2pnode --home NODE loa
 for h in "$L" "$BR" "$W"; do
   p2pnode --home "$h" loan show "$LOAN" --json | json '"  " + sys.argv[1] + ": " + d["state"] + ", principal paid " + str(d["principal_paid"]) + ", interest paid " + str(d["interest_paid"]) + ", fees paid " + str(d["fees_paid"]) + ", receipts counted " + str(len(d["counted"]))' "$(basename "$h")"
 done
+run "The lender grades the borrower from this history: credit from verifiable history, each factor explained" \
+    --home "$L" credit "$BORROWER" --explain
+step "The lender's policy (the default preset) refuses, before anything is signed, the loan the platforms failed on" \
+     "p2pnode --home $L offer create --amount 9999999999 --currency CNY --rate 1000% --term 12m"
+if p2pnode --home "$L" offer create --amount 9999999999 --currency CNY --rate 1000% --term 12m; then
+  echo "the policy let it through" >&2; exit 1
+fi
 run "Every chain on node 3 re-verified: signatures, links, index" --home "$W" ledger verify
 run "Stop the network" testnet down --dir "$NET"
-printf '\nDemo finished: an offer taken, a contract countersigned, the principal disbursed, three installments repaid (one late, with its fee), and a node that took no part agreeing on the loan.\n'
+printf '\nDemo finished: an offer taken, a contract countersigned, the principal disbursed, three installments repaid (one late, with its fee), a node that took no part agreeing on the loan, the borrower graded from it, and a usurious loan refused by policy.\n'
