@@ -73,7 +73,7 @@ def _fail_unless_taken(p: dict, names: Any) -> None:
 
 @loan.command()
 @click.argument("offer_id")
-@click.option("--amount", help="Principal as decimal text in the offer's currency (default: the offer's maximum).")
+@click.option("--amount", help="Principal as decimal text in the offer's currency (default: all that remains of the offer; it is taken in parts).")
 @click.option("--start", metavar="DATE", help="First day of the schedule, YYYY-MM-DD (default: today, UTC).")
 @click.option("--ttl", "ttl_s", type=click.IntRange(1, 7 * 24 * 3600), default=600, show_default=True,
               help="Seconds the other node has to countersign.")

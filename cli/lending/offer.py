@@ -119,6 +119,25 @@ def _range(o: dict) -> str:
     return lo if lo == hi else f"{lo}..{hi}"
 
 
+def _remaining(o: dict) -> str:
+    """What remains of an offer taken in parts, e.g. "200.00 of 1000.00 (2 parts)"."""
+    from protocol.lending.money import format_amount
+
+    f = o.get("fill")
+    if not f:
+        return "-"
+    left = format_amount(f["remaining"], o["currency"])
+    if not f["parts"]:
+        return left
+    return f"{left} of {format_amount(f['max_amount'], o['currency'])} ({f['parts']} part{'s' * (f['parts'] != 1)})"
+
+
+def _funded(o: dict) -> str:
+    from protocol.lending.money import format_amount
+
+    return format_amount(o["fill"]["funded"], o["currency"])
+
+
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
@@ -182,9 +201,9 @@ def offer_list(c: Ctx, side: str | None, currency: str | None, amount: str | Non
         emit_json(a)
         return
     table(f"offer book ({len(a['offers'])})",
-          ["id", "side", "author", "grade", "amount", "rate", "term", "kind", "min grade", "expires"],
+          ["id", "side", "author", "grade", "amount", "remaining", "rate", "term", "kind", "min grade", "expires"],
           [[o["id"][:16], o["side"], peer_label(o["author"], names) + (" FORKED" if o.get("author_forked") else ""),
-            o.get("grade", "-"), f"{_range(o)} {o['currency']}", o["rate_text"],
+            o.get("grade", "-"), f"{_range(o)} {o['currency']}", _remaining(o), o["rate_text"],
             o["term"], o["schedule"], o.get("min_grade") or "-", _when(o["expires"])] for o in a["offers"]])
 
 
@@ -206,6 +225,8 @@ def offer_show(c: Ctx, offer_id: str, as_json: bool) -> None:
                + ("  FORKED: it signed two histories" if o.get("author_forked") else ""))
     click.echo(f"{'currency':<13}{o['currency']}")
     click.echo(f"{'amount':<13}{_range(o)}")
+    if o.get("fill"):
+        click.echo(f"{'remaining':<13}{_remaining(o)}, funded {_funded(o)}")
     click.echo(f"{'rate':<13}{o['rate_text']}")
     click.echo(f"{'term':<13}{o['term']} {o['schedule']}" + (f", {o['period_days']}-day periods" if o['period_days'] else ""))
     click.echo(f"{'grace':<13}{o['grace_days']} days, late fee {o['late_fee_text']}, default after {o['default_days']} days")

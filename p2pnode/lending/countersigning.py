@@ -10,8 +10,9 @@ action               executed as
 ===================  =====================================================================================
 ``Persist``          ``records.write(P + loan, sync=True)``: durable before the next action
 ``AppendAgreement``  our ``loan.agreement`` entry, unless our chain records it (under the writer's lock)
-``ConsumeOffer``     nothing to store: our agreement entry, appended before, indexes the offer as
-                     taken in its own write (``TAKEN_INDEX``); its cancellation is spawned
+``ConsumeOffer``     nothing to store: our agreement entry, appended before, indexes the part of the
+                     offer it takes in its own write (``TAKEN_INDEX``); once nothing remains of the
+                     offer (fill.py), its cancellation is spawned
 ``ReportRefusal``    counted (``loans.refused``) when a proposal is refused; ``loan accept`` fails with it
 ``Answer``           the message written on the agree stream being served
 ``Push``             a spawned request to the proposer; its answer changes nothing
@@ -25,7 +26,9 @@ Promises:
 - Events about one proposal are fed one at a time (a lock per loan), and the actions of
   each are executed in the order the machine gives them; fresh incoming proposals and the
   owner's accept and reject are also decided one at a time (``_decide_lock``), up to and
-  including ``ConsumeOffer``: an offer is taken once, however many proposals name it.
+  including ``ConsumeOffer``: an offer is filled in parts (fill.py), each admitted against
+  the parts agreed before it, so however many proposals name it at once, the parts never
+  sum past its amount; the excess is refused with ``offer_exhausted``.
 - A node killed at any point resumes where its records say (``load``), and an action that
   fails leaves the machine as its record says (it is reloaded), never half moved.
 - Each party records the agreement in its own chain whichever way it learns of it: the
@@ -51,7 +54,7 @@ import trio
 from protocol.envelope import countersign, open_envelope, peek_document
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id
-from protocol.lending import agree
+from protocol.lending import agree, fill
 from protocol.lending.agree import (
     AGREED, EXPIRED, IN, PENDING, REFUSED, Acceptor, AgreementSeen, AnswerReceived, AppendAgreement, ConsumeOffer,
     CountersignedPushed, Facts, OwnerAccepted, OwnerProposed, OwnerRejected, Persist, ProposalReceived, Proposer,
@@ -62,6 +65,7 @@ from protocol.lending.money import MoneyError, format_amount, format_rate, parse
 from protocol.lending.offer import is_live
 
 from p2pnode.context import Context
+from p2pnode.lending import fills
 from p2pnode.errors import ApiError, id_prefix, unique
 from p2pnode.lending.ask import ask
 from p2pnode.lending.documents import LoanDocuments
@@ -149,7 +153,7 @@ class Countersigning:
             if machine.is_open:
                 self._machines[machine.loan] = machine
         for offer in self.book.live():
-            if offer.author == self.me and self.taken(offer.id):  # killed before its cancellation was stored
+            if offer.author == self.me and self.used_up(offer):  # killed before its cancellation was stored
                 self.ctx.spawn(self._consume_offer, offer.id)
         for loan in sorted(self._machines):
             ours = self.docs.our_agreement(loan)
@@ -211,7 +215,9 @@ class Countersigning:
                     await self.docs.record_agreement(action.agreement)
                 elif isinstance(action, ConsumeOffer):
                     assert self.taken(action.offer), "an offer consumed before our agreement is stored"
-                    self.ctx.spawn(self._consume_offer, action.offer)
+                    offer = self.book.get(action.offer)
+                    if offer is None or self.used_up(offer):
+                        self.ctx.spawn(self._consume_offer, action.offer)
                 elif isinstance(action, ReportRefusal):
                     done.refusal = (action.code, action.reason)
                     log.info("proposal %s refused here: %s (%s)", machine.loan.hex()[:16], action.code, action.reason)
@@ -293,18 +299,22 @@ class Countersigning:
         now = self.now_ms()
         if offer.expires <= now:
             raise ApiError("that offer has expired", code="offer_expired")
+        filled = fills.fill_now(self.ctx, offer)  # (as this node holds the author's chain)
         if amount is None:
-            principal = offer.max_amount
+            principal = filled.remaining or offer.max_amount
         else:
             try:
                 principal = parse_amount(amount, offer.currency)
             except MoneyError as e:
                 raise ApiError(e.message, code=e.code) from None
-        if not offer.min_amount <= principal <= offer.max_amount:
-            cur = offer.currency
-            raise ApiError(
-                f"amount {format_amount(principal, cur)} {cur} is outside the offer's "
-                f"{format_amount(offer.min_amount, cur)}..{format_amount(offer.max_amount, cur)}", code="bad_amount")
+        cur = offer.currency
+        if principal > offer.max_amount:
+            raise ApiError(f"amount {format_amount(principal, cur)} {cur} is above the offer's "
+                           f"{format_amount(offer.max_amount, cur)}", code="bad_amount")
+        why = fill.admit_to(filled, principal)
+        if why is not None:
+            raise ApiError(f"{why.message} ({format_amount(filled.remaining, cur)} {cur} of "
+                           f"{format_amount(offer.max_amount, cur)} remain, as this node sees the offer)", code=why.code)
         try:
             start_day = parse_date(start, "start") if start else self.today()
         except ProtocolError as e:
@@ -455,18 +465,29 @@ class Countersigning:
         return Facts(proposer_forked=doc["proposer"] in self.ctx.chains.forked_authors(), offer=offer,
                      offer_live=offer is not None and self._live(offer), policy=self.policy.contract_refusal(doc, offer),
                      own_head_held=self._holds(self.me, mine),
-                     proposer_head_held=self._holds(doc["proposer"], theirs))
+                     proposer_head_held=self._holds(doc["proposer"], theirs),
+                     fill=None if offer is None else fills.refusal(self.ctx, offer, doc["principal"]))
 
     def _live(self, offer: Any) -> bool:
         """The book drops cancelled offers; an expired one may linger until purged, and a
-        taken one until its cancellation is stored."""
-        return is_live(offer, self.now_ms()) and not self.taken(offer.id)
+        used-up one until its cancellation is stored."""
+        return is_live(offer, self.now_ms()) and not self.used_up(offer)
+
+    def used_up(self, offer: Any) -> bool:
+        """Whether nothing remains of ``offer`` (fill.py): its parts, read from the
+        agreements our chain holds, reach its amount."""
+        return fills.fill_now(self.ctx, offer).exhausted
 
     def taken(self, offer_id: bytes) -> bool:
         """Whether our chain holds an agreement taking ``offer_id``: durable in the same
         write as our countersignature, so a node killed before the cancellation is stored
         never lets the offer be taken again."""
         return any(True for _ in self.ctx.index.keys(TAKEN_INDEX + offer_id + self.me))
+
+    def _fill_refusal(self, doc: dict) -> tuple[str, str] | None:
+        """Why the part ``doc`` asks for no longer fits what remains of its offer, or None."""
+        offer = self.book.get(doc["offer"])
+        return None if offer is None else fills.refusal(self.ctx, offer, doc["principal"])
 
     def _offer_live(self, offer_id: bytes) -> bool:
         offer = self.book.get(offer_id)
@@ -555,7 +576,8 @@ class Countersigning:
         async with self._decide_lock:
             loan = self._find_pending(ref)
             done = await self._step(loan, self._if_pending(
-                lambda m: OwnerAccepted(self.now_ms(), self._offer_live(m.document["offer"]))))
+                lambda m: OwnerAccepted(self.now_ms(), self._offer_live(m.document["offer"]),
+                                        self._fill_refusal(m.document))))
         if done.refusal is not None:
             code, reason = done.refusal
             raise ApiError(reason, code=code)

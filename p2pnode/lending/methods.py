@@ -44,6 +44,10 @@ CREDIT_VIEW = ("credit profile `{peer, as_of, grade (A-G or none), score, max_am
                "top_lender_share_pm, trusted_repaid_pm, trust_pm, forked, verified_age_days}` (amounts by currency "
                "in minor units; docs/credit.md), and with `explain` `factors`: `[{name, value, points, note}]`")
 
+FILL_VIEW = ("`{min_amount, max_amount, funded, remaining, parts, overfilled, exhausted, smallest}`: how far it "
+             "is filled, from the agreements its author's chain holds (an offer is taken in parts, each its own "
+             "contract, until nothing remains: protocol/lending/fill.py)")
+
 _ID = "an id, or a unique prefix of at least 8 hex digits"
 
 
@@ -103,13 +107,13 @@ METHODS = (
             Param("own", "bool", "only this node's own", default=False),
         ),
         result=f'`{{"offers": [{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held) and `grade` '
-               f'(its author\'s credit grade in this node\'s eyes, `credit.show`)]}}`',
+               f'(its author\'s credit grade in this node\'s eyes, `credit.show`) and `fill` {FILL_VIEW}]}}`',
         handler="offer_list",
     ),
     Method("offer.show", "One offer or request of the book. Refusals: `unknown_offer`, `ambiguous_id`.",
            params=(Param("id", "str", f"the offer: {_ID}", required=True, max_len=64),),
-           result=f"{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held) and `grade` (its "
-                  "author's credit grade)", handler="offer_show"),
+           result=f"{OFFER_VIEW}, and `author_forked` (a fork proof of its author is held), `grade` (its "
+                  f"author's credit grade) and `fill` {FILL_VIEW}", handler="offer_show"),
     Method(
         "loan.propose",
         "Take an offer or request: sign a contract on its terms that commits both chain heads as this node holds "
@@ -117,13 +121,17 @@ METHODS = (
         "Answers once the proposal is stored durably and asked (state agreed, held, refused with `code` and "
         "`reason`, or proposed: the other node is unreachable now and is asked again until the expiry). The "
         "contract names this node's policy (`policy`), which must allow it first; the other node checks it by its "
-        "own (refused with code `policy`, the reason naming the rules). "
-        "Refusals: `unknown_offer`, `ambiguous_id`, `own_offer`, `offer_expired`, `bad_amount`, `no_chain` (no "
+        "own (refused with code `policy`, the reason naming the rules). An offer is taken in parts, each its own "
+        "contract: the author's node admits a part only if it fits what remains after the parts agreed before it "
+        "(refused with `offer_exhausted` or `below_minimum`; a last part may be below the minimum if it takes all "
+        "that remains). "
+        "Refusals: `unknown_offer`, `ambiguous_id`, `own_offer`, `offer_expired`, `bad_amount`, `offer_exhausted`, "
+        "`below_minimum` (as this node sees the offer, before anything is sent), `no_chain` (no "
         "copy of the other party's chain yet), `bad_date`, and the policy's as for `offer.create` (with the borrower "
         "rules, `past_due`, `borrow_cap`, ..., when this node lends and knows the borrower's credit).",
         params=(
             Param("offer", "str", f"the offer or request: {_ID}", required=True, max_len=64),
-            Param("amount", "str", "the principal (default: the offer's maximum)", max_len=40),
+            Param("amount", "str", "the principal (default: all that remains of the offer)", max_len=40),
             Param("start", "str", "the first day of the schedule (default today; may be in the past)", max_len=10),
             Param("ttl_s", "int", "seconds the other node has to countersign", default=PROPOSAL_TTL_S, low=1,
                   high=MAX_PROPOSAL_TTL_S),

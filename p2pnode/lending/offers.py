@@ -41,6 +41,7 @@ from protocol.lending.offer import (
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
 from p2pnode.lending.credit import Credit
+from p2pnode.lending.fills import fill_now
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,8 @@ class OfferBook:
                                                   max_rate_bp=max_rate, min_rate_bp=min_rate, author=author)]
         got.sort(key=lambda o: (o.rate_bp, o.created))
         forked = self.ctx.chains.forked_authors()
-        return {"offers": [dict(offer_json(o), author_forked=o.author in forked) for o in got]}
+        return {"offers": [dict(offer_json(o), author_forked=o.author in forked, fill=fill_now(self.ctx, o).to_json())
+                           for o in got]}
 
 
 class _View:

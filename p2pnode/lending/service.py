@@ -17,6 +17,7 @@ from p2pnode.context import Context
 from p2pnode.lending.ask import ANSWER_TIMEOUT
 from p2pnode.lending.countersigning import Countersigning
 from p2pnode.lending.credit import Credit, profile_json, summary
+from p2pnode.lending.fills import fill_now
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
@@ -103,7 +104,7 @@ class Lending:
     async def offer_show(self, id: str) -> dict:
         o = self.book.find(id)
         return dict(offer_json(o), author_forked=o.author in self.ctx.chains.forked_authors(),
-                    grade=self.credit.grade(o.author))
+                    grade=self.credit.grade(o.author), fill=fill_now(self.ctx, o).to_json())
 
     # -- loan.* ----------------------------------------------------------------------------
 

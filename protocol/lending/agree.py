@@ -213,6 +213,9 @@ REFUSALS = {
     "unknown_offer": "the contract names an offer or request the acceptor does not hold as its own",
     "offer_expired": "the offer or request expired or was cancelled",
     "terms_mismatch": "the contract's terms differ from the offer's",
+    "offer_exhausted": "the part asked for is more than remains of the offer or request (fill.py)",
+    "below_minimum": "the part is below the offer's minimum and does not take all that remains (fill.py)",
+    "too_many_parts": "the offer or request is split into as many parts as it may be (fill.py)",
     "bad_head": "a committed chain head is not in the acceptor's copy of that chain",
     "fraudulent": "the proposer has signed a fork",
     "policy": "the acceptor's policy refuses it; the reason names each rule broken and its numbers "
@@ -226,7 +229,8 @@ REFUSALS = {
 
 
 def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_live: bool,
-            policy: str | None, own_head_held: bool, proposer_head_held: bool) -> tuple[str, str] | None:
+            policy: str | None, own_head_held: bool, proposer_head_held: bool,
+            fill: tuple[str, str] | None = None) -> tuple[str, str] | None:
     """Rule 3: ``(code, reason)`` of the first ``REFUSALS`` entry that applies to the
     checked contract ``doc`` addressed to its acceptor, or None if it may be countersigned.
 
@@ -236,7 +240,8 @@ def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_
     its copy of the proposer's hold the heads the contract commits to, and what its policy
     says of the contract (``policy``: why it refuses, naming the rules, or None;
     ``policy.check_terms`` and, when the acceptor lends and knows the borrower,
-    ``policy.check_borrower``)."""
+    ``policy.check_borrower``), and whether the part asked for fits what remains of the
+    offer (``fill``: ``fill.admit``'s ``(code, message)``, or None: fractional funding)."""
     from .contract import terms_mismatch, terms_of
     from ..keys import peer_id
 
@@ -251,6 +256,8 @@ def refusal(doc: dict, *, now_ms: int, proposer_forked: bool, offer: Any, offer_
     why = terms_mismatch(doc, offer.id, terms_of(offer))
     if why:
         return "terms_mismatch", why
+    if fill is not None:
+        return fill
     if policy is not None:
         return "policy", policy
     proposer_head, acceptor_head = committed_heads(doc, doc["proposer"])
@@ -469,12 +476,13 @@ class Facts:
     policy: str | None  # why the acceptor's policy refuses the contract, or None
     own_head_held: bool
     proposer_head_held: bool
+    fill: tuple[str, str] | None = None  # why the part does not fit what remains of the offer, or None
 
     def refusal(self, doc: dict, now_ms: int) -> tuple[str, str] | None:
         """``refusal(doc, now_ms=now_ms, **these facts)``."""
         return refusal(doc, now_ms=now_ms, proposer_forked=self.proposer_forked, offer=self.offer,
                        offer_live=self.offer_live, policy=self.policy, own_head_held=self.own_head_held,
-                       proposer_head_held=self.proposer_head_held)
+                       proposer_head_held=self.proposer_head_held, fill=self.fill)
 
 
 # -- events: what happened, fed to a machine -----------------------------------------------
@@ -527,10 +535,12 @@ class ProposalReceived:
 @dataclass(frozen=True, slots=True)
 class OwnerAccepted:
     """The owner accepts a pending proposal (``loan accept``); ``offer_live`` says whether
-    the offer it takes is still live (in the book, unexpired, not taken)."""
+    the offer it takes is still live (in the book, unexpired, not used up), and ``fill``
+    why the part no longer fits what remains of it (parts agreed since), or None."""
 
     now_ms: int
     offer_live: bool
+    fill: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,7 +625,8 @@ class AppendAgreement:
 
 @dataclass(frozen=True, slots=True)
 class ConsumeOffer:
-    """The offer ``offer`` (id) is taken: treat it as not live at once, and cancel it."""
+    """A part of the offer ``offer`` (id) is taken: the node cancels the offer once
+    nothing of it remains (fill.py), and leaves it in the book until then."""
 
     offer: bytes
 
@@ -921,6 +932,8 @@ class Acceptor(_Conversation):
             why = "the offer was cancelled, taken or expired before review"
             return [self._move("refuse", event.now_ms, refusal=("offer_expired", why)),
                     ReportRefusal("offer_expired", why)]
+        if event.fill is not None:
+            return [self._move("refuse", event.now_ms, refusal=event.fill), ReportRefusal(*event.fill)]
         actions, agreement = self._countersign(event.now_ms)
         return actions + [Push(self.counterparty, Countersigned(agreement))]
 

@@ -73,7 +73,10 @@ def test_offers_and_requests_through_a_running_node(node_process):
     shown = ok("offer", "show", req["id"][:10])
     assert "14-day periods" in shown and "equal-principal" in shown
     # (the book adds the fork flag, and the grade of the author in this node's eyes)
-    assert js("offer", "show", lend["id"]) == dict(lend, author_forked=False, grade="none")
+    untaken = {"min_amount": lend["min_amount"], "max_amount": lend["max_amount"], "funded": 0,
+               "remaining": lend["max_amount"], "parts": 0, "overfilled": False, "exhausted": False,
+               "smallest": lend["min_amount"]}
+    assert js("offer", "show", lend["id"]) == dict(lend, author_forked=False, grade="none", fill=untaken)
     # refusals by the node: exit 1 with the code's message
     rc, _, err = run_cli("offer", "show", "00000000", home=home)
     assert rc == 1 and "no offer or request matches 00000000 on this node" in err

@@ -87,7 +87,7 @@ def test_a_contract_breaking_a_rule_is_refused_with_its_code(field, value, code)
 
 def test_terms_mismatch_names_the_field():
     assert "rate_bp" in terms_mismatch(contract(rate_bp=1300), OFFER_ID, TERMS)
-    assert "outside" in terms_mismatch(contract(principal=600_000), OFFER_ID, TERMS)
+    assert "above the offer's" in terms_mismatch(contract(principal=600_000), OFFER_ID, TERMS)
     assert "another offer" in terms_mismatch(contract(offer=ZERO_ID), OFFER_ID, TERMS)
     assert "late_fee" in terms_mismatch(contract(late_fee=0), OFFER_ID, TERMS)
 
