@@ -264,6 +264,31 @@ class Loans:
         except ProtocolError as e:
             raise ApiError(e.message, code=e.code) from None
 
+    def holdings(self, at: Any) -> tuple[date, list[Any], list[Any]]:
+        """``(day, as lender, as borrower)``: the ``portfolio.Holding`` of every agreed loan
+        this node holds the claim of, and of every one it owes, on ``at`` (default today);
+        at most ``portfolio.MAX_LOANS`` of each (a loan whose state cannot be made is left
+        out, as in ``list``)."""
+        from protocol.lending.portfolio import MAX_LOANS, holding_of
+
+        today = self._at(at)
+        lent: list[Any] = []
+        owed: list[Any] = []
+        for loan in loan_ids(self.ctx.index):
+            rec = self.docs.read(loan)
+            if rec.contract is None:
+                continue
+            try:
+                st = rec.state(today)
+            except ProtocolError as e:
+                log.info("loan %s cannot be evaluated: %s", loan.hex()[:16], e.message)
+                continue
+            r = role_of(rec.contract, st.holder, self.me)
+            into = lent if r == "lender" else owed if r == "borrower" else None
+            if into is not None and len(into) < MAX_LOANS:
+                into.append(holding_of(rec.contract, st, rec.receipts))
+        return today, lent, owed
+
     def list(self, role: Any, state: Any, at: Any) -> dict:
         today = self._at(at)
         forked = self.ctx.chains.forked_authors()  # (read once: the fork proofs, for every loan)

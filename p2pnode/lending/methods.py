@@ -213,6 +213,20 @@ METHODS = (
                   'principal, principal_text, outstanding, outstanding_text, start, term, forked}]}` (`forked`: the '
                   'parties of whom a fork proof is held; proposals never agreed have none)',
            handler="loan_list"),
+    Method("portfolio.show", "This node's loans as a lender, per currency (protocol/lending/portfolio.py, "
+           "docs/portfolio.md): outstanding principal by borrower, by grade (credit's, in this node's eyes) and by "
+           "state; concentration (the top borrower's share, HHI); the NPL ratio (90+ days past due or defaulted); "
+           "the expected loss by provisioning category; the realized net annualized return (LendingClub's NAR); the "
+           "cash flows expected per month. And, as a borrower, what it owes and when. Amounts in minor units; "
+           "ratios as exact `p/q` text and floored basis points (`*_bp`). The outstanding principal equals the sum "
+           "of `loan.list`'s `outstanding` over the same loans, to the minor unit.",
+           params=(Param("at", "str", "the day (default today), YYYY-MM-DD", max_len=10),),
+           result='`{"as_of", "lender": {currency: {currency, as_of, loans, by_state, outstanding, written_off, '
+                  'by_borrower: {peer ID: int}, by_grade, top_borrower, top_share, top_share_bp, hhi, hhi_bp, npl, '
+                  'npl_ratio, npl_bp, expected_loss: {currency, total, outstanding, by_category}, cash_flows: {YYYY-MM: int}, nar, nar_bp, '
+                  'interest_received, fees_received, principal_received}}, "borrower": {currency: {currency, '
+                  'as_of, due_now, payoff, outstanding, by_month, schedule: [{date, loan, amount}]}}}`',
+           handler="portfolio_show"),
     Method("credit.show", "A peer's credit in this node's eyes, from the loan documents it holds: its grade, the "
            "largest amount and lowest rate it recommends, its debt with every lender, and its history weighted by "
            "how much of this node's trust reaches its lenders (docs/credit.md).",

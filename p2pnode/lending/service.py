@@ -10,7 +10,7 @@ from typing import Any
 from protocol.lending.offer import offer_json
 
 from protocol.errors import ProtocolError
-from protocol.keys import public_key_from_peer_id
+from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.lending import agree
 
 from p2pnode.context import Context
@@ -169,6 +169,32 @@ class Lending:
         return self.loans.list(role, state, at)
 
     # -- credit.* --------------------------------------------------------------------------
+
+    async def portfolio_show(self, at: str | None = None) -> dict:
+        """This node's loans as a lender (protocol/lending/portfolio.py, per currency, its
+        borrowers graded by credit) and what it owes as a borrower."""
+        from protocol.errors import ProtocolError
+        from protocol.lending.portfolio import obligations, portfolios
+
+        from p2pnode.errors import ApiError
+
+        today, lent, owed = self.loans.holdings(at)
+        grades = {b: self.credit.grade(b) for b in {h.borrower for h in lent}}
+        try:
+            mine = portfolios(lent, today, grades)
+            debts = {cur: obligations([h for h in owed if h.currency == cur], cur, today)
+                     for cur in sorted({h.currency for h in owed})}
+        except ProtocolError as e:
+            raise ApiError(f"the portfolio cannot be computed: {e.message}", code=e.code) from None
+        lender = {}
+        for cur, p in mine.items():
+            view = p.to_json()
+            view["by_borrower"] = {peer_id(bytes.fromhex(k)): v for k, v in view["by_borrower"].items()}
+            if view["top_borrower"]:
+                view["top_borrower"] = peer_id(bytes.fromhex(view["top_borrower"]))
+            lender[cur] = view
+        return {"as_of": today.isoformat(), "lender": lender,
+                "borrower": {cur: o.to_json() for cur, o in debts.items()}}
 
     async def credit_show(self, peer: str, explain: bool = False) -> dict:
         return profile_json(self.credit.profile(public_key_from_peer_id(peer)), explain)

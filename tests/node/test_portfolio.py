@@ -1,0 +1,82 @@
+"""The portfolio on in-process nodes over real libp2p and LevelDB (issue 11): a lender's
+totals agree with `loan list` to the minor unit, a loan 90+ days past due is its NPL, and
+the borrower sees what it owes."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.wait import wait_for
+
+pytestmark = pytest.mark.trio
+
+
+def days_ago(n: int) -> str:
+    return (date.today() - timedelta(days=n)).isoformat()
+
+
+async def loan(lender, borrower, amount: str, start: str, repay: bool) -> str:
+    oid = (await lender.call("offer.create", {"side": "lend", "amount": amount, "currency": "EUR", "rate": "10%",
+                                              "term": "3m"}))["id"]
+    await wait_for(lambda: lending(borrower).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
+    p = await borrower.call("loan.propose", {"offer": oid, "start": start})
+    assert p["state"] == "agreed", p
+    await sync_all([lender, borrower])
+    await lender.call("loan.disburse", {"loan": p["loan"], "date": start})
+    await sync_all([lender, borrower])
+    await borrower.call("loan.confirm", {"loan": p["loan"]})
+    if repay:
+        for row in (await borrower.call("loan.show", {"loan": p["loan"]}))["rows"]:
+            text = f"{row['payment'] // 100}.{row['payment'] % 100:02d}"
+            await borrower.call("loan.repay", {"loan": p["loan"], "amount": text, "date": row["due"]})
+            await sync_all([lender, borrower])
+            await lender.call("loan.receipt", {"loan": p["loan"], "amount": text, "date": row["due"]})
+    await sync_all([lender, borrower])
+    return p["loan"]
+
+
+async def test_a_lenders_totals_agree_with_loan_list_and_a_late_loan_is_its_npl(tmp_path: Path, capsys):
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        good = await start(nursery, make_node(tmp_path / "g", "g", pex=False))
+        late = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        for n in (good, late):
+            await n.connect(lender.listen_addrs()[0])
+        await sync_all([lender, good, late])
+        await loan(lender, good, "300.00", days_ago(120), repay=True)
+        bad = await loan(lender, late, "1000.00", days_ago(200), repay=False)  # every installment 100+ days late
+        await loan(lender, good, "500.00", days_ago(10), repay=False)  # current
+
+        p = await lender.call("portfolio.show", {})
+        eur = p["lender"]["EUR"]
+        listed = (await lender.call("loan.list", {"role": "lender"}))["loans"]
+        assert eur["outstanding"] == sum(x["outstanding"] for x in listed)  # to the minor unit
+        assert eur["loans"] == len(listed) == 3
+        assert sum(eur["by_borrower"].values()) == sum(eur["by_grade"].values()) == eur["outstanding"]
+        shown_bad = await lender.call("loan.show", {"loan": bad})
+        assert shown_bad["days_past_due"] >= 90
+        assert eur["npl"] == next(x["outstanding"] for x in listed if x["loan"] == bad)
+        assert eur["npl_bp"] == eur["npl"] * 10_000 // eur["outstanding"]
+        assert eur["expected_loss"]["outstanding"] == eur["outstanding"]
+        assert eur["interest_received"] > 0 and eur["nar_bp"] is not None
+        assert sum(eur["cash_flows"].values()) > 0
+
+        owes = (await late.call("portfolio.show", {}))["borrower"]["EUR"]
+        mine = (await late.call("loan.list", {"role": "borrower"}))["loans"]
+        assert owes["outstanding"] == sum(x["outstanding"] for x in mine) == 1000_00
+        assert owes["due_now"] > 0 and owes["payoff"] >= owes["outstanding"]
+        assert (await late.call("portfolio.show", {}))["lender"] == {}
+
+        from cli.lending.portfolio import _borrower, _lender  # the text `p2pnode portfolio` prints of them
+
+        capsys.readouterr()
+        _lender("EUR", eur, None)
+        _borrower("EUR", owes)
+        text = capsys.readouterr().out
+        assert "as a lender, EUR" in text and "NPL" in text and "as a borrower, EUR" in text and "1000.00 EUR" in text
+        await stop_all([lender, good, late])
