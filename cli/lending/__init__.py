@@ -1,4 +1,4 @@
-"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule``, ``policy``, ``credit`` and ``portfolio``.
+"""The lending extension's commands: ``offer``, ``request``, ``loan``, ``schedule``, ``policy``, ``credit``, ``portfolio`` and ``reserve``.
 Its declaration (p2pnode/lending/__init__.py) names ``COMMANDS``; the CLI adds them like
 any extension's commands."""
 
@@ -9,6 +9,7 @@ from cli.lending.loan import loan
 from cli.lending.offer import offer, request
 from cli.lending.policy import policy
 from cli.lending.portfolio import portfolio
+from cli.lending.reserve import reserve
 from cli.lending.schedule import schedule
 
-COMMANDS = [offer, request, loan, schedule, policy, credit, portfolio]
+COMMANDS = [offer, request, loan, schedule, policy, credit, portfolio, reserve]

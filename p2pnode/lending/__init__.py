@@ -13,6 +13,7 @@ from __future__ import annotations
 from protocol import wire
 from protocol.lending import agree
 from protocol.lending.contract import LOAN_KINDS
+from protocol.lending.reserve import RESERVE_KINDS
 from protocol.lending.offer import TOPIC_OFFERS, check_gossip
 from protocol.envelope import MAX_ENVELOPE_SIZE
 
@@ -32,7 +33,7 @@ EXTENSION = Extension(
     name="lending",
     version="1",
     description="offers, countersigned loans, receipts and loan state",
-    kinds=LOAN_KINDS,
+    kinds=LOAN_KINDS + RESERVE_KINDS,
     reacts=tuple(k.name for k in LOAN_KINDS),
     # (each node republishes its live offers, at most 100, every 30 s: 20/s a forwarder is room for
     # many authors, and a burst of 200 for a peer that just joined)
@@ -40,7 +41,7 @@ EXTENSION = Extension(
     streams=(StreamProtocol(agree.AGREE_PROTOCOL, Codec(_agree_payload, agree.decode), "serve_agree",
                             max_per_peer=MAX_INBOUND_AGREE, max_frame=agree.MAX_AGREE_FRAME),),
     methods=METHODS,
-    tasks=("book_upkeep", "proposal_retries"),
+    tasks=("book_upkeep", "proposal_retries", "reserve_upkeep"),
     settings=SETTINGS,
     section="loans",
     service="p2pnode.lending.service:Lending",

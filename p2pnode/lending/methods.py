@@ -227,6 +227,20 @@ METHODS = (
                   'interest_received, fees_received, principal_received}}, "borrower": {currency: {currency, '
                   'as_of, due_now, payoff, outstanding, by_month, schedule: [{date, loan, amount}]}}}`',
            handler="portfolio_show"),
+    Method("reserve.show", "This node's own loss reserve, per currency (docs/portfolio.md): the balance replayed "
+           "from its `reserve.entry` entries, the provisions required now by Fineract's categories over the loans it "
+           "holds, the coverage (balance / required, floored basis points) and the shortfall; what was set aside, "
+           "topped up, released and drawn, and what write-offs left uncovered. Read only.",
+           result='`{"as_of", "share_bp", "release", "provisioning": [{name, min_days, max_days, percent_bp}], '
+                  '"reserves": {currency: {balance, required, coverage_bp, shortfall, set_aside, topped_up, released, '
+                  'drawn, uncovered, balance_text, required_text, shortfall_text, by_category}}}`',
+           handler="reserve_show"),
+    Method("reserve.update", "Bring the reserve up to date now (it is after every receipt and write-off this node "
+           "signs, and hourly): set aside `[reserve] share` of interest not yet counted, draw on it for each "
+           "write-off once, and follow the provisions required. Each movement is a signed `reserve.entry` appended "
+           "to this node's chain; a second call with nothing new appends nothing.",
+           result='`reserve.show`\'s answer and `"appended": [reserve.entry body]` (docs/protocol.md)',
+           handler="reserve_update"),
     Method("credit.show", "A peer's credit in this node's eyes, from the loan documents it holds: its grade, the "
            "largest amount and lowest rate it recommends, its debt with every lender, and its history weighted by "
            "how much of this node's trust reaches its lenders (docs/credit.md).",

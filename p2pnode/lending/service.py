@@ -23,6 +23,7 @@ from p2pnode.lending.loans import Loans
 from p2pnode.lending.offers import OfferBook
 from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
+from p2pnode.lending.reserve import LossReserve
 from p2pnode.lending.settings import credit_params_of
 from p2pnode.net.streams import FramedStream
 
@@ -41,6 +42,7 @@ class Lending:
         self.documents = LoanDocuments(ctx)
         self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)
         self.loans = Loans(ctx, self.documents, self.countersigning, settings)
+        self.reserve = LossReserve(ctx, self.documents, self.loans, settings)
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
@@ -86,6 +88,17 @@ class Lending:
 
     async def proposal_retries(self) -> None:
         await self.countersigning.retry_loop()
+
+    async def reserve_upkeep(self) -> None:
+        await self.reserve.upkeep()
+
+    async def _reserve_follows(self) -> None:
+        """After a receipt or a write-off this node signed: its reserve follows (a failure
+        there is logged; the receipt or notice is already stored and answered for)."""
+        try:
+            await self.reserve.reconcile()
+        except Exception:
+            log.exception("the loss reserve did not follow")
 
     # -- offer.* ---------------------------------------------------------------------------
 
@@ -136,13 +149,25 @@ class Lending:
         return await self.loans.repay(loan, amount, date)
 
     async def loan_receipt(self, loan: str, amount: str, date: str | None) -> dict:
-        return await self.loans.receipt(loan, amount, date)
+        answer = await self.loans.receipt(loan, amount, date)
+        await self._reserve_follows()
+        return answer
 
     async def loan_default(self, loan: str) -> dict:
         return await self.loans.default(loan)
 
     async def loan_writeoff(self, loan: str) -> dict:
-        return await self.loans.writeoff(loan)
+        answer = await self.loans.writeoff(loan)
+        await self._reserve_follows()
+        return answer
+
+    async def reserve_show(self) -> dict:
+        return self.reserve.show()
+
+    async def reserve_update(self) -> dict:
+        appended = await self.reserve.reconcile()
+        return dict(self.reserve.show(), appended=[dict(b, loan=b["loan"].hex()) if "loan" in b else b
+                                                   for b in appended])
 
     async def loan_dispute(self, loan: str, reason: str) -> dict:
         return await self.loans.dispute(loan, reason)
@@ -181,7 +206,7 @@ class Lending:
         today, lent, owed = self.loans.holdings(at)
         grades = {b: self.credit.grade(b) for b in {h.borrower for h in lent}}
         try:
-            mine = portfolios(lent, today, grades)
+            mine = portfolios(lent, today, grades, self.reserve.params)
             debts = {cur: obligations([h for h in owed if h.currency == cur], cur, today)
                      for cur in sorted({h.currency for h in owed})}
         except ProtocolError as e:

@@ -25,6 +25,7 @@ from p2pnode.extension import Setting
 
 POLICY = "policy"
 CREDIT = "credit"
+RESERVE = "reserve"
 OVERRIDES = ("lpr", "apr_cap", "min_grade", "max_term")
 
 
@@ -62,14 +63,14 @@ def _months(text: str) -> int | None:
     return count
 
 
-def _pairs(text: str, what: str, keys: tuple[str, ...]) -> dict[str, str]:
+def _pairs(text: str, what: str, keys: tuple[str, ...], word: str = "GRADE") -> dict[str, str]:
     """``"A=70 B=50"`` (spaces or commas between pairs) as ``{"A": "70", "B": "50"}``;
     ``ValueError`` naming ``what`` for a key not in ``keys``, one twice, or no ``=``."""
     out: dict[str, str] = {}
     for part in text.replace(",", " ").split()[:32]:
         key, sep, value = part.partition("=")
         if not sep or key not in keys or key in out or not value:
-            raise ValueError(f"{what}: {part!r} is not GRADE=VALUE with GRADE one of {', '.join(keys)}, each once")
+            raise ValueError(f"{what}: {part!r} is not {word}=VALUE with {word} one of {', '.join(keys)}, each once")
         out[key] = value
     return out
 
@@ -147,6 +148,45 @@ def _default_text() -> tuple[str, str, str]:
 _SCORES, _RATES, _FACTORS = _default_text()
 
 
+def share_bp_of(text: str) -> int:
+    """The share of interest received set aside (``[reserve] share``, e.g. "10%") in basis
+    points; empty: the default, 10%."""
+    from protocol.lending.reserve import BP, DEFAULT_SHARE_BP
+
+    if not text:
+        return DEFAULT_SHARE_BP
+    bp = _rate(text)
+    if bp is None or not 0 <= bp <= BP:
+        raise ValueError(f"share: {text!r} is not a percentage of 0% to 100%")
+    return bp
+
+
+def provisioning_of(text: str) -> Any:
+    """The provisioning ``Params`` of ``[reserve] provisioning`` ("standard=1% substandard=20%
+    doubtful=50% loss=100%": the percentage of each of Fineract's categories, whose
+    delinquency buckets are fixed); empty or a category left out: the default."""
+    from dataclasses import replace as with_
+
+    from protocol.lending.provisioning import DEFAULTS, Params
+
+    if not text:
+        return DEFAULTS
+    names = tuple(c.name for c in DEFAULTS.categories)
+    given = _pairs(text, "provisioning", names, "CATEGORY")
+    cats = []
+    for c in DEFAULTS.categories:
+        if c.name in given:
+            bp = _rate(given[c.name]) if given[c.name].endswith("%") else None
+            if bp is None or bp > 10_000:
+                raise ValueError(f"provisioning: {c.name}={given[c.name]!r} is not a percentage of 0% to 100%")
+            c = with_(c, percent_bp=bp)
+        cats.append(c)
+    try:
+        return Params(tuple(cats))
+    except ProtocolError as e:
+        raise ValueError(f"provisioning: {e.message}") from None
+
+
 def policy_of(settings: Mapping[str, Any]) -> Policy:
     """The policy lending's ``settings`` put in force: the preset, with the overrides that
     are not empty; ``ValueError`` naming what is wrong."""
@@ -182,4 +222,11 @@ SETTINGS = (
             "offers admitted).", check=_credit_check("trust_floor"), section=CREDIT),
     Setting("amount_factors", "str", _FACTORS, "The largest amount recommended per grade, as a share of the "
             "largest loan the borrower repaid.", check=_credit_check("amount_factors"), section=CREDIT),
+    Setting("share", "str", "10%", "The share of the interest received that this node sets aside in its own loss "
+            "reserve (recorded in its chain; docs/portfolio.md).", check=share_bp_of, section=RESERVE),
+    Setting("release", "bool", False, "Release what the reserve holds above the provisions required (false: what "
+            "is set aside stays as a buffer).", section=RESERVE),
+    Setting("provisioning", "str", "standard=1% substandard=20% doubtful=50% loss=100%",
+            "The provision per Fineract category: standard (0-30 days past due), substandard (31-90), doubtful "
+            "(91-180), loss (181+ or defaulted).", check=provisioning_of, section=RESERVE),
 )

@@ -80,3 +80,38 @@ async def test_a_lenders_totals_agree_with_loan_list_and_a_late_loan_is_its_npl(
         text = capsys.readouterr().out
         assert "as a lender, EUR" in text and "NPL" in text and "as a borrower, EUR" in text and "1000.00 EUR" in text
         await stop_all([lender, good, late])
+
+
+async def test_the_lenders_own_reserve_sets_aside_interest_follows_provisions_and_is_in_its_chain(tmp_path: Path):
+    """Issue 11's reserve: each lender keeps its own, in its own chain (no pooled fund).
+    Interest received sets aside its share; the reserve follows the provisions a late loan
+    requires; a second update with nothing new appends nothing; another node replays the
+    same balance from the lender's chain alone."""
+    from protocol.entry import parse_entry
+    from protocol.lending.reserve import replay
+
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        good = await start(nursery, make_node(tmp_path / "g", "g", pex=False))
+        late = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        for n in (good, late):
+            await n.connect(lender.listen_addrs()[0])
+        await sync_all([lender, good, late])
+        await loan(lender, good, "300.00", days_ago(120), repay=True)  # the receipts set interest aside
+        shown = await lender.call("reserve.show", {})
+        eur = shown["reserves"]["EUR"]
+        assert eur["set_aside"] > 0 and eur["balance"] >= eur["set_aside"]
+        await loan(lender, late, "1000.00", days_ago(200), repay=False)  # doubtful: 50% required
+        updated = await lender.call("reserve.update", {})
+        eur = updated["reserves"]["EUR"]
+        assert eur["required"] == 500_00 and eur["balance"] == eur["required"] and eur["shortfall"] == 0
+        assert eur["coverage_bp"] == 10_000 and [b["kind"] for b in updated["appended"]] == ["top_up"]
+        again = await lender.call("reserve.update", {})
+        assert again["appended"] == [] and again["reserves"] == updated["reserves"]
+
+        await sync_all([lender, good, late])  # anyone holding the chain replays the same balance
+        me = lender.key.public_key
+        held = [parse_entry(raw) for raw in lending(good).ctx.chains.chain(me)]  # the lender's chain, on another node
+        bodies = [e.body for e in held if e.kind == "reserve.entry"]
+        assert len(bodies) >= 2 and replay(bodies, "EUR").balance == eur["balance"]
+        await stop_all([lender, good, late])
