@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import trio
 
@@ -264,6 +264,20 @@ class Loans:
         except ProtocolError as e:
             raise ApiError(e.message, code=e.code) from None
 
+    def _agreed(self, today: date) -> Iterator[tuple[bytes, LoanRecord, Any]]:
+        """``(loan, record, state at today)`` of every agreed loan the store holds; one
+        whose state cannot be made is logged and left out."""
+        for loan in loan_ids(self.ctx.index):
+            rec = self.docs.read(loan)
+            if rec.contract is None:
+                continue
+            try:
+                st = rec.state(today)
+            except ProtocolError as e:
+                log.info("loan %s cannot be evaluated: %s", loan.hex()[:16], e.message)
+                continue
+            yield loan, rec, st
+
     def holdings(self, at: Any) -> tuple[date, list[Any], list[Any]]:
         """``(day, as lender, as borrower)``: the ``portfolio.Holding`` of every agreed loan
         this node holds the claim of, and of every one it owes, on ``at`` (default today);
@@ -274,15 +288,7 @@ class Loans:
         today = self._at(at)
         lent: list[Any] = []
         owed: list[Any] = []
-        for loan in loan_ids(self.ctx.index):
-            rec = self.docs.read(loan)
-            if rec.contract is None:
-                continue
-            try:
-                st = rec.state(today)
-            except ProtocolError as e:
-                log.info("loan %s cannot be evaluated: %s", loan.hex()[:16], e.message)
-                continue
+        for loan, rec, st in self._agreed(today):
             r = role_of(rec.contract, st.holder, self.me)
             into = lent if r == "lender" else owed if r == "borrower" else None
             if into is not None and len(into) < MAX_LOANS:
@@ -297,15 +303,7 @@ class Loans:
         today = self._at(at)
         forked = self.ctx.chains.forked_authors()  # (read once: the fork proofs, for every loan)
         out = []
-        for loan in loan_ids(self.ctx.index):
-            rec = self.docs.read(loan)
-            if rec.contract is None:
-                continue
-            try:
-                st = rec.state(today)
-            except ProtocolError as e:
-                log.info("loan %s cannot be evaluated: %s", loan.hex()[:16], e.message)
-                continue
+        for loan, rec, st in self._agreed(today):
             r = role_of(rec.contract, st.holder, self.me)
             shown = "transferred" if r == "former_lender" else st.state
             if role not in (None, "any") and r != role:
