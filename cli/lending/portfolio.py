@@ -4,13 +4,14 @@ docs/portfolio.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
 from cli import petnames
 from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
-from cli.output import emit_json, peer_label, table
+from cli.output import emit_json, fail, peer_label, table
 
 
 def _money(minor: int, currency: str) -> str:
@@ -25,19 +26,35 @@ def _pct(bp: int | None) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--at", metavar="YYYY-MM-DD", help="The day to compute it for (default today).")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), metavar="FILE.png",
+              help="Also draw the allocation and the expected monthly cash flows into this PNG file.")
+@click.option("--chart", is_flag=True, help="Also draw the same charts in the terminal.")
 @json_option
 @pass_ctx
 @handles_errors
-def portfolio(c: Ctx, at: str | None, as_json: bool) -> None:
+def portfolio(c: Ctx, at: str | None, plot: Path | None, chart: bool, as_json: bool) -> None:
     """Show this node's portfolio: as a lender, per currency, the outstanding principal by
     borrower, grade and state, concentration (top borrower, HHI), the NPL ratio, the
     expected loss by provisioning category, the realized net annualized return and the
     cash flows expected per month; as a borrower, what it owes and when."""
     p = node_call(c, "portfolio.show", {"at": at} if at else {})
+    names = petnames.load(c.home.path)
+    if plot is not None:
+        from cli.lending.portfolio_plot import write_png
+
+        try:
+            n = write_png(p, plot, lambda k: peer_label(k, names))
+        except OSError as e:
+            fail(f"cannot write {plot}: {e.strerror or e}", code="write_failed")
+        if not as_json:
+            click.echo(f"{n} charts drawn into {plot}")
     if as_json:
         emit_json(p)
         return
-    names = petnames.load(c.home.path)
+    if chart:
+        from cli.lending.portfolio_plot import terminal_chart
+
+        click.echo(terminal_chart(p, lambda k: peer_label(k, names)))
     if not p["lender"] and not p["borrower"]:
         click.echo(f"no loans as of {p['as_of']}")
     for cur, v in p["lender"].items():

@@ -78,6 +78,13 @@ async def test_a_lenders_totals_agree_with_loan_list_and_a_late_loan_is_its_npl(
         _lender("EUR", eur, None)
         _borrower("EUR", owes)
         text = capsys.readouterr().out
+        from cli.lending.portfolio_plot import terminal_chart, write_png
+
+        png = tmp_path / "portfolio.png"  # --plot: allocation and cash flows, drawn from the same answer
+        assert write_png(p, png) == 3 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        chart = terminal_chart(p)  # --chart: the same in the terminal, each point listed with its value
+        for month, minor in eur["cash_flows"].items():
+            assert f"{month} {minor / 100:,.2f}" in chart
         assert "as a lender, EUR" in text and "NPL" in text and "as a borrower, EUR" in text and "1000.00 EUR" in text
         await stop_all([lender, good, late])
 
