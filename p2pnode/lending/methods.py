@@ -48,6 +48,11 @@ FILL_VIEW = ("`{min_amount, max_amount, funded, remaining, parts, overfilled, ex
              "is filled, from the agreements its author's chain holds (an offer is taken in parts, each its own "
              "contract, until nothing remains: protocol/lending/fill.py)")
 
+AUTOINVEST_VIEW = ('`{"enabled", "strategy": {budget, per_loan, max_share_bp, min_grade, grade_mix, max_term_months} '
+                   'or null, "decisions": [DECISION]}`; a DECISION is `{request, borrower (peer ID), currency, '
+                   'grade, amount, amount_text, reason ("fund", or why it was passed over: currency, term, grade, '
+                   'too_small, budget, borrower_share, grade_mix), outcome, at_ms}`')
+
 _ID = "an id, or a unique prefix of at least 8 hex digits"
 
 
@@ -241,6 +246,20 @@ METHODS = (
            "to this node's chain; a second call with nothing new appends nothing.",
            result='`reserve.show`\'s answer and `"appended": [reserve.entry body]` (docs/protocol.md)',
            handler="reserve_update"),
+    Method("autoinvest.set", "Turn auto-invest on or off (written to config.toml's `[autoinvest] enabled` first). "
+           "On, the node funds by itself, every 30 s, the requests in its book that its strategy (`[autoinvest]`: "
+           "budget, per_loan, max_share, lowest_grade, grade_mix, longest_term) chooses, each by `loan.propose`, "
+           "within its policy; turning it on runs once at once. Refusals: `no_strategy` (no budget or per_loan), "
+           "`save_failed`.",
+           params=(Param("on", "bool", "true: on; false: off", required=True),),
+           result=AUTOINVEST_VIEW + ', and `"ran"`: the decisions of the run made when turned on',
+           handler="autoinvest_set"),
+    Method("autoinvest.status", "Whether auto-invest is on, its strategy, and its last 200 decisions with their "
+           "reasons and outcomes.", result=AUTOINVEST_VIEW, handler="autoinvest_status"),
+    Method("autoinvest.dry_run", "What auto-invest would do now, decision by decision with its reason "
+           "(protocol/lending/autoinvest.py's table), doing nothing: the same book, grades and loans give the same "
+           "decisions. Refusals: `no_strategy`.",
+           result='`{"enabled", "decisions": [DECISION]}`', handler="autoinvest_dry_run"),
     Method("credit.show", "A peer's credit in this node's eyes, from the loan documents it holds: its grade, the "
            "largest amount and lowest rate it recommends, its debt with every lender, and its history weighted by "
            "how much of this node's trust reaches its lenders (docs/credit.md).",

@@ -24,6 +24,7 @@ from p2pnode.lending.offers import OfferBook
 from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
 from p2pnode.lending.reserve import LossReserve
+from p2pnode.lending.autoinvest import AutoInvest
 from p2pnode.lending.settings import credit_params_of
 from p2pnode.net.streams import FramedStream
 
@@ -43,6 +44,7 @@ class Lending:
         self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)
         self.loans = Loans(ctx, self.documents, self.countersigning, settings)
         self.reserve = LossReserve(ctx, self.documents, self.loans, settings)
+        self.autoinvest = AutoInvest(ctx, self.book, self.credit, self.countersigning, self.loans, settings)
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
@@ -91,6 +93,18 @@ class Lending:
 
     async def reserve_upkeep(self) -> None:
         await self.reserve.upkeep()
+
+    async def autoinvest_runs(self) -> None:
+        await self.autoinvest.loop()
+
+    async def autoinvest_set(self, on: bool) -> dict:
+        return await self.autoinvest.set(on)
+
+    async def autoinvest_status(self) -> dict:
+        return self.autoinvest.status()
+
+    async def autoinvest_dry_run(self) -> dict:
+        return self.autoinvest.dry_run()
 
     async def _reserve_follows(self) -> None:
         """After a receipt or a write-off this node signed: its reserve follows (a failure

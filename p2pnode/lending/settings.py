@@ -26,6 +26,7 @@ from p2pnode.extension import Setting
 POLICY = "policy"
 CREDIT = "credit"
 RESERVE = "reserve"
+AUTOINVEST = "autoinvest"
 OVERRIDES = ("lpr", "apr_cap", "min_grade", "max_term")
 
 
@@ -187,6 +188,51 @@ def provisioning_of(text: str) -> Any:
         raise ValueError(f"provisioning: {e.message}") from None
 
 
+def _amounts(text: str, what: str) -> dict[str, int]:
+    """``"EUR=1000.00 USD=500"`` as minor units per currency; ``ValueError`` naming ``what``."""
+    from protocol.lending.money import CURRENCIES, parse_amount
+
+    out: dict[str, int] = {}
+    for cur, value in _pairs(text, what, tuple(sorted(CURRENCIES)), "CURRENCY").items():
+        try:
+            out[cur] = parse_amount(value, cur)
+        except MoneyError as e:
+            raise ValueError(f"{what}: {cur}={value}: {e.message}") from None
+    return out
+
+
+def strategy_of(settings: Mapping[str, Any]) -> Any:
+    """The auto-invest ``Strategy`` of ``[autoinvest]``, or None while ``budget`` or
+    ``per_loan`` is empty (no strategy: auto-invest cannot be turned on); ``ValueError``
+    naming the setting that is wrong."""
+    from protocol.lending.autoinvest import Strategy
+    from protocol.lending.credit import GRADES, NONE
+
+    budget = _amounts(settings.get("budget") or "", "budget")
+    per_loan = _amounts(settings.get("per_loan") or "", "per_loan")
+    if not budget or not per_loan:
+        return None
+    if not set(per_loan) <= set(budget):
+        raise ValueError("per_loan: a currency with no budget")
+    share = _rate(settings.get("max_share") or "20%")
+    if share is None or not 0 < share <= 10_000:
+        raise ValueError("max_share: a percentage above 0% and at most 100%")
+    lowest = settings.get("lowest_grade") or ""
+    if lowest and lowest not in GRADES:
+        raise ValueError(f"lowest_grade: {lowest!r} is not a grade ({', '.join(GRADES)})")
+    mix = {}
+    for g, v in _pairs(settings.get("grade_mix") or "", "grade_mix", GRADES + (NONE,)).items():
+        bp = _rate(v) if v.endswith("%") else None
+        if bp is None or bp > 10_000:
+            raise ValueError(f"grade_mix: {g}={v!r} is not a percentage of 0% to 100%")
+        mix[g] = bp
+    return Strategy(budget, per_loan, share, lowest, mix, _months(settings.get("longest_term") or ""))
+
+
+def _strategy_check(name: str):
+    return lambda value: strategy_of({"budget": "EUR=1", "per_loan": "EUR=1", name: value}) and None
+
+
 def policy_of(settings: Mapping[str, Any]) -> Policy:
     """The policy lending's ``settings`` put in force: the preset, with the overrides that
     are not empty; ``ValueError`` naming what is wrong."""
@@ -229,4 +275,18 @@ SETTINGS = (
     Setting("provisioning", "str", "standard=1% substandard=20% doubtful=50% loss=100%",
             "The provision per Fineract category: standard (0-30 days past due), substandard (31-90), doubtful "
             "(91-180), loss (181+ or defaulted).", check=provisioning_of, section=RESERVE),
+    Setting("enabled", "bool", False, "Fund matching requests by itself (`p2pnode autoinvest on|off` sets it).",
+            section=AUTOINVEST),
+    Setting("budget", "str", "", 'What auto-invest may have lent out in all, per currency, e.g. "EUR=1000.00" '
+            "(empty: no strategy).", check=lambda v: _amounts(v, "budget") and None, section=AUTOINVEST),
+    Setting("per_loan", "str", "", 'The part it funds of each request, e.g. "EUR=25.00".',
+            check=lambda v: _amounts(v, "per_loan") and None, section=AUTOINVEST),
+    Setting("max_share", "str", "20%", "The largest share of a currency's budget one borrower may owe.",
+            check=_strategy_check("max_share"), section=AUTOINVEST),
+    Setting("lowest_grade", "str", "", "The lowest credit grade it funds, A to G (empty: any, and no grade).",
+            check=_strategy_check("lowest_grade"), section=AUTOINVEST),
+    Setting("grade_mix", "str", "", 'The largest share of the budget per grade, e.g. "A=50% B=30% C=20%" (a grade '
+            "it does not name gets nothing; empty: no limit).", check=_strategy_check("grade_mix"), section=AUTOINVEST),
+    Setting("longest_term", "str", "", 'The longest term it funds in months, e.g. "24m" (empty: any).',
+            check=_strategy_check("longest_term"), section=AUTOINVEST),
 )

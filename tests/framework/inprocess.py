@@ -21,7 +21,8 @@ REGISTRY = LOADED.registry
 LOCAL = "/ip4/127.0.0.1/tcp/0"
 LENDING = ("review",)
 POLICY = ("lpr", "apr_cap", "min_grade", "max_term")
-CREDIT = ("grade_scores", "min_rates", "amount_factors")
+CREDIT = ("grade_scores", "min_rates", "amount_factors", "trust_floor")
+AUTOINVEST = ("enabled", "budget", "per_loan", "max_share", "lowest_grade", "grade_mix", "longest_term")
 START_TIMEOUT = 20.0  # seconds a node may take to listen and answer
 
 
@@ -36,7 +37,8 @@ def make_node(path: Path, name: str, *, clock: Clock = SYSTEM, loans: dict | Non
     home, _ = init_home(path, registry=REGISTRY, name=name)
     section = {**(loans or {}), **{k: settings.pop(k) for k in LENDING if k in settings}}
     others = {"policy": {"preset": policy, **{k: settings.pop(k) for k in POLICY if k in settings}},
-              "credit": {k: settings.pop(k) for k in CREDIT if k in settings}}
+              "credit": {k: settings.pop(k) for k in CREDIT if k in settings},
+              "autoinvest": {k: settings.pop(k) for k in AUTOINVEST if k in settings}}
     lending = settings_of(LOADED.get("lending"), section, where=name, others=others)
     return Node(home, home.signing_key(None), NodeSettings(listen=[LOCAL], extensions={"lending": lending}, **settings),
                 LOADED, clock)
