@@ -29,6 +29,10 @@ pytestmark = pytest.mark.trio
 
 TTL_S = 600  # a proposal's time to live
 OFFER_S = 7 * 86_400  # an offer's: it outlives every proposal here
+STEADY = {"ping_interval": 300.0, "ping_timeout": 120.0}
+"""Keepalive at its slowest (net/keepalive.py bounds): these tests jump the nodes' clock by minutes, and a ping in
+flight across a jump would look unanswered and end the connection (net/keepalive.py; on
+a real clock, time does not jump). Whether proposals expire by that clock is what they test."""
 
 
 @pytest.fixture
@@ -88,8 +92,8 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
                                                                                       clock: MockClock):
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
+        lender, lender_ended = await start_watched(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, **STEADY))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False, **STEADY))
         await connected(lender, borrower)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
@@ -143,8 +147,8 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
 async def test_a_proposal_held_for_review_expires_and_accept_then_signs_nothing(tmp_path: Path, clock: MockClock):
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, review=True))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
+        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, **STEADY, review=True))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False, **STEADY))
         await connected(lender, borrower)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
@@ -182,7 +186,7 @@ async def test_late_then_delinquent_with_one_fee_then_default_then_repaid_withou
         tmp_path: Path, clock: MockClock):
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        nodes = [await start(nursery, make_node(tmp_path / n, n, clock=wall, pex=False)) for n in ("l", "b", "o")]
+        nodes = [await start(nursery, make_node(tmp_path / n, n, clock=wall, pex=False, **STEADY)) for n in ("l", "b", "o")]
         lender, borrower, _ = nodes
         for i, a in enumerate(nodes):
             for b in nodes[i + 1:]:
@@ -271,8 +275,8 @@ async def test_the_records_of_refused_incoming_proposals_are_purged_a_day_later(
     proposer's own record of its proposal stays."""
     wall = node_clock()
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False))
+        lender = await start(nursery, make_node(tmp_path / "l", "l", clock=wall, pex=False, **STEADY))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", clock=wall, pex=False, **STEADY))
         await connected(lender, borrower)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
