@@ -101,3 +101,13 @@ def _strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_cycle_finder_finds_cycles():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert sorted(map(sorted, _strongly_connected(edges))) == [["a", "b", "c"], ["d"], ["e"]]
+
+
+def test_no_two_test_files_share_a_name():
+    """pytest imports test files by their basename here (no packages under tests/), so a
+    second file of the same name fails the whole collection with "import file mismatch"."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("test_*.py"))
+    assert [n for n, k in names.items() if k > 1] == []
