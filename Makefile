@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/node.py
 	$(PY) bench/agree.py
 	$(PY) bench/credit.py
+	$(PY) bench/portfolio.py
 
 sim: $(STAMP)
 	$(PY) -m sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --nodes $(NODES) $(SIM_ARGS)
