@@ -88,8 +88,9 @@ def main() -> None:
     verify = raw_verify_per_s()
     progress(f"building {a.loans:,} loans")
     docs = documents(a.loans)
-    whole, hs = timed(lambda: portfolios(holdings(docs), TODAY), a.runs)
-    pure, _ = timed(lambda: portfolios(hs_once, TODAY), a.runs) if (hs_once := holdings(docs)) else ([], None)
+    whole, _ = timed(lambda: portfolios(holdings(docs), TODAY), a.runs)
+    hs_once = holdings(docs)
+    pure, _ = timed(lambda: portfolios(hs_once, TODAY), a.runs)
     rnd = random.Random(2)
     book = [Candidate(i.to_bytes(32, "big"), borrower(rnd.randrange(a.requests // 3 + 1)), "EUR",
                       rnd.randrange(300, 3000), rnd.choice(("6m", "12m", "24m", "36m")), rnd.randrange(25_00, 5000_00),
