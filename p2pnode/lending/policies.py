@@ -131,20 +131,13 @@ class PolicyInForce:
         return self.min_grade_refusal(doc["proposer"], getattr(offer, "min_grade", None))
 
     def min_grade_refusal(self, taker: bytes, min_grade: str | None) -> str | None:
-        """Why ``taker`` may not take an offer that asks ``min_grade`` of its takers
-        (``offer create --min-grade``), or None. The grade is its first letter ("B+" asks
-        B or better); a taker with no usable history ("none") meets no grade."""
+        """Why ``taker`` may not take an offer asking ``min_grade`` of its takers, by its
+        grade in this node's eyes (protocol/lending/credit.py ``min_grade_refusal``)."""
         if not min_grade or self.credit is None:
             return None
-        from protocol.lending.credit import GRADES, grade_at_least
+        from protocol.lending.credit import min_grade_refusal
 
-        floor = min_grade[0]
-        if floor not in GRADES:
-            return f"min_grade: the offer asks grade {min_grade}, which is not one of {', '.join(GRADES)}"
-        grade = self.credit.grade(taker)
-        if grade_at_least(grade, floor):
-            return None
-        return f"min_grade: the taker's grade is {grade}; the offer asks {floor} or better [offer]"
+        return min_grade_refusal(self.credit.grade(taker), min_grade)
 
     # -- policy.* --------------------------------------------------------------------------
 

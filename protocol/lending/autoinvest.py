@@ -40,11 +40,10 @@ Rules of this file (docs/portfolio.md, "Auto-invest"):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Iterable, Mapping
 
 from .credit import GRADES, NONE
-from .money import parse_term
+from .money import term_months
 
 MAX_CANDIDATES = 10_000
 BP = 10_000
@@ -112,11 +111,6 @@ def _rank(grade: str) -> int:
     return GRADES.index(grade) if grade in GRADES else len(GRADES)
 
 
-def _months(term: str) -> Fraction:
-    count, unit = parse_term(term)
-    return Fraction(count) if unit == "m" else Fraction(count * (7 if unit == "w" else 1) * 12, 365)
-
-
 def _share(budget: int, bp: int) -> int:
     return budget * bp // BP
 
@@ -141,7 +135,7 @@ def decide(strategy: Strategy, candidates: Iterable[Candidate], invested: Invest
         if budget is None or c.currency not in strategy.per_loan:
             out.append(decision(0, "currency"))
             continue
-        if strategy.max_term_months is not None and _months(c.term) > strategy.max_term_months:
+        if strategy.max_term_months is not None and term_months(c.term) > strategy.max_term_months:
             out.append(decision(0, "term"))
             continue
         if strategy.min_grade and _rank(c.grade) > GRADES.index(strategy.min_grade):

@@ -85,6 +85,20 @@ def grade_at_least(grade: str, floor: str) -> bool:
     return GRADES.index(grade) <= GRADES.index(floor)
 
 
+def min_grade_refusal(grade: str, min_grade: str | None) -> str | None:
+    """Why a taker graded ``grade`` may not take an offer asking ``min_grade`` of its
+    takers (``offer create --min-grade``), or None: the ask is its first letter ("B+" asks
+    B or better), and a taker with no usable history (``none``) meets no grade."""
+    if not min_grade:
+        return None
+    floor = min_grade[0]
+    if floor not in GRADES:
+        return f"min_grade: the offer asks grade {min_grade}, which is not one of {', '.join(GRADES)}"
+    if grade_at_least(grade, floor):
+        return None
+    return f"min_grade: the taker's grade is {grade}; the offer asks {floor} or better [offer]"
+
+
 @dataclass(frozen=True)
 class CreditParams:
     """The mapping from history to grade and limits (rules 5 to 7); every field is a knob."""

@@ -23,6 +23,7 @@ Rules (docs/protocol.md, "Schedules"; DESIGN.md, "Encoding"):
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from ..errors import ProtocolError
 
@@ -138,6 +139,14 @@ def parse_term(text: str) -> tuple[int, str]:
     if count > MAX_TERM_COUNT:
         raise MoneyError(f"term {_quoted(text)} is over {MAX_TERM_COUNT} {m.group(2)}", code="bad_term")
     return count, m.group(2)
+
+
+def term_months(text: str) -> Fraction:
+    """A term in months, exactly: ``"12m"`` is 12, weeks and days count a month as 365/12
+    days (policy's ``max_term``, auto-invest's ``longest_term``); ``MoneyError`` as
+    ``parse_term``."""
+    count, unit = parse_term(text)
+    return Fraction(count) if unit == "m" else Fraction(count * (7 if unit == "w" else 1) * 12, 365)
 
 
 def format_term(term: tuple[int, str]) -> str:

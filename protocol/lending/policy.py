@@ -62,12 +62,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 from ..errors import ProtocolError
 from .apr import apr_bp
-from .money import CURRENCIES, MAX_AMOUNT, MAX_RATE_BP, MoneyError, format_amount, format_rate, parse_term
+from .money import CURRENCIES, MAX_AMOUNT, MAX_RATE_BP, MoneyError, format_amount, format_rate, parse_term, term_months
 
 GRADES = ("A", "B", "C", "D", "E", "F", "G")
 """Credit grades, best first; ``NO_GRADE`` is a borrower with no usable history."""
@@ -351,11 +350,6 @@ def _pct(bp: int) -> str:
     return f"{whole}.{frac:02d}%"
 
 
-def _term_months(term: str) -> Fraction:
-    count, unit = parse_term(term)
-    return Fraction(count) if unit == "m" else Fraction(count * (7 if unit == "w" else 1) * 12, 365)
-
-
 def _rate_cap(c: _Case) -> str | None:
     cap = c.policy.rate_cap_bp()
     if cap is None:
@@ -382,7 +376,7 @@ def _max_principal(c: _Case) -> str | None:
 
 def _max_term(c: _Case) -> str | None:
     cap = c.policy.max_term_months
-    if cap is None or _term_months(c.terms.term) <= cap:
+    if cap is None or term_months(c.terms.term) <= cap:
         return None
     return f"term {c.terms.term} is longer than the maximum of {cap}m"
 
