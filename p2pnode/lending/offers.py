@@ -121,6 +121,13 @@ class OfferBook:
         expired one may linger until purged (check ``expires``, or ``protocol.offer.is_live``)."""
         return self.book.get(offer_id)
 
+    def held_until(self, offer_id: bytes) -> int | None:
+        """When (ms) the book may purge this offer's records unless its author refreshes
+        it (book.py rule 4), or None if it holds none."""
+        self._load()
+        key = self._xkeys.get(offer_id)
+        return None if key is None or offer_id not in self._book else _until(key)
+
     def all(self) -> list[Offer]:
         return list(self.book.values())
 

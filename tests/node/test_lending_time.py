@@ -73,6 +73,23 @@ async def seen_offer(nodes: list[Node], offer_id: str) -> None:
                    "the offer to reach every book")
 
 
+async def refreshed(author: Node, holder: Node, wall: VirtualClock, offer_id: str) -> None:
+    """``holder``'s book holds ``author``'s offer for a minute at least. A jump past the
+    book's ``BOOK_TTL_MS`` with the author away lets the book drop the offer (as it must
+    for an author gone), and only the author's republish brings it back; the test has it
+    republished, a moment apart, until a copy arrives (at most 20 times: the gossip mesh
+    of a connection just made may not carry the first)."""
+    oid = bytes.fromhex(offer_id)
+    for _ in range(20):
+        await lending(author).book.republish()
+        for _ in range(10):
+            until = lending(holder).book.held_until(oid)
+            if until is not None and until > wall.now_ms() + 60_000:
+                return
+            await trio.sleep(0.1)
+    raise AssertionError("the author's republished offer never reached the other book")
+
+
 def record(node: Node, loan: str):
     return lending(node).countersigning.get(bytes.fromhex(loan))
 
@@ -134,6 +151,7 @@ async def test_a_proposal_to_a_stopped_node_expires_by_its_expiry_and_is_never_a
                 await connected(borrower, lender)
         assert isinstance(answer, agree.Refused) and answer.code == "expired"
         # the link works and the offer was not taken: a new proposal on it is agreed
+        await refreshed(lender, borrower, wall, oid)
         fresh = await borrower.call("loan.propose", {"offer": oid, "ttl_s": TTL_S})
         await wait_for(lambda: record(borrower, fresh["loan"]).state == "agreed", 15, "the fresh proposal agreed")
         await sync_all([lender, borrower])
