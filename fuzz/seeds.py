@@ -20,6 +20,7 @@ from protocol.keys import SigningKey, peer_id
 from protocol.kinds import genesis_body
 from protocol.lending import agree
 from protocol.lending.contract import contract_from, make_receipt, propose, terms_of
+from protocol.lending.market import make_listing
 from protocol.lending.offer import make_cancel, make_offer, offer_of
 
 T0 = 1_790_000_000_000  # ms: a fixed clock for every document
@@ -62,6 +63,9 @@ def documents() -> dict[str, bytes]:
                            payer=A.public_key)
     transfer = seal({"type": "transfer", "loan": proposal.id, "from": A.public_key, "to": C.public_key,
                      "after": 1, "date": "2026-03-01"}, A, C)
+    sale = seal({"type": "transfer", "loan": proposal.id, "from": A.public_key, "to": C.public_key, "after": 1,
+                 "date": "2026-03-01", "price": 95_000}, C)
+    listing = make_listing(A, loan=proposal.id, price=95_000, currency="EUR", created=T0, expires=T0 + 86_400_000)
     chain = _chain(A, [
         ("genesis", genesis_body("alice")),
         ("note", {"text": "hello"}),
@@ -76,7 +80,7 @@ def documents() -> dict[str, bytes]:
     docs = {f"entry_{e.seq}_{e.kind}": e.envelope for e in chain}
     docs["entry_receipt"] = receipt_entry.envelope
     docs.update(offer=offer.raw, request=request.raw, cancel=make_cancel(A, offer.id, T0 + 5).raw,
-                proposal=proposal.raw, agreement=agreement.raw, receipt=receipt.raw, transfer=transfer.raw)
+                proposal=proposal.raw, agreement=agreement.raw, receipt=receipt.raw, transfer=transfer.raw, sale=sale.raw, listing=listing.raw)
     return docs
 
 
@@ -211,7 +215,7 @@ def corpus() -> dict[str, list[bytes]]:
         "entry": entries,
         "entry_payload": [_payload(e) for e in entries],
         "fork": [proof],
-        "gossip": [wire.entries_message(entries[:4]), proof],
+        "gossip": [wire.entries_message(entries[:4]), proof, docs["listing"]],
         "wire": [wire.encode_message(m) for m in wire_msgs] + [wire.frame(wire.Get(B.public_key, 3, 7))[:4]],
         "sync": [_frames(wire_msgs[1:2] + [wire.Entries(A.public_key, 1, tuple(entries[:2]))]),
                  _frames([wire.HeadsQuery(), wire.Get(A.public_key, 1, 4), wire.HeadsQuery()]),
@@ -219,8 +223,8 @@ def corpus() -> dict[str, list[bytes]]:
                  _frames([wire.HeadsQuery(since=wire.Cursor(b"\x07" * wire.EPOCH_SIZE, 3)),
                           wire.HeadsQuery(since=wire.NO_CURSOR), wire.HeadsQuery(A.public_key, wire.NO_CURSOR)])],
         "agree": [agree.encode(m)[4:] for m in _agree_messages()],
-        "offer": [_payload(docs[k]) for k in ("offer", "request", "cancel")],
-        "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer")],
+        "offer": [_payload(docs[k]) for k in ("offer", "request", "cancel", "listing")],
+        "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer", "sale")],
         "money": [b"1500.50", b"0", b"7.5%", b"1000%", b"12m", b"9999d", b"1000000000000000000", b"0.00000001"],
         "jsonform": [b'{"text": "hi"}', b'{"b": {"$bin": "00ff"}, "n": [1, -2, 18446744073709551615], "t": true, "z": '
                      b'null, "s": "\\u00e9\\ud83d\\ude00"}', b'[[], {}, ""]', b"-9223372036854775808"],

@@ -35,7 +35,7 @@ from protocol.errors import DecodeError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
 from protocol.kinds import core_registry
-from protocol.lending import agree, contract, money, offer
+from protocol.lending import agree, contract, market, money, offer
 from protocol.lending.contract import LOAN_KINDS
 
 from .seeds import A, B, C
@@ -149,9 +149,11 @@ def check_fork(data: bytes) -> None:
 
 
 def check_gossip(data: bytes) -> None:
-    for topic in (wire.TOPIC_ENTRIES, wire.TOPIC_FRAUD, offer.TOPIC_OFFERS):
+    for topic in (wire.TOPIC_ENTRIES, wire.TOPIC_FRAUD, offer.TOPIC_OFFERS, market.TOPIC_MARKET):
         if topic == offer.TOPIC_OFFERS:
             _try(ProtocolError, offer.check_gossip, data)
+        elif topic == market.TOPIC_MARKET:
+            _try(ProtocolError, market.check_gossip, data)
         else:
             _try(ProtocolError, wire.check_gossip, topic, data)
 
@@ -245,11 +247,13 @@ def check_offer(data: bytes) -> None:
         got = _try(ProtocolError, offer.check_gossip, env)
         if isinstance(got, offer.Offer):
             offer.offer_json(got)
+        _try(ProtocolError, market.check_gossip, env)
 
 
 def check_loan(data: bytes) -> None:
     openers = (contract.open_proposal, contract.open_agreement, contract.open_receipt, contract.open_transfer,
-               lambda env: contract.open_transfer(env, complete=False))
+               lambda env: contract.open_transfer(env, complete=False),
+               lambda env: contract.open_transfer(env, complete=False, signed_by="to"))
     for keys in ((A,), (B,), (A, B), (A, C)):
         env = _signed(data, *keys)
         for opener in openers:
@@ -467,7 +471,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("entry", check_entry, "protocol/entry.py parse_entry, and each kind's validator: ProtocolError"),
     Target("entry_payload", check_entry_payload, "parse_entry of a payload signed afresh: ProtocolError"),
     Target("fork", check_fork, "protocol/fork.py ForkProof.decode: ProtocolError"),
-    Target("gossip", check_gossip, "check_gossip of every topic (wire.py, lending/offer.py): ProtocolError"),
+    Target("gossip", check_gossip, "check_gossip of every topic (wire.py, lending/offer.py, lending/market.py): ProtocolError"),
     Target("wire", check_wire, "protocol/wire.py frame_length, decode_message: WireError, ProtocolError"),
     Target("sync", check_sync, "a frame stream through the sync machines (protocol/sync.py): no SyncMisuse"),
     Target("agree", check_agree, "protocol/lending/agree.py decode: WireError, ProtocolError"),

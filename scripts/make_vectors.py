@@ -238,6 +238,7 @@ def vectors() -> dict[str, Any]:
         "bad_entries": bad_entries,
         "chain_breaks": chain_breaks,
         "loan": loan_vector(a, b),
+        "sale": sale_vector(a, b),
         "fork_proof": {
             "author": a.peer_id,
             "seq": 2,
@@ -292,6 +293,46 @@ def loan_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
                                 "principal_paid": st.principal_paid, "interest_paid": st.interest_paid,
                                 "fees_charged": st.fees_charged, "fees_paid": st.fees_paid,
                                 "outstanding_principal": st.outstanding_principal},
+    }
+
+
+def sale_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
+    """The loan of ``loan_vector`` sold on 2026-03-15, after its first 2 receipts: ``a``,
+    its lender, lists it at 790.00 EUR; the buyer (seed ``40…5f``) proposes the priced
+    transfer after those 2 receipts, ``a`` countersigns it; and the yield to maturity of
+    that price that day (2 installments left, due 2026-03-31 and 2026-04-30)."""
+    from datetime import date
+
+    from protocol.envelope import countersign
+    from protocol.lending.contract import countersign_contract
+    from protocol.lending.loanstate import SignedReceipt, loan_state
+    from protocol.lending.market import listing_of, make_listing, sale_transfer, yield_to_maturity
+    from protocol.lending.portfolio import expected_flows
+    from protocol.lending.contract import open_receipt
+    from protocol.jsonform import from_json
+
+    c = SigningKey.from_seed(bytes(range(64, 96)))
+    lv = loan_vector(a, b)
+    contract = from_json(lv["contract"])
+    loan = countersign_contract(contract, b, a).id
+    receipts = [open_receipt(bytes.fromhex(r["envelope"])) for r in lv["receipts"][:2]]
+    day = date(2026, 3, 15)
+    st = loan_state(loan, contract, [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts], [], [], day)
+    created = T0 + 107 * 86_400_000  # 2026-03-15T12:00:00Z
+    listing_env = make_listing(a, loan=loan, price=79_000, currency="EUR", created=created,
+                               expires=created + 7 * 86_400_000)
+    listing = listing_of(listing_env)
+    proposed = seal(sale_transfer(listing, c.public_key, after=len(st.counted), day=day), c)
+    transfer = countersign(proposed, a)
+    return {
+        "buyer_seed": _hex(bytes(range(64, 96))),
+        "listing": to_json(listing_env.document),
+        "listing_id": _hex(listing_env.id),
+        "listing_envelope": _hex(listing_env.raw),
+        "transfer": to_json(transfer.document),
+        "transfer_id": _hex(transfer.id),
+        "transfer_envelope": _hex(transfer.raw),
+        "ytm_bp_on_2026_03_15": yield_to_maturity(expected_flows(st, day), listing.price, day),
     }
 
 

@@ -244,16 +244,46 @@ def dispute(c: Ctx, loan_id: str, reason: str, as_json: bool) -> None:
 
 @loan.command()
 @click.argument("loan_id")
-@click.option("--to", "to", required=True, metavar="PEER", help="The new lender: a peer ID, or a name you gave it.")
+@click.option("--price", help="What the buyer pays, decimal text in the loan's currency (e.g. 480.00).")
+@click.option("--days", type=click.IntRange(1, 30), default=7, show_default=True, help="How long the listing lives.")
+@click.option("--withdraw", is_flag=True, help="Stop selling the loan: this node refuses buys of its listing.")
 @json_option
 @pass_ctx
 @handles_errors
-def transfer(c: Ctx, loan_id: str, to: str, as_json: bool) -> None:
-    """Lender: assign the claim to a new lender; both sign, the borrower's node is told."""
-    to = petnames.resolve_peer(c.home.path, to, "--to")
-    _say(c, "loan.transfer", {"loan": loan_id, "to": to}, as_json,
-         lambda a, names: f"loan {a['loan'][:16]} transferred to {peer_full(a['to'], names)} after {a['after']} "
-                          "receipts")
+def sell(c: Ctx, loan_id: str, price: str | None, days: int, withdraw: bool, as_json: bool) -> None:
+    """Lender holding the claim: list the loan for sale at a price (gossiped; `market list`
+    shows it, with its yield to the buyer). Money moves outside; the claim moves when a
+    buyer takes the listing with `loan buy`."""
+    if not withdraw and price is None:
+        raise click.UsageError("give --price, or --withdraw")
+    if withdraw:
+        _say(c, "loan.sell", {"loan": loan_id, "withdraw": True}, as_json,
+             lambda a, names: f"loan {a['loan'][:16]} no longer for sale here")
+        return
+    _say(c, "loan.sell", {"loan": loan_id, "price": price, "days": days}, as_json,
+         lambda a, names: f"listing {a['id'][:16]}: loan {a['loan'][:16]} for sale at {a['price_text']} "
+                          f"{a['currency']} ({_ytm(a)} to the buyer), {a['remaining_principal_text']} principal "
+                          "remaining")
+
+
+def _ytm(listing: dict) -> str:
+    y = listing.get("ytm_bp")
+    return "no yield to maturity" if y is None else f"yield {y / 100:.2f}%"
+
+
+@loan.command()
+@click.argument("listing_id")
+@json_option
+@pass_ctx
+@handles_errors
+def buy(c: Ctx, listing_id: str, as_json: bool) -> None:
+    """Buy a loan listed for sale (`market list`): this node and the seller's both sign
+    the transfer at the listing's price; pay the seller outside the system. Later
+    repayment receipts are yours to sign."""
+    _say(c, "loan.buy", {"listing": listing_id}, as_json,
+         lambda a, names: f"loan {a['loan'][:16]} bought from {peer_full(a['from'], names)} at {a['price_text']} "
+                          f"{a['currency']} (transfer after {a['after']} receipts); pay the seller outside the "
+                          "system")
 
 
 @loan.command("list")

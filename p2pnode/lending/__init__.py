@@ -14,6 +14,7 @@ from protocol import wire
 from protocol.lending import agree
 from protocol.lending.contract import LOAN_KINDS
 from protocol.lending.reserve import RESERVE_KINDS
+from protocol.lending import market
 from protocol.lending.offer import TOPIC_OFFERS, check_gossip
 from protocol.envelope import MAX_ENVELOPE_SIZE
 
@@ -37,11 +38,14 @@ EXTENSION = Extension(
     reacts=tuple(k.name for k in LOAN_KINDS),
     # (each node republishes its live offers, at most 100, every 30 s: 20/s a forwarder is room for
     # many authors, and a burst of 200 for a peer that just joined)
-    topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE, rate=(20.0, 200)),),
+    topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE, rate=(20.0, 200)),
+            # (listings are republished every 30 s like offers; a seller lists each loan once)
+            Topic(market.TOPIC_MARKET, market.check_gossip, "on_market", max_size=MAX_ENVELOPE_SIZE,
+                  rate=(20.0, 200))),
     streams=(StreamProtocol(agree.AGREE_PROTOCOL, Codec(_agree_payload, agree.decode), "serve_agree",
                             max_per_peer=MAX_INBOUND_AGREE, max_frame=agree.MAX_AGREE_FRAME),),
     methods=METHODS,
-    tasks=("book_upkeep", "proposal_retries", "reserve_upkeep", "autoinvest_runs"),
+    tasks=("book_upkeep", "market_upkeep", "proposal_retries", "reserve_upkeep", "autoinvest_runs"),
     settings=SETTINGS,
     section="loans",
     service="p2pnode.lending.service:Lending",

@@ -8,8 +8,9 @@ Promises:
   own chain, whichever way it learns of it (``on_entries``: gossip, sync, import), once;
   agreements go to countersigning (p2pnode/lending/countersigning.py).
 - Receipt numbers are handed out one at a time, one after the receipts that count.
-- Nothing here trusts the other side: a transfer offered is checked against its
-  signatures, the rules and this node's own copy of the chains before it is signed.
+- Nothing here trusts the other side. Transfers of the claim are sales, made by the
+  market (p2pnode/lending/market.py), which checks a buyer's transfer against its
+  signatures, the rules and this node's own copy of the chains before it signs.
 - Every wait is on the node's clock.
 """
 
@@ -21,20 +22,18 @@ from typing import Any, Iterator, Mapping
 
 import trio
 
-from protocol.envelope import countersign, peek_document, seal
+from protocol.envelope import peek_document
 from protocol.errors import ProtocolError
-from protocol.keys import peer_id, public_key_from_peer_id
-from protocol.lending import agree, rules
-from protocol.lending.contract import loan_of, make_receipt, open_agreement, open_transfer, parse_date
+from protocol.keys import peer_id
+from protocol.lending import rules
+from protocol.lending.contract import loan_of, make_receipt, open_agreement, parse_date
 from protocol.lending.money import MoneyError, format_amount, parse_amount
 
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params
-from p2pnode.lending.ask import Unreachable
-from p2pnode.lending.countersigning import HEAD_SYNC_WAIT, Countersigning
+from p2pnode.lending.countersigning import Countersigning
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loanview import LoanRecord, loan_ids, loan_json, role_of
-from p2pnode.net.sync import PeerMisbehaved
 
 log = logging.getLogger(__name__)
 
@@ -197,58 +196,6 @@ class Loans:
             raise bad_params('"reason" is text of 1 to 1000 characters')
         e = await self.docs.append("loan.dispute", {"loan": rec.loan, "reason": reason})
         return {"loan": rec.loan.hex(), "notice": "dispute", "seq": e.seq}
-
-    async def transfer(self, ref: Any, to: Any) -> dict:
-        rec = self.docs.find(ref)
-        st = rec.state(self.today())
-        try:
-            new = public_key_from_peer_id(to) if isinstance(to, str) else None
-        except ProtocolError:
-            new = None
-        if new is None:
-            raise bad_params('"to" must be the new lender\'s peer ID')
-        self._allowed("transfer", rec, st, to=new)
-        doc = {"type": "transfer", "loan": rec.loan, "from": self.me, "to": new, "after": len(st.counted),
-               "date": self.today().isoformat()}
-        offer_env = seal(doc, self.ctx.key)
-        try:
-            answer = await self.countersigning.ask(new, agree.Transfer(offer_env.raw))
-        except (Unreachable, PeerMisbehaved, trio.TooSlowError, OSError) as e:
-            raise ApiError(f"cannot reach {peer_id(new)}: {e}", code="unreachable") from None
-        if isinstance(answer, agree.Refused):
-            raise ApiError(f"{peer_id(new)} refused the transfer: {answer.reason}", code=answer.code)
-        if not isinstance(answer, agree.Accepted) or answer.field != "transfer":
-            raise ApiError("the new lender's node answered something else", code="bad_answer")
-        env = open_transfer(answer.document)
-        if env.payload != offer_env.payload:
-            raise ApiError("the new lender signed another transfer", code="bad_answer")
-        await self.docs.record(rec.loan, env.id, "loan.transfer", {"transfer": env.raw})
-        return {"loan": rec.loan.hex(), "transfer": env.id.hex(), "to": peer_id(new), "after": doc["after"]}
-
-    async def transfer_offered(self, data: bytes, sender: bytes) -> Any:
-        try:
-            env = open_transfer(data, complete=False)
-        except ProtocolError as e:
-            return agree.Refused(bytes(32), "bad_proposal", e.message)
-        doc = env.document
-        if doc["to"] != self.me or doc["from"] != sender:
-            return agree.Refused(doc["loan"], "not_party", "this transfer is not from the sender to this node")
-        rec = self.docs.read(doc["loan"])
-        if rec.contract is None:
-            self.ctx.peers.request_sync(sender)
-            with trio.move_on_after(HEAD_SYNC_WAIT):
-                for _ in range(int(HEAD_SYNC_WAIT / 0.1) + 1):  # a sync brings the agreement, or time runs out
-                    if (rec := self.docs.read(doc["loan"])).contract is not None:
-                        break
-                    await self.ctx.clock.sleep(0.1)
-        if rec.contract is None:
-            return agree.Refused(doc["loan"], "unknown_loan", "this node holds no agreement for that loan")
-        why = rules.refusal("take_transfer", sender, rec.contract, rec.state(self.today()), to=self.me)
-        if why is not None:
-            return agree.Refused(doc["loan"], why.code, why.message)
-        full = countersign(env, self.ctx.key)
-        await self.docs.record(rec.loan, full.id, "loan.transfer", {"transfer": full.raw})
-        return agree.Accepted(full.raw, "transfer")
 
     def show(self, ref: Any, at: Any) -> dict:
         rec = self.docs.find(ref)

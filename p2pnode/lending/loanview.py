@@ -168,6 +168,12 @@ def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
              for r in rec.receipts.values()),
             key=lambda x: (x["n"], x["id"]),
         ),
+        "transfer_details": sorted(
+            ({"id": t.id.hex(), "from": peer_id(t.doc["from"]), "to": peer_id(t.doc["to"]), "after": t.doc["after"],
+              "date": t.doc["date"], "price": t.doc.get("price"), "counted": t.id in set(st.transfers)}
+             for t in rec.transfers.values()),
+            key=lambda x: (x["after"], x["date"], x["id"]),
+        ),
         "recorded_by": sorted({peer_id(e.author) for e in rec.entries}),
         "unreadable_entries": [{"author": peer_id(e.author), "seq": e.seq, "reason": why} for e, why in rec.bad],
     })

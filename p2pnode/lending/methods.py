@@ -1,4 +1,4 @@
-"""Lending's control methods, declared (``offer.*``, ``loan.*``, ``policy.*`` and ``credit.*``): name, params, result and
+"""Lending's control methods, declared (``offer.*``, ``loan.*``, ``market.*``, ``policy.*`` and ``credit.*``): name, params, result and
 help in one place (p2pnode/control/methods.py); the service (p2pnode/lending/service.py)
 binds each to the handler its ``handler`` names. No trio: the CLI reads these.
 
@@ -29,7 +29,8 @@ LOAN_VIEW = ("loan view: `protocol.lending.loanstate.LoanState.to_json()` (state
              "with paid and due parts, totals, counted and rejected documents, disputes) with peers as peer IDs, plus "
              "`loan`, `as_of`, `role` (this node's: lender, borrower, former_lender or null), `shown_state` "
              "(`transferred` for a former lender), `terms`, `declared` (payments declared by the payer, counted or "
-             "not), `receipts` (each with `counted`), `recorded_by` and `unreadable_entries`. Every node holding both "
+             "not), `receipts` (each with `counted`), `transfer_details` (each transfer held: `{id, from, to, after, "
+             "date, price (null if none), counted}`), `recorded_by` and `unreadable_entries`. Every node holding both "
              "chains gives the same view for the same `at`, except `role` and `shown_state`")
 
 POLICY_VIEW = ("policy view `{name, description, in_force, overrides, rate_cap_bp, rate_cap_text, apr_cap_bp, "
@@ -37,6 +38,9 @@ POLICY_VIEW = ("policy view `{name, description, in_force, overrides, rate_cap_b
                "max_days_past_due, min_grade, allow_ungraded, borrow_cap, lender_cap, new_identity_steps, "
                "exposure_per_borrower, exposure_per_grade, exposure_total}` (limits: whole major units by currency "
                "code, `*` for any other; docs/policy.md)")
+LISTING_VIEW = ("listing view `{id, loan, seller, borrower (peer IDs), currency, price, price_text, state, "
+                "days_past_due, grade, remaining_principal, remaining_principal_text, remaining_flows, ytm_bp (the "
+                "yield to maturity at the price, floored basis points a year, or null), created, expires, mine}`")
 CREDIT_SUMMARY = "grade, score, repaid, paid_late, defaulted, days_past_due, owed, verified_age_days, forked"
 CREDIT_VIEW = ("credit profile `{peer, as_of, grade (A-G or none), score, max_amount, max_amount_text, min_rate_bp, "
                "owed, owed_text, owed_by_lender, max_days_past_due, days_past_due, loans, active, repaid, "
@@ -201,10 +205,32 @@ METHODS = (
            params=(_loan(), Param("reason", "str", "what is disputed, 1 to 1000 characters", required=True,
                                   max_len=MAX_REASON)),
            result="`{loan, notice, seq}`", handler="loan_dispute"),
-    Method("loan.transfer", "The holder passes the claim to a new lender, whose node countersigns the transfer. "
-           "Refusals: `not_holder`, `bad_peer`, `unreachable`, and the new lender's refusal code.",
-           params=(_loan(), Param("to", "peer", "the new lender", required=True)),
-           result="`{loan, transfer, to, after}`", handler="loan_transfer"),
+    Method("loan.sell", "The holder lists the loan for sale at a price (protocol/lending/market.py): a listing "
+           "signed by this node, gossiped, that a buyer takes with `loan.buy`; a new listing of a loan replaces the "
+           "old. With `withdraw`, this node stops selling it (others drop the listing when it expires; a buy of it "
+           "is refused `not_listed`). Refusals: `not_holder`, `not_for_sale` (not disbursed, repaid or written off; a "
+           "defaulted loan may be sold), `bad_amount`, `not_listed`.",
+           params=(_loan(), Param("price", "str", "decimal text in the loan's currency, what the buyer pays",
+                                  max_len=40),
+                   Param("days", "int", "how long the listing lives", default=7, low=1, high=30),
+                   Param("withdraw", "bool", "withdraw this node's listing of the loan instead", default=False)),
+           result=f"{LISTING_VIEW}; with `withdraw`: `{{loan, withdrawn: [listing id]}}`", handler="loan_sell"),
+    Method("loan.buy", "Buy a listed loan: this node signs the transfer of the claim at the listing's price and "
+           "sends it to the seller, whose node countersigns it if its listing stands; both chains record it, the "
+           "borrower's node records the new holder, and later repayment receipts are this node's to sign. The "
+           "money moves outside. Refusals: `unknown_listing`, `own_listing`, `listing_expired`, `not_holder`, "
+           "`not_for_sale`, `bad_peer` (the borrower cannot buy its own loan), `unreachable`, and the seller's: "
+           "`not_listed`, `wrong_price`, `stale_after`.",
+           params=(Param("listing", "str", f"the listing: {_ID}", required=True, max_len=64),),
+           result="`{loan, listing, transfer, from, price, price_text, currency, after, date}`", handler="loan_buy"),
+    Method("market.list", "The listings of loans for sale that this node holds and that stand for the loan as it "
+           "holds its documents, its own first: each with the loan's days past due, the borrower's grade, the "
+           "remaining principal and the yield to maturity at the listing's price (protocol/lending/market.py, "
+           "rule 3). Listings of loans whose documents are not held here are only counted (`unknown_loans`); "
+           "listings sold, expired or otherwise no longer standing, too (`not_standing`).",
+           params=(Param("loan", "str", "only listings of loans whose id starts with this", max_len=64),),
+           result=f'`{{"as_of", "listings": [{LISTING_VIEW}], "unknown_loans", "not_standing"}}`',
+           handler="market_list"),
     Method("loan.show", "One agreed loan as of a day. Refusals: `unknown_loan`, `ambiguous_id`.",
            params=(_loan(), Param("at", "str", "the day to look at (default today)", max_len=10)),
            result=f"{LOAN_VIEW}; and `forked`: the parties (peer IDs) of whom a fork proof is held",

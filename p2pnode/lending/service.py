@@ -20,6 +20,7 @@ from p2pnode.lending.credit import Credit, profile_json, summary
 from p2pnode.lending.fills import fill_now
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
+from p2pnode.lending.market import Market
 from p2pnode.lending.offers import OfferBook
 from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
@@ -44,6 +45,7 @@ class Lending:
         self.countersigning = Countersigning(ctx, self.book, self.documents, settings, self.policy)
         self.loans = Loans(ctx, self.documents, self.countersigning, settings)
         self.reserve = LossReserve(ctx, self.documents, self.loans, settings)
+        self.market = Market(ctx, self.documents, self.countersigning, self.credit)
         self.autoinvest = AutoInvest(ctx, self.book, self.credit, self.countersigning, self.loans, settings)
 
     async def start(self) -> None:
@@ -56,13 +58,13 @@ class Lending:
         await self.book.on_gossip(data, sender)
 
     async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
-        """Answer one request on an inbound agree stream: a transfer is the loans', the
+        """Answer one request on an inbound agree stream: a transfer is the market's, the
         rest countersigning's. A request whose document breaks the rules is misbehaviour."""
         stream.timeout = ANSWER_TIMEOUT
         msg = await stream.recv()
         try:
             if isinstance(msg, agree.Transfer):
-                answer = await self.loans.transfer_offered(msg.transfer, peer)
+                answer = await self.market.sale_offered(msg.transfer, peer)
             else:
                 answer = await self.countersigning.answer(msg, peer)
         except ProtocolError as e:
@@ -73,8 +75,12 @@ class Lending:
         self.credit.take(entries)
         await self.loans.on_entries(entries)
 
+    async def on_market(self, data: bytes, sender: bytes | None) -> None:
+        await self.market.on_gossip(data, sender)
+
     async def on_peer_connected(self, peer: bytes) -> None:
         self.book.peer_joined()
+        self.market.peer_joined()
 
     def standing(self, author: bytes) -> int:
         """What this node's credit vouches for ``author`` (p2pnode/lending/credit.py: 0 for
@@ -87,6 +93,9 @@ class Lending:
 
     async def book_upkeep(self) -> None:
         await self.book.loop()
+
+    async def market_upkeep(self) -> None:
+        await self.market.loop()
 
     async def proposal_retries(self) -> None:
         await self.countersigning.retry_loop()
@@ -186,8 +195,20 @@ class Lending:
     async def loan_dispute(self, loan: str, reason: str) -> dict:
         return await self.loans.dispute(loan, reason)
 
-    async def loan_transfer(self, loan: str, to: str) -> dict:
-        return await self.loans.transfer(loan, to)
+    # -- the secondary market -------------------------------------------------------------
+
+    async def loan_sell(self, loan: str, price: str | None, days: int, withdraw: bool) -> dict:
+        if not withdraw and price is None:
+            from p2pnode.errors import bad_params
+
+            raise bad_params('"price" is required unless "withdraw"')
+        return await self.market.sell(loan, price, days, withdraw)
+
+    async def loan_buy(self, listing: str) -> dict:
+        return await self.market.buy(listing)
+
+    async def market_list(self, loan: str | None = None) -> dict:
+        return self.market.list(loan)
 
     # -- policy.* --------------------------------------------------------------------------
 

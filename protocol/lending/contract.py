@@ -20,7 +20,11 @@ Rules (docs/protocol.md, "Loans"):
    ``disbursement`` or ``repayment``; ``n`` numbers the receipts of one loan from 1.
 4. A transfer ``{type: "transfer", loan, from, to, after, date}`` is signed by exactly
    ``from`` and ``to``: the claim passes from one lender to another after the loan's
-   first ``after`` receipts.
+   first ``after`` receipts. A transfer made by a sale also carries ``price`` (1 to
+   ``MAX_AMOUNT`` minor units of the loan's currency, market.py rule 5); the price moves
+   no money in the ledger (money moves outside), it records what the buyer paid. While
+   it is being made a transfer is signed by one side alone: ``from`` when the holder
+   offers it, ``to`` when a buyer proposes it for a listing.
 5. Entry kinds (bodies in ``LOAN_KINDS``), each naming its loan:
 
    - ``loan.agreement`` ``{contract}``: the agreement envelope; its author is a party.
@@ -120,6 +124,8 @@ TRANSFER_FIELDS = {
     "after": uint(0, U63_MAX),
     "date": text(10, DATE_PATTERN),
 }
+TRANSFER_OPTIONAL = {"price": uint(1, MAX_AMOUNT)}
+"""A sale's transfer records its price (market.py rule 5)."""
 
 
 def parse_date(value: str, what: str = "date") -> date:
@@ -238,22 +244,23 @@ def open_receipt(data: bytes) -> Envelope:
 
 
 def check_transfer(doc: Any) -> dict:
-    check_fields(doc, TRANSFER_FIELDS, what="transfer")
+    check_fields(doc, TRANSFER_FIELDS, TRANSFER_OPTIONAL, what="transfer")
     if doc["from"] == doc["to"]:
         raise LoanError("a transfer's from and to are the same key")
     parse_date(doc["date"])
     return doc
 
 
-def open_transfer(data: bytes, *, complete: bool = True) -> Envelope:
+def open_transfer(data: bytes, *, complete: bool = True, signed_by: str = "from") -> Envelope:
     """A transfer (rule 4); with ``complete``, signed by exactly from and to, else by
-    ``from`` alone (the offer the new lender countersigns)."""
+    the party ``signed_by`` names alone (``"from"``: the holder's offer; ``"to"``: a
+    buyer's proposal for a listing), which the other side countersigns."""
     env = open_envelope(data)
     doc = check_transfer(env.document)
     if complete:
         require_signers(env, doc["from"], doc["to"])
     else:
-        require_signers(env, doc["from"])
+        require_signers(env, doc[signed_by])
     return env
 
 

@@ -53,7 +53,7 @@ from ..errors import ProtocolError, SchemaError, SignatureError
 from ..keys import SigningKey, peer_id
 from ..schema import U63_MAX, binary, check_fields, const, text, uint
 from ..wire import WireError
-from .contract import TRANSFER_FIELDS, LoanError, parse_date
+from .contract import TRANSFER_OPTIONAL, check_transfer
 from .loanstate import AWAITING, REPAID, WRITTEN_OFF, LoanState
 from .money import MAX_AMOUNT, MoneyError, exponent
 from .portfolio import expected_flows
@@ -253,19 +253,14 @@ def _money_text(minor: int, currency: str) -> str:
 # -- rule 5: the price in a transfer ------------------------------------------------------------------
 
 
-TRANSFER_PRICE_FIELD = {"price": uint(1, MAX_AMOUNT)}
-"""The optional transfer field a sale adds (for contract.py's transfer schema)."""
+TRANSFER_PRICE_FIELD = TRANSFER_OPTIONAL
+"""The optional transfer field a sale adds (contract.py's transfer schema holds it)."""
 
 
 def check_sale_transfer(doc: Any) -> dict:
-    """A transfer document (contract.py, rule 4) that may carry ``price`` (rule 5):
-    ``doc`` if valid, else ``SchemaError`` or ``LoanError``. The integrator adds
-    ``TRANSFER_PRICE_FIELD`` to the transfer's optional fields and calls this."""
-    check_fields(doc, TRANSFER_FIELDS, TRANSFER_PRICE_FIELD, what="transfer")
-    if doc["from"] == doc["to"]:
-        raise LoanError("a transfer's from and to are the same key")
-    parse_date(doc["date"])
-    return doc
+    """A transfer document (contract.py, rule 4), which may carry ``price`` (rule 5):
+    ``doc`` if valid, else ``SchemaError`` or ``LoanError``."""
+    return check_transfer(doc)
 
 
 def sale_transfer(listing: Listing, buyer: bytes, after: int, day: date) -> dict:

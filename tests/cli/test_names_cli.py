@@ -135,8 +135,8 @@ def test_peer_options_of_a_running_node_take_names(node_process):
     assert rc == 2 and "no address is saved with the name far" in err
     rc, _, err = run_cli("connect", "nobody", home=home)
     assert rc == 2 and "neither an address" in err
-    rc, _, err = run_cli("loan", "transfer", "00000000", "--to", "nobody", home=home)
-    assert rc == 2 and "--to" in err
+    rc, _, err = run_cli("offer", "list", "--author", "nobody", home=home)
+    assert rc == 2 and "--author" in err
     # a name with an address is dialled at that address (nothing listens there: the node says so)
     ok("name", "set", "/ip4/127.0.0.1/tcp/9/p2p/" + OTHER, "far", home=home)
     rc, _, err = run_cli("connect", "far", "--json", home=home)

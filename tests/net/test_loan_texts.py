@@ -40,6 +40,7 @@ def test_refusal_receipts_awaited_and_names(net: Network):
     net.cli(2, "name", "set", ids[1], "alice")
     net.cli(2, "name", "set", ids[3], "carol")
     net.cli(1, "name", "set", ids[3], "carol")
+    net.cli(3, "name", "set", ids[1], "alice")
 
     # refused: exit 1, the reason once, on stderr; --json still prints the answer
     high = offer(net, 1, "12%")
@@ -75,9 +76,16 @@ def test_refusal_receipts_awaited_and_names(net: Network):
     net.wait(lambda: len(net.json(2, "loan", "show", loan)["counted"]) == 2, 20, "node2 to count the receipt")
     assert "awaiting a receipt" not in show_text(net, 2, loan)
 
-    # a transfer to a named peer, shown by name on the borrower's node
-    rc, out, err = net.cli(1, "loan", "transfer", loan[:10], "--to", "carol")
-    assert out == f"loan {loan[:16]} transferred to carol ({ids[3]}) after 2 receipts\n"
+    # sold to a named peer, shown by name on the buyer's and the borrower's node
+    rc, out, err = net.cli(1, "loan", "sell", loan[:10], "--price", "1000.00")
+    assert out.startswith("listing ") and f"loan {loan[:16]} for sale at 1000.00 EUR (yield " in out
+    listing = out.split()[1].rstrip(":")
+    net.wait(lambda: net.json(3, "market", "list")["listings"], 20, "node3 to see the listing")
+    rc, out, err = net.cli(3, "market", "list")
+    assert listing in out and "alice" in out and "1000.00 EUR" in out
+    rc, out, err = net.cli(3, "loan", "buy", listing)
+    assert out == (f"loan {loan[:16]} bought from alice ({ids[1]}) at 1000.00 EUR (transfer after 2 receipts); "
+                   "pay the seller outside the system\n")
     net.wait(lambda: net.json(2, "loan", "show", loan)["terms"]["holder"] == ids[3], 20, "node2 to see the transfer")
     assert f"lender      carol ({ids[3]}) (originally alice)" in show_text(net, 2, loan)
     row = next(x for x in net.cli(2, "loan", "list")[1].splitlines() if x.startswith(loan[:16]))

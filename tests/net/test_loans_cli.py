@@ -118,7 +118,7 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     assert rc != 0
 
 
-def test_forged_and_replayed_receipts_transfer_and_default(net: Network):
+def test_forged_and_replayed_receipts_sale_and_default(net: Network):
     from p2pnode.home import Home
     from protocol.lending.contract import make_receipt
 
@@ -157,9 +157,11 @@ def test_forged_and_replayed_receipts_transfer_and_default(net: Network):
     assert after["counted"] == before["counted"]
     assert r["n"] == 2
 
-    # transfer to node 3; the old lender can no longer sign receipts; node 3 declares the default
-    t = net.json(1, "loan", "transfer", loan, "--to", peer(net, 3))
-    assert t["after"] == 2
+    # sold to node 3; the old lender can no longer sign receipts; node 3 declares the default
+    listed = net.json(1, "loan", "sell", loan, "--price", "700.00")
+    net.wait(lambda: net.json(3, "market", "list")["listings"], 20, "node3 to see the listing")
+    t = net.json(3, "loan", "buy", listed["id"])
+    assert t["after"] == 2 and t["price"] == 70000
     net.wait(lambda: show(net, 2, loan)["terms"]["holder"] == peer(net, 3), 20, "node2 to learn the new lender")
     rc, out, err = net.cli(1, "loan", "receipt", loan, "--amount", "1.00", "--json", ok=False)
     assert rc != 0 and "not_holder" in out + err

@@ -167,7 +167,7 @@ async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path)
         await stop_all(nodes)
 
 
-async def test_transfer_default_and_forged_receipts(tmp_path: Path):
+async def test_sale_default_and_forged_receipts(tmp_path: Path):
     from protocol.lending.contract import make_receipt
 
     async with trio.open_nursery() as nursery:
@@ -189,8 +189,11 @@ async def test_transfer_default_and_forged_receipts(tmp_path: Path):
         assert v["principal_paid"] == 0 and any(r["code"] for r in v["rejected"])
         # default: past the threshold (30 days) with nothing paid since START
         assert v["default_allowed"]
-        t = await lender.call("loan.transfer", {"loan": loan, "to": buyer.peer_id})
-        assert t["after"] == 1
+        listed = await lender.call("loan.sell", {"loan": loan, "price": "900.00"})
+        await wait_for(lambda: any(x.id.hex() == listed["id"] for x in lending(buyer).market.live()), 10,
+                       "the buyer's node to hold the listing")
+        t = await buyer.call("loan.buy", {"listing": listed["id"][:12]})
+        assert t["after"] == 1 and t["price"] == 90000
         await sync_all(nodes)
         await wait_for(lambda: any(e.kind == "loan.transfer" and e.author == borrower.key.public_key
                                    for e in lending(borrower).documents.read(bytes.fromhex(loan)).entries), 10,

@@ -221,3 +221,29 @@ def test_loan_vector():
                     date(2026, 5, 10))
     want = L["state_on_2026_05_10"]
     assert {k: getattr(st, k) for k in want} == want
+
+
+def test_sale_vector():
+    from datetime import date
+
+    from protocol.lending.contract import open_agreement, open_receipt, open_transfer
+    from protocol.lending.loanstate import SignedReceipt, SignedTransfer, loan_state
+    from protocol.lending.market import listing_of, sale_fault, yield_to_maturity
+    from protocol.lending.portfolio import expected_flows
+
+    S, L = V["sale"], V["loan"]
+    buyer = SigningKey.from_seed(bytes.fromhex(S["buyer_seed"]))
+    listing = listing_of(open_envelope(bytes.fromhex(S["listing_envelope"])))
+    assert listing.id.hex() == S["listing_id"] and open_envelope(listing.envelope).document == from_json(S["listing"])
+    t = open_transfer(bytes.fromhex(S["transfer_envelope"]))
+    assert t.id.hex() == S["transfer_id"] and t.document == from_json(S["transfer"])
+    assert t.document["to"] == buyer.public_key and sale_fault(t.document, listing) is None
+    agreement = open_agreement(bytes.fromhex(L["agreement"]))
+    receipts = [open_receipt(bytes.fromhex(r["envelope"])) for r in L["receipts"][:2]]
+    signed = [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts]
+    day = date(2026, 3, 15)
+    before = loan_state(agreement.id, agreement.document, signed, [], [], day)
+    assert yield_to_maturity(expected_flows(before, day), listing.price, day) == S["ytm_bp_on_2026_03_15"]
+    after = loan_state(agreement.id, agreement.document, signed,
+                       [SignedTransfer(t.id, t.document, frozenset(t.signers))], [], day)
+    assert after.holder == buyer.public_key and after.transfers == (t.id,)
