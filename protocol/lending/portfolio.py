@@ -69,11 +69,11 @@ from fractions import Fraction
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..errors import ProtocolError
-from .contract import contract_schedule, parse_date
+from .contract import parse_date
 from .loanstate import AWAITING, DEFAULTED, REPAID, WRITTEN_OFF, LoanState, Row, SignedReceipt, _Book
 from .provisioning import DEFAULTS as PROVISIONING_DEFAULTS
 from .provisioning import Params, Required, required_provision
-from .schedule import add_months
+from .schedule import Installment, add_months
 
 MAX_LOANS = 1_000_000
 NPL_DAYS = 90
@@ -149,11 +149,13 @@ def loan_flows(contract: dict, state: LoanState, receipts: Mapping[bytes, Signed
     end where ``state`` says: the two must share one allocation rule."""
     if state.disbursed_on is None:
         return None
-    book = _Book(contract_schedule(contract), state.disbursed_on, contract["grace_days"], contract["late_fee"])
+    book = _Book(_plan(state), state.disbursed_on, contract["grace_days"], contract["late_fee"])
 
     def totals() -> tuple[int, int, int, int]:
-        return (sum(ln.paid_interest for ln in book.lines), sum(ln.fee_paid for ln in book.lines),
-                sum(ln.paid_principal for ln in book.lines), book.overpaid)
+        interest = fees = principal = 0
+        for ln in book.lines:
+            interest, fees, principal = interest + ln.paid_interest, fees + ln.fee_paid, principal + ln.paid_principal
+        return interest, fees, principal, book.overpaid
 
     out = []
     for rid in state.counted[1:]:
@@ -171,6 +173,17 @@ def loan_flows(contract: dict, state: LoanState, receipts: Mapping[bytes, Signed
     if totals()[:3] != (state.interest_paid, state.fees_paid, state.principal_paid):
         raise PortfolioError("the replayed repayments do not add up to the loan's state", code="flows_mismatch")
     return LoanFlows(contract["principal"], state.disbursed_on, tuple(out), state.written_off_on)
+
+
+def _plan(state: LoanState) -> list[Installment]:
+    """The contract's schedule as ``state``'s rows give it (loanstate rule 1: the rows are
+    the schedule's installments, in order), instead of computing it a second time."""
+    balance = sum(r.principal for r in state.rows)
+    plan = []
+    for r in state.rows:
+        balance -= r.principal
+        plan.append(Installment(r.due, r.payment, r.interest, r.principal, balance))
+    return plan
 
 
 # -- rule 7: NAR ---------------------------------------------------------------------------------

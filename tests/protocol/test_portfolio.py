@@ -212,11 +212,14 @@ def test_holdings_kept_between_portfolios_give_what_fresh_ones_do(spec, days):
     holdings, asked again and for other days in any order, is the one of new copies."""
     import dataclasses
 
+    from protocol.lending.portfolio import _plan
+
     state_day = START + timedelta(days=max(days))
     hs = []
     for n, (who, principal, k, late, term, kind) in enumerate(spec):
         c = contract(borrower=who, principal=principal, term=term, schedule=kind)
         hs.append(book(n, c, lambda x, c=c, k=k, late=late: paid(x, c, k, late_by=late), state_day))
+        assert _plan(hs[-1].state) == contract_schedule(c)  # (what loan_flows replays on)
     for d in [*days, *days]:
         today = START + timedelta(days=d)
         kept = portfolio(hs, "EUR", today, {B: "A"}).to_json()
