@@ -73,8 +73,9 @@ class AutoInvest:
         by_borrower: dict[tuple[str, bytes], int] = {}
         by_grade: dict[tuple[str, str], int] = {}
         for h in lent:
-            # (a loan agreed but not yet disbursed is money promised: it counts, at its principal)
-            out = h.exposure if h.state.state != AWAITING else self.loans.docs.read(h.loan).contract["principal"]
+            # (a loan agreed but not yet disbursed is money promised: it counts, at its principal,
+            # which its schedule's principal parts add up to: schedule.py, rule 5)
+            out = h.exposure if h.state.state != AWAITING else sum(r.principal for r in h.state.rows)
             total[h.currency] = total.get(h.currency, 0) + out
             by_borrower[(h.currency, h.borrower)] = by_borrower.get((h.currency, h.borrower), 0) + out
             g = (h.currency, self.credit.grade(h.borrower))

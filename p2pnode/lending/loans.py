@@ -34,6 +34,7 @@ from p2pnode.errors import ApiError, bad_params
 from p2pnode.lending.countersigning import Countersigning
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loanview import LoanRecord, loan_ids, loan_json, role_of
+from p2pnode.lending.statecache import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -225,26 +226,51 @@ class Loans:
                 continue
             yield loan, rec, st
 
+    _states: StateCache | None = None  # (made on first use: holdings' per-loan cache)
+
     def holdings(self, at: Any) -> tuple[date, list[Any], list[Any]]:
         """``(day, as lender, as borrower)``: the ``portfolio.Holding`` of every agreed loan
         this node holds the claim of, and of every one it owes, on ``at`` (default today);
         at most ``portfolio.MAX_LOANS`` of each (a loan whose state cannot be made is left
-        out, as in ``list``)."""
-        from protocol.lending.portfolio import MAX_LOANS, holding_of
+        out, as in ``list``). Each loan's holding is derived once per day and set of its
+        documents (statecache.py): the same as computing it afresh."""
+        from protocol.lending.portfolio import MAX_LOANS
 
         today = self._at(at)
+        if self._states is None:
+            self._states = StateCache()
         lent: list[Any] = []
         owed: list[Any] = []
-        for loan, rec, st in self._agreed(today):
-            r = role_of(rec.contract, st.holder, self.me)
-            into = lent if r == "lender" else owed if r == "borrower" else None
-            if into is not None and len(into) < MAX_LOANS:
-                try:
-                    into.append(holding_of(rec.contract, st, rec.receipts))
-                except ProtocolError as e:  # (its cash flows cannot be replayed: counted without them)
-                    log.warning("loan %s: %s", loan.hex()[:16], e.message)
-                    into.append(holding_of(rec.contract, st))
+        for _, held in self._states.each(self.ctx.chains, self.ctx.index, today,
+                                         lambda rec: self._holding(rec, today)):
+            if held is None:
+                continue
+            into = lent if held[0] == "lender" else owed
+            if len(into) < MAX_LOANS:
+                into.append(held[1])
         return today, lent, owed
+
+    def _holding(self, rec: LoanRecord, today: date) -> tuple[str, Any] | None:
+        """``(role, holding)`` of a loan on ``today`` if this node lends it (holds the claim)
+        or owes it, else None; None too (logged) if its state cannot be made. Depends only
+        on the loan's record and the day (statecache.py's rule)."""
+        from protocol.lending.portfolio import holding_of
+
+        if rec.contract is None:
+            return None
+        try:
+            st = rec.state(today)
+        except ProtocolError as e:
+            log.info("loan %s cannot be evaluated: %s", rec.loan.hex()[:16], e.message)
+            return None
+        r = role_of(rec.contract, st.holder, self.me)
+        if r not in ("lender", "borrower"):
+            return None
+        try:
+            return r, holding_of(rec.contract, st, rec.receipts)
+        except ProtocolError as e:  # (its cash flows cannot be replayed: counted without them)
+            log.warning("loan %s: %s", rec.loan.hex()[:16], e.message)
+            return r, holding_of(rec.contract, st)
 
     def list(self, role: Any, state: Any, at: Any) -> dict:
         today = self._at(at)

@@ -568,18 +568,26 @@ class _Book:
     def pay(self, amount: int, day: date) -> None:
         """Allocate a repayment dated ``day`` (rule 7), after charging the fees due by then."""
         self.charge_fees(day)
+        # (A loop stops once nothing is left to allocate: amount never goes below 0. The
+        # lines before the oldest unpaid one owe no interest or principal: skipped.)
+        owing = self.lines[self._oldest:]
         for line in self.lines:
+            if not amount:
+                break
             amount -= (x := min(amount, line.fee - line.fee_paid))
             line.fee_paid += x
-        for line in self.lines:
-            if line.falls_due <= day:
-                amount -= (x := min(amount, line.inst.interest - line.waived - line.paid_interest))
-                line.paid_interest += x
+        for line in owing:
+            if not amount or line.falls_due > day:
+                break  # lines are in due order
+            amount -= (x := min(amount, line.inst.interest - line.waived - line.paid_interest))
+            line.paid_interest += x
         # Lines are in due order, so this is (3) the principal of those due, then (4) prepayment.
-        for line in self.lines:
+        for line in owing:
+            if not amount:
+                break
             amount -= (x := min(amount, line.inst.principal - line.paid_principal))
             line.paid_principal += x
-        if self.repaid_on is None and all(line.paid_principal == line.inst.principal for line in self.lines):
+        if self.repaid_on is None and all(line.paid_principal == line.inst.principal for line in owing):
             self.repaid_on = day
             for line in self.lines:
                 if line.falls_due > day:

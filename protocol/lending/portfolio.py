@@ -69,11 +69,11 @@ from fractions import Fraction
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ..errors import ProtocolError
-from .contract import contract_schedule, parse_date
+from .contract import parse_date
 from .loanstate import AWAITING, DEFAULTED, REPAID, WRITTEN_OFF, LoanState, Row, SignedReceipt, _Book
 from .provisioning import DEFAULTS as PROVISIONING_DEFAULTS
 from .provisioning import Params, Required, required_provision
-from .schedule import add_months
+from .schedule import Installment, add_months
 
 MAX_LOANS = 1_000_000
 NPL_DAYS = 90
@@ -149,11 +149,13 @@ def loan_flows(contract: dict, state: LoanState, receipts: Mapping[bytes, Signed
     end where ``state`` says: the two must share one allocation rule."""
     if state.disbursed_on is None:
         return None
-    book = _Book(contract_schedule(contract), state.disbursed_on, contract["grace_days"], contract["late_fee"])
+    book = _Book(_plan(state), state.disbursed_on, contract["grace_days"], contract["late_fee"])
 
     def totals() -> tuple[int, int, int, int]:
-        return (sum(ln.paid_interest for ln in book.lines), sum(ln.fee_paid for ln in book.lines),
-                sum(ln.paid_principal for ln in book.lines), book.overpaid)
+        interest = fees = principal = 0
+        for ln in book.lines:
+            interest, fees, principal = interest + ln.paid_interest, fees + ln.fee_paid, principal + ln.paid_principal
+        return interest, fees, principal, book.overpaid
 
     out = []
     for rid in state.counted[1:]:
@@ -171,6 +173,17 @@ def loan_flows(contract: dict, state: LoanState, receipts: Mapping[bytes, Signed
     if totals()[:3] != (state.interest_paid, state.fees_paid, state.principal_paid):
         raise PortfolioError("the replayed repayments do not add up to the loan's state", code="flows_mismatch")
     return LoanFlows(contract["principal"], state.disbursed_on, tuple(out), state.written_off_on)
+
+
+def _plan(state: LoanState) -> list[Installment]:
+    """The contract's schedule as ``state``'s rows give it (loanstate rule 1: the rows are
+    the schedule's installments, in order), instead of computing it a second time."""
+    balance = sum(r.principal for r in state.rows)
+    plan = []
+    for r in state.rows:
+        balance -= r.principal
+        plan.append(Installment(r.due, r.payment, r.interest, r.principal, balance))
+    return plan
 
 
 # -- rule 7: NAR ---------------------------------------------------------------------------------
@@ -192,8 +205,9 @@ def nar_periods(f: LoanFlows, today: date) -> list[NarPeriod]:
     outstanding = f.principal
     off = f.written_off_on if f.written_off_on is not None and f.written_off_on <= today else None
     charged = False
+    end = f.disbursed_on  # (each period's end is the next one's start: add_months once a period)
     for k in range(MAX_NAR_PERIODS):
-        start, end = add_months(f.disbursed_on, k), add_months(f.disbursed_on, k + 1)
+        start, end = end, add_months(f.disbursed_on, k + 1)
         if start > today:
             break
         principal_at_start = outstanding if not charged and outstanding > 0 else 0
@@ -225,12 +239,31 @@ def nar(flows: Iterable[LoanFlows], today: date) -> Fraction | None:
     for n, f in enumerate(flows):
         if n >= MAX_LOANS:
             raise PortfolioError(f"more than {MAX_LOANS} loans", code="too_many_loans")
-        for p in nar_periods(f, today):
-            total_p += p.principal
-            total_n += p.net
+        p, net = _memo(f, "nar", today, lambda: _nar_sums(f, today))
+        total_p += p
+        total_n += net
     if total_p == 0:
         return None
     return (1 + Fraction(total_n, total_p)) ** 12 - 1
+
+
+def _nar_sums(f: LoanFlows, today: date) -> tuple[int, int]:
+    """``(sum P, sum N)`` over one loan's periods (rule 7)."""
+    periods = nar_periods(f, today)
+    return sum(p.principal for p in periods), sum(p.net for p in periods)
+
+
+def _memo(obj: Any, name: str, today: date, compute: Any) -> Any:
+    """``compute()``, kept on the frozen ``obj`` for the last ``today`` asked: what is kept
+    is a function of ``obj``'s fields and the day alone, so it cannot differ from computing
+    it again, and a caller that keeps its holdings (the node does, per day and set of
+    documents) sums a second portfolio without replaying every loan's periods."""
+    kept = obj.__dict__.get("_memo_" + name)
+    if kept is not None and kept[0] == today:
+        return kept[1]
+    value = compute()
+    object.__setattr__(obj, "_memo_" + name, (today, value))
+    return value
 
 
 # -- rule 6: what is still owed, by installment ------------------------------------------------------
@@ -244,11 +277,16 @@ def owed(row: Row) -> int:
 
 def expected_flows(state: LoanState, today: date) -> list[tuple[date, int]]:
     """Rule 6 for one loan: ``(date expected, amount)`` for each installment still owed."""
-    return [(max(r.due, today), owed(r)) for r in state.rows if owed(r) > 0]
+    return [(max(r.due, today), x) for r in state.rows if (x := owed(r)) > 0]
 
 
 def month_of(d: date) -> str:
     return f"{d.year:04d}-{d.month:02d}"
+
+
+def _by_month(state: LoanState, today: date) -> tuple[tuple[str, int], ...]:
+    """Rule 6 for one loan: ``(month, amount)`` of each installment still owed, in order."""
+    return tuple((month_of(d), a) for d, a in expected_flows(state, today))
 
 
 # -- the portfolio --------------------------------------------------------------------------------
@@ -327,8 +365,7 @@ def portfolio(holdings: Iterable[Holding], currency: str, today: date, grades: M
         by_grade[g] = by_grade.get(g, 0) + x
         if s.state == DEFAULTED or s.days_past_due >= NPL_DAYS:
             npl += x
-        for due, amount in expected_flows(s, today):
-            m = month_of(due)
+        for m, amount in _memo(h, "months", today, lambda: _by_month(s, today)):
             months[m] = months.get(m, 0) + amount
     top = top_share = hhi = npl_ratio = None
     if outstanding:

@@ -122,3 +122,39 @@ async def test_the_lenders_own_reserve_sets_aside_interest_follows_provisions_an
         bodies = [e.body for e in held if e.kind == "reserve.entry"]
         assert len(bodies) >= 2 and replay(bodies, "EUR").balance == eur["balance"]
         await stop_all([lender, good, late])
+
+
+async def test_a_second_portfolio_reuses_what_did_not_change_and_equals_a_fresh_one(tmp_path: Path):
+    """The node keeps each loan's holding per day and documents (statecache.py): asked
+    again with nothing new, it derives no loan; after a new receipt and a new loan, it
+    derives those two only; and every answer is the one computed afresh (cache cleared)."""
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        first = await loan(lender, borrower, "300.00", days_ago(100), repay=False)
+        await loan(lender, borrower, "200.00", days_ago(40), repay=False)
+        loans = lending(lender).loans
+
+        async def fresh() -> dict:
+            loans._states.clear()
+            return await lender.call("portfolio.show", {})
+
+        p1 = await lender.call("portfolio.show", {})
+        derived = loans._states.derived
+        assert await lender.call("portfolio.show", {}) == p1 and loans._states.derived == derived  # nothing new
+        row = (await borrower.call("loan.show", {"loan": first}))["rows"][0]
+        await lender.call("loan.receipt", {"loan": first, "amount": f"{row['payment'] // 100}.{row['payment'] % 100:02d}",
+                                           "date": row["due"]})
+        await loan(lender, borrower, "100.00", days_ago(10), repay=False)
+        await sync_all([lender, borrower])
+        derived = loans._states.derived
+        p2 = await lender.call("portfolio.show", {})
+        assert loans._states.derived - derived == 2  # the loan with a new receipt, and the new loan
+        assert p2 != p1 and p2["lender"]["EUR"]["loans"] == 3
+        assert p2 == await fresh()
+        owes = await borrower.call("portfolio.show", {})  # the borrower's side: the same
+        lending(borrower).loans._states.clear()
+        assert owes == await borrower.call("portfolio.show", {}) and owes["borrower"]["EUR"]["outstanding"] > 0
+        await stop_all([lender, borrower])

@@ -203,3 +203,25 @@ def test_nar_periods_conserve_money(principal, pays, off):
     charged = outstanding_at_off if off_day is not None else 0
     assert sum(p.net for p in periods) == income + recovered - charged
     assert all(p.principal <= principal for p in periods)
+
+
+@settings(max_examples=40, deadline=None)
+@given(loans, st.lists(st.integers(0, 500), min_size=1, max_size=4))
+def test_holdings_kept_between_portfolios_give_what_fresh_ones_do(spec, days):
+    """The per-holding memo (the node keeps holdings per day): a portfolio of the same
+    holdings, asked again and for other days in any order, is the one of new copies."""
+    import dataclasses
+
+    from protocol.lending.portfolio import _plan
+
+    state_day = START + timedelta(days=max(days))
+    hs = []
+    for n, (who, principal, k, late, term, kind) in enumerate(spec):
+        c = contract(borrower=who, principal=principal, term=term, schedule=kind)
+        hs.append(book(n, c, lambda x, c=c, k=k, late=late: paid(x, c, k, late_by=late), state_day))
+        assert _plan(hs[-1].state) == contract_schedule(c)  # (what loan_flows replays on)
+    for d in [*days, *days]:
+        today = START + timedelta(days=d)
+        kept = portfolio(hs, "EUR", today, {B: "A"}).to_json()
+        fresh = [dataclasses.replace(h, flows=h.flows and dataclasses.replace(h.flows)) for h in hs]
+        assert kept == portfolio(fresh, "EUR", today, {B: "A"}).to_json()
