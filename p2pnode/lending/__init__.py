@@ -45,7 +45,7 @@ EXTENSION = Extension(
     streams=(StreamProtocol(agree.AGREE_PROTOCOL, Codec(_agree_payload, agree.decode), "serve_agree",
                             max_per_peer=MAX_INBOUND_AGREE, max_frame=agree.MAX_AGREE_FRAME),),
     methods=METHODS,
-    tasks=("book_upkeep", "market_upkeep", "proposal_retries", "reserve_upkeep", "autoinvest_runs"),
+    tasks=("book_upkeep", "market_upkeep", "holdings_upkeep", "proposal_retries", "reserve_upkeep", "autoinvest_runs"),
     settings=SETTINGS,
     section="loans",
     service="p2pnode.lending.service:Lending",

@@ -38,6 +38,9 @@ from p2pnode.lending.statecache import StateCache
 
 log = logging.getLogger(__name__)
 
+HOLDINGS_EVERY_S = 60.0
+"""How often the holdings are brought up to date in the background (Loans.keep_holdings)."""
+
 
 class Loans:
     """Agreed loans: ``settings`` are lending's."""
@@ -234,20 +237,45 @@ class Loans:
         at most ``portfolio.MAX_LOANS`` of each (a loan whose state cannot be made is left
         out, as in ``list``). Each loan's holding is derived once per day and set of its
         documents (statecache.py): the same as computing it afresh."""
-        from protocol.lending.portfolio import MAX_LOANS
-
         today = self._at(at)
+        return self._split(today, self._cache().each(self.ctx.chains, self.ctx.index, today,
+                                                     lambda rec: self._holding(rec, today)))
+
+    async def holdings_soon(self, at: Any) -> tuple[date, list[Any], list[Any]]:
+        """``holdings``, deriving what changed a few loans at a time between checkpoints
+        (the node's loop stays responsive through the first pass of a day)."""
+        today = self._at(at)
+        return self._split(today, await self._cache().each_soon(self.ctx.chains, self.ctx.index, today,
+                                                                lambda rec: self._holding(rec, today)))
+
+    async def keep_holdings(self) -> None:
+        """Keep today's holdings derived: every ``HOLDINGS_EVERY_S``, a pass that reads the
+        heads only if nothing changed, else derives the loans that did; so the first
+        ``portfolio`` of a day, or after a start, finds the work done."""
+        while True:
+            try:
+                await self.holdings_soon(None)
+            except Exception:
+                log.exception("keeping the holdings derived failed")
+            await self.ctx.clock.sleep(HOLDINGS_EVERY_S)
+
+    def _cache(self) -> StateCache:
         if self._states is None:
             self._states = StateCache()
+        return self._states
+
+    @staticmethod
+    def _split(today: date, held: list) -> tuple[date, list[Any], list[Any]]:
+        from protocol.lending.portfolio import MAX_LOANS
+
         lent: list[Any] = []
         owed: list[Any] = []
-        for _, held in self._states.each(self.ctx.chains, self.ctx.index, today,
-                                         lambda rec: self._holding(rec, today)):
-            if held is None:
+        for _, h in held:
+            if h is None:
                 continue
-            into = lent if held[0] == "lender" else owed
+            into = lent if h[0] == "lender" else owed
             if len(into) < MAX_LOANS:
-                into.append(held[1])
+                into.append(h[1])
         return today, lent, owed
 
     def _holding(self, rec: LoanRecord, today: date) -> tuple[str, Any] | None:

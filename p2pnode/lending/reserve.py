@@ -90,7 +90,7 @@ class LossReserve:
         """Append what the ledger lacks (module docstring); the bodies appended."""
         async with self._lock:
             today = self.loans.today()
-            _, lent, _ = self.loans.holdings(today.isoformat())
+            _, lent, _ = await self.loans.holdings_soon(today.isoformat())
             required = provisioning.required_by_currency([(h.currency, h.state) for h in lent], self.params)
             appended: list[dict] = []
             for cur in sorted({h.currency for h in lent} | set(self.currencies())):

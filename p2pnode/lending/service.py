@@ -94,6 +94,9 @@ class Lending:
     async def book_upkeep(self) -> None:
         await self.book.loop()
 
+    async def holdings_upkeep(self) -> None:
+        await self.loans.keep_holdings()
+
     async def market_upkeep(self) -> None:
         await self.market.loop()
 
@@ -238,7 +241,7 @@ class Lending:
 
         from p2pnode.errors import ApiError
 
-        today, lent, owed = self.loans.holdings(at)
+        today, lent, owed = await self.loans.holdings_soon(at)
         grades = {b: self.credit.grade(b) for b in {h.borrower for h in lent}}
         try:
             mine = portfolios(lent, today, grades, self.reserve.params)
