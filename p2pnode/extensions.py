@@ -25,7 +25,7 @@ from p2pnode.extension import API_VERSION, NAME, Extension
 
 GROUP = "p2pnode.extensions"
 BUILTIN_DISTRIBUTION = "p2pnode"
-CORE_STREAMS = (wire.SYNC_PROTOCOL, wire.PEX_PROTOCOL)
+CORE_STREAMS = (*wire.SYNC_PROTOCOLS, wire.PEX_PROTOCOL)
 CORE_FLAGS = frozenset({"--listen", "--bootstrap", "--mdns", "--no-mdns", "--log-level", "--log-file",
                         "--passphrase-file", "--help", "-h"})
 SETTING_TYPES = {"bool": bool, "int": int, "str": str, "list": list}

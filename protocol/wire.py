@@ -5,7 +5,8 @@ Rules of this file (docs/protocol.md, "Network"):
 1. Every stream message is a frame: a 4-byte big-endian length ``n`` (1 <= n <=
    ``MAX_FRAME``), then ``n`` bytes of one canonical MessagePack map with a text field
    ``type``. A frame that breaks any rule ends the stream: the peer sent garbage.
-2. Sync (``/p2plend/sync/1.0.0``) is pulled by the dialer. It sends ``heads?``; the
+2. Sync (``/p2plend/sync/1.1.0``; ``/p2plend/sync/1.0.0`` is the same conversation
+   without ``since``, what nodes spoke before the change feed) is pulled by the dialer. It sends ``heads?``; the
    listener answers ``heads``: the authors it holds, with seq and id of the last entry,
    in pages. A page holds the authors after the query's ``after`` (all, without it), in
    order, at most ``HEADS_PAGE`` of them; if more remain, ``next`` is its last author and
@@ -18,7 +19,9 @@ Rules of this file (docs/protocol.md, "Network"):
    (``since`` echoed: a changes page), at most ``HEADS_PAGE`` of them; if more remain,
    ``next`` is the counter of its last change and the dialer asks again with ``since``
    at ``next``. Otherwise the page is a full one (as above). Without ``since``, no
-   ``epoch``, ``upto`` or changes page is ever sent: today's conversation, byte for byte.
+   ``epoch``, ``upto`` or changes page is ever sent: the 1.0.0 conversation, byte for
+   byte. A dialer proposes 1.1.0 first and 1.0.0 second (``SYNC_PROTOCOLS``); on a 1.0.0
+   stream it never sends ``since`` (a node of 1.0.0 refuses it as ``bad_message``).
    For each author whose seq is higher than its own, the dialer sends ``get`` for the
    next range and the listener answers ``entries``: at most ``limit`` consecutive entries
    of that author from ``start`` (fewer if it holds fewer or the frame would exceed
@@ -52,7 +55,10 @@ from .errors import ProtocolError
 from .fork import MAX_FORK_PROOF_SIZE, ForkProof
 from .schema import U63_MAX
 
-SYNC_PROTOCOL = "/p2plend/sync/1.0.0"
+SYNC_PROTOCOL = "/p2plend/sync/1.1.0"
+SYNC_PROTOCOL_1_0 = "/p2plend/sync/1.0.0"
+SYNC_PROTOCOLS = (SYNC_PROTOCOL, SYNC_PROTOCOL_1_0)
+"""The sync protocol ids a dialer proposes, preferred first (rule 2)."""
 PEX_PROTOCOL = "/p2plend/pex/1.0.0"
 
 TOPIC_ENTRIES = "p2plend/1/entries"

@@ -16,7 +16,7 @@ Promises:
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import trio
 
@@ -97,14 +97,16 @@ class StreamRouter:
 
         self.host.set_stream_handler(protocol_id, handler)
 
-    async def open(self, pk: bytes, protocol_id: str) -> Any:
-        """A new outbound stream to ``pk``; ``trio.TooSlowError`` after ``DIAL_TIMEOUT``."""
+    async def open(self, pk: bytes, protocol_id: str | Sequence[str]) -> Any:
+        """A new outbound stream to ``pk`` on ``protocol_id`` (or the first of several the
+        peer speaks, in the order given: ``stream.get_protocol()`` says which);
+        ``trio.TooSlowError`` after ``DIAL_TIMEOUT``."""
         from p2pnode.net.host import peer_id_of
 
         with trio.fail_after(DIAL_TIMEOUT):
-            return await self.host.new_stream(peer_id_of(pk), [protocol_id])
+            return await self.host.new_stream(peer_id_of(pk), _ids(protocol_id))
 
-    async def open_on(self, conn: Any, protocol_id: str) -> Any:
+    async def open_on(self, conn: Any, protocol_id: str | Sequence[str]) -> Any:
         """A new outbound stream on one given libp2p connection ``conn`` (``open`` lets
         libp2p choose among a peer's connections, and it chooses the busiest: a second
         connection of one peer ID would never be asked anything);
@@ -115,7 +117,7 @@ class StreamRouter:
             stream = await conn.new_stream()
             try:
                 chosen = await self.host.multiselect_client.select_one_of(
-                    [protocol_id], MultiselectCommunicator(stream), int(DIAL_TIMEOUT))
+                    _ids(protocol_id), MultiselectCommunicator(stream), int(DIAL_TIMEOUT))
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await close(stream)
@@ -145,3 +147,7 @@ class StreamRouter:
             if not self._inbound[key]:
                 del self._inbound[key]
             await close(stream)
+
+
+def _ids(protocol_id: str | Sequence[str]) -> list[str]:
+    return [protocol_id] if isinstance(protocol_id, str) else list(protocol_id)

@@ -100,7 +100,8 @@ class Syncer:
         self._gaps: dict[bytes, tuple[int, float]] = {}  # author -> (seq known to exist, chase until)
         self._other_pulls: dict[bytes, int] = {}  # peer -> pulls over its other connections now
         self._cursors: dict[bytes, _Cursor] = {}  # peer -> its cursor (one per connected peer)
-        streams.add(wire.SYNC_PROTOCOL, "sync", self._serve, MAX_INBOUND)
+        for protocol_id in wire.SYNC_PROTOCOLS:  # (one limit for both: they share the name)
+            streams.add(protocol_id, "sync", self._serve, MAX_INBOUND)
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -139,7 +140,7 @@ class Syncer:
             for _ in range(MAX_SYNC_ROUNDS):
                 self._syncing[pk] = False
                 self._pulls[pk] = _Pull(self.clock.monotonic())
-                await self._pull_once(pk, lambda: self.streams.open(pk, wire.SYNC_PROTOCOL),
+                await self._pull_once(pk, lambda: self.streams.open(pk, wire.SYNC_PROTOCOLS),
                                       progress=lambda p, pk=pk: self._progressed(pk, p), cursor=True)
                 if not self._syncing.get(pk):
                     break
@@ -164,7 +165,7 @@ class Syncer:
 
         async def once() -> None:
             try:
-                await self._pull_once(pk, lambda: self.streams.open_on(conn, wire.SYNC_PROTOCOL))
+                await self._pull_once(pk, lambda: self.streams.open_on(conn, wire.SYNC_PROTOCOLS))
                 self._count("sync.other_connection_pulls", 1)
             finally:
                 left = self._other_pulls.pop(pk) - 1
@@ -186,6 +187,8 @@ class Syncer:
             stream = await open_stream()
             interest = self.ledger.interest
             conn = self.conns.connected.get(pk)
+            # (a peer of sync 1.0.0 refuses `since`: with it, every pull is a full one)
+            cursor = cursor and _protocol_of(stream) != wire.SYNC_PROTOCOL_1_0
             since = (self._cursor(pk) or wire.NO_CURSOR) if cursor else None
             result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk), progress=progress,
                                 new_chain=None if interest is None else _lazy(interest.planner),
@@ -216,7 +219,7 @@ class Syncer:
         """Pull ``author``'s chain alone from ``pk`` now, beside the routine pulls; what it
         brought. Raises ``PeerMisbehaved``, ``PeerGone``, ``trio.TooSlowError`` or what
         opening a stream raises (the caller decides whom to ask next)."""
-        stream = await self.streams.open(pk, wire.SYNC_PROTOCOL)
+        stream = await self.streams.open(pk, wire.SYNC_PROTOCOLS)
         try:
             return await pull(stream, self.ledger.store.heads, self._ingest_from(pk), only=frozenset([author]))
         finally:
@@ -275,4 +278,12 @@ class Syncer:
         def chain(author: bytes, start: int, limit: int) -> list[bytes]:
             return list(store.chain(author, start=start, limit=limit))
 
-        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain, store))
+        # (on sync 1.0.0, a heads? with a cursor is refused, as the nodes that spoke only it did)
+        feed = None if _protocol_of(stream) == wire.SYNC_PROTOCOL_1_0 else store
+        self._count("sync.entries_sent", await serve_sync(stream, store.heads_page, chain, feed))
+
+
+def _protocol_of(stream: Any) -> str | None:
+    """The protocol id a stream was opened on (libp2p's ``get_protocol``), if it says."""
+    get = getattr(stream, "get_protocol", None)
+    return None if get is None else get()

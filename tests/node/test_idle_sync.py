@@ -104,3 +104,27 @@ async def test_an_idle_round_lists_no_chain_and_a_later_entry_still_arrives_with
         await wait_for(lambda: b.store.locate(second.id) is not None, 20, "the later entry to reach b by sync")
         assert served.listed - listed <= 2, "the round that brought one change listed every chain"
         await stop_all([a, b])
+
+
+async def test_a_node_of_sync_1_0_is_pulled_from_in_full_without_a_cursor(tmp_path: Path):
+    """Mixed versions: a node that speaks only ``/p2plend/sync/1.0.0`` (as every node did
+    before the change feed, which refuses ``since`` as ``bad_message``) is still synced
+    with: the dialer picks 1.0.0 and pulls in full, never sending a cursor, and is never
+    penalised for it."""
+    from protocol import wire
+
+    async with trio.open_nursery() as nursery:
+        old = await start(nursery, make_node(tmp_path / "old", "old", pex=False, sync_interval=INTERVAL))
+        old.host.remove_stream_handler(wire.SYNC_PROTOCOL)  # it speaks sync 1.0.0 alone now
+        new = await start(nursery, make_node(tmp_path / "new", "new", pex=False, sync_interval=INTERVAL))
+        key, genesis = _strangers(1)[0]
+        assert old.store.ingest([genesis], registry=REGISTRY).added  # a chain only the old node holds
+        await new.connect(old.listen_addrs()[0])
+        await wait_for(lambda: new.store.head(key.public_key) is not None, 20, "the new node to pull the old one's chain")
+        seen = new.counters.get("sync.pulls.full", 0)
+        await wait_for(lambda: new.counters.get("sync.pulls.full", 0) >= seen + 2, 20, "two more routine rounds")
+        assert new.counters.get("sync.pulls.changes", 0) == 0  # not one pull with a cursor
+        assert not any(k.startswith("peers.penalised") or k.startswith("misbehaviour") for k in old.counters), \
+            old.counters
+        assert old.counters.get("sync.entries_sent", 0) >= 1
+        await stop_all([old, new])
