@@ -37,7 +37,10 @@ Invariants (checked by ``p2pnode.ledger.verify``, assumed nowhere else):
   extension's, docs/architecture.md.)
 
 Every logical change is one write batch, so each invariant holds after any crash. Own
-entries are written with ``sync=True``. Opening reads the schema version and the index
+entries are written with ``sync=True``. Several logical changes may share one batch (a
+group write, ``GroupWrite``: LevelDB's own write batching, done here so that each change
+is checked against the ones before it): the batch holds each change whole or not at all,
+so the invariants hold after any crash all the same, and one sync makes all durable. Opening reads the schema version and the index
 marks only, so start-up time does not grow with the ledger; an index is rebuilt from
 the entries once, when its extension is first seen (``use``), and the change feed once, when a
 store made before it is first opened.
@@ -49,11 +52,27 @@ record. Sync reads it (``changes``) so that a peer that asks "what changed since
 n of your feed" is answered in O(changed), not O(chains held): the cost of an idle round
 does not grow with the chains held (protocol/wire.py, rule 2).
 
+Group writes (``group``, ``GroupWrite``):
+
+- Changes are gathered in order: own appends (signed on top of the group's own head, so
+  seq, prev and ts run on across the changes as if each had been written alone) and
+  record writes. A change that is refused (its body, the reserve) adds nothing to the
+  group and the others stand.
+- While the group is gathered, reads on the thread gathering it (``reading``) see the
+  changes gathered so far, exactly as if they were written: ``get``, ``head``,
+  ``heads``, ``chain``, ``locate``, the records and index spaces. No other reader, and
+  no other thread, sees any of them before ``commit`` has made them durable (LevelDB
+  makes a batch visible only after its log write, and its sync, succeed).
+- ``commit`` makes the group one batch, written once with ``sync=True``: when it
+  returns, every change in it is on disk; if it raises, the store has failed (below)
+  and none of them was acknowledged. ``synced_writes`` counts the synced batches written.
+
 The disk (docs/operations.md, "The disk"):
 
 - Fail-stop. After any write that fails (a LevelDB error or an ``OSError``) the store
   takes no more writes until it is closed and opened again: every later write raises
-  ``StoreFailed`` (``store_failed``) and ``failure`` says what failed; reads go on.
+  ``StoreFailed`` (``store_failed``) and ``failure`` says what failed; reads go on. A
+  group write that fails fails every change in it: its caller must fail every waiter.
   Why: LevelDB does not stop by itself after a failed log write. The record it tore
   stays in its log, the records written after it no longer line up with the log's
   blocks, and the next open fails ("Corruption: checksum mismatch") or drops
@@ -73,6 +92,7 @@ import os
 import struct
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -104,6 +124,7 @@ META_CHANGES = P_META + b"changes"
 EPOCH_SIZE = 16
 INDEX_MARK = b"index/"
 MIGRATE_BATCH = 10_000  # keys moved per write when adopting an extension's old keys
+MAX_GROUP_CHANGES = 1024  # changes gathered into one group write at most (its gatherer stops there)
 MIB = 1 << 20
 DEFAULT_RESERVE_OWN = 32 * MIB  # free bytes below which the node's own appends are refused
 DEFAULT_RESERVE_OTHERS = 128 * MIB  # ... below which other authors' entries are refused
@@ -274,6 +295,8 @@ class Store:
         self.reserve = reserve
         self.failure: str | None = None
         self.failed_at_ms: int | None = None
+        self.synced_writes = 0  # synced batches written since open (a group write is one)
+        self._pending: _Pending | None = None  # a group being gathered, read back on its thread
         if not create and not (self.path / "CURRENT").exists():
             raise StoreMissing(f"no store at {self.path}: run `p2pnode init` first")
         try:
@@ -324,8 +347,28 @@ class Store:
         return self._db
 
     def _get(self, key: bytes) -> bytes | None:
+        pending = self._pending_here()
+        if pending is not None and key in pending.writes:
+            return pending.writes[key]
         try:
             return self._db.get(key)
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
+
+    def _pending_here(self) -> "_Pending | None":
+        """The group being gathered, if this thread is reading it back (``GroupWrite.reading``)."""
+        pending = self._pending
+        return pending if pending is not None and pending.thread == threading.get_ident() else None
+
+    def _scan(self, start: bytes, stop: bytes | None, *, values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) for the keys in [start, stop) in order, with the group being gathered
+        read back (``_pending_here``); values are b"" when not ``values``. Lazy: the caller
+        may stop early, and closes the iterator by dropping it."""
+        pending = self._pending_here()
+        try:
+            with self._db.iterator(start=start, stop=stop, include_value=values) as it:
+                stored = it if values else ((k, b"") for k in it)
+                yield from stored if pending is None else _merge(stored, pending.range(start, stop))
         except plyvel.Error as e:
             raise _wrap_io(e, self.path) from None
 
@@ -337,10 +380,7 @@ class Store:
         return None if v is None else unpack_head(author, v)
 
     def heads(self) -> dict[bytes, Head]:
-        try:
-            return {k[1:]: unpack_head(k[1:], v) for k, v in self._db.iterator(prefix=P_HEAD)}
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        return {k[1:]: unpack_head(k[1:], v) for k, v in self._scan(P_HEAD, _after_prefix(P_HEAD))}
 
     def drop_chain(self, author: bytes, registry: KindRegistry) -> int:
         """Delete ``author``'s chain (its entries, their ids and index keys, its head) in one
@@ -432,38 +472,24 @@ class Store:
 
     def chain(self, author: bytes, *, start: int = 1, limit: int | None = None) -> Iterator[bytes]:
         """Envelope bytes of ``author``'s entries from seq ``start`` on, in seq order."""
-        it = self._db.iterator(
-            start=entry_key(author, start), stop=P_ENTRY + author + b"\xff" * 8 + b"\xff", include_key=False
-        )
+        it = self._scan(entry_key(author, start), P_ENTRY + author + b"\xff" * 8 + b"\xff")
         try:
-            for n, value in enumerate(it):
+            for n, (_, value) in enumerate(it):
                 if limit is not None and n >= limit:
                     break
                 yield value
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
         finally:
             it.close()
 
     def fork_proofs(self, author: bytes | None = None) -> list[bytes]:
         prefix = P_FORK + (author or b"")
-        try:
-            return [v for _, v in self._db.iterator(prefix=prefix)]
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        return [v for _, v in self._scan(prefix, _after_prefix(prefix))]
 
     def _keys(self, prefix: bytes) -> Iterator[bytes]:
-        try:
-            with self._db.iterator(prefix=prefix, include_value=False) as it:
-                yield from it
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        return (k for k, _ in self._scan(prefix, _after_prefix(prefix), values=False))
 
     def _items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        try:
-            return list(self._db.iterator(prefix=prefix))
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        return list(self._scan(prefix, _after_prefix(prefix)))
 
     def write_batch(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
                     sync: bool = True, reserve: int = 0) -> None:
@@ -481,6 +507,8 @@ class Store:
                     wb.delete(k)
         except (plyvel.Error, OSError) as e:
             raise self._fail(e) from None
+        if sync:
+            self.synced_writes += 1
 
     def write_chains(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
                      changed: Iterable[bytes] = (), dropped: Iterable[bytes] = (), sync: bool = True,
@@ -649,10 +677,7 @@ class Store:
         self.write_batch(puts + [(P_META + INDEX_MARK + name.encode(), mark)])
 
     def forked_authors(self) -> set[bytes]:
-        try:
-            return {k[1:33] for k in self._db.iterator(prefix=P_FORK, include_value=False)}
-        except plyvel.Error as e:
-            raise _wrap_io(e, self.path) from None
+        return {k[1:33] for k in self._keys(P_FORK)}
 
     # -- writes -----------------------------------------------------------------------
 
@@ -665,6 +690,15 @@ class Store:
         Raises ``ProtocolError`` for a body its kind refuses or that cannot be encoded,
         ``StoreFull`` below the own reserve, ``StoreFailed`` after a failed write.
         """
+        group = self.group()
+        out = group.append(key, items, now_ms=now_ms, registry=registry)
+        group.commit()
+        return out
+
+    def _signed(self, key: SigningKey, items: Iterable[tuple[str, Any]], *, now_ms: int,
+                registry: KindRegistry) -> tuple[list[Entry], list[tuple[bytes, bytes]]]:
+        """The entries ``items`` make on top of ``key``'s head as the store reads it, and
+        the puts that store them; writes nothing. Raises as ``append`` does."""
         self.check_writable(self.reserve.own)  # before signing: nothing is signed that cannot be kept
         head = self.head(key.public_key)
         out: list[Entry] = []
@@ -681,8 +715,11 @@ class Store:
             head = Head.of(entry)
         if out:
             puts.append((P_HEAD + key.public_key, pack_head(head)))
-            self.write_chains(puts, changed=[key.public_key], sync=True, reserve=self.reserve.own)
-        return out
+        return out, puts
+
+    def group(self) -> "GroupWrite":
+        """A new group write (``GroupWrite``): changes gathered, then made durable by one sync."""
+        return GroupWrite(self)
 
     def append_one(self, key: SigningKey, kind: str, body: Any, *, now_ms: int, registry: KindRegistry) -> Entry:
         return self.append(key, [(kind, body)], now_ms=now_ms, registry=registry)[0]
@@ -763,6 +800,129 @@ class Store:
         return puts
 
 
+def _after_prefix(prefix: bytes) -> bytes | None:
+    """The least key above every key that starts with ``prefix`` (None: there is none)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return None if not trimmed else trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def _merge(stored: Iterable[tuple[bytes, bytes]],
+           pending: list[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, bytes]]:
+    """The stored (key, value) pairs with the ``pending`` writes laid over them, in key
+    order (both come in key order): a pending value replaces the stored one, a pending
+    None deletes it."""
+    i, n = 0, len(pending)
+    for k, v in stored:
+        while i < n and pending[i][0] < k:
+            if pending[i][1] is not None:
+                yield pending[i]  # type: ignore[misc]
+            i += 1
+        if i < n and pending[i][0] == k:
+            if pending[i][1] is not None:
+                yield pending[i]  # type: ignore[misc]
+            i += 1
+        else:
+            yield k, v
+    for key, value in pending[i:]:
+        if value is not None:
+            yield key, value
+
+
+@dataclass
+class _Pending:
+    """The writes of a group being gathered (a value, or None for a delete), by key, and
+    the one thread that reads them back."""
+
+    thread: int
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def range(self, start: bytes, stop: bytes | None) -> list[tuple[bytes, bytes | None]]:
+        return sorted((k, v) for k, v in self.writes.items() if start <= k and (stop is None or k < stop))
+
+
+class GroupWrite:
+    """Changes gathered in order into one batch that one synced write makes durable (the
+    store's "Group writes", above). Gather on one thread (``append``, ``write``, reads in
+    ``reading``), then ``commit`` once, on any thread. One group at a time per store:
+    its gatherer holds the node's write lock (p2pnode/ledger/writer.py).
+
+    ``changes`` counts the changes gathered (at most ``MAX_GROUP_CHANGES``); ``empty``
+    says whether there is anything to write."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._writes: dict[bytes, bytes | None] = {}
+        self._changed: list[bytes] = []  # authors whose head the group moves (its own key)
+        self.changes = 0
+        self._committed = False
+
+    @property
+    def empty(self) -> bool:
+        return not self._writes
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """While entered, this thread's reads of the store see the changes gathered so far
+        as if written; no other thread's do."""
+        store = self._store
+        assert store._pending is None, "one group is gathered at a time"
+        store._pending = _Pending(threading.get_ident(), self._writes)
+        try:
+            yield
+        finally:
+            store._pending = None
+
+    def append(self, key: SigningKey, items: Iterable[tuple[str, Any]], *, now_ms: int, registry: KindRegistry,
+               puts: Iterable[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = ()) -> list[Entry]:
+        """Gather ``Store.append``'s change, on top of the group's own head: the new entries,
+        and with them ``puts`` and ``deletes`` (full keys, e.g. an extension's records) in
+        the same change. Raises as ``Store.append`` does (``StoreFull`` below the own
+        reserve), and then the group holds nothing of this change."""
+        assert not self._committed and self.changes < MAX_GROUP_CHANGES, "a full or committed group"
+        with self._reading_here():
+            entries, entry_puts_ = self._store._signed(key, items, now_ms=now_ms, registry=registry)
+        if entries and key.public_key not in self._changed:
+            self._changed.append(key.public_key)
+        self._gather(entry_puts_ + list(puts), deletes)
+        return entries
+
+    def write(self, puts: Iterable[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = ()) -> None:
+        """Gather a change of puts and deletes (full keys). Raises ``StoreFailed`` after a
+        failed write, and then the group holds nothing of it."""
+        assert not self._committed and self.changes < MAX_GROUP_CHANGES, "a full or committed group"
+        self._store.check_writable()
+        self._gather(puts, deletes)
+
+    def _gather(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes]) -> None:
+        for k in deletes:
+            self._writes[k] = None
+        for k, v in puts:
+            self._writes[k] = v
+        self.changes += 1
+
+    @contextmanager
+    def _reading_here(self) -> Iterator[None]:
+        """``reading``, unless this thread reads the group back already."""
+        if self._store._pending is not None:
+            assert self._store._pending.writes is self._writes, "one group is gathered at a time"
+            yield
+        else:
+            with self.reading():
+                yield
+
+    def commit(self) -> None:
+        """Write everything gathered as one batch with ``sync=True`` (nothing if ``empty``):
+        durable when this returns. A write that fails raises as ``Store.write_batch`` does
+        and fails the store; then no change of the group may be acknowledged."""
+        assert not self._committed, "a group is committed once"
+        self._committed = True
+        if not self._writes:
+            return
+        puts = [(k, v) for k, v in self._writes.items() if v is not None]
+        deletes = [k for k, v in self._writes.items() if v is None]
+        self._store.write_chains(puts, deletes, changed=self._changed, sync=True)
+
+
 class Records:
     """One extension's own key space: what it keeps beside the chains (its records are
     never part of a chain). Keys are given and returned without the space's prefix."""
@@ -808,6 +968,8 @@ class IndexView:
         one to the next instead of reading every key."""
         out: list[bytes] = []
         start = self.prefix + prefix
+        if self._store._pending_here() is not None:  # (a group read back: every key, merged)
+            return sorted({k[len(start):len(start) + width] for k in self._store._keys(start)})
         try:
             it = self._store.db.iterator(prefix=start, include_value=False)
             key = next(it, None)

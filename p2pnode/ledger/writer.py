@@ -6,6 +6,17 @@ by one lock, each followed by the same hooks whatever path the entries came by.
 - Own entries are signed and durable (``sync=True``) before ``append`` returns; foreign
   entries are verified by the core's chain rules alone (kinds never decide replication)
   and stored in one batch per call.
+- Group commit. Appends and synced record writes (``write_records``) that arrive while
+  a write is in flight wait in a queue; the next write takes every one waiting (up to
+  ``MAX_GROUP``), in the order they came, into one LevelDB batch made durable by one
+  sync (store.py, "Group writes"), then answers each. Each change is decided exactly as
+  if the writes were serialised: its ``unless`` and ``check`` run in order, under the
+  lock, reading the store with the changes before it in the group as if they were
+  written, and its entries take the next seqs after theirs. A change that is refused
+  (``unless``, ``check``, its body, the reserve) gets its own answer and the rest of the
+  group stands. No caller is answered before its change is durable, and no other reader
+  sees a change before then; a write that fails fails every caller of its group (the
+  store then fails stop: store.py, "The disk"), so nothing acknowledged is lost.
 - After every write that stored entries, in this order and outside the lock: the new
   entries are announced for gossip (own ones, and imported ones), fork proofs found are
   passed on, waiters on a head are woken, and every ``on_entries`` hook gets the entries
@@ -26,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import trio
@@ -37,11 +48,13 @@ from protocol.keys import SigningKey, peer_id
 from protocol.kinds import KNOWN, KindRegistry
 
 from p2pnode.clock import Clock
-from p2pnode.ledger.store import IngestReport, Store
+from p2pnode.ledger.store import MAX_GROUP_CHANGES, GroupWrite, IngestReport, Records, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 INLINE_INGEST = 64  # batches up to this size are verified on the event loop; larger in a thread
+MAX_GROUP = 256  # changes (appends, record writes) in one group write at most; the rest wait for the next
+assert MAX_GROUP <= MAX_GROUP_CHANGES
 ARRIVALS_KEPT = 10_000  # recent foreign entries remembered with when and how they came
 
 
@@ -55,6 +68,29 @@ class Arrival:
 
 
 EntriesHook = Callable[[list[Entry]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Change:
+    """One caller's change waiting for a group write, and, once written, its answer."""
+
+    items: list[tuple[str, Any]]  # entries to append (none: a records write)
+    puts: list[tuple[bytes, bytes]]  # full keys, written in the same change
+    deletes: list[bytes]
+    unless: Callable[[], bool] | None = None
+    check: Callable[[], None] | None = None
+    taken: bool = False  # in a group (being) written: it is answered by that group's writer
+    written: trio.Event = field(default_factory=trio.Event)  # set once answered
+    entries: list[Entry] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def _own_error(e: BaseException) -> BaseException:
+    """An error of its own for each caller of a failed group (one exception object is not
+    raised in several tasks); a ``CodedError`` keeps its class, message and code."""
+    if isinstance(e, StoreError):
+        return type(e)(e.message, code=e.code)
+    return StoreError(f"the group write failed: {type(e).__name__}: {e}")
 
 
 class Ledger:
@@ -73,6 +109,7 @@ class Ledger:
         self._on_fork: Callable[[ForkProof], Awaitable[None]] | None = None
         self._hooks: list[tuple[frozenset[str], EntriesHook]] = []
         self._grew = trio.Event()
+        self._queue: deque[_Change] = deque()  # changes waiting for a group write, in arrival order
         self._may_sign = trio.Event()
         self._may_sign.set()
         self.interest: Any = None  # p2pnode.net.interest.Interest: whose new chains are taken (set by the node)
@@ -108,31 +145,112 @@ class Ledger:
 
     async def append(self, items: list[tuple[str, Any]], *, unless: Callable[[], bool] | None = None,
                      check: Callable[[], None] | None = None,
-                     records: Callable[[list[Entry]], None] | None = None) -> list[Entry]:
-        """Sign and durably append ``items`` (``(kind, body)``) to our chain in one batch;
-        the new entries. Under the lock, first: with ``unless``, if it is true, nothing is
-        written and the answer is ``[]`` (record a document once, however many paths learn
-        of it at once); ``check()`` may refuse by raising. ``records(entries)``, also under
-        the lock and after the write, lets the caller write its own records knowing the
-        entries. Raises ``ProtocolError`` for a body this node's registry refuses,
-        ``StoreError``, or what ``check`` raises. While appends are held, waits first."""
+                     records: tuple[Records, Iterable[tuple[bytes, bytes]], Iterable[bytes]] | None = None,
+                     ) -> list[Entry]:
+        """Sign and durably append ``items`` (``(kind, body)``) to our chain in one change;
+        the new entries. Under the lock, in the group's order (above): with ``unless``, if
+        it is true, nothing is written and the answer is ``[]`` (record a document once,
+        however many paths learn of it at once); ``check()`` may refuse by raising.
+        ``records = (space, puts, deletes)`` writes records of an extension's space in the
+        same change as the entries (both durable, or neither). Raises ``ProtocolError`` for
+        a body this node's registry refuses, ``StoreError`` (``StoreFull``, or the group's
+        write failed), or what ``check`` raises. While appends are held, waits first."""
         if not self._may_sign.is_set():
             self._count("appends.held", 1)
             await self._may_sign.wait()
-        async with self.lock:
-            if unless is not None and unless():
-                return []
-            if check is not None:
-                check()
-            entries = self.store.append(self.key, items, now_ms=self.clock.now_ms(), registry=self.registry)
-            if records is not None:
-                records(entries)
-        await self._after(entries, [], announce=True)
-        return entries
+        puts, deletes = self._keyed(records)
+        change = _Change(list(items), puts, deletes, unless, check)
+        await self._commit(change)
+        await self._after(change.entries, [], announce=True)
+        return change.entries
 
     async def append_one(self, kind: str, body: Any, **kw: Any) -> Entry | None:
         got = await self.append([(kind, body)], **kw)
         return got[0] if got else None
+
+    async def write_records(self, space: Records, puts: Iterable[tuple[bytes, bytes]] = (),
+                            deletes: Iterable[bytes] = ()) -> None:
+        """Put and delete records of ``space`` (keys without its prefix) durably, sharing
+        the next group write with the appends and record writes waiting for it (``Records.
+        write(sync=True)`` has an fsync of its own). Raises ``StoreError``."""
+        puts_, deletes_ = self._keyed((space, puts, deletes))
+        await self._commit(_Change([], puts_, deletes_))
+
+    @staticmethod
+    def _keyed(records: tuple[Records, Iterable[tuple[bytes, bytes]], Iterable[bytes]] | None
+               ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        if records is None:
+            return [], []
+        space, puts, deletes = records
+        return [(space.prefix + k, v) for k, v in puts], [space.prefix + k for k in deletes]
+
+    async def _commit(self, change: _Change) -> None:
+        """Queue ``change`` and return once it is answered: written in a group by whoever
+        holds the lock when its turn comes (this task, if no write in flight took it).
+        Raises its error. Cancelled before a group took it, it is dropped from the queue;
+        after, the write goes on and this waits for it (shielded: it is short) before the
+        cancellation goes on, so that no caller leaves while its change may be unwritten."""
+        self._queue.append(change)
+        try:
+            async with self.lock:
+                while not change.taken:  # (it is at the queue's front, or a write before took it)
+                    await self._write_group()
+        except trio.Cancelled:
+            if not change.taken:
+                self._queue.remove(change)
+            else:
+                with trio.CancelScope(shield=True):
+                    await change.written.wait()
+            raise
+        assert change.written.is_set()
+        if change.error is not None:
+            raise change.error
+
+    async def _write_group(self) -> None:
+        """Under the lock: take the waiting changes (up to ``MAX_GROUP``) in order, decide
+        and gather each (store.py, ``GroupWrite``), write them with one sync in a worker
+        thread (the event loop goes on meanwhile, and the next changes queue), and answer
+        each. Nothing is answered before the write returns."""
+        group: list[_Change] = []
+        while self._queue and len(group) < MAX_GROUP:
+            change = self._queue.popleft()
+            change.taken = True
+            group.append(change)
+        write = self.store.group()
+        try:
+            with write.reading():
+                for change in group:
+                    self._gather(write, change)
+            if not write.empty:
+                with trio.CancelScope(shield=True):  # (a thread cannot be stopped half way; its callers wait)
+                    await trio.to_thread.run_sync(write.commit)
+        except BaseException as e:
+            for change in group:
+                if change.error is None:
+                    change.entries, change.error = [], _own_error(e)
+            if not isinstance(e, StoreError):
+                raise
+        finally:
+            for change in group:
+                change.written.set()
+        if not write.empty:
+            self._count("writes.groups", 1)
+            self._count("writes.grouped", len(group))
+
+    def _gather(self, write: GroupWrite, change: _Change) -> None:
+        """Decide one change and add it to ``write``, or give it its refusal."""
+        try:
+            if change.unless is not None and change.unless():
+                return
+            if change.check is not None:
+                change.check()
+            if change.items:
+                change.entries = write.append(self.key, change.items, now_ms=self.clock.now_ms(),
+                                              registry=self.registry, puts=change.puts, deletes=change.deletes)
+            else:
+                write.write(change.puts, change.deletes)
+        except Exception as e:
+            change.entries, change.error = [], e
 
     async def ingest(self, envelopes: list[bytes], author: bytes | None = None, *, via: str = "sync",
                      announce: bool = False) -> IngestReport:
