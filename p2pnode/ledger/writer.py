@@ -152,7 +152,8 @@ class Ledger:
         it is true, nothing is written and the answer is ``[]`` (record a document once,
         however many paths learn of it at once); ``check()`` may refuse by raising.
         ``records = (space, puts, deletes)`` writes records of an extension's space in the
-        same change as the entries (both durable, or neither). Raises ``ProtocolError`` for
+        same change as the entries (both durable, or neither), and on their own when
+        ``unless`` holds; a ``check`` or body that refuses writes neither. Raises ``ProtocolError`` for
         a body this node's registry refuses, ``StoreError`` (``StoreFull``, or the group's
         write failed), or what ``check`` raises. While appends are held, waits first."""
         if not self._may_sign.is_set():
@@ -241,6 +242,8 @@ class Ledger:
         """Decide one change and add it to ``write``, or give it its refusal."""
         try:
             if change.unless is not None and change.unless():
+                if change.puts or change.deletes:
+                    write.write(change.puts, change.deletes)  # (the records go in whatever ``unless`` says)
                 return
             if change.check is not None:
                 change.check()

@@ -8,8 +8,10 @@ actions it returns (that module's rules 5 and 6). How each action is executed he
 ===================  =====================================================================================
 action               executed as
 ===================  =====================================================================================
-``Persist``          ``records.write(P + loan, sync=True)``: durable before the next action
-``AppendAgreement``  our ``loan.agreement`` entry, unless our chain records it (under the writer's lock)
+``Persist``          ``P + loan`` written durably before the next action, by the writer's group commit
+                     (``writer.write_records``: concurrent proposals share their fsyncs)
+``AppendAgreement``  our ``loan.agreement`` entry, unless our chain records it (under the writer's lock);
+                     the ``Persist`` right after it, if any, in the same write (one batch, one fsync)
 ``ConsumeOffer``     nothing to store: our agreement entry, appended before, indexes the part of the
                      offer it takes in its own write (``TAKEN_INDEX``); once nothing remains of the
                      offer (fill.py), its cancellation is spawned
@@ -207,12 +209,20 @@ class Countersigning:
         are left to the caller, to run outside the lock. If one fails, the machine is
         reloaded from its record, as a restart would."""
         done = _Done()
+        joined: Persist | None = None  # a Persist written with the agreement before it
         try:
-            for action in actions:
-                if isinstance(action, Persist):
-                    self._persist(machine, action.record)
+            for i, action in enumerate(actions):
+                if action is joined:
+                    self._persisted(machine, action.record)
+                elif isinstance(action, Persist):
+                    await self.ctx.writer.write_records(self.records, self._record_puts(machine, action.record))
+                    self._persisted(machine, action.record)
                 elif isinstance(action, AppendAgreement):
-                    await self.docs.record_agreement(action.agreement)
+                    # Rule 6b holds a fortiori: the entry and the record are durable together.
+                    following = actions[i + 1] if i + 1 < len(actions) else None
+                    joined = following if isinstance(following, Persist) else None
+                    records = None if joined is None else (self.records, self._record_puts(machine, joined.record), [])
+                    await self.docs.record_agreement(action.agreement, records=records)
                 elif isinstance(action, ConsumeOffer):
                     assert self.taken(action.offer), "an offer consumed before our agreement is stored"
                     offer = self.book.get(action.offer)
@@ -235,17 +245,19 @@ class Countersigning:
             raise
         return done
 
-    def _persist(self, machine: Machine, record: Record) -> None:
-        """Store ``record`` durably; ``machine`` stays in memory while it is open. The
-        record of an incoming proposal that ended without an agreement is kept
-        ``KEEP_UNAGREED_MS`` (``purge``): anyone can send proposals, and their records
-        must not pile up. Asked again after that, the node decides afresh (agree rule 2
-        holds while the record is kept)."""
+    def _record_puts(self, machine: Machine, record: Record) -> list[tuple[bytes, bytes]]:
+        """The puts that store ``record`` (written durably by the caller). The record of an
+        incoming proposal that ended without an agreement is kept ``KEEP_UNAGREED_MS``
+        (``purge``): anyone can send proposals, and their records must not pile up. Asked
+        again after that, the node decides afresh (agree rule 2 holds while it is kept)."""
         assert record == machine.record(), "a record the machine did not make"
         puts = [(P_PROPOSAL + record.loan, record.encode())]
         if record.role == IN and record.state in (REFUSED, EXPIRED):
             puts.append((P_PURGE + (record.updated + KEEP_UNAGREED_MS).to_bytes(8, "big") + record.loan, b""))
-        self.records.write(puts, sync=True)
+        return puts
+
+    def _persisted(self, machine: Machine, record: Record) -> None:
+        """After ``record`` is durable: ``machine`` stays in memory while it is open."""
         if machine.is_open:
             self._machines[record.loan] = machine
         else:

@@ -22,18 +22,22 @@ class LoanDocuments:
         """Everything the chains held here say about ``loan``."""
         return read_loan(self.ctx.chains, self.ctx.index, loan)
 
-    async def append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None) -> Any:
+    async def append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None,
+                     records: Any = None) -> Any:
         """Append one entry to our chain (the writer gossips it); with ``once = (loan,
         document id)``, only if our chain does not record that document yet (checked under
         the write lock, so two paths learning of one document at once record it once). The
-        entry, or None if it was recorded already."""
+        entry, or None if it was recorded already. ``records``: the writer's (space, puts,
+        deletes), written in the same write as the entry, and written even if it was not."""
         unless = None if once is None else (lambda: once[1] in self.read(once[0]).recorded_by(self.me))
-        return await self.ctx.writer.append_one(kind, body, unless=unless)
+        return await self.ctx.writer.append_one(kind, body, unless=unless, records=records)
 
-    async def record_agreement(self, agreement: bytes) -> None:
-        """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one."""
+    async def record_agreement(self, agreement: bytes, *, records: Any = None) -> None:
+        """Append our ``loan.agreement`` entry for ``agreement`` unless our chain has one
+        (``records``: as ``append``'s)."""
         env = open_agreement(agreement)
-        if await self.append("loan.agreement", {"contract": agreement}, once=(env.id, env.id)) is not None:
+        if await self.append("loan.agreement", {"contract": agreement}, once=(env.id, env.id),
+                             records=records) is not None:
             self.ctx.count("loans.agreed")
 
     def our_agreement(self, loan: bytes) -> bytes | None:

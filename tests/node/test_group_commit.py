@@ -148,6 +148,14 @@ async def test_records_written_with_sync_join_the_appends_group(tmp_path):
     led, _ = ledger_of(store, key)
     space = store.records("test")
     space.write([(b"old", b"1")])
+    codes: list[str] = []
+
+    async def refused(fn) -> None:
+        try:
+            await fn()
+        except CodedError as e:
+            codes.append(e.code)
+
     before = store.synced_writes
     async with trio.open_nursery() as nursery:
         async with led.lock:
@@ -155,10 +163,14 @@ async def test_records_written_with_sync_join_the_appends_group(tmp_path):
             nursery.start_soon(led.append_one, "note", {"text": "with records"})
             nursery.start_soon(lambda: led.append([("note", {"text": "and its own"})],
                                                   records=(space, [(b"k2", b"v2")], [])))
+            nursery.start_soon(lambda: led.append([("note", {"text": "never"})], unless=lambda: True,
+                                                  records=(space, [(b"k3", b"v3")], [])))  # records all the same
+            nursery.start_soon(refused, lambda: led.append([("note", {"txt": "a body refused"})],
+                                                           records=(space, [(b"k4", b"v4")], [])))  # neither
             await trio.testing.wait_all_tasks_blocked()
-            assert len(led._queue) == 3
-    assert store.synced_writes - before == 1
-    assert space.items() == [(b"k1", b"v1"), (b"k2", b"v2")]
+            assert len(led._queue) == 5
+    assert store.synced_writes - before == 1 and codes == ["bad_body"]
+    assert space.items() == [(b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
     assert sorted(texts(store, key)) == ["and its own", "with records"]
     store.close()
 
