@@ -47,6 +47,10 @@ ROUND = 100  # offers live at once per author (the offer book's per-author limit
 
 def make_offers(lender: NodeProcess, borrower: NodeProcess, n: int) -> list[str]:
     """``n`` lend offers by ``lender``, once ``borrower``'s book holds them all."""
+    # (the offers taken last may still be live for a moment: their cancellation is a task
+    # of its own on the lender, and the book refuses an author's offer past ROUND)
+    wait_until(lambda: len(lender.call("offer.list", {"own": True})["offers"]) + n <= ROUND, 60,
+               "the taken offers' cancellations")
     ids = []
     for i in range(n):
         # Two offers alike in every field and made in the same millisecond are one offer (one

@@ -40,8 +40,9 @@ Every logical change is one write batch, so each invariant holds after any crash
 entries are written with ``sync=True``. Several logical changes may share one batch (a
 group write, ``GroupWrite``: LevelDB's own write batching, done here so that each change
 is checked against the ones before it): the batch holds each change whole or not at all,
-so the invariants hold after any crash all the same, and one sync makes all durable. Opening reads the schema version and the index
-marks only, so start-up time does not grow with the ledger; an index is rebuilt from
+so the invariants hold after any crash all the same, and one sync makes all durable.
+Opening reads the schema version and the index marks only, so start-up time does not
+grow with the ledger; an index is rebuilt from
 the entries once, when its extension is first seen (``use``), and the change feed once, when a
 store made before it is first opened.
 
@@ -968,8 +969,14 @@ class IndexView:
         one to the next instead of reading every key."""
         out: list[bytes] = []
         start = self.prefix + prefix
-        if self._store._pending_here() is not None:  # (a group read back: every key, merged)
-            return sorted({k[len(start):len(start) + width] for k in self._store._keys(start)})
+        if self._store._pending_here() is not None:  # (a group read back: the same skips over the merged keys)
+            after = b""
+            for key in self._store._keys(start):
+                if key >= after:
+                    head = key[len(start):len(start) + width]
+                    out.append(head)
+                    after = start + head + b"\xff" * 64
+            return out
         try:
             it = self._store.db.iterator(prefix=start, include_value=False)
             key = next(it, None)

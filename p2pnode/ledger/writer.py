@@ -153,9 +153,10 @@ class Ledger:
         however many paths learn of it at once); ``check()`` may refuse by raising.
         ``records = (space, puts, deletes)`` writes records of an extension's space in the
         same change as the entries (both durable, or neither), and on their own when
-        ``unless`` holds; a ``check`` or body that refuses writes neither. Raises ``ProtocolError`` for
-        a body this node's registry refuses, ``StoreError`` (``StoreFull``, or the group's
-        write failed), or what ``check`` raises. While appends are held, waits first."""
+        ``unless`` holds; a ``check`` or body that refuses writes neither. Raises
+        ``ProtocolError`` for a body this node's registry refuses, ``StoreError``
+        (``StoreFull``, or the group's write failed), or what ``check`` raises. While
+        appends are held, waits first."""
         if not self._may_sign.is_set():
             self._count("appends.held", 1)
             await self._may_sign.wait()
@@ -190,7 +191,9 @@ class Ledger:
         holds the lock when its turn comes (this task, if no write in flight took it).
         Raises its error. Cancelled before a group took it, it is dropped from the queue;
         after, the write goes on and this waits for it (shielded: it is short) before the
-        cancellation goes on, so that no caller leaves while its change may be unwritten."""
+        cancellation goes on, so that no caller leaves while its change may be unwritten;
+        its entries are then announced and head waiters woken, as after any write (its
+        ``on_entries`` hooks go with the cancellation, as they would during ``_after``)."""
         self._queue.append(change)
         try:
             async with self.lock:
@@ -202,6 +205,9 @@ class Ledger:
             else:
                 with trio.CancelScope(shield=True):
                     await change.written.wait()
+                if change.entries:
+                    self._announce(change.entries)
+                    self._wake()
             raise
         assert change.written.is_set()
         if change.error is not None:
@@ -303,8 +309,7 @@ class Ledger:
             if self._on_fork is not None:
                 await self._on_fork(proof)
         if added:
-            self._grew.set()
-            self._grew = trio.Event()
+            self._wake()
         for kinds, hook in self._hooks:
             mine = [e for e in added if e.kind in kinds and self.registry.classify(e).status == KNOWN]
             if mine:
@@ -312,6 +317,11 @@ class Ledger:
                     await hook(mine)
                 except Exception:
                     log.exception("entries hook %s failed", getattr(hook, "__qualname__", hook))
+
+    def _wake(self) -> None:
+        """Wake every ``wait_head``: a chain grew."""
+        self._grew.set()
+        self._grew = trio.Event()
 
     # -- waiting ---------------------------------------------------------------------------
 

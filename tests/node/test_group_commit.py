@@ -15,15 +15,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from framework.console import ROOT, child_env
 from p2pnode.clock import SYSTEM
 from p2pnode.extensions import load
-from p2pnode.ledger.store import Reserve, Store, StoreFailed, StoreFull, free_bytes
+from p2pnode.ledger.store import IndexView, Reserve, Store, StoreFailed, StoreFull, free_bytes
 from p2pnode.ledger.verify import verify_store
 from p2pnode.ledger.writer import MAX_GROUP, Ledger
 from protocol.errors import CodedError
@@ -319,3 +322,41 @@ async def test_after_a_failed_write_the_writer_refuses_at_once(tmp_path):
         await led.write_records(store.records("test"), [(b"k", b"v")])
     assert texts(store, key) == []
     store.close()
+
+
+_KEY = st.binary(max_size=3).map(lambda b: bytes(x % 3 * 0x7f for x in b))  # bytes 0x00, 0x7f, 0xfe: prefix edges
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    with Store(tmp_path_factory.mktemp("overlay") / "s", create=True, reserve=Reserve(own=0, others=0)) as store:
+        yield store, iter(range(1_000_000))  # (a fresh space for each example)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stored=st.dictionaries(_KEY, st.binary(max_size=2), max_size=12),
+       puts=st.dictionaries(_KEY, st.binary(max_size=2), max_size=12), deletes=st.lists(_KEY, max_size=8),
+       prefix=_KEY)
+def test_reads_in_a_group_see_its_writes_exactly_as_after_they_are_written(scratch, stored, puts, deletes, prefix):
+    store, spaces = scratch
+    space = store.records(f"h{next(spaces)}")
+    space.write(list(stored.items()))
+    group = store.group()
+    group.write([(space.prefix + k, v) for k, v in puts.items()], [space.prefix + k for k in deletes])
+
+    def reads() -> tuple:
+        return (space.items(), list(space.keys(prefix)), space.items(prefix),
+                {k: space.get(k) for k in [*stored, *puts, *deletes, prefix]},
+                IndexView(store, space.prefix).distinct(1))
+
+    before = reads()
+    with group.reading():
+        during = reads()
+        seen_elsewhere: list = []
+        worker = threading.Thread(target=lambda: seen_elsewhere.append(reads()))
+        worker.start()
+        worker.join()
+    assert seen_elsewhere == [before]  # another thread never sees what is gathered
+    assert reads() == before  # nor this one, once it stops reading the group back
+    group.commit()
+    assert during == reads()  # what the group read back is what was written
