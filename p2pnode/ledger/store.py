@@ -348,9 +348,10 @@ class Store:
         return self._db
 
     def _get(self, key: bytes) -> bytes | None:
-        pending = self._pending_here()
-        if pending is not None and key in pending.writes:
-            return pending.writes[key]
+        if self._pending is not None:  # (a group is gathered: is it read back here?)
+            pending = self._pending_here()
+            if pending is not None and key in pending.writes:
+                return pending.writes[key]
         try:
             return self._db.get(key)
         except plyvel.Error as e:
@@ -487,10 +488,24 @@ class Store:
         return [v for _, v in self._scan(prefix, _after_prefix(prefix))]
 
     def _keys(self, prefix: bytes) -> Iterator[bytes]:
-        return (k for k, _ in self._scan(prefix, _after_prefix(prefix), values=False))
+        if self._pending is not None and self._pending_here() is not None:
+            return (k for k, _ in self._scan(prefix, _after_prefix(prefix), values=False))
+        return self._stored_keys(prefix)  # (the hot path: LevelDB's iterator, no merging layers)
+
+    def _stored_keys(self, prefix: bytes) -> Iterator[bytes]:
+        try:
+            with self._db.iterator(prefix=prefix, include_value=False) as it:
+                yield from it
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
 
     def _items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return list(self._scan(prefix, _after_prefix(prefix)))
+        if self._pending is not None and self._pending_here() is not None:
+            return list(self._scan(prefix, _after_prefix(prefix)))
+        try:
+            return list(self._db.iterator(prefix=prefix))
+        except plyvel.Error as e:
+            raise _wrap_io(e, self.path) from None
 
     def write_batch(self, puts: Iterable[tuple[bytes, bytes]], deletes: Iterable[bytes] = (), *,
                     sync: bool = True, reserve: int = 0) -> None:
