@@ -66,6 +66,9 @@ REPUBLISH_S = 30.0
 JOIN_DELAY_S = 1.0
 DEFAULT_DAYS = 7
 """How long a listing lives unless ``loan sell --days`` says otherwise (at most 30)."""
+DEFAULT_LIST = 100
+"""Listings ``market list`` shows unless asked for more (at most ``MAX_LIST``)."""
+MAX_LIST = 1000
 STALE_TRIES = 3
 """Times a buyer asks again after the seller said its copy of the loan was behind."""
 
@@ -82,6 +85,7 @@ class Market:
         self._own: dict[bytes, Listing] | None = None  # id -> listing: the store's M records
         self._others: dict[bytes, Listing] = {}  # id -> listing, bounded (module docstring)
         self._sale_lock = trio.Lock()  # one sale decided at a time
+        self._views: dict[bytes, tuple[Any, dict | None]] = {}  # listing id -> (day and entries, view or None)
         self._soon = False
 
     def now_ms(self) -> int:
@@ -255,23 +259,37 @@ class Market:
 
     # -- market list ------------------------------------------------------------------------
 
-    def list(self, loan: Any = None) -> dict:
-        """``market.list``: every live listing that stands for the loan as this node holds
-        its documents; the listings of loans not held here are only counted."""
+    def list(self, loan: Any = None, limit: int = DEFAULT_LIST) -> dict:
+        """``market.list``: the live listings that stand for the loan as this node holds
+        its documents, own first then newest first, at most ``limit`` (the rest counted in
+        ``more``); the listings of loans not held here are only counted. A listing's view
+        is computed once per day and set of its loan's entries (``_views``)."""
         today, now = self.today(), self.now_ms()
-        shown, unknown, gone = [], 0, 0
+        shown, unknown, gone, more = [], 0, 0, 0
         for x in self.live():
             if loan is not None and not x.loan.hex().startswith(loan):
+                continue
+            if len(shown) >= limit:
+                more += 1
                 continue
             rec = self.docs.read(x.loan)
             if rec.contract is None:
                 unknown += 1
                 continue
-            if listing_fault(x, rec.contract, rec.state(today), now) is not None:
+            key = (today, frozenset((e.author, e.seq) for e in rec.entries))
+            kept = self._views.get(x.id)
+            if kept is None or kept[0] != key:
+                fault = listing_fault(x, rec.contract, rec.state(today), now)
+                kept = (key, None if fault is not None else self._view(x, rec))
+                self._views[x.id] = kept
+            if kept[1] is None or not is_live(x, now):
                 gone += 1
                 continue
-            shown.append(self._view(x, rec))
-        return {"as_of": today.isoformat(), "listings": shown, "unknown_loans": unknown, "not_standing": gone}
+            shown.append(kept[1])
+        for i in [i for i in self._views if i not in self._others and i not in self.own]:
+            del self._views[i]  # (bounded by the listings held)
+        return {"as_of": today.isoformat(), "listings": shown, "unknown_loans": unknown, "not_standing": gone,
+                "more": more}
 
     def _view(self, listing: Listing, rec: LoanRecord) -> dict:
         st = rec.state(self.today())

@@ -228,8 +228,11 @@ METHODS = (
            "remaining principal and the yield to maturity at the listing's price (protocol/lending/market.py, "
            "rule 3). Listings of loans whose documents are not held here are only counted (`unknown_loans`); "
            "listings sold, expired or otherwise no longer standing, too (`not_standing`).",
-           params=(Param("loan", "str", "only listings of loans whose id starts with this", max_len=64),),
-           result=f'`{{"as_of", "listings": [{LISTING_VIEW}], "unknown_loans", "not_standing"}}`',
+           params=(Param("loan", "str", "only listings of loans whose id starts with this", max_len=64),
+                   Param("limit", "int", "listings shown at most (own first, then newest)", default=100, low=1,
+                         high=1000)),
+           result=f'`{{"as_of", "listings": [{LISTING_VIEW}], "unknown_loans", "not_standing", "more"}}` (`more`: '
+                  'listings past the limit, not looked at)',
            handler="market_list"),
     Method("loan.show", "One agreed loan as of a day. Refusals: `unknown_loan`, `ambiguous_id`.",
            params=(_loan(), Param("at", "str", "the day to look at (default today)", max_len=10)),

@@ -210,8 +210,8 @@ class Lending:
     async def loan_buy(self, listing: str) -> dict:
         return await self.market.buy(listing)
 
-    async def market_list(self, loan: str | None = None) -> dict:
-        return self.market.list(loan)
+    async def market_list(self, loan: str | None = None, limit: int = 100) -> dict:
+        return self.market.list(loan.lower() if loan else None, limit)
 
     # -- policy.* --------------------------------------------------------------------------
 
