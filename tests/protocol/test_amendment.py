@@ -449,3 +449,40 @@ def test_on_time_loans_are_untouched_by_amendments_of_strangers():
     forged = amendment(2, date(2026, 3, 1), holder=X)
     assert dataclasses.replace(state(c, receipts, date(2026, 5, 1), amendments=[forged]), rejected=()) == \
         state(c, receipts, date(2026, 5, 1))
+
+
+# -- the agree message and what a node records ---------------------------------------------------
+
+
+def test_amend_message_round_trips_and_is_bounded():
+    from protocol.lending import agree
+    from protocol.wire import WireError
+
+    full = countersign(propose_amendment(KB, doc()), KH)
+    for msg in (agree.Amend(full.raw), agree.Accepted(full.raw, "amendment")):
+        frame = agree.encode(msg)
+        assert agree.decode(frame[4:]) == msg
+    for bad in ({"type": "amend"}, {"type": "amend", "amendment": "text"}, {"type": "amend", "amendment": b""},
+                {"type": "amend", "amendment": b"x", "loan": LOAN}):
+        with pytest.raises(WireError):
+            agree.decode(codec.encode(bad))
+
+
+def test_each_signer_records_a_counted_amendment_and_no_one_else():
+    from protocol.lending.rules import to_record
+
+    a = amendment(2, date(2026, 3, 1))
+    s = state(C, PAID_ONE, date(2026, 3, 5), amendments=[a])
+    receipts = {r.id: r for r in PAID_ONE}
+    for me in (L, B):
+        assert to_record(me, C, s, receipts, {}, {a.id: a})[-1] == a.id
+    assert to_record(X, C, s, receipts, {}, {a.id: a}) == ()
+    forged = amendment(2, date(2026, 3, 1), signers=(B,))
+    s = state(C, PAID_ONE, date(2026, 3, 5), amendments=[forged])
+    assert forged.id not in to_record(B, C, s, receipts, {}, {forged.id: forged})
+    # After a transfer the former lender records the receipts it was paid, not the new holder's amendment.
+    moved = transfer(L, N, 2, date(2026, 2, 20))
+    b = amendment(2, date(2026, 3, 1), holder=N)
+    s = state(C, PAID_ONE, date(2026, 3, 5), transfers=[moved], amendments=[b])
+    assert b.id not in to_record(L, C, s, receipts, {moved.id: moved}, {b.id: b})
+    assert to_record(N, C, s, receipts, {moved.id: moved}, {b.id: b})[-1] == b.id
