@@ -129,8 +129,13 @@ class Amendments:
 
     def _would_count(self, rec: LoanRecord, doc: dict) -> None:
         """Refuse (with loan state's code) terms whose amendment, signed by both, would not
-        count today: nobody signs what does nothing."""
+        count today, or would displace one that counts: nobody signs what does nothing,
+        and an agreed amendment stays."""
         aid = document_id(codec.encode(doc))
+        if any(a.after == doc["after"] and a.id != aid for a in rec.state(self.today()).amendments):
+            # (one with a lower id would displace it: loan state keeps one per receipt)
+            raise ApiError(f"the loan is amended after receipt {doc['after']} already: another amendment needs a "
+                           "receipt first", code="conflict")
         st = self._with(rec, SignedAmendment(aid, doc, frozenset((doc["borrower"], doc["holder"]))))
         if aid not in {a.id for a in st.amendments}:
             why = next((x for x in st.rejected if x.id == aid), None)

@@ -213,7 +213,7 @@ METHODS = (
            "`loan.amendment` and gives it to the proposer, whose node records it too. From the amendment's date the "
            "outstanding principal is repaid by the new schedule; interest fallen due and unpaid stays owed on that "
            "date. Refusals: `not_party`, `bad_state`, `bad_rate`, `bad_term`, `bad_date`, `bad_schedule`, "
-           "`bad_answer`, and the other node's refusal code.",
+           "`conflict` (amended after the last receipt already), `bad_answer`, and the other node's refusal code.",
            params=(_loan(), Param("rate", "str", 'the new yearly rate, e.g. "4.5%"', required=True, max_len=20),
                    Param("term", "str", 'the new term from the date, e.g. "12m", "26w", "90d"', required=True,
                          max_len=8),
