@@ -53,5 +53,6 @@ EXTENSION = Extension(
     # a receipt says money arrived, which only the borrower's owner knows. max_rate capped
     # the nominal rate: [policy] apr_cap caps the APR, fees included (settings.py).
     retired_settings=("auto_confirm", "max_rate"),
-    index_version=3,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower
+    index_version=4,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower;
+    # 4: loan.amendment entries are indexed by loan (a store that held them as an unknown kind indexes them)
 )
