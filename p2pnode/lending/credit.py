@@ -282,7 +282,7 @@ class Credit:
                 continue
             try:
                 args = (loan, rec.contract, list(rec.receipts.values()), list(rec.transfers.values()), rec.notices,
-                        today)
+                        today, list(rec.amendments.values()))
                 out.append(LoanHistory(rec.contract, rec.state(today), loan_moves(*args)))
             except ProtocolError:
                 continue  # a contract whose schedule cannot be made is no history

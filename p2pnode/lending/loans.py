@@ -76,7 +76,7 @@ class Loans:
             env = open_agreement(e.body["contract"])
             if self.me in env.signers:
                 await self.countersigning.agreed_elsewhere(env.raw)
-        elif e.kind in ("loan.receipt", "loan.transfer"):
+        elif e.kind in ("loan.receipt", "loan.transfer", "loan.amendment"):
             await self._record_what_counts(loan_of(e.kind, e.body))
         # A `loan.declared` changes nothing here: a receipt says money arrived, which only
         # the owner knows (`loan confirm`), never a declaration (rules.py, rule 3).
@@ -89,9 +89,10 @@ class Loans:
         if rec is None or rec.contract is None:
             return
         mine = rec.recorded_by(self.me)
-        for did in rules.to_record(self.me, rec.contract, rec.state(self.today()), rec.receipts, rec.transfers):
+        for did in rules.to_record(self.me, rec.contract, rec.state(self.today()), rec.receipts, rec.transfers,
+                                   rec.amendments):
             if did not in mine:
-                kind, field = ("loan.receipt", "receipt") if did in rec.receipts else ("loan.transfer", "transfer")
+                kind, field = _embedding(rec, did)
                 await self.docs.record(loan, did, kind, {field: rec.raw[did]})
 
     def check_append(self, kind: str, body: Any) -> None:
@@ -336,6 +337,15 @@ class Loans:
                         "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"],
                         "forked": []})
         return {"as_of": today.isoformat(), "loans": out}
+
+
+def _embedding(rec: LoanRecord, doc_id: bytes) -> tuple[str, str]:
+    """The entry kind that records document ``doc_id`` of ``rec``, and its body's field."""
+    if doc_id in rec.receipts:
+        return "loan.receipt", "receipt"
+    if doc_id in rec.amendments:
+        return "loan.amendment", "amendment"
+    return "loan.transfer", "transfer"
 
 
 def _forked(contract: dict, forked: set[bytes]) -> list[str]:

@@ -38,14 +38,15 @@ class LoanRecord:
     agreement: bytes | None = None  # the agreement envelope
     receipts: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedReceipt
     transfers: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedTransfer
+    amendments: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedAmendment
     notices: list[Any] = field(default_factory=list)  # loanstate.Notice
     declared: list[dict] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     bad: list[tuple[Entry, str]] = field(default_factory=list)  # entries whose document does not open
-    raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt and transfer
+    raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt, transfer, amendment
 
     def recorded_by(self, author: bytes) -> set[bytes]:
-        """Ids of the documents (agreement, receipts, transfers) ``author``'s chain embeds."""
+        """Ids of the documents (agreement, receipts, transfers, amendments) ``author``'s chain embeds."""
         out = set()
         for e in self.entries:
             if e.author != author:
@@ -62,7 +63,7 @@ class LoanRecord:
         if self.contract is None:
             raise LookupError("no agreement for this loan is held")
         return loan_state(self.loan, self.contract, list(self.receipts.values()), list(self.transfers.values()),
-                          self.notices, today)
+                          self.notices, today, list(self.amendments.values()))
 
     def next_receipt_number(self, today: date) -> int:
         """The number the next receipt takes: one after the counted ones (a refused receipt
@@ -164,12 +165,50 @@ def _take(rec: LoanRecord, e: Entry) -> None:
         env = _transfer_of(e.body["transfer"])
         rec.transfers[env.id] = SignedTransfer(env.id, env.document, frozenset(env.signers))
         rec.raw[env.id] = env.raw
+    elif e.kind == "loan.amendment":
+        _take_amendment(rec, e)
     elif e.kind in ("loan.default", "loan.writeoff"):
         rec.notices.append(Notice(e.kind[5:], e.author, parse_date(e.body["date"]), None, e.id))
     elif e.kind == "loan.dispute":
         rec.notices.append(Notice("dispute", e.author, utc_date(e.ts), e.body["reason"], e.id))
     elif e.kind == "loan.declared":
         rec.declared.append(dict(e.body, by=e.author, ts=e.ts))
+
+
+def _take_amendment(rec: LoanRecord, e: Entry) -> None:
+    from protocol.lending.amendment import open_amendment
+    from protocol.lending.loanstate import SignedAmendment
+
+    env = open_amendment(e.body["amendment"])
+    rec.amendments[env.id] = SignedAmendment(env.id, env.document, frozenset(env.signers))
+    rec.raw[env.id] = env.raw
+
+
+def amendments_json(rec: LoanRecord, st: Any) -> list[dict[str, Any]]:
+    """The amendments in effect (``st.amendments``, loanstate rule 12), each with its new
+    terms and signers, peers as peer IDs; then those held that do not count, with why."""
+    from protocol.keys import peer_id
+    from protocol.lending.money import format_rate
+
+    why = {r.id: r for r in st.rejected}
+    out = []
+    for a in st.amendments:
+        d = rec.amendments[a.id].doc
+        out.append(dict(a.to_json(), counted=True, **_terms_json(d, peer_id, format_rate)))
+    for aid, x in sorted(rec.amendments.items()):
+        if aid in {a.id for a in st.amendments}:
+            continue
+        r = why.get(aid)
+        out.append({"id": aid.hex(), "after": x.doc["after"], "date": x.doc["date"], "counted": False,
+                    "code": r.code if r else "not_in_effect", "reason": r.message if r else "dated after the day shown",
+                    **_terms_json(x.doc, peer_id, format_rate)})
+    return out
+
+
+def _terms_json(d: dict, peer_id: Any, format_rate: Any) -> dict[str, Any]:
+    return {"rate_bp": d["rate_bp"], "rate_text": format_rate(d["rate_bp"]), "term": d["term"],
+            "schedule": d["schedule"], "period_days": d.get("period_days"), "borrower": peer_id(d["borrower"]),
+            "holder": peer_id(d["holder"])}
 
 
 def role_of(contract: dict, holder: bytes, me: bytes) -> str | None:
@@ -236,6 +275,7 @@ def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
              for t in rec.transfers.values()),
             key=lambda x: (x["after"], x["date"], x["id"]),
         ),
+        "amendments": amendments_json(rec, st),
         "recorded_by": sorted({peer_id(e.author) for e in rec.entries}),
         "unreadable_entries": [{"author": peer_id(e.author), "seq": e.seq, "reason": why} for e, why in rec.bad],
     })

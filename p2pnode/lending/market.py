@@ -416,7 +416,7 @@ class Market:
         if fault is None:  # the transfer must count, and make the buyer the holder
             after = loan_state(loan, rec.contract, list(rec.receipts.values()),
                                [*rec.transfers.values(), SignedTransfer(full.id, doc, frozenset(full.signers))],
-                               rec.notices, today)
+                               rec.notices, today, list(rec.amendments.values()))
             if after.holder != buyer:
                 fault = ("bad_transfer", "the transfer would not make the buyer the holder")
         if fault is not None:

@@ -26,6 +26,7 @@ from p2pnode.net.sync import PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
 from p2pnode.lending.reserve import LossReserve
 from p2pnode.lending.autoinvest import AutoInvest
+from p2pnode.lending.amendments import Amendments
 from p2pnode.lending.settings import credit_params_of
 from p2pnode.net.streams import FramedStream
 
@@ -47,6 +48,7 @@ class Lending:
         self.reserve = LossReserve(ctx, self.documents, self.loans, settings)
         self.market = Market(ctx, self.documents, self.countersigning, self.credit)
         self.autoinvest = AutoInvest(ctx, self.book, self.credit, self.countersigning, self.loans, settings)
+        self.amendments = Amendments(ctx, self.documents, self.countersigning.ask)
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
@@ -65,6 +67,8 @@ class Lending:
         try:
             if isinstance(msg, agree.Transfer):
                 answer = await self.market.sale_offered(msg.transfer, peer)
+            elif isinstance(msg, agree.Amend):
+                answer = await self.amendments.offered(msg.amendment, peer)
             else:
                 answer = await self.countersigning.answer(msg, peer)
         except ProtocolError as e:
@@ -226,7 +230,13 @@ class Lending:
         return self.policy.set(name, {"lpr": lpr, "apr_cap": apr_cap, "min_grade": min_grade, "max_term": max_term})
 
     async def loan_show(self, loan: str, at: str | None) -> dict:
-        return self.loans.show(loan, at)
+        view = self.loans.show(loan, at)
+        view["amendment_pending"] = self.amendments.pending(self.documents.find(loan))
+        return view
+
+    async def loan_reschedule(self, loan: str, rate: str, term: str, schedule: str | None = None,
+                              period_days: int | None = None, date: str | None = None) -> dict:
+        return await self.amendments.reschedule(loan, rate, term, schedule, period_days, date)
 
     async def loan_list(self, role: str | None, state: str | None, at: str | None) -> dict:
         return self.loans.list(role, state, at)

@@ -32,6 +32,8 @@ Rules (docs/protocol.md, "Loans"):
      ``ts``): a late countersignature is not an agreement.
    - ``loan.receipt`` ``{receipt}``: a receipt envelope, written by payee and payer.
    - ``loan.transfer`` ``{transfer}``: a transfer envelope.
+   - ``loan.amendment`` ``{amendment}``: new terms signed by borrower and holder
+     (its kind is amendment.py's ``AMENDMENT_KINDS``, which builds on this module).
    - ``loan.declared`` ``{loan, what, amount, date}``: the payer says it sent money
      (a claim, not a proof: only a receipt counts).
    - ``loan.default``, ``loan.writeoff`` ``{loan, date}``: the lender's notices.
@@ -360,7 +362,8 @@ LOAN_KINDS = (
 )
 
 
-EMBEDDING = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer"}
+EMBEDDING = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer",
+             "loan.amendment": "amendment"}
 """The kinds whose body embeds a two-party document, and the body field that holds it."""
 
 
@@ -382,7 +385,7 @@ def loan_of(kind: str, body: Any) -> bytes | None:
     try:
         if kind == "loan.agreement":
             return embedded_id(kind, body)
-        if kind in ("loan.receipt", "loan.transfer"):
+        if kind in ("loan.receipt", "loan.transfer", "loan.amendment"):
             loan = peek_document(body[EMBEDDING[kind]])["loan"]
         elif kind in ("loan.declared", "loan.default", "loan.writeoff", "loan.dispute"):
             loan = body["loan"]
