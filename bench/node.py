@@ -5,7 +5,9 @@ and the resident memory of an idle node.
 
     .venv/bin/python bench/node.py [--runs 30] [--json]
 
-Targets: status p50 <= 300 ms wall time; idle RSS <= 120 MB. A benchmark is not a test.
+Targets: status p50 <= 300 ms wall time, and <= 2.5 x the bare interpreter's start measured
+in the same run (a figure that holds on a slow or busy machine too); idle RSS <= 120 MB.
+A benchmark is not a test.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from framework.limits import percentile, rss_mb  # noqa: E402
 from framework.network import Network  # noqa: E402
 
 TARGET_STATUS_P50_MS = 300.0
+TARGET_STATUS_OVER_PYTHON_START = 2.5  # status p50 / `python -c pass` p50, the same run
 TARGET_IDLE_RSS_MB = 120.0
 
 
@@ -64,8 +67,16 @@ def measure(runs: int, progress) -> dict:
             api.append((time.perf_counter() - t) * 1000)
         out["api_status_p50_ms"] = percentile(api, 50)
         out["api_status_p95_ms"] = percentile(api, 95)
-    out["status_vs_python_start"] = out["status_p50_ms"] / out["python_start_p50_ms"]
-    out["target_met"] = out["status_p50_ms"] <= TARGET_STATUS_P50_MS and out["idle_rss_mb"] <= TARGET_IDLE_RSS_MB
+    ratio = out["status_p50_ms"] / out["python_start_p50_ms"]
+    out["status_over_python_start"] = ratio
+    out["status_vs_python_start"] = ratio  # (its older name)
+    out["target_status_p50_ms"] = TARGET_STATUS_P50_MS
+    out["target_status_over_python_start"] = TARGET_STATUS_OVER_PYTHON_START
+    out["target_idle_rss_mb"] = TARGET_IDLE_RSS_MB
+    out["status_target_met"] = out["status_p50_ms"] <= TARGET_STATUS_P50_MS
+    out["status_over_python_start_target_met"] = ratio <= TARGET_STATUS_OVER_PYTHON_START
+    out["target_met"] = (out["status_target_met"] and out["status_over_python_start_target_met"]
+                         and out["idle_rss_mb"] <= TARGET_IDLE_RSS_MB)
     return out
 
 
@@ -87,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"python -c pass         p50 {r['python_start_p50_ms']:.0f} ms   (the floor of any command)")
         print(f"p2pnode status         p50 {r['status_p50_ms']:.0f} ms, p95 {r['status_p95_ms']:.0f} ms "
-              f"({r['status_vs_python_start']:.1f} x python start; target p50 <= {TARGET_STATUS_P50_MS:.0f} ms)")
+              f"(target p50 <= {TARGET_STATUS_P50_MS:.0f} ms)")
+        print(f"status / python start  {r['status_over_python_start']:.2f} x "
+              f"(target <= {TARGET_STATUS_OVER_PYTHON_START:g} x)")
         print(f"control API call       p50 {r['api_status_p50_ms']:.2f} ms, p95 {r['api_status_p95_ms']:.2f} ms")
         print(f"idle node RSS          {r['idle_rss_mb']:.0f} MB (target <= {TARGET_IDLE_RSS_MB:.0f} MB)")
         print(f"targets                {'met' if r['target_met'] else 'NOT met'}")
