@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry, genesis_body
 
+from p2pnode.homepath import DEFAULT_HOME, resolve_home  # noqa: F401  (the CLI imports them alone)
 from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import DEFAULT_RESERVE_OTHERS, DEFAULT_RESERVE_OWN, MIB, Reserve, Store
@@ -32,7 +33,6 @@ KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"
 STORE_DIR = "store"
 DEFAULT_PORT = 7420
-DEFAULT_HOME = "~/.p2pnode"
 
 
 class HomeError(CodedError):
@@ -49,12 +49,6 @@ class AlreadyInitialised(HomeError):
 
 class ConfigError(HomeError):
     code = "bad_config"
-
-
-def resolve_home(home: str | os.PathLike | None) -> Path:
-    """The home directory named by ``--home``, else ``P2PNODE_HOME``, else the default."""
-    raw = home or os.environ.get("P2PNODE_HOME") or DEFAULT_HOME
-    return Path(raw).expanduser().absolute()
 
 
 CORE_SECTIONS = ("node", "network", "ledger", "extensions")
