@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HOLDINGS_EVERY_S = 60.0
 """How often the holdings are brought up to date in the background (Loans.keep_holdings)."""
+HOLDINGS_SOON_S = 1.0
+"""How soon after new loan entries they are."""
 
 
 class Loans:
@@ -62,7 +64,10 @@ class Loans:
 
     async def on_entries(self, entries: list[Any]) -> None:
         """Record in our own chain the documents of others' new entries that we are party
-        to and have not recorded (agreements we signed, receipts, transfers)."""
+        to and have not recorded (agreements we signed, receipts, transfers); and have the
+        holdings brought up to date soon (``keep_holdings``)."""
+        if any(e.kind.startswith("loan.") for e in entries):
+            self._holdings_stale = True
         for e in entries:
             if e.author == self.me or not e.kind.startswith("loan."):
                 continue
@@ -231,6 +236,7 @@ class Loans:
             yield loan, rec, st
 
     _states: StateCache | None = None  # (made on first use: holdings' per-loan cache)
+    _holdings_stale = False  # loan entries arrived since the last pass of keep_holdings
 
     def holdings(self, at: Any) -> tuple[date, list[Any], list[Any]]:
         """``(day, as lender, as borrower)``: the ``portfolio.Holding`` of every agreed loan
@@ -250,15 +256,20 @@ class Loans:
                                                                 lambda rec: self._holding(rec, today)))
 
     async def keep_holdings(self) -> None:
-        """Keep today's holdings derived: every ``HOLDINGS_EVERY_S``, a pass that reads the
-        heads only if nothing changed, else derives the loans that did; so the first
-        ``portfolio`` of a day, or after a start, finds the work done."""
+        """Keep today's holdings derived: a pass (it reads the heads only if nothing
+        changed, else derives the loans that did) every ``HOLDINGS_EVERY_S``, and within
+        ``HOLDINGS_SOON_S`` of new loan entries; so a ``portfolio`` finds the work done,
+        the first of a day, after a start, or after a receipt."""
         while True:
+            self._holdings_stale = False
             try:
                 await self.holdings_soon(None)
             except Exception:
                 log.exception("keeping the holdings derived failed")
-            await self.ctx.clock.sleep(HOLDINGS_EVERY_S)
+            for _ in range(int(HOLDINGS_EVERY_S / HOLDINGS_SOON_S)):
+                await self.ctx.clock.sleep(HOLDINGS_SOON_S)
+                if self._holdings_stale:
+                    break
 
     def _cache(self) -> StateCache:
         if self._states is None:
