@@ -8,7 +8,14 @@ record and an entry on each side).
 
     .venv/bin/python bench/agree.py [--contracts 200] [--in-flight 8] [--json]
 
-Targets: p50 <= 50 ms, p99 <= 250 ms, >= 100 contracts/s. A benchmark is not a test.
+Targets: p50 <= 50 ms, p99 <= 250 ms, >= 100 contracts/s, and with several in flight at
+least a quarter of the fsync limit: contracts/s >= 0.25 x (fsync'd writes/s / 4), the
+figure that says whether concurrent contracts share their fsyncs (group commit,
+p2pnode/ledger/writer.py). A benchmark is not a test.
+
+One contract is made first, untimed: until then the lender is a stranger to the
+borrower, whose book admits only ``MAX_PER_STRANGER`` offers of a stranger
+(protocol/lending/book.py); a counterparty gets ``MAX_PER_AUTHOR``, which ``ROUND`` is.
 """
 
 from __future__ import annotations
@@ -34,11 +41,16 @@ from framework.wait import wait_until  # noqa: E402
 TARGET_P50_MS = 50.0
 TARGET_P99_MS = 250.0
 TARGET_PER_S = 100.0
+TARGET_FSYNC_SHARE = 0.25  # contracts/s with several in flight over (fsync'd writes/s / 4)
 ROUND = 100  # offers live at once per author (the offer book's per-author limit)
 
 
 def make_offers(lender: NodeProcess, borrower: NodeProcess, n: int) -> list[str]:
     """``n`` lend offers by ``lender``, once ``borrower``'s book holds them all."""
+    # (the offers taken last may still be live for a moment: their cancellation is a task
+    # of its own on the lender, and the book refuses an author's offer past ROUND)
+    wait_until(lambda: len(lender.call("offer.list", {"own": True})["offers"]) + n <= ROUND, 60,
+               "the taken offers' cancellations")
     ids = []
     for i in range(n):
         # Two offers alike in every field and made in the same millisecond are one offer (one
@@ -72,6 +84,9 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
         borrower.start("--log-level", "warning")
         borrower.call("node.connect", {"addr": lender.addr})
         net.sync_all([lender, borrower])  # each holds the other's chain: the proposals can commit to it
+        progress("one contract, untimed: the lender becomes the borrower's counterparty")
+        for oid in make_offers(lender, borrower, 1):
+            propose(borrower, oid)
 
         progress(f"{contracts} contracts, one at a time")
         latencies: list[float] = []
@@ -113,8 +128,10 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
         out["first_errors"] = sorted(set(errors))[:3]
         out["contracts_per_s"] = (contracts - len(errors)) / elapsed
     out["per_s_vs_synced_writes"] = out["contracts_per_s"] * 4 / out["synced_writes_per_s"]
+    out["fsync_share_target"] = TARGET_FSYNC_SHARE
+    out["fsync_share_met"] = out["per_s_vs_synced_writes"] >= TARGET_FSYNC_SHARE
     out["target_met"] = (out["p50_ms"] <= TARGET_P50_MS and out["p99_ms"] <= TARGET_P99_MS
-                         and out["contracts_per_s"] >= TARGET_PER_S)
+                         and out["contracts_per_s"] >= TARGET_PER_S and out["fsync_share_met"])
     return out
 
 
@@ -140,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"propose -> both stored p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
               f"(targets {TARGET_P50_MS:.0f} / {TARGET_P99_MS:.0f} ms)")
         print(f"throughput             {r['contracts_per_s']:.0f} contracts/s with {r['in_flight']} in flight "
-              f"({r['per_s_vs_synced_writes']:.2f} of the fsync limit; target >= {TARGET_PER_S:.0f}/s); "
-              f"{r['failed']} failed")
+              f"(target >= {TARGET_PER_S:.0f}/s); {r['failed']} failed")
+        print(f"fsync share            {r['per_s_vs_synced_writes']:.1%} of the fsync limit "
+              f"({r['synced_writes_per_s'] / 4:,.0f} contracts/s at 4 fsyncs each; target >= "
+              f"{TARGET_FSYNC_SHARE:.0%}: {'met' if r['fsync_share_met'] else 'NOT met'})")
         print(f"targets                {'met' if r['target_met'] else 'NOT met'}")
     return 0
 
