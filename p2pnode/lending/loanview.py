@@ -7,8 +7,8 @@ computes the same state for the same loan and date. No trio, no libp2p.
 Signatures are not checked again here: an entry is found through lending's loan index,
 which holds keys only for stored entries (verified when stored, store invariant I1) whose
 bodies their kind validated, embedded documents' signatures included (I6). What is read
-is opened as the ``open_*`` functions do, every check but the Ed25519 ones kept, so the
-same bytes give the same record; that check was most of a ``portfolio``'s cost (two or
+is opened by the ``open_*`` functions with ``verify=False``: every check but the Ed25519
+ones kept, so the same bytes give the same record; that check was most of a ``portfolio``'s cost (two or
 more verifies per entry, a dozen entries per loan).
 """
 
@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from protocol import codec
 from protocol.entry import Entry
-from protocol.envelope import MAX_ENVELOPE_SIZE, Envelope, require_signers
-from protocol.errors import DecodeError, ProtocolError, SignatureError
-from protocol.lending.contract import (LOAN_INDEX, check_contract, check_receipt, check_transfer, embedded_id,
+from protocol.envelope import open_envelope
+from protocol.errors import ProtocolError
+from protocol.lending.contract import (LOAN_INDEX, embedded_id, open_agreement, open_receipt, open_transfer,
                                        parse_date)
 
 from p2pnode.walltime import utc_date
@@ -83,49 +82,8 @@ def entries_at(chains: Chains, keys: list[bytes]) -> list[Entry]:
     for k in keys:
         data = chains.get(k[33:65], int.from_bytes(k[65:73], "big"))
         if data is not None:
-            out.append(Entry.from_envelope(_stored(data)))
+            out.append(Entry.from_envelope(open_envelope(data, verify_signatures=False)))
     return out
-
-
-def _stored(data: bytes) -> Envelope:
-    """The envelope of stored bytes, its signatures not verified again (see the top of this
-    file): ``open_envelope`` without the verify loop. Raises ``DecodeError`` for bytes that
-    are not an envelope (a damaged store)."""
-    outer = codec.decode(data, max_size=MAX_ENVELOPE_SIZE)
-    if type(outer) is not list or len(outer) != 2 or type(outer[0]) is not bytes or type(outer[1]) is not list:
-        raise DecodeError("an envelope is an array [bin payload, array signatures]", code="bad_envelope")
-    payload, sigs = outer
-    document = codec.decode(payload, max_size=MAX_ENVELOPE_SIZE)
-    if type(document) is not dict or type(document.get("type")) is not str:
-        raise DecodeError("the payload is not a map with a text 'type'", code="bad_envelope")
-    return Envelope(payload, tuple((pk, sig) for pk, sig in sigs), document, data)
-
-
-def _agreement_of(data: bytes) -> Envelope:
-    """``contract.open_agreement`` of a stored agreement, signatures not verified again."""
-    env = _stored(data)
-    doc = check_contract(env.document)
-    require_signers(env, doc["lender"], doc["borrower"])
-    return env
-
-
-def _receipt_of(data: bytes) -> Envelope:
-    """``contract.open_receipt`` of a stored receipt, its signature not verified again."""
-    env = _stored(data)
-    doc = check_receipt(env.document)
-    try:
-        require_signers(env, doc["payee"])
-    except SignatureError:
-        raise SignatureError("a receipt must be signed by its payee alone", code="wrong_signer") from None
-    return env
-
-
-def _transfer_of(data: bytes) -> Envelope:
-    """``contract.open_transfer`` of a stored (complete) transfer, signatures not verified again."""
-    env = _stored(data)
-    doc = check_transfer(env.document)
-    require_signers(env, doc["from"], doc["to"])
-    return env
 
 
 def loan_ids(index: IndexView) -> list[bytes]:
@@ -154,15 +112,15 @@ def _take(rec: LoanRecord, e: Entry) -> None:
     from protocol.lending.loanstate import Notice, SignedReceipt, SignedTransfer
 
     if e.kind == "loan.agreement":
-        env = _agreement_of(e.body["contract"])
+        env = open_agreement(e.body["contract"], verify=False)
         if env.id == rec.loan and rec.contract is None:
             rec.contract, rec.agreement = env.document, env.raw
     elif e.kind == "loan.receipt":
-        env = _receipt_of(e.body["receipt"])
+        env = open_receipt(e.body["receipt"], verify=False)
         rec.receipts[env.id] = SignedReceipt(env.id, env.document, env.signers[0])
         rec.raw[env.id] = env.raw
     elif e.kind == "loan.transfer":
-        env = _transfer_of(e.body["transfer"])
+        env = open_transfer(e.body["transfer"], verify=False)
         rec.transfers[env.id] = SignedTransfer(env.id, env.document, frozenset(env.signers))
         rec.raw[env.id] = env.raw
     elif e.kind == "loan.amendment":
@@ -179,7 +137,7 @@ def _take_amendment(rec: LoanRecord, e: Entry) -> None:
     from protocol.lending.amendment import open_amendment
     from protocol.lending.loanstate import SignedAmendment
 
-    env = open_amendment(e.body["amendment"])
+    env = open_amendment(e.body["amendment"], verify=False)
     rec.amendments[env.id] = SignedAmendment(env.id, env.document, frozenset(env.signers))
     rec.raw[env.id] = env.raw
 
