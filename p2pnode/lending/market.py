@@ -43,7 +43,7 @@ from protocol.lending.contract import open_transfer
 from protocol.lending.loanstate import SignedTransfer, loan_state
 from protocol.lending.market import (
     MAX_LISTING_MS, TOPIC_MARKET, Listing, check_gossip, is_live, listing_fault, listing_of, listing_view,
-    make_listing, sale_fault, sale_transfer,
+    make_listing, sale_fault, sale_refusal, sale_transfer,
 )
 from protocol.lending.money import MoneyError, format_amount, parse_amount
 
@@ -397,28 +397,15 @@ class Market:
         listing = max((x for x in self.own.values() if x.loan == loan), key=lambda x: x.created, default=None)
         if listing is None:
             return agree.Refused(loan, "not_listed", "this node lists that loan for sale nowhere")
-        fault = sale_fault(doc, listing)
         rec = self.docs.read(loan)
-        if fault is None and rec.contract is None:
-            fault = ("unknown_loan", "this node holds no agreement for that loan")
-        if fault is None:
-            st = rec.state(today)
-            fault = listing_fault(listing, rec.contract, st, now)
-        if fault is None:
-            why = rules.refusal("transfer", self.me, rec.contract, st, to=buyer)
-            fault = None if why is None else (why.code, why.message)
-        if fault is None and doc["after"] != len(st.counted):
-            fault = ("stale_after", f"{len(st.counted)} receipts of the loan count; the transfer says after "
-                                    f"{doc['after']}: ask again once your copy has them")
-        if fault is None and doc["date"] != today.isoformat():
-            fault = ("bad_date", f"a sale is dated the day it is made ({today.isoformat()}), not {doc['date']}")
         full = countersign(env, self.ctx.key)
-        if fault is None:  # the transfer must count, and make the buyer the holder
-            after = loan_state(loan, rec.contract, list(rec.receipts.values()),
-                               [*rec.transfers.values(), SignedTransfer(full.id, doc, frozenset(full.signers))],
-                               rec.notices, today, list(rec.amendments.values()))
-            if after.holder != buyer:
-                fault = ("bad_transfer", "the transfer would not make the buyer the holder")
+        if rec.contract is None:
+            fault = sale_fault(doc, listing) or ("unknown_loan", "this node holds no agreement for that loan")
+        else:
+            fault = sale_refusal(doc, listing, rec.contract, rec.state(today), today, now, lambda: loan_state(
+                loan, rec.contract, list(rec.receipts.values()),
+                [*rec.transfers.values(), SignedTransfer(full.id, doc, frozenset(full.signers))], rec.notices, today,
+                list(rec.amendments.values())))
         if fault is not None:
             self.ctx.count(f"market.sale_refused.{fault[0]}")
             return agree.Refused(loan, fault[0], fault[1])

@@ -42,6 +42,12 @@ Rules of this file (docs/portfolio.md, "The secondary market"):
    carry out a listing (``no_price``, ``wrong_price``, ``wrong_loan``, ``wrong_seller``).
    A holder's node accepts a transfer on its own only if ``sale_fault`` finds nothing
    against a listing of its own that stands: never one without a price.
+6. A sale is made (``sale_refusal``: the first failing check gives a stable code) when the
+   buyer's transfer carries out the listing (rule 5), the listing stands (rule 2), the
+   seller may transfer the claim to the buyer (rules.py, ``transfer``), the transfer
+   passes it after exactly the receipts that count now (``stale_after``: else receipt
+   ``after + 1`` would lose its payee), it is dated the day of the sale (``bad_date``),
+   and the state with it makes the buyer the holder (``bad_transfer``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Context, Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..envelope import Envelope, open_envelope, require_signers, seal
 from ..errors import ProtocolError, SchemaError, SignatureError
@@ -57,6 +63,7 @@ from ..keys import SigningKey, peer_id
 from ..schema import U63_MAX, binary, check_fields, const, text, uint
 from ..wire import WireError
 from .contract import TRANSFER_OPTIONAL, check_transfer
+from .rules import refusal
 from .loanstate import AWAITING, REPAID, WRITTEN_OFF, LoanState
 from .money import MAX_AMOUNT, MoneyError, exponent
 from .portfolio import expected_flows
@@ -326,4 +333,26 @@ def sale_fault(transfer: dict, listing: Listing) -> tuple[str, str] | None:
         return "wrong_seller", "the transfer is not from the listing's seller"
     if transfer["price"] != listing.price:
         return "wrong_price", f"price {transfer['price']}; the listing asks {listing.price}"
+    return None
+
+
+def sale_refusal(transfer: dict, listing: Listing, contract: dict, state: LoanState, today: date, now_ms: int,
+                 state_with: Callable[[], LoanState]) -> tuple[str, str] | None:
+    """Rule 6: ``(code, message)`` of why the seller must not countersign the buyer's
+    (checked) ``transfer`` for its ``listing``, the loan being ``contract`` in ``state``
+    today, or None. ``state_with()`` is the state with the transfer counted; it is asked
+    last, only if every other check passed."""
+    fault = sale_fault(transfer, listing) or listing_fault(listing, contract, state, now_ms)
+    if fault is not None:
+        return fault
+    why = refusal("transfer", listing.seller, contract, state, to=transfer["to"])
+    if why is not None:
+        return why.code, why.message
+    if transfer["after"] != len(state.counted):
+        return "stale_after", (f"{len(state.counted)} receipts of the loan count; the transfer says after "
+                               f"{transfer['after']}: ask again once your copy has them")
+    if transfer["date"] != today.isoformat():
+        return "bad_date", f"a sale is dated the day it is made ({today.isoformat()}), not {transfer['date']}"
+    if state_with().holder != transfer["to"]:
+        return "bad_transfer", "the transfer would not make the buyer the holder"
     return None
