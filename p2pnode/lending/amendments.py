@@ -108,15 +108,7 @@ class Amendments:
             parse_term(term)
         except MoneyError as e:
             raise ApiError(e.message, code=e.code) from None
-        if day is None:
-            d = parse_date(kept["date"]) if kept else self.today()
-        else:
-            try:
-                d = parse_date(day)
-            except ProtocolError as e:
-                raise ApiError(e.message, code=e.code) from None
-        if d > self.today():
-            raise ApiError(f"date {d.isoformat()} is in the future", code="bad_date")
+        d = self.docs.day(day if day is not None else kept.get("date"))
         if period_days is None and kept.get("term") == term:
             period_days = kept.get("period_days")
         try:

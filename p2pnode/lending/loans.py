@@ -111,17 +111,6 @@ class Loans:
         if doc_id in self.docs.read(loan).recorded_by(self.me):
             raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
 
-    def _day(self, value: Any) -> date:
-        if value is None:
-            return self.today()
-        try:
-            d = parse_date(value)
-        except ProtocolError as e:
-            raise ApiError(e.message, code=e.code) from None
-        if d > self.today():
-            raise ApiError(f"date {value} is in the future", code="bad_date")
-        return d
-
     def _amount(self, rec: LoanRecord, value: Any, action: str, paid_on: date) -> int:
         """The minor units of ``value`` for ``action`` (rules.py, rule 8: at most the payoff
         on the payment's date, or today if that is later), or ``ApiError``."""
@@ -146,7 +135,7 @@ class Loans:
     async def disburse(self, ref: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("disburse", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         e = await self.docs.append("loan.declared", {"loan": rec.loan, "what": "disbursement",
                                                  "amount": rec.contract["principal"], "date": d.isoformat()})
         return {"loan": rec.loan.hex(), "declared": "disbursement", "amount": rec.contract["principal"],
@@ -156,13 +145,13 @@ class Loans:
         rec = self.docs.find(ref)
         c = rec.contract
         self._allowed("confirm", rec, rec.state(self.today()))
-        d = self._day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
+        d = self.docs.day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
         return await self._receipt(rec, "disbursement", c["principal"], d, payer=c["lender"])
 
     async def repay(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("repay", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         minor = self._amount(rec, amount, "repay", d)
         e = await self.docs.append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
                                                  "date": d.isoformat()})
@@ -172,7 +161,7 @@ class Loans:
     async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("receipt", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         return await self._receipt(rec, "repayment", self._amount(rec, amount, "receipt", d), d,
                                    payer=rec.contract["borrower"])
 
