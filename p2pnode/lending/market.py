@@ -6,7 +6,7 @@ Keys in lending's record space (``Context.records``):
 
     b"M" + listing id(32) -> listing envelope bytes: this node's own listings, kept
                              until they expire, are sold or withdrawn, and published
-                             again every ``REPUBLISH_S`` (gossip is best effort).
+                             again every ``REPUBLISH_S`` (republish.py: gossip is best effort).
 
 Listings of others are kept in memory only: their sellers publish them again.
 
@@ -54,6 +54,7 @@ from p2pnode.lending.countersigning import HEAD_SYNC_WAIT, Countersigning
 from p2pnode.lending.credit import Credit
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loanview import LoanRecord
+from p2pnode.lending.republish import Republisher
 from p2pnode.net.sync import PeerMisbehaved
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ P_LISTING = b"M"
 MAX_LISTINGS = 5_000
 """Listings of others held at most (about 1 KiB each in memory)."""
 MAX_PER_SELLER = 100
-REPUBLISH_S = 30.0
-JOIN_DELAY_S = 1.0
 DEFAULT_DAYS = 7
 """How long a listing lives unless ``loan sell --days`` says otherwise (at most 30)."""
 DEFAULT_LIST = 100
@@ -86,7 +85,7 @@ class Market:
         self._others: dict[bytes, Listing] = {}  # id -> listing, bounded (module docstring)
         self._sale_lock = trio.Lock()  # one sale decided at a time
         self._views: dict[bytes, tuple[Any, dict | None]] = {}  # listing id -> (day and entries, view or None)
-        self._soon = False
+        self.republisher = Republisher(ctx, TOPIC_MARKET, self._own_live, self.purge, "market")
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -199,30 +198,18 @@ class Market:
 
     def peer_joined(self) -> None:
         """Publish our live listings again shortly: the new peer may have missed them."""
-        if not self._soon and self.own:
-            self._soon = True
-            self.ctx.spawn(self._republish_soon)
-
-    async def _republish_soon(self) -> None:
-        await trio.sleep(JOIN_DELAY_S)
-        self._soon = False
-        await self.republish()
+        self.republisher.peer_joined()
 
     async def republish(self) -> None:
-        now = self.now_ms()
-        for x in list(self.own.values()):
-            if is_live(x, now):
-                await self.ctx.publish(TOPIC_MARKET, x.envelope)
+        await self.republisher.republish()
 
     async def loop(self) -> None:
         """Every ``REPUBLISH_S``: forget what expired, publish our live listings again."""
-        while True:
-            await trio.sleep(REPUBLISH_S)
-            try:
-                self.purge()
-                await self.republish()
-            except Exception:
-                log.exception("market upkeep failed")
+        await self.republisher.loop()
+
+    def _own_live(self) -> list[bytes]:
+        now = self.now_ms()
+        return [x.envelope for x in self.own.values() if is_live(x, now)]
 
     # -- loan sell --------------------------------------------------------------------------
 
