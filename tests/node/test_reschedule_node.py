@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import lending, stop_all, sync_all
+from framework.inprocess import lending, start_mesh, stop_all, sync_all
 from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from protocol.lending import agree
 from protocol.lending.amendment import make_amendment, propose_amendment
 
-from test_loans import mesh, offer, seen_offer
+from test_loans import offer, seen_offer
 
 pytestmark = pytest.mark.trio
 
@@ -43,7 +43,7 @@ async def disbursed(lender, borrower, nodes) -> str:
 
 async def test_both_owners_must_run_it_and_a_stranger_can_do_nothing(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, stranger = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, stranger = nodes = await start_mesh(nursery, tmp_path, 3)
         loan = await disbursed(lender, borrower, nodes)
         with pytest.raises(ApiError) as e:
             await stranger.call("loan.reschedule", {"loan": loan, "rate": "6%", "term": "6m"})
@@ -86,7 +86,7 @@ async def test_both_owners_must_run_it_and_a_stranger_can_do_nothing(tmp_path: P
 
 async def test_owners_who_run_it_at_once_with_the_same_terms_agree(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, observer = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, observer = nodes = await start_mesh(nursery, tmp_path, 3)
         loan = await disbursed(lender, borrower, nodes)
         params = {"loan": loan, "rate": "4.5%", "term": "12w", "period_days": 14, "schedule": "equal-principal"}
         answers = []
