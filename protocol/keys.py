@@ -161,10 +161,10 @@ VERIFIED_MEMO = 16_384  # verified (key, signature, message) triples remembered:
 class _Verified:
     """The digests of the last ``VERIFIED_MEMO`` triples that verified, oldest first.
 
-    One document is opened many times on its way (a proposal is checked when it arrives,
-    again inside the agreement that embeds it, again when that agreement's entry is
-    gossiped, stored and read by the loans), and each opening checked every signature
-    anew: about 20 Ed25519 verifies per contract on each node. A triple that verified
+    One document is opened many times on its way (checked when it arrives, again inside
+    the document that embeds it, again when the entry carrying that one is gossiped,
+    stored and read by the extensions), and each opening checked every signature anew:
+    about 20 Ed25519 verifies per countersigned contract on each node. A triple that verified
     once verifies again, so its verdict is remembered. The key is SHA-256 of key,
     signature and message together: a different triple hits only through a SHA-256
     collision, and a hash of the message costs about 1% of a verify. Only successes are
