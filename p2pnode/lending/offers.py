@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 
 PURGE_BATCH = 1000
+MAX_TAKEN_MEMO = 20_000  # offer ids remembered as taken in full (the book holds at most 10,000 offers)
 _U64 = struct.Struct(">Q")
 
 
@@ -74,6 +75,7 @@ class OfferBook:
         self._cancels: dict[bytes, set[bytes]] = {}  # offer id -> the authors of its cancellations
         self._xkeys: dict[bytes, bytes] = {}  # offer id -> its X key
         self.limits: Limits = LIMITS
+        self._taken: set[bytes] = set()  # ids of held offers seen taken in full (taken_in_full)
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -137,6 +139,18 @@ class OfferBook:
     def live(self) -> list[Offer]:
         now = self.now_ms()
         return [o for o in self.all() if is_live(o, now)]
+
+    def taken_in_full(self, offer: Offer) -> bool:
+        """Whether the agreements of the author's chain that this node holds take all of
+        ``offer`` (fills.py). Remembered once true: parts are never taken back."""
+        if offer.id in self._taken:
+            return True
+        if not fill_now(self.ctx, offer).exhausted:
+            return False
+        if len(self._taken) >= MAX_TAKEN_MEMO:
+            self._taken.clear()  # (a memory only: what it forgets is read again)
+        self._taken.add(offer.id)
+        return True
 
     def cancelled_by(self, offer_id: bytes, author: bytes) -> bool:
         """Whether the book keeps a cancellation of ``offer_id`` signed by ``author``."""
@@ -328,7 +342,8 @@ class _View:
         return len(self._b.book)
 
     def live(self, author: bytes, now_ms: int) -> int:
-        return sum(1 for x in self._b.book.values() if x.author == author and is_live(x, now_ms))
+        return sum(1 for x in self._b.book.values()
+                   if x.author == author and is_live(x, now_ms) and not self._b.taken_in_full(x))
 
     def orphans(self) -> int:
         return self._b.orphans()
