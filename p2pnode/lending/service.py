@@ -14,7 +14,7 @@ from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.lending import agree
 
 from p2pnode.context import Context
-from p2pnode.lending.ask import ANSWER_TIMEOUT
+from p2pnode.lending.ask import ANSWER_TIMEOUT, MAX_REQUESTS_PER_STREAM
 from p2pnode.lending.countersigning import Countersigning
 from p2pnode.lending.credit import Credit, profile_json, summary
 from p2pnode.lending.fills import fill_now
@@ -22,7 +22,7 @@ from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.market import Market
 from p2pnode.lending.offers import OfferBook
-from p2pnode.net.sync import PeerMisbehaved
+from p2pnode.net.sync import PeerGone, PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
 from p2pnode.lending.reserve import LossReserve
 from p2pnode.lending.autoinvest import AutoInvest
@@ -60,20 +60,28 @@ class Lending:
         await self.book.on_gossip(data, sender)
 
     async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
-        """Answer one request on an inbound agree stream: a transfer is the market's, the
-        rest countersigning's. A request whose document breaks the rules is misbehaviour."""
+        """Answer the requests on an inbound agree stream in turn, until the other side
+        ends it or sends nothing for ``ANSWER_TIMEOUT`` seconds (ask.py keeps streams
+        open between requests): a transfer is the market's, the rest countersigning's.
+        A request whose document breaks the rules is misbehaviour, and ends the stream."""
         stream.timeout = ANSWER_TIMEOUT
-        msg = await stream.recv()
-        try:
-            if isinstance(msg, agree.Transfer):
-                answer = await self.market.sale_offered(msg.transfer, peer)
-            elif isinstance(msg, agree.Amend):
-                answer = await self.amendments.offered(msg.amendment, peer)
-            else:
-                answer = await self.countersigning.answer(msg, peer)
-        except ProtocolError as e:
-            raise PeerMisbehaved(e.message, e.code) from None
-        await stream.send(answer)
+        for n in range(MAX_REQUESTS_PER_STREAM):
+            try:
+                msg = await stream.recv()
+            except PeerGone:
+                if n == 0:
+                    raise
+                return  # (the stream ended, or stayed silent, after an answer: its end)
+            try:
+                if isinstance(msg, agree.Transfer):
+                    answer = await self.market.sale_offered(msg.transfer, peer)
+                elif isinstance(msg, agree.Amend):
+                    answer = await self.amendments.offered(msg.amendment, peer)
+                else:
+                    answer = await self.countersigning.answer(msg, peer)
+            except ProtocolError as e:
+                raise PeerMisbehaved(e.message, e.code) from None
+            await stream.send(answer)
 
     async def on_entries(self, entries: list) -> None:
         self.credit.take(entries)
