@@ -34,6 +34,7 @@ from p2pnode.net.sync import PeerGone
 
 ANSWER_TIMEOUT = 15.0  # seconds for the other node's answer (it may sync our chain first)
 IDLE_PER_PEER = 8  # streams kept open per peer between requests (a quarter of MAX_INBOUND_AGREE)
+MAX_PEERS_KEPT = 64  # peers with streams kept: the least recently asked one's are forgotten past it
 IDLE_KEEP = 10.0  # seconds a stream is kept idle: less than the answering side's ANSWER_TIMEOUT
 MAX_REQUESTS_PER_STREAM = 10_000  # requests one inbound stream is answered (service.serve_agree)
 REUSABLE = (agree.Propose, agree.Countersigned, agree.Refused)
@@ -84,13 +85,17 @@ class Asker:
         finally:
             if answered and keep and len(self._idle.get(pk, ())) < IDLE_PER_PEER:
                 self._idle.setdefault(pk, []).append((trio.current_time(), stream))
+                if len(self._idle) > MAX_PEERS_KEPT:  # (a dict keeps insertion order: the first is the oldest)
+                    self._discard(next(iter(self._idle)))
             else:
                 with trio.CancelScope(shield=True):
                     await stream.close()
 
     async def _take(self, pk: bytes) -> Any | None:
         """The newest stream kept for ``pk`` that is young enough, closing older ones."""
-        kept = self._idle.get(pk)
+        kept = self._idle.pop(pk, None)
+        if kept:
+            self._idle[pk] = kept  # (now the most recently asked peer)
         now = trio.current_time()
         while kept:
             since, stream = kept.pop()
@@ -103,6 +108,6 @@ class Asker:
         return None
 
     def _discard(self, pk: bytes) -> None:
-        """Forget ``pk``'s kept streams (they are closed by their idle end on the other side,
-        or with the connection)."""
+        """Forget ``pk``'s kept streams: the other side ends each once it is silent
+        ``ANSWER_TIMEOUT`` s, and the connection's end ends them all."""
         self._idle.pop(pk, None)
