@@ -22,10 +22,13 @@ receiving nodes; the publisher's is given apart, per entry appended).
 few heartbeats per second); ``idle_cpu_ms_per_s`` says how much it is.
 
 ``--find-rate``: after that measurement, rounds on the same network at rising rates
-(``--rate-steps``, then bisection between the highest rate that held and the lowest that
-did not), ``--round-seconds`` of appends each; ``max_rate_p95_ok`` is the highest rate
-whose round delivered every entry to every node with the farthest node's p95 <= 500 ms
-(0 if none). Bounded: at most ``MAX_ROUNDS`` rounds and ``--find-budget`` seconds.
+(``--rate-steps``; lower by halves if the first does not hold; then bisection between the
+highest rate that held and the lowest that did not), ``--round-seconds`` of appends each;
+``max_rate_p95_ok`` is the highest rate whose round delivered every entry to every node
+with the farthest node's p95 <= 500 ms (0 if none). Before each round every node must
+hold every entry so far and the nodes' CPU must fall back near idle, so that no round
+inherits the queues of the one before. Bounded: at most ``MAX_ROUNDS`` rounds and
+``--find-budget`` seconds.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_ROUNDS = 10  # of --find-rate, the ramp and the bisection together
 BISECT_RATIO = 1.15  # bisection stops once the failing rate is within 15% of the one that held
 CATCH_UP_S = 30.0  # after a round, how long the next waits for every node to hold every entry
+QUIET_S = 60.0  # and then how long for the nodes' CPU to fall back near idle (queued gossip drained)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -151,11 +155,23 @@ def idle_cpu_ms_per_s(members: list, seconds: float) -> float:
     return statistics.median(1000 * (cpu_seconds(m.pid) - before[m.name]) / seconds for m in members[1:])
 
 
+def wait_quiet(members: list, idle_ms_per_s: float, timeout: float) -> float:
+    """Wait (at most ``timeout`` s) until the median node spends no more than about its
+    idle CPU over one second: what a round before queued is processed. Seconds waited."""
+    started = time.perf_counter()
+    limit = 2 * idle_ms_per_s + 10
+    while time.perf_counter() - started < timeout:
+        if idle_cpu_ms_per_s(members, 1.0) <= limit:
+            break
+    return time.perf_counter() - started
+
+
 def find_rate(members: list, steps: list[float], seconds: float, settle: float, budget: float, verify_ms: float,
-              progress) -> dict:
-    """Rounds at the rates of ``steps`` while each holds, then bisection: the highest rate
-    that held (delivered_ratio 1.0, p95 <= 500 ms), within ``MAX_ROUNDS`` rounds and
-    ``budget`` seconds (a round is not started once the budget is spent)."""
+              idle_ms_per_s: float, progress) -> dict:
+    """Rounds at the rates of ``steps`` while each holds (if the first does not, at half
+    of it, and half again, at most twice), then bisection: the highest rate that held
+    (delivered_ratio 1.0, p95 <= 500 ms), within ``MAX_ROUNDS`` rounds and ``budget``
+    seconds (a round is not started once the budget is spent)."""
     pub = members[0]
     started = time.perf_counter()
     rounds: list[dict] = []
@@ -170,12 +186,14 @@ def find_rate(members: list, steps: list[float], seconds: float, settle: float, 
         except WaitTimeout:
             rounds.append({"rate_per_s": rate, "skipped": "the nodes had not caught up with the round before"})
             return False
+        quiet_s = wait_quiet(members, idle_ms_per_s, QUIET_S)
         r = run_round(members, rate, seconds, settle, verify_ms, progress)
+        r["waited_quiet_s"] = quiet_s
         held = bool(r["target_met"])
         rounds.append({k: r[k] for k in ("rate_per_s", "achieved_rate_per_s", "append_behind_schedule",
                                           "delivered_ratio", "p50_ms", "p95_ms", "via_gossip_ratio",
                                           "cpu_ms_per_entry_median", "cpu_ms_per_entry_max",
-                                          "cpu_verifies_per_entry_median", "target_met")})
+                                          "cpu_verifies_per_entry_median", "target_met", "waited_quiet_s")})
         progress(f"rate {rate:g}/s: delivered {r['delivered_ratio']:.4f}, p95 {r['p95_ms']:.0f} ms, "
                  f"{r['cpu_verifies_per_entry']:.1f} verifies/entry -> {'held' if held else 'did not hold'}")
         return held
@@ -191,8 +209,15 @@ def find_rate(members: list, steps: list[float], seconds: float, settle: float, 
         else:
             bad = rate
             break
-    while bad is not None and time_left() and bad > max(ok, steps[0] / 2) * BISECT_RATIO:
-        mid = round((max(ok, steps[0] / 2) + bad) / 2)
+    for _ in range(2):  # not even the first held: lower
+        if ok or bad is None or not time_left():
+            break
+        if one(bad / 2):
+            ok = bad / 2
+        else:
+            bad = bad / 2
+    while ok and bad is not None and time_left() and bad > ok * BISECT_RATIO:
+        mid = round((ok + bad) / 2)
         if one(mid):
             ok = mid
         else:
@@ -213,7 +238,8 @@ def measure(nodes: int, rate: float, seconds: float, settle: float, progress, *,
         out["rate_per_s"], out["seconds"] = rate, seconds
         out["peers_per_node"] = [len(m.status()["peers"]) for m in members]
         if find is not None:
-            out["find_rate"] = find_rate(members, verify_ms=verify_ms, progress=progress, **find)
+            out["find_rate"] = find_rate(members, verify_ms=verify_ms, idle_ms_per_s=out["idle_cpu_ms_per_s"],
+                                         progress=progress, **find)
             out["max_rate_p95_ok"] = out["find_rate"]["max_rate_p95_ok"]
     return out
 
