@@ -18,8 +18,11 @@ the first append and again once delivery settled, divided by the entries deliver
 that node: ``cpu_ms_per_entry_*``, and ``cpu_verifies_per_entry_*`` = that divided by
 the time of one raw Ed25519 verify measured in the same run (median and max over the
 receiving nodes; the publisher's is given apart, per entry appended).
-``cpu_verifies_per_entry`` is the median. The idle CPU of the same nodes is included (a
-few heartbeats per second); ``idle_cpu_ms_per_s`` says how much it is.
+``cpu_verifies_per_entry`` is the median. The idle CPU of the same nodes is included
+(heartbeats, keepalive pings, routine sync with each peer): ``idle_cpu_ms_per_s`` says
+how much it is (median over the receiving nodes, measured for 5 s before the appends),
+and ``cpu_*_above_idle`` is each node's CPU less its own idle rate over the same time,
+per entry: what gossip itself costs.
 
 ``--find-rate``: after that measurement, rounds on the same network at rising rates
 (``--rate-steps``; lower by halves if the first does not hold; then bisection between the
@@ -76,13 +79,16 @@ def start_network(net: Network, nodes: int, progress) -> list:
     return members
 
 
-def run_round(members: list, rate: float, seconds: float, settle: float, verify_ms: float, progress) -> dict:
+def run_round(members: list, rate: float, seconds: float, settle: float, verify_ms: float, progress,
+              idle: dict[str, float] | None = None) -> dict:
     """Append ``rate * seconds`` entries on the first member at ``rate``/s and wait up to
-    ``settle`` s for every other member to hold them: delivery, latency and CPU figures."""
+    ``settle`` s for every other member to hold them: delivery, latency and CPU figures
+    (with ``idle``, each node's idle CPU in ms/s, also the CPU above it)."""
     out: dict = {"rate_per_s": rate, "seconds": seconds}
     pub, receivers = members[0], members[1:]
     total = max(1, int(rate * seconds))
     cpu_before = {m.name: cpu_seconds(m.pid) for m in members}
+    t_before = time.perf_counter()
     progress(f"appending {total} entries on {pub.name} at {rate:g}/s")
     interval = 1.0 / rate
     t_start = time.perf_counter()
@@ -106,6 +112,7 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
     except WaitTimeout:
         pass  # what did not arrive in time is counted below, not an error
     cpu_used = {m.name: cpu_seconds(m.pid) - cpu_before[m.name] for m in members}
+    elapsed = time.perf_counter() - t_before
     delivered_to = {m.name: max(0, min(m.head(pub.peer_id), last_seq) - first_seq + 1) for m in receivers}
     delivered = sum(delivered_to.values())
     out["delivered_ratio"] = delivered / (total * len(receivers)) if receivers else 1.0
@@ -117,6 +124,10 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
     out["cpu_verifies_per_entry_max"] = out["cpu_ms_per_entry_max"] / verify_ms
     out["cpu_verifies_per_entry"] = out["cpu_verifies_per_entry_median"]
     out["publisher_cpu_ms_per_entry"] = 1000 * cpu_used[pub.name] / total
+    if idle is not None:
+        above = sorted((1000 * cpu_used[name] - idle[name] * elapsed) / n for name, n in delivered_to.items() if n)
+        out["cpu_ms_per_entry_above_idle_median"] = statistics.median(above) if above else float("nan")
+        out["cpu_verifies_per_entry_above_idle"] = out["cpu_ms_per_entry_above_idle_median"] / verify_ms
     per_node = {}
     via_gossip = 0
     arrivals_total = 0
@@ -148,11 +159,18 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
     return out
 
 
+def idle_cpu(members: list, seconds: float) -> dict[str, float]:
+    """CPU ms per second of each receiving node over ``seconds`` while nothing is appended."""
+    before = {m.name: cpu_seconds(m.pid) for m in members[1:]}
+    t = time.perf_counter()
+    time.sleep(seconds)
+    t = time.perf_counter() - t
+    return {m.name: 1000 * (cpu_seconds(m.pid) - before[m.name]) / t for m in members[1:]}
+
+
 def idle_cpu_ms_per_s(members: list, seconds: float) -> float:
     """Median CPU ms per second of the receiving nodes while nothing is appended."""
-    before = {m.name: cpu_seconds(m.pid) for m in members[1:]}
-    time.sleep(seconds)
-    return statistics.median(1000 * (cpu_seconds(m.pid) - before[m.name]) / seconds for m in members[1:])
+    return statistics.median(idle_cpu(members, seconds).values())
 
 
 def wait_quiet(members: list, idle_ms_per_s: float, timeout: float) -> float:
@@ -233,8 +251,9 @@ def measure(nodes: int, rate: float, seconds: float, settle: float, progress, *,
     with Network.scratch() as net:
         members = start_network(net, nodes, progress)
         time.sleep(3)  # let meshes form (a few heartbeats)
-        out["idle_cpu_ms_per_s"] = idle_cpu_ms_per_s(members, 3.0)
-        out.update(run_round(members, rate, seconds, settle, verify_ms, progress))
+        idle = idle_cpu(members, 5.0)
+        out["idle_cpu_ms_per_s"] = statistics.median(idle.values())
+        out.update(run_round(members, rate, seconds, settle, verify_ms, progress, idle))
         out["rate_per_s"], out["seconds"] = rate, seconds
         out["peers_per_node"] = [len(m.status()["peers"]) for m in members]
         if find is not None:
@@ -290,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['cpu_verifies_per_entry_median']:.1f} raw verifies), max {r['cpu_ms_per_entry_max']:.2f} ms "
               f"({r['cpu_verifies_per_entry_max']:.1f}); publisher {r['publisher_cpu_ms_per_entry']:.2f} ms; "
               f"idle {r['idle_cpu_ms_per_s']:.1f} ms/s")
+        print(f"CPU per entry above idle  median {r['cpu_ms_per_entry_above_idle_median']:.2f} ms "
+              f"({r['cpu_verifies_per_entry_above_idle']:.1f} raw verifies)")
         for name, v in r["per_node"].items():
             print(f"  {name:<8} p50 {v['p50_ms']:6.0f} ms  p95 {v['p95_ms']:6.0f} ms  ({v['arrivals']} arrivals recorded)"
                   f"  cpu {v['cpu_ms_per_entry']:.2f} ms/entry")

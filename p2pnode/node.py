@@ -166,7 +166,7 @@ class Node:
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
         # Rates per forwarding peer (gossip.py): a node sends at most one entries message per
-        # 50 ms window of its own, so 100/s leaves room for the many authors a forwarder
+        # 100 ms window of its own, so 100/s leaves room for the many authors a forwarder
         # relays; what is over it is dropped unforwarded, and sync brings it if it matters.
         self.gossip.add(TopicSpec(wire.TOPIC_ENTRIES, lambda d: wire.check_gossip(wire.TOPIC_ENTRIES, d),
                                   self._on_entries_gossip, wire.MAX_GOSSIP_SIZE, rate=ENTRIES_RATE))

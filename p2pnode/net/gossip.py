@@ -18,10 +18,14 @@ Promises:
   pubsub envelopes are not signed (host.py), so ``from`` is whatever a forwarder wrote.
   What a handler raises is logged and counted, and never ends the reader.
 - ``announce`` queues new entries; at most one entries message leaves per
-  ``GOSSIP_WINDOW``, carrying everything appended meanwhile (each message costs every
-  node about 1 ms of CPU whatever its size, so under load batching is what keeps a
-  network of small machines on time). A change of more than ``ANNOUNCE_LIMIT`` entries is
-  announced by its last entry only: peers that see the gap pull the rest by sync.
+  ``GOSSIP_WINDOW``, carrying everything appended meanwhile. A message costs every node
+  several ms of CPU whatever its size (in py-libp2p: its copies from and to each mesh
+  peer, each through protobuf, Yamux, Noise and a socket), an entry in it much less (its
+  one signature verify, decoding, a store write), so batching is what keeps a
+  network of small machines on time: 100 ms rather than 50 took a node from 3.0 to
+  about 1.7 ms per entry at 50 entries/s, for about 50 ms more latency
+  (bench/gossip.py). A change of more than ``ANNOUNCE_LIMIT`` entries is announced by its
+  last entry only: peers that see the gap pull the rest by sync.
 - Publishing is best effort: sync delivers what gossip drops.
 """
 
@@ -44,7 +48,7 @@ from p2pnode.net.ratelimit import PeerBuckets
 
 log = logging.getLogger(__name__)
 
-GOSSIP_WINDOW = 0.05  # seconds: at most one entries message per window
+GOSSIP_WINDOW = 0.1  # seconds: at most one entries message per window (see above)
 ANNOUNCE_LIMIT = 64
 VALIDATED_KEPT = 256  # validated messages whose value waits for the reader; the oldest go first
 
