@@ -82,7 +82,7 @@ control RPC for every message it receives, whatever its size (go-libp2p only for
 messages over 1 KiB). For messages as small as ours that cost more than the duplicates
 it could save, and on a fast network it arrives too late to save any: dropping it halved
 the writes per message, and took a node from 5.6 to 3.0 ms of CPU per entry at 50/s
-(bench/gossip.py). A node of an earlier version offers v1.2 first and settles on v1.1."""
+(bench/gossip.py). A node of an earlier version proposes v1.2 first and settles on v1.1."""
 QUEUE_SIZE = 1024
 MESSAGE_ID_SIZE = 20  # bytes of a pubsub message id (a truncated SHA-256)
 RECORD_RECHECK_S = 600.0  # a peer's unchanged signed peer record is verified again after this
