@@ -164,6 +164,25 @@ async def test_bad_entries_under_a_forged_from_cost_the_forwarder_not_the_peer_i
         node.stop()
 
 
+async def test_a_message_with_no_from_or_a_garbage_one_is_judged_on_its_content(tmp_path: Path):
+    data = wire.entries_message([e.envelope for e in chain(STRANGER, 2)])
+    async with trio.open_nursery() as nursery:
+        node = make_node(tmp_path / "n", "n", pex=False, sync_interval=600)
+        calls = spied(node)
+        await start(nursery, node)
+        async with peer(MALLORY) as (host, ps, _, _):
+            await dial(host, ps, node)
+            await send_raw(ps, node.host.get_id(), rpc_pb2.Message(data=data, topicIDs=[wire.TOPIC_ENTRIES]))
+            await wait_for(lambda: held(node, STRANGER) == 2, 10, "the entries to be stored")
+            assert calls == [(MALLORY.public_key, [1, 2])]
+            junk = rpc_pb2.Message(from_id=b"\xff" * 3, seqno=b"", data=b"\xc1", topicIDs=[wire.TOPIC_ENTRIES])
+            await send_raw(ps, node.host.get_id(), junk)
+            await wait_for(lambda: node.counters.get("gossip.rejected.entries", 0) == 1, 10, "the junk to be refused")
+            await wait_for(lambda: node.book.score(MALLORY.public_key) < 0, 10, "the forwarder to be scored down")
+            assert (await node.call("node.status"))["peer_id"] == node.peer_id
+        node.stop()
+
+
 async def test_one_message_from_two_peers_is_delivered_once(tmp_path: Path):
     data = wire.entries_message([e.envelope for e in chain(STRANGER, 2)])
     msg = message(data, origin=ALICE, seqno=42)
