@@ -21,6 +21,7 @@ import multiaddr
 import trio
 
 from protocol import wire
+from protocol.entry import Entry
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey, peer_id
 
@@ -165,7 +166,7 @@ class Node:
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
         # Rates per forwarding peer (gossip.py): a node sends at most one entries message per
-        # 50 ms window of its own, so 100/s leaves room for the many authors a forwarder
+        # 100 ms window of its own, so 100/s leaves room for the many authors a forwarder
         # relays; what is over it is dropped unforwarded, and sync brings it if it matters.
         self.gossip.add(TopicSpec(wire.TOPIC_ENTRIES, lambda d: wire.check_gossip(wire.TOPIC_ENTRIES, d),
                                   self._on_entries_gossip, wire.MAX_GOSSIP_SIZE, rate=ENTRIES_RATE))
@@ -252,13 +253,15 @@ class Node:
 
     # -- core gossip ------------------------------------------------------------------------
 
-    async def _on_entries_gossip(self, data: bytes, sender: bytes | None) -> None:
-        entries = wire.check_gossip(wire.TOPIC_ENTRIES, data)
-        new = [e.envelope for e in entries if self.store.locate(e.id) is None]
+    async def _on_entries_gossip(self, data: bytes, sender: bytes | None, entries: list[Entry]) -> None:
+        """``entries``: what the topic's validator made of ``data`` (each entry parsed and
+        its signature verified, so not verified again); ``sender``: the peer that
+        forwarded them, which is asked first for what they lack (gossip.py)."""
+        new = [e for e in entries if self.store.locate(e.id) is None]
         if not new:
             return
         try:
-            report = await self.ledger.ingest(new, via="gossip")
+            report = await self.ledger.ingest(new, via="gossip", parsed=True)
         except StoreError as e:  # below the reserve, or failed: status says so; sync brings them later
             self.count("entries.refused")
             log.debug("gossip entries not stored: %s", e)
@@ -272,8 +275,7 @@ class Node:
             for pk in targets:
                 self.syncer.request(pk)
 
-    async def _on_fraud_gossip(self, data: bytes, sender: bytes | None) -> None:
-        proof = wire.check_gossip(wire.TOPIC_FRAUD, data)
+    async def _on_fraud_gossip(self, data: bytes, sender: bytes | None, proof: ForkProof) -> None:
         try:
             recorded = await self.ledger.record_fork(proof)
         except StoreError as e:  # below the reserve, or failed: the proof comes again with sync

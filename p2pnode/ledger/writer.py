@@ -134,17 +134,19 @@ class Ledger:
         got = await self.append([(kind, body)], **kw)
         return got[0] if got else None
 
-    async def ingest(self, envelopes: list[bytes], author: bytes | None = None, *, via: str = "sync",
-                     announce: bool = False) -> IngestReport:
+    async def ingest(self, envelopes: list[bytes] | list[Entry], author: bytes | None = None, *, via: str = "sync",
+                     announce: bool = False, parsed: bool = False) -> IngestReport:
         """Verify and store foreign entries in one write (only ``author``'s, if given); their
-        report. ``announce``: gossip what was added (imports do; sync and gossip do not)."""
+        report. ``announce``: gossip what was added (imports do; sync and gossip do not).
+        With ``parsed``, ``envelopes`` are ``Entry`` values that ``parse_entry`` made
+        (signature and fields verified): they are not verified again (Store.ingest)."""
 
         own = author == self.key.public_key
 
         interest = self.interest
 
         def work() -> IngestReport:
-            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own,
+            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own, parsed=parsed,
                                      admit=None if interest is None else
                                      (lambda a: interest.admits(a, evict=via != "sync")))
 
