@@ -75,13 +75,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import plyvel
 
 from protocol.chain import Head, check_entry, extend, group_by_author
 from protocol.entry import Entry, next_entry, parse_entry
-from protocol.envelope import peek_document
+from protocol.envelope import Verdict, peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
@@ -702,6 +702,7 @@ class Store:
     def ingest(
         self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None,
         own: bool = False, admit: Callable[[bytes], bool] | None = None,
+        verdicts: Mapping[bytes, Verdict | None] | None = None,
     ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
@@ -719,9 +720,17 @@ class Store:
         and is never refused for space. With ``admit``, the entries of an author whose
         chain is not stored yet are stored only if ``admit(author)`` (which may make room
         first, ``drop_chain``); else they are refused (``not_admitted``).
+
+        ``verdicts``: signature verdicts made beforehand (``protocol.envelope.verdict``, by
+        the node's worker processes), by envelope bytes. Each envelope is opened with its
+        own bytes' verdict (the same entry or error as without it); one without a verdict
+        is verified here.
         """
         report = IngestReport()
-        batch = group_by_author(envelopes, author=author)
+        if verdicts:
+            batch = group_by_author(envelopes, author=author, parse=lambda d: parse_entry(d, verdict=verdicts.get(d)))
+        else:
+            batch = group_by_author(envelopes, author=author)
         report.errors.extend(batch.errors)
         report.forks.extend(batch.forks)
         puts: list[tuple[bytes, bytes]] = []
