@@ -29,9 +29,11 @@ the switch interval (5 ms) for every 0.17 ms check.
   (It is also the size up to which the ledger ingests on the event loop, writer.py.)
 - Workers: ``workers`` processes (default: one per core this process may run on, at most
   ``MAX_WORKERS``; 0: none, every check in-process), started with ``spawn`` (a fresh
-  interpreter: the node's threads and LevelDB handle are not forked) on the first big
-  batch, reused, ignoring SIGINT (the node stops them), ended by ``close``: when it
-  returns no worker process is left. The node owns one pool and closes it when it stops.
+  interpreter: the node's threads and LevelDB handle are not forked; ~0.2 s of CPU each)
+  on the first big batch, or a little before it (``warm``: when a pull has planned more
+  than a small batch), reused, ended by ``close``: when it returns no worker process is
+  left. The node owns one pool and closes it when it stops; a worker whose node died
+  without closing it (SIGKILL) exits by itself within a second (sigworker.py).
 - A batch is cut in chunks of at most ``CHUNK`` envelopes, and at least one per worker,
   so that every worker has a share of it and a batch queued behind another starts on
   whichever worker is free.
@@ -53,7 +55,6 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 from typing import Callable, Sequence
 
@@ -62,10 +63,12 @@ import trio
 from protocol import envelope
 from protocol.envelope import Verdict
 
+from p2pnode.ledger import sigworker
+
 log = logging.getLogger(__name__)
 
 SMALL_BATCH = 64  # batches of at most this many envelopes are checked in-process
-CHUNK = 512  # envelopes in one worker task at most (~90 ms of checks)
+CHUNK = 1024  # envelopes in one worker task at most (~0.2 s of checks)
 MAX_WORKERS = 8  # worker processes at most, whatever the core count
 MAX_PENDING = 8 * 4096  # envelopes in the pool at once (8 sync batches of wire.MAX_BATCH)
 MAX_RESTARTS = 3  # new pools started after failures, in a pool's life
@@ -162,6 +165,19 @@ class SignaturePool:
         procs = getattr(ex, "_processes", None) or {}  # (ProcessPoolExecutor's own map: pid -> process)
         return sorted(procs)
 
+    def warm(self, expected: int) -> None:
+        """``expected`` envelopes are coming in batches: if they will be sent to the
+        workers, start them now (their start overlaps the first batch's transfer)."""
+        if expected <= self.small_batch or self.workers == 0 or self._closed or self._executor is not None:
+            return
+        executor = self._start()
+        if executor is not None:
+            try:
+                for _ in range(self.workers):  # (the executor starts a process per task while none is idle)
+                    executor.submit(envelope.verdicts, [])
+            except RuntimeError as e:
+                self._failed(executor, e)
+
     def check(self, envelopes: Sequence[bytes]) -> Checking:
         """Start the signature checks of ``envelopes`` in the workers and return at once
         (await ``verdicts()`` on the result). A small batch, or one that finds the pool
@@ -206,10 +222,8 @@ class SignaturePool:
         if self._starts > self.max_restarts:
             return None
         self._starts += 1
-        # SIGINT (a terminal's Ctrl-C reaches the whole process group) is the node's to
-        # handle: it stops, and closes the pool.
         self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+                                                initializer=sigworker.init, initargs=(os.getpid(),))
         log.info("started %d signature workers", self.workers)
         return self._executor
 

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import trio
 
@@ -51,8 +50,7 @@ INLINE_INGEST = 64  # batches up to this size are verified on the event loop; la
 ARRIVALS_KEPT = 10_000  # recent foreign entries remembered with when and how they came
 
 
-@dataclass(frozen=True)
-class Arrival:
+class Arrival(NamedTuple):  # (a tuple: a sync makes one per entry, thousands a second)
     author: bytes
     seq: int
     ts: int
@@ -141,6 +139,12 @@ class Ledger:
         got = await self.append([(kind, body)], **kw)
         return got[0] if got else None
 
+    def expect(self, entries: int) -> None:
+        """About ``entries`` foreign entries are coming (a pull's plan): the signature
+        workers start now if they will be used."""
+        if self.pool is not None:
+            self.pool.warm(entries)
+
     def check(self, envelopes: list[bytes] | tuple[bytes, ...]) -> Checking:
         """Start the signature checks of ``envelopes`` in the workers now, if the batch is
         big enough (sigpool.py); hand the result to ``ingest``."""
@@ -171,7 +175,7 @@ class Ledger:
         self._count("entries.received", len(envelopes))
         self._count("entries.added", len(report.added))
         received = self.clock.now_ms()
-        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added)
+        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added[-ARRIVALS_KEPT:])
         await self._after(report.added, report.forks, announce=announce)
         return report
 

@@ -275,6 +275,7 @@ class Syncer:
             self.request(pk)
 
     def _progressed(self, pk: bytes, progress: Any) -> None:
+        self.ledger.expect(progress.target - progress.fetched)
         p = self._pulls.get(pk)
         if p is not None:
             p.fetched, p.target = progress.fetched, progress.target
