@@ -1,8 +1,8 @@
 """Signature checks on every core: a pool of worker processes that make the Ed25519
 checks of big batches, which one process would otherwise make one after another.
 
-Verifying a pulled batch is mostly Ed25519 (about 80% of a sync's CPU), and each check
-depends on one envelope's bytes alone. So a big batch is cut into chunks and each worker
+Verifying a pulled batch is mostly Ed25519 (three quarters of a sync's CPU), and each
+check depends on one envelope's bytes alone. So a big batch is cut into chunks and each worker
 computes ``protocol.envelope.verdicts(chunk)``: for each envelope, whether each of its
 signatures verifies. The node's own process does everything else as it always did:
 decoding, the schema, chain links, forks and the write (``Store.ingest``), opening each
@@ -10,10 +10,12 @@ envelope with its own bytes' verdict in place of calling ``verify``. Workers do 
 decode entries for the node: their result would cross back as pickled objects, which
 costs more CPU than decoding once here, and the cores are what is scarce.
 
-Why processes and not threads: ``cryptography`` releases the GIL while it verifies, but
-everything around a check (decoding, the store, the network) is Python under the GIL,
-and a thread that waits to take the GIL back behind a long Python stretch waits up to
-the switch interval (5 ms) for every 0.17 ms check.
+Why processes and not threads: ``cryptography`` releases the GIL while it verifies (two
+threads verifying nothing else reach 1.8 x one), but everything around a check is Python
+under the one GIL: the node's decoding, store and network work (a quarter of a sync's
+CPU) and each check's own glue. A verifying thread that wants the GIL back while the
+node runs a long Python stretch (a batch's decoding and write take ~0.1 s) may wait a
+switch interval (5 ms) for each 0.17 ms check; a process never waits for the node.
 
 ``SignaturePool`` promises:
 
