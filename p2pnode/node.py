@@ -5,8 +5,9 @@ This module only puts the parts together (p2pnode/net/, p2pnode/ledger/, p2pnode
 p2pnode/services.py); each part says what it promises. It knows no extension by name.
 
 ``Node.run`` promises: when it returns (after ``stop()``, SIGINT or SIGTERM) every task
-has ended, the host is closed, the control socket is removed and the store is closed,
-so a new node can start on the same home at once. Nothing a peer sends can end it.
+has ended, the host is closed, the control socket is removed, the signature workers have
+exited and the store is closed, so a new node can start on the same home at once.
+Nothing a peer sends can end it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from p2pnode.errors import ApiError
 from p2pnode.extensions import Loaded, describe_extensions
 from p2pnode.home import DEFAULT_OWN_CHAIN_WAIT, Home
 from p2pnode.ledger.handlers import ledger_handlers
+from p2pnode.ledger.sigpool import SignaturePool
 from p2pnode.ledger.store import Reserve, Store, StoreError, free_bytes
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.addresses import check_ports_free
@@ -74,6 +76,9 @@ class NodeSettings:
     """Chains of strangers (no standing with any extension) the node holds at most (interest.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
+    verify_workers: int | None = None
+    """Signature worker processes (p2pnode/ledger/sigpool.py): None, one per core (at most
+    ``sigpool.MAX_WORKERS``), started on the first big batch; 0, none (all in-process)."""
 
 
 class Node:
@@ -92,6 +97,7 @@ class Node:
         self.book = PeerBook(key.public_key)
         self.counters: dict[str, int] = {}
         self.store: Store | None = None
+        self.sigpool: SignaturePool | None = None
         self.ledger: Ledger | None = None
         self.host: Any = None
         self.pubsub: Any = None
@@ -146,12 +152,15 @@ class Node:
                 # of ours is lost by that, and a stop must end cleanly.
                 log.debug("libp2p while stopping: %r", e)
         finally:
+            if self.sigpool is not None:
+                self.sigpool.close()  # (waits for the workers: none is left once run returns)
             self.store.close()
             log.info("stopped")
 
     def _build(self) -> None:
         """The parts, wired to each other; nothing runs yet."""
-        self.ledger = Ledger(self.store, self.key, self.registry, self.clock, count=self.count)
+        self.sigpool = SignaturePool(self.settings.verify_workers, count=self.count)  # (no process until used)
+        self.ledger = Ledger(self.store, self.key, self.registry, self.clock, count=self.count, pool=self.sigpool)
         self.conns = Connections(self.host, self.pubsub, self.book, self.clock, own_key=self.key.public_key,
                                  mdns=self.settings.mdns, count=self.count)
         self.streams = StreamRouter(self.host, penalise=self.conns.penalise, count=self.count)

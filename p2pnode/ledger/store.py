@@ -75,13 +75,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import plyvel
 
 from protocol.chain import Head, check_entry, extend, group_by_author
 from protocol.entry import Entry, next_entry, parse_entry
-from protocol.envelope import peek_document
+from protocol.envelope import Verdict, peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
@@ -709,7 +709,7 @@ class Store:
     def ingest(
         self, envelopes: Iterable[bytes] | Iterable[Entry], *, registry: KindRegistry, strict: bool = False,
         author: bytes | None = None, own: bool = False, admit: Callable[[bytes], bool] | None = None,
-        parsed: bool = False,
+        parsed: bool = False, verdicts: Mapping[bytes, Verdict | None] | None = None,
     ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
@@ -729,9 +729,19 @@ class Store:
         first, ``drop_chain``); else they are refused (``not_admitted``). With ``parsed``,
         ``envelopes`` are ``Entry`` values that ``parse_entry`` made, whose signatures and
         fields were verified then (a gossip validator's): each is verified once, not twice.
+
+        ``verdicts``: signature verdicts made beforehand (``protocol.envelope.verdict``, by
+        the node's worker processes), by envelope bytes. Each envelope is opened with its
+        own bytes' verdict (the same entry or error as without it); one without a verdict
+        is verified here.
         """
         report = IngestReport()
-        batch = group_by_author(envelopes, author=author, parse=_already_parsed if parsed else parse_entry)
+        if parsed:
+            batch = group_by_author(envelopes, author=author, parse=_already_parsed)
+        elif verdicts:
+            batch = group_by_author(envelopes, author=author, parse=lambda d: parse_entry(d, verdict=verdicts.get(d)))
+        else:
+            batch = group_by_author(envelopes, author=author)
         report.errors.extend(batch.errors)
         report.forks.extend(batch.forks)
         puts: list[tuple[bytes, bytes]] = []
