@@ -30,8 +30,9 @@ from framework.inprocess import make_node, start
 from framework.wait import wait_for
 from p2pnode.net import host as host_module
 from p2pnode.net.host import MESSAGE_ID_SIZE, build_host, build_pubsub, message_id, peer_id_of
+from framework.chains import signed_chain
 from protocol import codec, wire
-from protocol.entry import ZERO_ID, make_entry
+from protocol.entry import ZERO_ID
 from protocol.envelope import seal
 from protocol.keys import SigningKey
 from protocol.kinds import genesis_body
@@ -49,11 +50,7 @@ MALLORY, TRUDY, ALICE, STRANGER, OLDIE = (key(n) for n in ("mallory", "trudy", "
 
 
 def chain(k: SigningKey, n: int):
-    out = []
-    for seq in range(1, n + 1):
-        kind, body = ("genesis", genesis_body()) if seq == 1 else ("note", {"text": str(seq)})
-        out.append(make_entry(k, seq=seq, prev=out[-1].id if out else ZERO_ID, ts=seq, kind=kind, body=body))
-    return out
+    return signed_chain(k, n, text=str)
 
 
 def message(data: bytes, *, origin: SigningKey | ID, seqno: int) -> rpc_pb2.Message:

@@ -22,21 +22,17 @@ from framework.wait import wait_for, wait_until
 from p2pnode.ledger.sigpool import NOTHING, SMALL_BATCH, SignaturePool, default_workers
 from p2pnode.ledger.store import IngestReport, Store
 from p2pnode.walltime import now_ms
-from protocol.entry import ZERO_ID, Entry, make_entry
+from framework.chains import signed_chain
+from protocol.entry import Entry
 from protocol.envelope import seal
 from protocol.keys import SigningKey
-from protocol.kinds import genesis_body
 
 A, B = (SigningKey.from_seed(hashlib.sha256(b"sigpool %d" % i).digest()) for i in range(2))
 N = 150  # entries in the test chain: a batch over SMALL_BATCH, so it goes to the workers
 
 
 def chain(key: SigningKey, n: int) -> list[Entry]:
-    out: list[Entry] = []
-    for seq in range(1, n + 1):
-        kind, body = ("genesis", genesis_body()) if seq == 1 else ("note", {"text": f"entry {seq}"})
-        out.append(make_entry(key, seq=seq, prev=out[-1].id if out else ZERO_ID, ts=seq, kind=kind, body=body))
-    return out
+    return signed_chain(key, n)
 
 
 CHAIN = chain(A, N)

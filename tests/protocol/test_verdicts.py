@@ -11,23 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from framework.chains import signed_chain
 from protocol import codec
-from protocol.entry import ZERO_ID, Entry, make_entry, parse_entry
+from protocol.entry import Entry, parse_entry
 from protocol.envelope import SIGNING_PREFIX, open_envelope, seal, verdict, verdicts
 from protocol.errors import ProtocolError, SignatureError
 from protocol.keys import SigningKey
-from protocol.kinds import genesis_body
 
 SETTINGS = settings(max_examples=300, deadline=None)
 A, B = (SigningKey.from_seed(hashlib.sha256(b"verdict %d" % i).digest()) for i in range(2))
 
 
 def chain(key: SigningKey, n: int) -> list[Entry]:
-    out: list[Entry] = []
-    for seq in range(1, n + 1):
-        kind, body = ("genesis", genesis_body()) if seq == 1 else ("note", {"text": f"entry {seq}"})
-        out.append(make_entry(key, seq=seq, prev=out[-1].id if out else ZERO_ID, ts=seq, kind=kind, body=body))
-    return out
+    return signed_chain(key, n)
 
 
 ENTRIES = chain(A, 4)
