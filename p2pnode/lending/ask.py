@@ -11,9 +11,8 @@ Promises:
 
 - A stream goes back to the idle set only after a whole exchange (request sent, answer
   read); a stream whose exchange failed, timed out or was cancelled is closed.
-- Only requests that may be asked twice reuse a stream (``REUSABLE``: a proposal is
-  answered from its record the second time, agree rule 2; a pushed agreement or
-  refusal is recorded once). When a kept stream fails, the request is asked again on a
+- Only requests that may be asked twice reuse a stream (``agree.ASKED_TWICE``, agree
+  rule 1). When a kept stream fails, the request is asked again on a
   new stream: the other side ended the stream before it read the request (it was idle
   too long, or the node answers one request per stream, as nodes before this did; such
   a peer's streams are not kept again).
@@ -36,8 +35,6 @@ ANSWER_TIMEOUT = 15.0  # seconds for the other node's answer (it may sync our ch
 IDLE_PER_PEER = 8  # streams kept open per peer between requests (a quarter of MAX_INBOUND_AGREE)
 MAX_PEERS_KEPT = 64  # peers with streams kept: the least recently asked one's are forgotten past it
 IDLE_KEEP = 10.0  # seconds a stream is kept idle: less than the answering side's ANSWER_TIMEOUT
-MAX_REQUESTS_PER_STREAM = 10_000  # requests one inbound stream is answered (service.serve_agree)
-REUSABLE = (agree.Propose, agree.Countersigned, agree.Refused)
 
 
 class Unreachable(Exception):
@@ -58,7 +55,7 @@ class Asker:
         ``trio.TooSlowError`` after ``ANSWER_TIMEOUT``."""
         if not self.ctx.peers.is_connected(pk):
             raise Unreachable(f"{peer_id(pk)} is not connected")
-        reuse = isinstance(msg, REUSABLE) and pk not in self._single
+        reuse = isinstance(msg, agree.ASKED_TWICE) and pk not in self._single
         kept = await self._take(pk) if reuse else None
         if kept is not None:
             self.ctx.count("agree.streams_reused")

@@ -476,8 +476,8 @@ class Countersigning:
 
     def used_up(self, offer: Any) -> bool:
         """Whether nothing remains of ``offer`` (fill.py): its parts, read from the
-        agreements our chain holds, reach its amount."""
-        return fills.fill_now(self.ctx, offer).exhausted
+        agreements our chain holds, reach its amount (the book's ``taken_in_full``)."""
+        return self.book.taken_in_full(offer)
 
     def taken(self, offer_id: bytes) -> bool:
         """Whether our chain holds an agreement taking ``offer_id``: durable in the same

@@ -14,7 +14,7 @@ from protocol.keys import peer_id, public_key_from_peer_id
 from protocol.lending import agree
 
 from p2pnode.context import Context
-from p2pnode.lending.ask import ANSWER_TIMEOUT, MAX_REQUESTS_PER_STREAM
+from p2pnode.lending.ask import ANSWER_TIMEOUT
 from p2pnode.lending.countersigning import Countersigning
 from p2pnode.lending.credit import Credit, profile_json, summary
 from p2pnode.lending.fills import fill_now
@@ -60,12 +60,12 @@ class Lending:
         await self.book.on_gossip(data, sender)
 
     async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
-        """Answer the requests on an inbound agree stream in turn, until the other side
-        ends it or sends nothing for ``ANSWER_TIMEOUT`` seconds (ask.py keeps streams
-        open between requests): a transfer is the market's, the rest countersigning's.
-        A request whose document breaks the rules is misbehaviour, and ends the stream."""
+        """Answer the requests on an inbound agree stream in turn (agree rule 1), until the
+        other side ends it or sends nothing for ``ANSWER_TIMEOUT`` seconds: a transfer is
+        the market's, the rest countersigning's. A request whose document breaks the rules
+        is misbehaviour, and ends the stream."""
         stream.timeout = ANSWER_TIMEOUT
-        for n in range(MAX_REQUESTS_PER_STREAM):
+        for n in range(agree.MAX_REQUESTS_PER_STREAM):
             try:
                 msg = await stream.recv()
             except PeerGone:

@@ -4,8 +4,14 @@ one proposal as a pure state machine (``Proposer``, ``Acceptor``).
 Rules of this file (docs/protocol.md, "Countersigning"):
 
 1. Frames are those of wire.py (4-byte big-endian length, one canonical MessagePack map
-   with a text ``type``). The dialer sends one request; the listener sends one answer and
-   both close. Requests and their answers:
+   with a text ``type``). The dialer sends a request and reads its answer before it sends
+   the next; the listener answers in turn, at most ``MAX_REQUESTS_PER_STREAM`` on one
+   stream, until the dialer closes it or stays silent. Only requests that may be asked
+   twice (``ASKED_TWICE``: rule 2, and a pushed agreement or refusal is recorded once)
+   may follow another on a stream; ``transfer`` and ``amend`` open one of their own. A
+   dialer whose request goes unanswered on a stream that carried one before asks again
+   on a new stream (listeners before this rule answered one request, then closed).
+   Requests and their answers:
 
    ======================  ===================================================
    request                 answers
@@ -149,6 +155,7 @@ AGREE_PROTOCOL = "/p2plend/agree/1.0.0"
 MAX_AGREE_FRAME = 256 * 1024
 MAX_REASON = 1000
 MAX_PROPOSAL_ENTRIES = 16
+MAX_REQUESTS_PER_STREAM = 10_000  # requests a listener answers on one stream (rule 1)
 
 RETRY_INTERVAL_MS = 2_000  # how often the node feeds Tick to its open machines
 HELD_RETRY_MS = 10_000  # a held proposal is asked about again this often
@@ -349,6 +356,11 @@ AgreeMessage = Union[Propose, Accepted, Held, Refused, Countersigned, Ok, Transf
 
 ACCEPTED_FIELDS = ("contract", "transfer", "amendment")
 """What an ``accepted`` answer may carry: the agreement, the transfer or the amendment."""
+
+
+ASKED_TWICE = (Propose, Countersigned, Refused)
+"""The requests a dialer may send on a stream that answered one before (rule 1): asked
+again, each gets the same answer."""
 
 
 def encode(msg: AgreeMessage) -> bytes:
