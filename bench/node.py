@@ -5,7 +5,10 @@ and the resident memory of an idle node.
 
     .venv/bin/python bench/node.py [--runs 30] [--json]
 
-Targets: status p50 <= 300 ms wall time; idle RSS <= 120 MB. A benchmark is not a test.
+Targets: status p50 <= 300 ms wall time, and <= 2.5 x the bare interpreter's start measured
+in the same run, in turns with it (a figure that holds on a slow or busy machine too);
+idle RSS <= 120 MB.
+A benchmark is not a test.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from framework.limits import percentile, rss_mb  # noqa: E402
 from framework.network import Network  # noqa: E402
 
 TARGET_STATUS_P50_MS = 300.0
+TARGET_STATUS_OVER_PYTHON_START = 2.5  # status p50 / `python -c pass` p50, the same run
 TARGET_IDLE_RSS_MB = 120.0
 
 
@@ -38,11 +42,22 @@ def timed_runs(cmd: list[str], runs: int) -> list[float]:
     return out
 
 
+def timed_pairs(first: list[str], second: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """``timed_runs`` of two commands taken in turns, so that both meet the same machine:
+    the same load from others and from the nodes under test, the same warm caches."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        a += timed_runs(first, 1)
+        b += timed_runs(second, 1)
+    return a, b
+
+
 def measure(runs: int, progress) -> dict:
     out: dict = {"runs": runs}
-    progress("bare interpreter start")
+    progress("bare interpreter start, no node running")
     bare = timed_runs([sys.executable, "-c", "pass"], runs)
-    out["python_start_p50_ms"] = percentile(bare, 50)
+    out["python_start_quiet_p50_ms"] = percentile(bare, 50)
     with Network.scratch() as net:
         a, b = net.add("a"), net.add("b")
         a.start("--log-level", "warning")
@@ -51,9 +66,10 @@ def measure(runs: int, progress) -> dict:
         progress("idle for 10 s")
         time.sleep(10)
         out["idle_rss_mb"] = rss_mb(a.pid)
-        progress("p2pnode status, a new process per run")
+        progress("p2pnode status, a new process per run, in turns with a bare interpreter start")
         cli = [sys.executable, "-m", "cli", "--home", a.home, "status", "--json"]
-        status = timed_runs(cli, runs)
+        bare, status = timed_pairs([sys.executable, "-c", "pass"], cli, runs)
+        out["python_start_p50_ms"] = percentile(bare, 50)  # the ratio's floor: measured beside status
         out["status_p50_ms"] = percentile(status, 50)
         out["status_p95_ms"] = percentile(status, 95)
         progress("control API call, one connection per call")
@@ -64,8 +80,16 @@ def measure(runs: int, progress) -> dict:
             api.append((time.perf_counter() - t) * 1000)
         out["api_status_p50_ms"] = percentile(api, 50)
         out["api_status_p95_ms"] = percentile(api, 95)
-    out["status_vs_python_start"] = out["status_p50_ms"] / out["python_start_p50_ms"]
-    out["target_met"] = out["status_p50_ms"] <= TARGET_STATUS_P50_MS and out["idle_rss_mb"] <= TARGET_IDLE_RSS_MB
+    ratio = out["status_p50_ms"] / out["python_start_p50_ms"]
+    out["status_over_python_start"] = ratio
+    out["status_vs_python_start"] = ratio  # (its older name)
+    out["target_status_p50_ms"] = TARGET_STATUS_P50_MS
+    out["target_status_over_python_start"] = TARGET_STATUS_OVER_PYTHON_START
+    out["target_idle_rss_mb"] = TARGET_IDLE_RSS_MB
+    out["status_target_met"] = out["status_p50_ms"] <= TARGET_STATUS_P50_MS
+    out["status_over_python_start_target_met"] = ratio <= TARGET_STATUS_OVER_PYTHON_START
+    out["target_met"] = (out["status_target_met"] and out["status_over_python_start_target_met"]
+                         and out["idle_rss_mb"] <= TARGET_IDLE_RSS_MB)
     return out
 
 
@@ -85,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
-        print(f"python -c pass         p50 {r['python_start_p50_ms']:.0f} ms   (the floor of any command)")
+        print(f"python -c pass         p50 {r['python_start_p50_ms']:.0f} ms   (the floor of any command; "
+              f"{r['python_start_quiet_p50_ms']:.0f} ms before the nodes started)")
         print(f"p2pnode status         p50 {r['status_p50_ms']:.0f} ms, p95 {r['status_p95_ms']:.0f} ms "
-              f"({r['status_vs_python_start']:.1f} x python start; target p50 <= {TARGET_STATUS_P50_MS:.0f} ms)")
+              f"(target p50 <= {TARGET_STATUS_P50_MS:.0f} ms)")
+        print(f"status / python start  {r['status_over_python_start']:.2f} x "
+              f"(target <= {TARGET_STATUS_OVER_PYTHON_START:g} x)")
         print(f"control API call       p50 {r['api_status_p50_ms']:.2f} ms, p95 {r['api_status_p95_ms']:.2f} ms")
         print(f"idle node RSS          {r['idle_rss_mb']:.0f} MB (target <= {TARGET_IDLE_RSS_MB:.0f} MB)")
         print(f"targets                {'met' if r['target_met'] else 'NOT met'}")

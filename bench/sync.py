@@ -6,14 +6,25 @@ verify rate measured in the same run.
 
 B is started empty, then told to connect to A; the clock runs from the connect call
 until B's head of A's chain is at seq N+1 (genesis included). B verifies every entry.
-Target: entries_per_s >= 0.6 x raw_verify_per_s. A benchmark is not a test: it reports
-whether the target is met and exits 0.
+Target (issue 12, "Sync on every core"; it was 0.6 on one core): entries_per_s >= 1.5 x
+raw_verify_per_s, the single-core rate, so that only a node verifying on more than one
+core meets it. A benchmark is not a test: it reports whether the target is met and exits 0.
+
+Besides the rate it prints the CPU seconds each side spent over the same interval (the
+node's process and every process under it, such as its verify workers: ``cpu_s_a``,
+``cpu_s_b``), which shows where the cores went; the CPU time the hypervisor took from
+this machine meanwhile (``steal_s``, from /proc/stat; a shared virtual machine's cores
+are not always its own); and the raw verify rate of all cores at once
+(``raw_verify_per_s_all_cores``: one process per core verifying as ``raw_verify_per_s``
+does, summed), the ceiling of any sync that verifies on every core, with the sync's
+ratio to it (``ratio_to_all_cores_verify``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +38,68 @@ from framework.limits import raw_verify_per_s, rss_mb  # noqa: E402
 from framework.network import Network  # noqa: E402
 from framework.wait import wait_until  # noqa: E402
 
-TARGET = 0.6
+TARGET = 1.5  # x the single-core raw verify rate (issue 12)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every live process under it (Linux /proc), bounded by the processes running."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, ()))
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and the live processes under it,
+    plus the children it has reaped; nan if ``pid`` is gone."""
+    total = 0
+    for i, p in enumerate(_tree(pid)):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if i == 0:
+                return float("nan")
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if i == 0:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime (reaped children)
+    return total / CLOCK_TICKS
+
+
+def _one_core(n: int) -> float:
+    return raw_verify_per_s(n=n)
+
+
+def all_cores_verify_per_s(n: int = 10_000) -> float:
+    """Ed25519 verifications per second of one process per core verifying at once, summed."""
+    from multiprocessing import get_context
+
+    cores = os.cpu_count() or 1
+    with get_context("spawn").Pool(cores) as pool:
+        return sum(pool.map(_one_core, [n] * cores))
+
+
+def steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine since boot, all cores (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / CLOCK_TICKS if fields[0] == "cpu" and len(fields) > 8 else float("nan")
+    except OSError:
+        return float("nan")
 
 
 def fill(home_path: Path, n: int, batch: int = 5_000) -> None:
@@ -48,6 +120,8 @@ def measure(n: int, progress) -> dict:
     out: dict = {"n": n}
     progress("raw Ed25519 verify")
     out["raw_verify_per_s"] = raw_verify_per_s()
+    progress("raw Ed25519 verify on every core at once")
+    out["raw_verify_per_s_all_cores"] = all_cores_verify_per_s()
     with Network.scratch() as net:
         a, b = net.add("a"), net.add("b")
         progress(f"signing {n} entries into A's chain")
@@ -56,15 +130,21 @@ def measure(n: int, progress) -> dict:
         a.start("--log-level", "warning")
         b.start("--log-level", "warning")
         progress("B pulls A's chain")
+        cpu0_a, cpu0_b, steal0 = cpu_s(a.pid), cpu_s(b.pid), steal_s()
         t0 = time.perf_counter()
         b.call("node.connect", {"addr": a.addr})
         wait_until(lambda: b.head(a.peer_id) >= n + 1, 600, "B to hold A's chain", step=0.1)
         elapsed = time.perf_counter() - t0
         out["elapsed_s"] = elapsed
+        out["cpu_s_a"] = cpu_s(a.pid) - cpu0_a
+        out["cpu_s_b"] = cpu_s(b.pid) - cpu0_b
+        out["steal_s"] = steal_s() - steal0
+        out["cpu_count"] = os.cpu_count()
         out["entries_per_s"] = (n + 1) / elapsed
         out["rss_mb_b"] = rss_mb(b.pid)
         out["rss_mb_a"] = rss_mb(a.pid)
     out["ratio_to_raw_verify"] = out["entries_per_s"] / out["raw_verify_per_s"]
+    out["ratio_to_all_cores_verify"] = out["entries_per_s"] / out["raw_verify_per_s_all_cores"]
     out["target_ratio"] = TARGET
     out["target_met"] = out["ratio_to_raw_verify"] >= TARGET
     return out
@@ -86,10 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, sort_keys=True))
     else:
-        print(f"raw Ed25519 verify     {r['raw_verify_per_s']:>10,.0f} /s   (the limit)")
+        print(f"raw Ed25519 verify     {r['raw_verify_per_s']:>10,.0f} /s   (the limit of one core)")
+        print(f"  on all {r['cpu_count']} cores      {r['raw_verify_per_s_all_cores']:>10,.0f} /s   "
+              f"({r['raw_verify_per_s_all_cores'] / r['raw_verify_per_s']:.2f} x one core: the ceiling)")
         print(f"sync A -> B            {r['entries_per_s']:>10,.0f} /s   {r['ratio_to_raw_verify']:.2f} x raw verify "
               f"(target >= {TARGET}: {'met' if r['target_met'] else 'NOT met'})")
+        print(f"                                    {r['ratio_to_all_cores_verify']:.2f} x raw verify on all cores")
         print(f"entries                {r['n'] + 1:>10,}      in {r['elapsed_s']:.1f} s")
+        print(f"CPU during sync        A {r['cpu_s_a']:.1f} s, B {r['cpu_s_b']:.1f} s "
+              f"(of {r['elapsed_s'] * r['cpu_count']:.1f} s on {r['cpu_count']} cores; {r['steal_s']:.1f} s stolen)")
         print(f"RSS after sync         A {r['rss_mb_a']:.0f} MB, B {r['rss_mb_b']:.0f} MB")
     return 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import click
 
@@ -16,13 +16,31 @@ from cli.output import EXIT_OF_CODE, FAILED, KEY, NOT_RUNNING, USAGE, CommandErr
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class HomeRef:
+    """The node's home as the top-level options name it: its ``path`` at once, and any
+    other attribute of its ``p2pnode.home.Home`` (key, config, store) from the ``Home``
+    made on first use. A command that only calls the running node (``status``) needs the
+    path alone, and so never imports what reads the home (cryptography, LevelDB)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._home: Any = None
+
+    def __getattr__(self, name: str) -> Any:  # called only for names not set in __init__
+        if self._home is None:
+            from p2pnode.home import Home
+
+            self._home = Home(self.path)
+        return getattr(self._home, name)
+
+
 class Ctx:
     """What the top-level options say, shared by every subcommand."""
 
     def __init__(self, home: str | None) -> None:
-        from p2pnode.home import Home, resolve_home
+        from p2pnode.homepath import resolve_home
 
-        self.home = Home(resolve_home(home))
+        self.home = HomeRef(resolve_home(home))
         self._loaded = None
 
     @property
@@ -30,9 +48,7 @@ class Ctx:
         """The extensions this home runs (``p2pnode.extensions.load``; ``[extensions]
         disabled`` in its config leaves some out), read on first use."""
         if self._loaded is None:
-            from p2pnode.extensions import load
-
-            self._loaded = load(self.home.disabled_extensions())
+            self._loaded = load_extensions(self.home.disabled_extensions())
         return self._loaded
 
     @property
@@ -41,6 +57,22 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+_LOADED: dict[frozenset[str], Any] = {}
+"""``load_extensions``'s answers in this process, by the names left out."""
+
+
+def load_extensions(disabled: Iterable[str]) -> Any:
+    """``p2pnode.extensions.load(disabled)``, read once a process: adding an extension's
+    commands and calling its methods both need it, and each read scans every installed
+    distribution's entry points. (Installing or removing an extension takes effect at
+    the next command, a new process.)"""
+    key = frozenset(disabled)
+    if key not in _LOADED:
+        from p2pnode.extensions import load
+
+        _LOADED[key] = load(key)
+    return _LOADED[key]
 
 
 def json_option(f: Callable) -> Callable:

@@ -3,7 +3,7 @@ and ``p2pnode extensions`` to see what is loaded and what was left out, and why.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -14,16 +14,20 @@ _CLI_FAILURES: list[tuple[str, str]] = []
 """Extensions whose commands could not be added: (name, why)."""
 
 
-def add_extension_commands(group: click.Group, home: str | None) -> None:
+def add_extension_commands(group: click.Group, home: str | None,
+                           taken: Callable[[str], bool] | None = None) -> None:
     """Add the commands of every extension the home runs (``home`` as ``--home`` gave it;
     those its config disables are left out) to ``group``, and their flags to ``start``.
     An extension whose commands cannot be imported, or clash with a command already
-    there, is left out of the CLI and reported by ``p2pnode extensions``."""
+    there (``taken(name)``, by default: in ``group.commands``), is left out of the CLI
+    and reported by ``p2pnode extensions``."""
+    from cli.context import load_extensions
     from cli.start import add_extension_flags
     from p2pnode.extension import resolve
-    from p2pnode.extensions import load
 
-    loaded = load(_disabled(home))
+    if taken is None:
+        taken = group.commands.__contains__
+    loaded = load_extensions(_disabled(home))
     add_extension_flags(loaded.extensions)
     for ext in loaded.extensions:
         if not ext.cli:
@@ -34,7 +38,7 @@ def add_extension_commands(group: click.Group, home: str | None) -> None:
             for cmd in commands:
                 if not isinstance(cmd, click.Command):
                     raise TypeError(f"{ext.cli} holds a {type(cmd).__name__}, not a click command")
-                if cmd.name in group.commands:
+                if taken(cmd.name):
                     raise ValueError(f"command {cmd.name} is taken")
             for cmd in commands:
                 group.add_command(cmd)
@@ -45,7 +49,8 @@ def add_extension_commands(group: click.Group, home: str | None) -> None:
 def _disabled(home: str | None) -> list[str]:
     """The extensions the home's config disables (none if it cannot be read: the command
     that needs the config says why)."""
-    from p2pnode.home import Home, resolve_home
+    from p2pnode.home import Home
+    from p2pnode.homepath import resolve_home
     from protocol.errors import CodedError
 
     try:

@@ -7,6 +7,7 @@ commands must answer fast. Each command's docstring is its help text.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,9 +16,26 @@ import click
 from cli.context import CONTEXT, Ctx, handles_errors, json_option, pass_ctx, passphrase_option, read_passphrase
 from cli.output import FAILED, StdoutClosed, emit_json, end_on_closed_stdout, fail, stdout_closed
 
+CORE_COMMANDS = {
+    "ledger": "cli.ledger:ledger",
+    "start": "cli.start:start",
+    "status": "cli.node:status",
+    "peers": "cli.node:peers",
+    "connect": "cli.node:connect",
+    "stop": "cli.node:stop",
+    "testnet": "cli.testnet:testnet",
+    "name": "cli.name:name",
+    "extensions": "cli.extensions:extensions",
+    "api": "cli.api:api",
+}
+"""The core's commands defined outside this module: name -> ``"module:attribute"``, each
+module imported when its command is asked for (run, or listed by ``--help``)."""
+
+
 class Commands(click.Group):
-    """The core's commands, and each installed extension's, added on first need: a core
-    command (``status``, ``ledger ...``) never loads an extension, so it starts fast."""
+    """The core's commands and each installed extension's, each imported on first need:
+    ``status`` imports cli/node.py and nothing of the other commands nor any extension,
+    so it starts fast. Listing them all (``--help``) imports them all."""
 
     _extensions_added = False
 
@@ -26,14 +44,28 @@ class Commands(click.Group):
             self._extensions_added = True
             from cli.extensions import add_extension_commands
 
-            add_extension_commands(self, ctx.params.get("home"))
+            add_extension_commands(self, ctx.params.get("home"), taken=self.taken)
+
+    def _add_core(self, name: str) -> None:
+        if name in CORE_COMMANDS and name not in self.commands:
+            module, _, attribute = CORE_COMMANDS[name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert command.name == name, (CORE_COMMANDS[name], command.name)
+            self.add_command(command)
+
+    def taken(self, name: str) -> bool:
+        """Whether a command ``name`` is there already, imported or not."""
+        return name in self.commands or name in CORE_COMMANDS
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add_core(name)
         if name == "start" or name not in self.commands:  # start takes the extensions' flags
             self._add_extensions(ctx)
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for name in CORE_COMMANDS:
+            self._add_core(name)
         self._add_extensions(ctx)
         return super().list_commands(ctx)
 
@@ -110,24 +142,6 @@ def id_(c: Ctx, as_json: bool) -> None:
     else:
         click.echo(f"peer ID     {info['peer_id']}")
         click.echo(f"public key  {info['public_key']}")
-
-
-def _register_commands() -> None:
-    """The core's commands (each extension's come when needed: ``Commands``; a broken one
-    is left out, and ``p2pnode extensions`` says why)."""
-    from cli.api import api
-    from cli.extensions import extensions
-    from cli.ledger import ledger
-    from cli.name import name
-    from cli.node import connect, peers, status, stop
-    from cli.start import start
-    from cli.testnet import testnet
-
-    for command in (ledger, start, status, peers, connect, stop, testnet, name, extensions, api):
-        cli.add_command(command)
-
-
-_register_commands()
 
 
 def main() -> None:

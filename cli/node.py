@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from cli import petnames
 from cli.context import Ctx, handles_errors, json_option, node_call, pass_ctx
 from cli.output import (FAILED, console, emit_json, fail, iso_ms, peer_label, peers_table, stdout_is_tty,
                         table)
@@ -53,7 +52,7 @@ def status(c: Ctx, watch: bool, timeout: float, as_json: bool) -> None:
             raise click.UsageError("--watch draws progress for people; without it, --json prints the status once")
         _watch(c, timeout)
         return
-    names = None if as_json else petnames.load(c.home.path)
+    names = None if as_json else _names(c)
     st = node_call(c, "node.status")
     if as_json:
         emit_json(st)
@@ -136,6 +135,13 @@ def _watch(c: Ctx, timeout: float) -> None:
         fail(f"the node is still syncing after {timeout:g} s", code="timeout", exit_code=FAILED)
 
 
+def _names(c: Ctx) -> Any:
+    """The names the user gave peers (cli/petnames.py, imported here: JSON needs none)."""
+    from cli.petnames import load
+
+    return load(c.home.path)
+
+
 def _name(peer: str, names: Any) -> str:
     return (names.name_of(peer) if names is not None else None) or ""
 
@@ -164,7 +170,7 @@ def _peer_table(title: str, peers: list[dict], names: Any, *, detailed: bool) ->
 @handles_errors
 def peers(c: Ctx, as_json: bool) -> None:
     """List the peers the running node is connected to."""
-    names = None if as_json else petnames.load(c.home.path)
+    names = None if as_json else _names(c)
     answer = node_call(c, "node.peers")
     if as_json:
         emit_json(answer)
@@ -181,8 +187,10 @@ def connect(c: Ctx, addr: str, as_json: bool) -> None:
     """Connect the running node to a peer at ADDR, a multiaddr ending in /p2p/<peer ID>,
     e.g. /ip4/192.0.2.7/tcp/7420/p2p/12D3KooW..., or to the peer NAME names if its
     address was saved with it (`p2pnode name set ADDR NAME`)."""
-    addr = petnames.resolve_addr(c.home.path, addr, "ADDR")
-    names = None if as_json else petnames.load(c.home.path)
+    from cli.petnames import resolve_addr
+
+    addr = resolve_addr(c.home.path, addr, "ADDR")
+    names = None if as_json else _names(c)
     answer = node_call(c, "node.connect", {"addr": addr})
     if as_json:
         emit_json(answer)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +107,8 @@ class Petnames:
 
     def save(self) -> None:
         """Write the file atomically: a temporary file in the home, synced, renamed over it."""
+        import tempfile  # here: commands that only read names (status) never need it
+
         lines = ["# Names you gave peers (p2pnode name set|rm|list). Local: never sent to anyone.",
                  "# NAME = \"PEER ID\", or \"ADDRESS/p2p/PEER ID\" to let `p2pnode connect NAME` dial it.",
                  "", "[names]"]

@@ -58,13 +58,17 @@ def _check_listen(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 @click.option("--stranger-chains", type=click.IntRange(0, 1_000_000), default=None, metavar="N",
               help="Hold at most this many chains of strangers, authors no extension vouches for (default: the "
                    "config's ledger.stranger_chains, 1000).")
+@click.option("--verify-workers", type=click.IntRange(0, 8), default=None, metavar="N",
+              help="Worker processes that verify the signatures of big synced batches; 0: none (default: the "
+                   "config's ledger.verify_workers, else one per core, at most 8).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Append the log here instead of stderr.")
 @passphrase_option
 @pass_ctx
 @handles_errors
 def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None, reserve_mib: int | None,
-          others_reserve_mib: int | None, own_chain_wait: float | None, stranger_chains: int | None, log_level: str,
+          others_reserve_mib: int | None, own_chain_wait: float | None, stranger_chains: int | None,
+          verify_workers: int | None, log_level: str,
           log_file: Path | None, passphrase_file: Path | None, **extension_flags: Any) -> None:
     """Run the node in the foreground: share the ledger with peers and answer commands.
 
@@ -83,7 +87,8 @@ def start(c: Ctx, listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: boo
     if mdns is not None:
         argv.append("--mdns" if mdns else "--no-mdns")
     for flag, value in (("--reserve-mib", reserve_mib), ("--others-reserve-mib", others_reserve_mib),
-                        ("--own-chain-wait", own_chain_wait), ("--stranger-chains", stranger_chains)):
+                        ("--own-chain-wait", own_chain_wait), ("--stranger-chains", stranger_chains),
+                        ("--verify-workers", verify_workers)):
         if value is not None:
             argv += [flag, str(value)]
     if log_file is not None:

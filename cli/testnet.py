@@ -79,17 +79,39 @@ def up(c: Ctx, nodes: int, dir_: Path, timeout: float, as_json: bool) -> None:
     dir_ = dir_.absolute()
     old = {m.name: m for m in tn.load(dir_)}
     members = tn.prepare(dir_, nodes, c.loaded)
+    extra = [m for name, m in old.items() if name not in {x.name for x in members}]
+    log_from: dict[str, int] = {}  # where each node started now begins to write its log
+
+    def start(m) -> None:
+        log_from[m.name] = tn.log_size(m)
+        m.pid = tn.spawn(m)
+
+    moves: dict[str, int] = {}
+
+    def revive(m) -> bool:
+        """A node that exited because another process took its port (chosen free when
+        its home was made, bound only now) gets a new port and starts again; so do the
+        nodes that dial it first."""
+        if m.name not in log_from or moves.get(m.name, 0) >= tn.PORT_MOVES or not tn.lost_its_port(m, log_from[m.name]):
+            return False
+        moves[m.name] = moves.get(m.name, 0) + 1
+        for other in tn.move_port(m, members, c.loaded):
+            tn.stop(other, _ask_stop)
+            start(other)
+        start(m)
+        tn.save(dir_, members + extra)
+        return True
+
     for m in members:
         prev = old.get(m.name)
         if prev is not None and tn.pid_alive(prev.pid) and _status(prev) is not None:
             m.pid = prev.pid
             continue
-        m.pid = tn.spawn(m)
-    extra = [m for name, m in old.items() if name not in {x.name for x in members}]
+        start(m)
     tn.save(dir_, members + extra)
     if not as_json and sys.stderr.isatty():
         click.echo(f"waiting (at most {timeout:g} s) for {len(members)} nodes to connect...", err=True)
-    statuses = tn.wait_connected(members, _status, timeout)
+    statuses = tn.wait_connected(members, _status, timeout, revive)
     rows = [
         {
             "name": m.name,

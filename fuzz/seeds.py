@@ -19,6 +19,7 @@ from protocol.fork import ForkProof
 from protocol.keys import SigningKey, peer_id
 from protocol.kinds import genesis_body
 from protocol.lending import agree
+from protocol.lending.amendment import make_amendment, propose_amendment
 from protocol.lending.contract import contract_from, make_receipt, propose, terms_of
 from protocol.lending.market import make_listing
 from protocol.lending.offer import make_cancel, make_offer, offer_of
@@ -66,6 +67,10 @@ def documents() -> dict[str, bytes]:
     sale = seal({"type": "transfer", "loan": proposal.id, "from": A.public_key, "to": C.public_key, "after": 1,
                  "date": "2026-03-01", "price": 95_000}, C)
     listing = make_listing(A, loan=proposal.id, price=95_000, currency="EUR", created=T0, expires=T0 + 86_400_000)
+    amended = make_amendment(loan=proposal.id, borrower=B.public_key, holder=A.public_key, after=1,
+                             day=date(2026, 2, 10), rate_bp=600, term="12w", kind="annuity", period_days=14)
+    half_amendment = propose_amendment(B, amended)
+    amendment = countersign(half_amendment, A)
     chain = _chain(A, [
         ("genesis", genesis_body("alice")),
         ("note", {"text": "hello"}),
@@ -75,12 +80,14 @@ def documents() -> dict[str, bytes]:
         ("loan.dispute", {"loan": proposal.id, "reason": "not paid"}),
         ("loan.transfer", {"transfer": transfer.raw}),
         ("x.unknown-kind", [1, None, True, b"\x00", {"a": -1}]),
+        ("loan.amendment", {"amendment": amendment.raw}),
     ])
     receipt_entry = _chain(B, [("genesis", genesis_body()), ("loan.receipt", {"receipt": receipt.raw})])[1]
     docs = {f"entry_{e.seq}_{e.kind}": e.envelope for e in chain}
     docs["entry_receipt"] = receipt_entry.envelope
     docs.update(offer=offer.raw, request=request.raw, cancel=make_cancel(A, offer.id, T0 + 5).raw,
-                proposal=proposal.raw, agreement=agreement.raw, receipt=receipt.raw, transfer=transfer.raw, sale=sale.raw, listing=listing.raw)
+                proposal=proposal.raw, agreement=agreement.raw, receipt=receipt.raw, transfer=transfer.raw,
+                sale=sale.raw, listing=listing.raw, amendment=amendment.raw, half_amendment=half_amendment.raw)
     return docs
 
 
@@ -127,6 +134,9 @@ def _agree_messages() -> list[agree.AgreeMessage]:
         agree.Countersigned(docs["agreement"]),
         agree.Ok(loan),
         agree.Transfer(docs["transfer"]),
+        agree.Amend(docs["half_amendment"]),
+        agree.Amend(docs["amendment"]),
+        agree.Accepted(docs["amendment"], "amendment"),
     ]
 
 
@@ -187,6 +197,8 @@ def _requests() -> list[bytes]:
         line("offer.create", {"side": "lend", "currency": "EUR", "amount": "1500.50", "rate": "7.5%",
                             "term": "12m", "period_days": 30}),
         line("loan.show", {"loan": "00" * 32}, None),
+        line("loan.reschedule", {"loan": "ab" * 4, "rate": "4.5%", "term": "26w", "period_days": 14,
+                                 "schedule": "equal-principal", "date": "2026-03-01"}),
         b'{"jsonrpc": "2.0", "method": "node.peers"}',
         b'[{"jsonrpc": "2.0", "id": 1, "method": "node.status"}]',
     ]
@@ -224,7 +236,7 @@ def corpus() -> dict[str, list[bytes]]:
                           wire.HeadsQuery(since=wire.NO_CURSOR), wire.HeadsQuery(A.public_key, wire.NO_CURSOR)])],
         "agree": [agree.encode(m)[4:] for m in _agree_messages()],
         "offer": [_payload(docs[k]) for k in ("offer", "request", "cancel", "listing")],
-        "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer", "sale")],
+        "loan": [_payload(docs[k]) for k in ("proposal", "receipt", "transfer", "sale", "amendment")],
         "money": [b"1500.50", b"0", b"7.5%", b"1000%", b"12m", b"9999d", b"1000000000000000000", b"0.00000001"],
         "jsonform": [b'{"text": "hi"}', b'{"b": {"$bin": "00ff"}, "n": [1, -2, 18446744073709551615], "t": true, "z": '
                      b'null, "s": "\\u00e9\\ud83d\\ude00"}', b'[[], {}, ""]', b"-9223372036854775808"],

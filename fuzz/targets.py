@@ -35,7 +35,8 @@ from protocol.errors import DecodeError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
 from protocol.kinds import core_registry
-from protocol.lending import agree, contract, market, money, offer
+from protocol.lending import agree, amendment, contract, market, money, offer
+from protocol.lending.amendment import AMENDMENT_KINDS
 from protocol.lending.contract import LOAN_KINDS
 
 from .seeds import A, B, C
@@ -103,7 +104,7 @@ def check_envelope(data: bytes) -> None:
 
 
 REGISTRY = core_registry()
-for _kind in LOAN_KINDS:
+for _kind in LOAN_KINDS + AMENDMENT_KINDS:
     REGISTRY.register(_kind, "lending")
 
 
@@ -253,7 +254,8 @@ def check_offer(data: bytes) -> None:
 def check_loan(data: bytes) -> None:
     openers = (contract.open_proposal, contract.open_agreement, contract.open_receipt, contract.open_transfer,
                lambda env: contract.open_transfer(env, complete=False),
-               lambda env: contract.open_transfer(env, complete=False, signed_by="to"))
+               lambda env: contract.open_transfer(env, complete=False, signed_by="to"), amendment.open_amendment,
+               lambda env: amendment.open_amendment(env, complete=False))
     for keys in ((A,), (B,), (A, B), (A, C)):
         env = _signed(data, *keys)
         for opener in openers:
@@ -261,6 +263,8 @@ def check_loan(data: bytes) -> None:
             if got is not None and got.type == "contract":
                 contract.acceptor(got.document)
                 _try(ProtocolError, contract.contract_schedule, got.document)
+            if got is not None and got.type == "amendment":
+                _try(ProtocolError, amendment.amendment_schedule, got.document, 1)
 
 
 def check_money(data: bytes) -> None:

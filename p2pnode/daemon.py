@@ -3,8 +3,8 @@ foreground until SIGINT, SIGTERM or ``p2pnode stop``. ``p2pnode start`` checks i
 and becomes this program (the CLI itself never imports libp2p or trio).
 
 Options (``--help`` lists them): ``--listen`` and ``--bootstrap`` (repeatable), ``--mdns``
-/ ``--no-mdns``, ``--reserve-mib``, ``--others-reserve-mib``, ``--own-chain-wait`` and ``--stranger-chains``
-(over the config's ``[ledger]``), ``--set EXTENSION.SETTING=JSON`` (repeatable: an extension's setting,
+/ ``--no-mdns``, ``--reserve-mib``, ``--others-reserve-mib``, ``--own-chain-wait``,
+``--stranger-chains`` and ``--verify-workers`` (over the config's ``[ledger]``), ``--set EXTENSION.SETTING=JSON`` (repeatable: an extension's setting,
 over its config section), ``--log-level``, ``--log-file``, ``--passphrase-file``
 (default: ``$P2PNODE_PASSPHRASE``).
 
@@ -26,7 +26,7 @@ from protocol.errors import CodedError
 
 from p2pnode.errors import exit_status
 from p2pnode.extensions import check_setting, load, settings_of
-from p2pnode.home import MAX_OWN_CHAIN_WAIT, MAX_RESERVE_MIB, MAX_STRANGER_CHAINS, Home, resolve_home
+from p2pnode.home import MAX_OWN_CHAIN_WAIT, MAX_RESERVE_MIB, MAX_STRANGER_CHAINS, MAX_VERIFY_WORKERS, Home, resolve_home
 from p2pnode.ledger.store import MIB, Reserve
 
 
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--others-reserve-mib", type=int, default=None, metavar="MIB")
     p.add_argument("--own-chain-wait", type=float, default=None, metavar="SECONDS")
     p.add_argument("--stranger-chains", type=int, default=None, metavar="N")
+    p.add_argument("--verify-workers", type=int, default=None, metavar="N")
     p.add_argument("--set", action="append", default=[], metavar="EXTENSION.SETTING=JSON", dest="settings")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--log-file", type=Path)
@@ -128,12 +129,15 @@ def main(argv: list[str] | None = None) -> None:
             others_mib = config.others_reserve_mib if args.others_reserve_mib is None else args.others_reserve_mib
             wait = config.own_chain_wait_s if args.own_chain_wait is None else args.own_chain_wait
             strangers = config.stranger_chains if args.stranger_chains is None else args.stranger_chains
+            workers = config.verify_workers if args.verify_workers is None else args.verify_workers
             if not (0 <= reserve_mib <= MAX_RESERVE_MIB and 0 <= others_mib <= MAX_RESERVE_MIB):
                 raise ValueError(f"a reserve is 0 to {MAX_RESERVE_MIB} MiB")
             if not 0 <= wait <= MAX_OWN_CHAIN_WAIT:
                 raise ValueError(f"--own-chain-wait is 0 to {MAX_OWN_CHAIN_WAIT:g} seconds")
             if not 0 <= strangers <= MAX_STRANGER_CHAINS:
                 raise ValueError(f"--stranger-chains is 0 to {MAX_STRANGER_CHAINS}")
+            if workers is not None and not 0 <= workers <= MAX_VERIFY_WORKERS:
+                raise ValueError(f"--verify-workers is 0 to {MAX_VERIFY_WORKERS}")
         except ValueError as e:
             fail(str(e), "bad_setting")
         settings = NodeSettings(
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             reserve=Reserve(own=reserve_mib * MIB, others=others_mib * MIB),
             own_chain_wait=wait,
             stranger_budget=strangers,
+            verify_workers=workers,
             ping_interval=float(config.ping_interval_s),
             ping_timeout=float(config.ping_timeout_s),
         )

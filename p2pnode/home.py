@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from protocol.keys import SigningKey
 from protocol.kinds import KindRegistry, genesis_body
 
+from p2pnode.homepath import DEFAULT_HOME, resolve_home  # noqa: F401  (the CLI imports them alone)
 from p2pnode.walltime import now_ms
 from p2pnode.keyfile import read_key, read_public_key, write_key
 from p2pnode.ledger.store import DEFAULT_RESERVE_OTHERS, DEFAULT_RESERVE_OWN, MIB, Reserve, Store
@@ -32,7 +33,6 @@ KEY_FILE = "node.key"
 CONFIG_FILE = "config.toml"
 STORE_DIR = "store"
 DEFAULT_PORT = 7420
-DEFAULT_HOME = "~/.p2pnode"
 
 
 class HomeError(CodedError):
@@ -51,12 +51,6 @@ class ConfigError(HomeError):
     code = "bad_config"
 
 
-def resolve_home(home: str | os.PathLike | None) -> Path:
-    """The home directory named by ``--home``, else ``P2PNODE_HOME``, else the default."""
-    raw = home or os.environ.get("P2PNODE_HOME") or DEFAULT_HOME
-    return Path(raw).expanduser().absolute()
-
-
 CORE_SECTIONS = ("node", "network", "ledger", "extensions")
 DEFAULT_RESERVE_MIB = DEFAULT_RESERVE_OWN // MIB
 DEFAULT_OTHERS_RESERVE_MIB = DEFAULT_RESERVE_OTHERS // MIB
@@ -64,6 +58,7 @@ DEFAULT_OWN_CHAIN_WAIT = 10.0  # seconds appends wait at start while peers are a
 MAX_RESERVE_MIB = 1 << 30  # 1 PiB: far above any disk, low enough that bytes fit in 64 bits
 MAX_OWN_CHAIN_WAIT = 20.0  # below the CLI's 30 s call timeout, so that an append that waited still answers
 DEFAULT_STRANGER_CHAINS = 1_000  # chains of strangers held (net/interest.py)
+MAX_VERIFY_WORKERS = 8  # signature worker processes at most (p2pnode/ledger/sigpool.py's MAX_WORKERS)
 MAX_STRANGER_CHAINS = 1_000_000  # strangers' chains held at most, whatever the config says: each costs memory
 DEFAULT_PING_INTERVAL = 5.0  # seconds between keepalive pings of each peer (net/keepalive.py)
 DEFAULT_PING_TIMEOUT = 5.0  # seconds a ping may take before its connection is taken for dead
@@ -87,6 +82,7 @@ class Config:
     others_reserve_mib: int = DEFAULT_OTHERS_RESERVE_MIB
     own_chain_wait_s: float = DEFAULT_OWN_CHAIN_WAIT
     stranger_chains: int = DEFAULT_STRANGER_CHAINS
+    verify_workers: int | None = None  # None: one per core, at most MAX_VERIFY_WORKERS
     disabled: list[str] = field(default_factory=list)
     sections: dict[str, dict] = field(default_factory=dict)
 
@@ -121,7 +117,11 @@ class Config:
             f"own_chain_wait_s = {_toml(self.own_chain_wait_s)}\n"
             "# Chains of strangers (authors no extension vouches for) it holds at most; past it,\n"
             "# a stranger's fresh chain pushes out the one stored to least recently.\n"
-            f"stranger_chains = {self.stranger_chains}\n\n"
+            f"stranger_chains = {self.stranger_chains}\n"
+            "# Worker processes that verify the signatures of big synced batches, 0 to 8; 0: none,\n"
+            "# every check in the node's own process. Default (left out): one per core, at most 8.\n"
+            + (f"verify_workers = {self.verify_workers}\n\n" if self.verify_workers is not None else
+               "# verify_workers = 2\n\n") +
             "[extensions]\n"
             "# Installed extensions this node leaves out, by name (`p2pnode extensions` lists them).\n"
             f"disabled = [{', '.join(q(n) for n in self.disabled)}]\n"
@@ -158,6 +158,7 @@ class Config:
             others_reserve_mib=led.get("others_reserve_mib", DEFAULT_OTHERS_RESERVE_MIB),
             own_chain_wait_s=led.get("own_chain_wait_s", DEFAULT_OWN_CHAIN_WAIT),
             stranger_chains=led.get("stranger_chains", DEFAULT_STRANGER_CHAINS),
+            verify_workers=led.get("verify_workers"),
             disabled=ext.get("disabled", []),
             sections={k: v for k, v in doc.items() if k not in CORE_SECTIONS and isinstance(v, dict)},
         )
@@ -182,6 +183,9 @@ class Config:
             raise ConfigError(f"{where}: ledger.own_chain_wait_s must be a number of seconds, 0 to {MAX_OWN_CHAIN_WAIT:g}")
         if type(cfg.stranger_chains) is not int or not 0 <= cfg.stranger_chains <= MAX_STRANGER_CHAINS:
             raise ConfigError(f"{where}: ledger.stranger_chains must be a whole number, 0 to {MAX_STRANGER_CHAINS}")
+        w = cfg.verify_workers
+        if w is not None and (type(w) is not int or not 0 <= w <= MAX_VERIFY_WORKERS):
+            raise ConfigError(f"{where}: ledger.verify_workers must be a whole number, 0 to {MAX_VERIFY_WORKERS}")
         return cfg
 
     @property

@@ -5,8 +5,9 @@ This module only puts the parts together (p2pnode/net/, p2pnode/ledger/, p2pnode
 p2pnode/services.py); each part says what it promises. It knows no extension by name.
 
 ``Node.run`` promises: when it returns (after ``stop()``, SIGINT or SIGTERM) every task
-has ended, the host is closed, the control socket is removed and the store is closed,
-so a new node can start on the same home at once. Nothing a peer sends can end it.
+has ended, the host is closed, the control socket is removed, the signature workers have
+exited and the store is closed, so a new node can start on the same home at once.
+Nothing a peer sends can end it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiaddr
 import trio
 
 from protocol import wire
+from protocol.entry import Entry
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey, peer_id
 
@@ -32,6 +34,7 @@ from p2pnode.errors import ApiError
 from p2pnode.extensions import Loaded, describe_extensions
 from p2pnode.home import DEFAULT_OWN_CHAIN_WAIT, Home
 from p2pnode.ledger.handlers import ledger_handlers
+from p2pnode.ledger.sigpool import SignaturePool
 from p2pnode.ledger.store import Reserve, Store, StoreError, free_bytes
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.addresses import check_ports_free
@@ -73,6 +76,9 @@ class NodeSettings:
     """Chains of strangers (no standing with any extension) the node holds at most (interest.py)."""
     extensions: dict[str, dict] = field(default_factory=dict)
     """Each extension's settings by its name, checked (``extensions.settings_of``)."""
+    verify_workers: int | None = None
+    """Signature worker processes (p2pnode/ledger/sigpool.py): None, one per core (at most
+    ``sigpool.MAX_WORKERS``), started on the first big batch; 0, none (all in-process)."""
 
 
 class Node:
@@ -91,6 +97,7 @@ class Node:
         self.book = PeerBook(key.public_key)
         self.counters: dict[str, int] = {}
         self.store: Store | None = None
+        self.sigpool: SignaturePool | None = None
         self.ledger: Ledger | None = None
         self.host: Any = None
         self.pubsub: Any = None
@@ -145,12 +152,15 @@ class Node:
                 # of ours is lost by that, and a stop must end cleanly.
                 log.debug("libp2p while stopping: %r", e)
         finally:
+            if self.sigpool is not None:
+                self.sigpool.close()  # (waits for the workers: none is left once run returns)
             self.store.close()
             log.info("stopped")
 
     def _build(self) -> None:
         """The parts, wired to each other; nothing runs yet."""
-        self.ledger = Ledger(self.store, self.key, self.registry, self.clock, count=self.count)
+        self.sigpool = SignaturePool(self.settings.verify_workers, count=self.count)  # (no process until used)
+        self.ledger = Ledger(self.store, self.key, self.registry, self.clock, count=self.count, pool=self.sigpool)
         self.conns = Connections(self.host, self.pubsub, self.book, self.clock, own_key=self.key.public_key,
                                  mdns=self.settings.mdns, count=self.count)
         self.streams = StreamRouter(self.host, penalise=self.conns.penalise, count=self.count)
@@ -165,7 +175,7 @@ class Node:
                                 announce_addrs=self._announce_addrs, count=self.count)
         self.gossip = Gossip(self.pubsub, own_key=self.key.public_key, count=self.count, penalise=self.conns.penalise)
         # Rates per forwarding peer (gossip.py): a node sends at most one entries message per
-        # 50 ms window of its own, so 100/s leaves room for the many authors a forwarder
+        # 100 ms window of its own, so 100/s leaves room for the many authors a forwarder
         # relays; what is over it is dropped unforwarded, and sync brings it if it matters.
         self.gossip.add(TopicSpec(wire.TOPIC_ENTRIES, lambda d: wire.check_gossip(wire.TOPIC_ENTRIES, d),
                                   self._on_entries_gossip, wire.MAX_GOSSIP_SIZE, rate=ENTRIES_RATE))
@@ -252,13 +262,15 @@ class Node:
 
     # -- core gossip ------------------------------------------------------------------------
 
-    async def _on_entries_gossip(self, data: bytes, sender: bytes | None) -> None:
-        entries = wire.check_gossip(wire.TOPIC_ENTRIES, data)
-        new = [e.envelope for e in entries if self.store.locate(e.id) is None]
+    async def _on_entries_gossip(self, data: bytes, sender: bytes | None, entries: list[Entry]) -> None:
+        """``entries``: what the topic's validator made of ``data`` (each entry parsed and
+        its signature verified, so not verified again); ``sender``: the peer that
+        forwarded them, which is asked first for what they lack (gossip.py)."""
+        new = [e for e in entries if self.store.locate(e.id) is None]
         if not new:
             return
         try:
-            report = await self.ledger.ingest(new, via="gossip")
+            report = await self.ledger.ingest(new, via="gossip", parsed=True)
         except StoreError as e:  # below the reserve, or failed: status says so; sync brings them later
             self.count("entries.refused")
             log.debug("gossip entries not stored: %s", e)
@@ -272,8 +284,7 @@ class Node:
             for pk in targets:
                 self.syncer.request(pk)
 
-    async def _on_fraud_gossip(self, data: bytes, sender: bytes | None) -> None:
-        proof = wire.check_gossip(wire.TOPIC_FRAUD, data)
+    async def _on_fraud_gossip(self, data: bytes, sender: bytes | None, proof: ForkProof) -> None:
         try:
             recorded = await self.ledger.record_fork(proof)
         except StoreError as e:  # below the reserve, or failed: the proof comes again with sync

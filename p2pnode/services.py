@@ -132,8 +132,11 @@ def _route(ext: Extension, service: Any, parts: Parts) -> None:
         parts.ledger.add_hook(ext.reacts, service.on_entries)
 
 
-def _topic_handler(fn: Callable[..., Any]) -> Callable[[bytes, bytes | None], Any]:
-    async def handle(data: bytes, sender: bytes | None) -> None:
+def _topic_handler(fn: Callable[..., Any]) -> Callable[[bytes, bytes | None, Any], Any]:
+    """An extension's ``async (data, sender)`` as a topic handler (gossip.py), which is
+    also handed the validator's value: an extension's handler decodes ``data`` itself."""
+
+    async def handle(data: bytes, sender: bytes | None, value: Any) -> None:
         await fn(data, sender)
 
     return handle

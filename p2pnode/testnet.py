@@ -3,7 +3,9 @@ home ``DIR/nodeK`` and log ``DIR/nodeK/node.log``, recorded in ``DIR/testnet.jso
 
 Node 1 is the bootstrap peer of the others; peer exchange connects the rest. Ports are
 chosen free when a home is created and kept in its config, so a node restarted later
-listens where its peers expect it. Processes are stopped by the ids recorded at start.
+listens where its peers expect it. A port can be taken by another process between that
+choice and the node's start; ``up`` then moves the node to a new port (``move_port``) and
+starts it again. Processes are stopped by the ids recorded at start.
 Imports neither libp2p nor trio: the CLI uses this module.
 """
 
@@ -159,6 +161,55 @@ def prepare(dir: Path, n: int, loaded: Any) -> list[Member]:
     return members
 
 
+PORT_MOVES = 3  # times ``up`` gives one node a new port because another process took its own
+
+
+def log_size(member: Member) -> int:
+    """Bytes in the node's log now: where what a process started next will write begins."""
+    try:
+        return (Path(member.home) / LOG_FILE).stat().st_size
+    except OSError:
+        return 0
+
+
+def lost_its_port(member: Member, since: int) -> bool:
+    """Whether the node's log, past byte ``since``, says that it could not listen because
+    its port was taken (``PortInUse``, the node's own check before libp2p listens)."""
+    from p2pnode.net.addresses import PORT_IN_USE
+
+    try:
+        with open(Path(member.home) / LOG_FILE, "rb") as f:
+            f.seek(since)
+            tail = f.read(64 * 1024)  # the exit message comes within the first lines of a start
+    except OSError:
+        return False
+    return f"error: {PORT_IN_USE} ".encode() in tail
+
+
+def move_port(member: Member, members: list[Member], loaded: Any) -> list[Member]:
+    """Give ``member`` a new free port on 127.0.0.1: in its config and its ``addr``. The
+    other members whose config named its old address as bootstrap peer get the new one;
+    they are returned, as they must be started again to dial it."""
+    home = Home(Path(member.home))
+    cfg = home.config()
+    old_addr = member.addr
+    new_listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    cfg.listen = [new_listen if a.startswith("/ip4/127.0.0.1/tcp/") else a for a in cfg.listen]
+    home.config_file.write_text(cfg.to_toml(loaded.extensions))
+    member.addr = f"{new_listen}/p2p/{member.peer_id}"
+    changed = []
+    for m in members:
+        if m is member:
+            continue
+        other = Home(Path(m.home))
+        ocfg = other.config()
+        if old_addr in ocfg.bootstrap:
+            ocfg.bootstrap = [member.addr if a == old_addr else a for a in ocfg.bootstrap]
+            other.config_file.write_text(ocfg.to_toml(loaded.extensions))
+            changed.append(m)
+    return changed
+
+
 def spawn(member: Member, extra_args: list[str] | None = None) -> int:
     """Start ``p2pnode start`` for ``member`` in its own session; its pid."""
     home = Path(member.home)
@@ -178,11 +229,14 @@ def spawn(member: Member, extra_args: list[str] | None = None) -> int:
     return proc.pid
 
 
-def wait_connected(members: list[Member], status: Callable[[Member], dict | None], timeout: float) -> dict[str, dict]:
+def wait_connected(members: list[Member], status: Callable[[Member], dict | None], timeout: float,
+                   revive: Callable[[Member], bool] | None = None) -> dict[str, dict]:
     """Wait until the network has formed: every node answers, sees at least one other
     node among its own peers, and the links join all of them into one graph. Returns the
     statuses of one round in which that held, so the peer counts they give are the ones
-    that formed it. Raises ``TestnetError`` saying what was missing after ``timeout`` s."""
+    that formed it. A node whose process has exited is handed to ``revive``, which says
+    whether it started it again. Raises ``TestnetError`` naming a node that exited and
+    was not revived, or saying what was missing after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         statuses: dict[str, dict] = {}
@@ -190,7 +244,7 @@ def wait_connected(members: list[Member], status: Callable[[Member], dict | None
             st = status(m)
             if st is not None:
                 statuses[m.name] = st
-            elif not pid_alive(m.pid):
+            elif not pid_alive(m.pid) and not (revive is not None and revive(m)):
                 raise TestnetError(f"{m.name} exited; see {Path(m.home) / LOG_FILE}")
         missing = formation_gaps(members, statuses)
         if not missing:

@@ -9,12 +9,21 @@ Rules (docs/protocol.md, "Envelopes"):
 4. Each signature is Ed25519 over ``SIGNING_PREFIX + payload``; all must verify.
 5. The id of a document is SHA-256(payload): signatures never change it, so a document
    countersigned later keeps its id.
+
+Verdicts: the Ed25519 checks of rule 4 are most of what opening an envelope costs, and
+each depends on the envelope's own bytes alone, so a node may make them elsewhere (its
+worker processes, p2pnode/ledger/sigpool.py) and hand the result in. ``verdict(data)``
+is, for the bytes ``data``, whether each signature verifies, in the envelope's order;
+``open_envelope(data, verdict=verdict(data))`` then does exactly what
+``open_envelope(data)`` does (same value, same error at the same step), only without
+calling ``verify`` itself. A verdict that cannot be these bytes' (another count of
+signatures) is ignored and the signatures are checked here.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from . import codec
 from .errors import DecodeError, SchemaError, SignatureError
@@ -25,6 +34,9 @@ MAX_ENVELOPE_SIZE = 128 * 1024
 """No envelope, of any document type, may be larger than this many bytes."""
 
 MAX_SIGNATURES = 8
+
+Verdict = tuple[bool, ...]
+"""Whether each signature of one envelope verifies over its payload, in the envelope's order."""
 
 
 def document_id(payload: bytes) -> bytes:
@@ -94,11 +106,15 @@ def _assemble(payload: bytes, sigs: dict[bytes, bytes], document: dict) -> Envel
     return Envelope(payload, ordered, document, raw)
 
 
-def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelope:
+def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE, verify_signatures: bool = True,
+                  verdict: Verdict | None = None) -> Envelope:
     """The envelope whose canonical bytes are ``data``, with every signature verified.
 
     Raises ``DecodeError`` for bytes that are not a canonical envelope, ``SchemaError`` for a
     payload that is not a document, ``SignatureError`` if any signature fails.
+    ``verify_signatures=False`` keeps every check but the Ed25519 ones: only for bytes a
+    node verified when it stored them and reads back from its own store. ``verdict``:
+    ``verdict(data)`` made beforehand (elsewhere), taken instead of calling ``verify``.
     """
     outer = codec.decode(data, max_size=max_size)
     if type(outer) is not list or len(outer) != 2:
@@ -110,14 +126,7 @@ def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelope
         raise SignatureError(f"an envelope carries 1 to {MAX_SIGNATURES} signatures, not {len(sigs)}")
     prev = b""
     for pair in sigs:
-        if (
-            type(pair) is not list
-            or len(pair) != 2
-            or type(pair[0]) is not bytes
-            or type(pair[1]) is not bytes
-            or len(pair[0]) != PUBLIC_KEY_SIZE
-            or len(pair[1]) != SIGNATURE_SIZE
-        ):
+        if not _is_pair(pair):
             raise DecodeError("a signature is [bin 32 public key, bin 64 signature]", code="bad_envelope")
         if pair[0] <= prev:
             raise DecodeError("signatures are not sorted by public key, or repeat one", code="non_canonical")
@@ -125,11 +134,51 @@ def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Envelope
     document = codec.decode(payload, max_size=max_size)
     if type(document) is not dict or type(document.get("type")) is not str:
         raise SchemaError("the payload is not a map with a text 'type'")
-    message = SIGNING_PREFIX + payload
-    for pk, sig in sigs:
-        if not verify(pk, sig, message):
-            raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
+    if verify_signatures:
+        message = SIGNING_PREFIX + payload
+        if verdict is not None and len(verdict) != len(sigs):
+            verdict = None  # (not these bytes' verdict: check here)
+        for i, (pk, sig) in enumerate(sigs):
+            if not (verdict[i] if verdict is not None else verify(pk, sig, message)):
+                raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
     return Envelope(payload, tuple((pk, sig) for pk, sig in sigs), document, data)
+
+
+def _is_pair(pair: Any) -> bool:
+    """Whether ``pair`` has the shape of a signature: [bin 32 public key, bin 64 signature]."""
+    return (
+        type(pair) is list
+        and len(pair) == 2
+        and type(pair[0]) is bytes
+        and type(pair[1]) is bytes
+        and len(pair[0]) == PUBLIC_KEY_SIZE
+        and len(pair[1]) == SIGNATURE_SIZE
+    )
+
+
+def verdict(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Verdict | None:
+    """Whether each signature of the envelope ``data`` verifies over its payload (rule 4),
+    in its order; None if ``data`` is not read as an envelope far enough to say (then
+    ``open_envelope`` refuses it before it would check a signature). Depends on ``data``
+    alone: what a worker process computes for ``open_envelope(data, verdict=...)``."""
+    try:
+        outer = codec.decode(data, max_size=max_size)  # (the very decoding open_envelope starts with)
+    except DecodeError:
+        return None
+    if type(outer) is not list or len(outer) != 2:
+        return None
+    payload, sigs = outer
+    if type(payload) is not bytes or type(sigs) is not list or not 1 <= len(sigs) <= MAX_SIGNATURES:
+        return None
+    if not all(_is_pair(pair) for pair in sigs):
+        return None
+    message = SIGNING_PREFIX + payload
+    return tuple(verify(pk, sig, message) for pk, sig in sigs)
+
+
+def verdicts(batch: Sequence[bytes]) -> list[Verdict | None]:
+    """``verdict`` of each envelope of ``batch``, in order (what one worker task computes)."""
+    return [verdict(data) for data in batch]
 
 
 def require_signers(envelope: Envelope, *required: bytes) -> None:

@@ -10,6 +10,8 @@ public key; people and the CLI see the peer ID. Conversion needs no libp2p:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
@@ -153,14 +155,63 @@ def _public(public_key: bytes) -> Ed25519PublicKey | None:
         return None
 
 
+VERIFIED_MEMO = 16_384  # verified (key, signature, message) triples remembered: about 2 MiB
+
+
+class _Verified:
+    """The digests of the last ``VERIFIED_MEMO`` triples that verified, oldest first.
+
+    One document is opened many times on its way (checked when it arrives, again inside
+    the document that embeds it, again when the entry carrying that one is gossiped,
+    stored and read by the extensions), and each opening checked every signature anew:
+    about 20 Ed25519 verifies per countersigned contract on each node. A triple that verified
+    once verifies again, so its verdict is remembered. The key is SHA-256 of key,
+    signature and message together: a different triple hits only through a SHA-256
+    collision, and a hash of the message costs about 1% of a verify. Only successes are
+    kept, in bounded memory, so what a stranger sends can evict entries but never make a
+    bad signature pass. Thread-safe: the ledger verifies in worker threads too."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def digest(public_key: bytes, signature: bytes, message: bytes) -> bytes:
+        h = hashlib.sha256(public_key)
+        h.update(signature)
+        h.update(message)
+        return h.digest()
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._seen
+
+    def add(self, digest: bytes) -> None:
+        with self._lock:
+            self._seen[digest] = None
+            while len(self._seen) > self.size:
+                del self._seen[next(iter(self._seen))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_verified = _Verified(VERIFIED_MEMO)
+
+
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``.
 
     RFC 8032 verification (S < L, R compared as bytes, no cofactor); the key must be a
-    canonical encoding, and neither the key nor R may be a point of small order.
+    canonical encoding, and neither the key nor R may be a point of small order. A triple
+    that verified among the last ``VERIFIED_MEMO`` is answered from memory (``_Verified``).
     """
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
+    digest = _Verified.digest(public_key, signature, message)
+    if digest in _verified:
+        return True
     if not is_canonical_point(public_key) or has_small_order(public_key) or has_small_order(signature[:32]):
         return False
     key = _public(public_key)
@@ -170,4 +221,5 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
         key.verify(signature, message)
     except InvalidSignature:
         return False
+    _verified.add(digest)
     return True

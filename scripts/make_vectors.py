@@ -239,6 +239,7 @@ def vectors() -> dict[str, Any]:
         "chain_breaks": chain_breaks,
         "loan": loan_vector(a, b),
         "sale": sale_vector(a, b),
+        "amendment": amendment_vector(a, b, loan_vector(a, b)),
         "fork_proof": {
             "author": a.peer_id,
             "seq": 2,
@@ -333,6 +334,42 @@ def sale_vector(a: SigningKey, b: SigningKey) -> dict[str, Any]:
         "transfer_id": _hex(transfer.id),
         "transfer_envelope": _hex(transfer.raw),
         "ytm_bp_on_2026_03_15": yield_to_maturity(expected_flows(st, day), listing.price, day),
+    }
+
+
+def amendment_vector(a: SigningKey, b: SigningKey, loan: dict[str, Any]) -> dict[str, Any]:
+    """An amendment of the loan of ``loan`` (``loan_vector``'s): after its first repayment,
+    from 2026-03-05, 6% over 4 months in equal principal, signed by ``b`` (borrower) and
+    ``a`` (holder); its document, bytes and id, the new schedule, and the state of the loan
+    with it on 2026-05-10 (receipt 3, of 2026-04-10, is paid under the new terms)."""
+    from datetime import date
+
+    from protocol.envelope import countersign
+    from protocol.lending.amendment import amendment_schedule, make_amendment, propose_amendment
+    from protocol.lending.contract import open_agreement, open_receipt
+    from protocol.lending.loanstate import SignedAmendment, SignedReceipt, loan_state
+
+    agreement = open_agreement(bytes.fromhex(loan["agreement"]))
+    receipts = [open_receipt(bytes.fromhex(r["envelope"])) for r in loan["receipts"]]
+    doc = make_amendment(loan=agreement.id, borrower=b.public_key, holder=a.public_key, after=2,
+                         day=date(2026, 3, 5), rate_bp=600, term="4m", kind="equal-principal")
+    env = countersign(propose_amendment(b, doc), a)
+    st = loan_state(agreement.id, agreement.document, [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts],
+                    [], [], date(2026, 5, 10), [SignedAmendment(env.id, env.document, frozenset(env.signers))])
+    (applied,) = st.amendments
+    rows = amendment_schedule(doc, applied.outstanding_principal)
+    return {
+        "document": to_json(doc),
+        "payload": _hex(env.payload),
+        "id": _hex(env.id),
+        "envelope": _hex(env.raw),
+        "outstanding_principal": applied.outstanding_principal,
+        "schedule": [{"due": r.due.isoformat(), "payment": r.payment, "interest": r.interest,
+                      "principal": r.principal, "balance": r.balance} for r in rows],
+        "state_on_2026_05_10": {"state": st.state, "days_past_due": st.days_past_due,
+                                "principal_paid": st.principal_paid, "interest_paid": st.interest_paid,
+                                "fees_charged": st.fees_charged, "fees_paid": st.fees_paid,
+                                "outstanding_principal": st.outstanding_principal, "due_now": st.due_now},
     }
 
 

@@ -244,6 +244,38 @@ def dispute(c: Ctx, loan_id: str, reason: str, as_json: bool) -> None:
 
 @loan.command()
 @click.argument("loan_id")
+@click.option("--rate", required=True, help="The new yearly rate, e.g. 4.5%.")
+@click.option("--term", required=True, help="The new term from the date, e.g. 12m, 26w, 90d.")
+@click.option("--schedule", type=click.Choice(["annuity", "equal-principal", "interest-only", "bullet"]),
+              help="The new schedule (default: the other party's proposal's, else the contract's).")
+@click.option("--period-days", type=click.IntRange(1, 3660), help="Days per installment, for a term in days or weeks.")
+@click.option("--date", "day", metavar="DATE",
+              help="The day the new terms start, YYYY-MM-DD (default: the other party's proposal's, else today).")
+@json_option
+@pass_ctx
+@handles_errors
+def reschedule(c: Ctx, loan_id: str, rate: str, term: str, schedule: str | None, period_days: int | None,
+               day: str | None, as_json: bool) -> None:
+    """Borrower or lender: new terms for LOAN_ID, for hardship; both must run it.
+
+    The first to run it proposes the amendment; the other's node keeps it (`loan show`).
+    When the other party runs it with the same terms, its node countersigns and both
+    chains record it: from its date the outstanding principal is repaid on the new
+    schedule, and interest already due and unpaid stays owed on that date.
+    """
+    _say(c, "loan.reschedule", {"loan": loan_id, "rate": rate, "term": term, "schedule": schedule,
+                                "period_days": period_days, "date": day}, as_json, _amended)
+
+
+def _amended(a: dict, names: Any = None) -> str:
+    terms = (f"{a['rate_text']} over {a['term']} ({a['schedule']}) from {a['date']}, after {a['after']} receipts")
+    if a["state"] == "agreed":
+        return f"loan {a['loan'][:16]} rescheduled: {terms}; amendment {a['amendment'][:16]} signed by both"
+    return f"amendment proposed for loan {a['loan'][:16]}: {terms}\n  {a.get('note', '')}".rstrip()
+
+
+@loan.command()
+@click.argument("loan_id")
 @click.option("--price", help="What the buyer pays, decimal text in the loan's currency (e.g. 480.00).")
 @click.option("--days", type=click.IntRange(1, 30), default=7, show_default=True, help="How long the listing lives.")
 @click.option("--withdraw", is_flag=True, help="Stop selling the loan: this node refuses buys of its listing.")
@@ -364,6 +396,7 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
     table(f"receipts ({len(v['receipts'])})", ["#", "what", "amount", "date", "signed by", "counted"],
           [[str(r["n"]), r["what"], m(r["amount"]), r["date"], peer_label(r["signer"], names),
             "yes" if r["counted"] else "NO"] for r in v["receipts"]])
+    _show_amendments(v, m, names)
     waiting = awaiting_receipt(v.get("declared") or [], v["receipts"])
     if waiting:
         click.echo("")
@@ -377,6 +410,25 @@ def show(c: Ctx, loan_id: str, at: str | None, as_json: bool) -> None:
         click.echo("")
         table("disputes", ["by", "date", "reason"],
               [[peer_label(d["by"], names), d.get("date") or "-", d["reason"]] for d in v["disputes"]])
+
+
+def _show_amendments(v: dict, m: Any, names: Any) -> None:
+    """The amendments of a loan view (counted or not), and the proposals kept, if any."""
+    shown = v.get("amendments") or []
+    if shown:
+        click.echo("")
+        table(f"amendments ({len(shown)})", ["id", "from", "after", "terms", "rescheduled", "arrears", "rows",
+                                             "counted"],
+              [[a["id"][:16], a["date"], str(a["after"]), f"{a['rate_text']} {a['term']} {a['schedule']}",
+                m(a["outstanding_principal"]) if a["counted"] else "-", m(a["arrears"]) if a["counted"] else "-",
+                f"{a['first_row']}-{a['first_row'] + a['rows'] - 1}" if a["counted"] else "-",
+                "yes" if a["counted"] else f"NO ({a['code']})"] for a in shown])
+    kept = v.get("amendment_pending") or {}
+    for side, who in (("theirs", "proposed to you"), ("ours", "proposed by you")):
+        p = kept.get(side)
+        if p:
+            click.echo(f"reschedule {who}: {p['rate_text']} over {p['term']} ({p['schedule']}) from {p['date']}, "
+                       f"signed by {', '.join(peer_label(k, names) for k in p['signed_by'])}")
 
 
 def awaiting_receipt(declared: list[dict], receipts: list[dict]) -> list[dict]:

@@ -18,14 +18,16 @@ def market() -> None:
 
 @market.command("list")
 @click.option("--loan", "loan_id", metavar="ID", help="Only listings of this loan (an id prefix).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Listings shown at most: your own first, then the newest.")
 @json_option
 @pass_ctx
 @handles_errors
-def list_(c: Ctx, loan_id: str | None, as_json: bool) -> None:
+def list_(c: Ctx, loan_id: str | None, limit: int, as_json: bool) -> None:
     """Loans for sale, with their days past due, the borrower's grade, the principal
     remaining and the yield to maturity at the asking price."""
     names = None if as_json else petnames.load(c.home.path)
-    answer = node_call(c, "market.list", {"loan": loan_id.lower()} if loan_id else {})
+    answer = node_call(c, "market.list", dict({"loan": loan_id.lower()} if loan_id else {}, limit=limit))
     if as_json:
         emit_json(answer)
         return
@@ -35,5 +37,7 @@ def list_(c: Ctx, loan_id: str | None, as_json: bool) -> None:
              "-" if x["ytm_bp"] is None else f"{x['ytm_bp'] / 100:.2f}%"] for x in answer["listings"]]
     table(f"loans for sale as of {answer['as_of']} ({len(rows)})",
           ["listing", "loan", "seller", "state", "dpd", "grade", "remaining", "price", "ytm"], rows)
+    if answer["more"]:
+        click.echo(f"{answer['more']} more listings past --limit {limit}")
     if answer["unknown_loans"]:
         click.echo(f"{answer['unknown_loans']} more listings of loans whose documents this node does not hold yet")

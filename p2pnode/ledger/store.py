@@ -96,13 +96,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import plyvel
 
 from protocol.chain import Head, check_entry, extend, group_by_author
 from protocol.entry import Entry, next_entry, parse_entry
-from protocol.envelope import peek_document
+from protocol.envelope import Verdict, peek_document
 from protocol.errors import ChainError, CodedError, ProtocolError
 from protocol.fork import ForkProof
 from protocol.keys import SigningKey
@@ -216,6 +216,13 @@ def entry_puts(e: Entry, registry: KindRegistry) -> list[tuple[bytes, bytes]]:
         prefix = space_prefix(P_EXT_INDEX, indexed[0])
         puts.extend((prefix + k, b"") for k in indexed[1])
     return puts
+
+
+def _already_parsed(e: Entry) -> Entry:
+    """``parse`` for ``Store.ingest(parsed=True)``: the entry as given, verified when
+    ``parse_entry`` made it."""
+    assert type(e) is Entry, f"parsed=True takes Entry values, not {type(e).__name__}"
+    return e
 
 
 def pack_head(head: Head) -> bytes:
@@ -753,8 +760,9 @@ class Store:
         return True
 
     def ingest(
-        self, envelopes: Iterable[bytes], *, registry: KindRegistry, strict: bool = False, author: bytes | None = None,
-        own: bool = False, admit: Callable[[bytes], bool] | None = None,
+        self, envelopes: Iterable[bytes] | Iterable[Entry], *, registry: KindRegistry, strict: bool = False,
+        author: bytes | None = None, own: bool = False, admit: Callable[[bytes], bool] | None = None,
+        parsed: bool = False, verdicts: Mapping[bytes, Verdict | None] | None = None,
     ) -> IngestReport:
         """Verify foreign entries and store those that extend stored chains, in one batch.
 
@@ -771,10 +779,22 @@ class Store:
         ``StoreFull`` and nothing is stored. An ingest that adds nothing writes nothing
         and is never refused for space. With ``admit``, the entries of an author whose
         chain is not stored yet are stored only if ``admit(author)`` (which may make room
-        first, ``drop_chain``); else they are refused (``not_admitted``).
+        first, ``drop_chain``); else they are refused (``not_admitted``). With ``parsed``,
+        ``envelopes`` are ``Entry`` values that ``parse_entry`` made, whose signatures and
+        fields were verified then (a gossip validator's): each is verified once, not twice.
+
+        ``verdicts``: signature verdicts made beforehand (``protocol.envelope.verdict``, by
+        the node's worker processes), by envelope bytes. Each envelope is opened with its
+        own bytes' verdict (the same entry or error as without it); one without a verdict
+        is verified here.
         """
         report = IngestReport()
-        batch = group_by_author(envelopes, author=author)
+        if parsed:
+            batch = group_by_author(envelopes, author=author, parse=_already_parsed)
+        elif verdicts:
+            batch = group_by_author(envelopes, author=author, parse=lambda d: parse_entry(d, verdict=verdicts.get(d)))
+        else:
+            batch = group_by_author(envelopes, author=author)
         report.errors.extend(batch.errors)
         report.forks.extend(batch.forks)
         puts: list[tuple[bytes, bytes]] = []

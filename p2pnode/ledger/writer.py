@@ -31,6 +31,11 @@ by one lock, each followed by the same hooks whatever path the entries came by.
   so no append waits longer than that check's own time limit.
 - Own chain entries that come back from peers are written with the own reserve, every
   other author's with the others' reserve (store.py, "The disk").
+- The Ed25519 checks of a big foreign batch are made by the node's signature workers
+  (``pool``, sigpool.py), before the lock is taken, so that other writes go on
+  meanwhile; everything else is checked here, and an envelope the workers gave no
+  verdict for is verified here. A caller may start a batch's checks early (``check``)
+  and hand them to ``ingest`` (``checking``): sync does, for the batch it read ahead.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import trio
 
@@ -48,6 +53,7 @@ from protocol.keys import SigningKey, peer_id
 from protocol.kinds import KNOWN, KindRegistry
 
 from p2pnode.clock import Clock
+from p2pnode.ledger.sigpool import NOTHING, Checking, SignaturePool
 from p2pnode.ledger.store import MAX_GROUP_CHANGES, GroupWrite, IngestReport, Records, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -58,8 +64,7 @@ assert MAX_GROUP <= MAX_GROUP_CHANGES
 ARRIVALS_KEPT = 10_000  # recent foreign entries remembered with when and how they came
 
 
-@dataclass(frozen=True)
-class Arrival:
+class Arrival(NamedTuple):  # (a tuple: a sync makes one per entry, thousands a second)
     author: bytes
     seq: int
     ts: int
@@ -97,8 +102,9 @@ class Ledger:
     """The store of a running node, and everything that happens when it grows."""
 
     def __init__(self, store: Store, key: SigningKey, registry: KindRegistry, clock: Clock, *,
-                 count: Callable[[str, int], None]) -> None:
+                 count: Callable[[str, int], None], pool: SignaturePool | None = None) -> None:
         self.store = store
+        self.pool = pool  # the node's signature workers (None: every check in-process)
         self.key = key
         self.registry = registry
         self.clock = clock
@@ -261,19 +267,36 @@ class Ledger:
         except Exception as e:
             change.entries, change.error = [], e
 
-    async def ingest(self, envelopes: list[bytes], author: bytes | None = None, *, via: str = "sync",
-                     announce: bool = False) -> IngestReport:
+    def expect(self, entries: int) -> None:
+        """About ``entries`` foreign entries are coming (a pull's plan): the signature
+        workers start now if they will be used."""
+        if self.pool is not None:
+            self.pool.warm(entries)
+
+    def check(self, envelopes: list[bytes] | tuple[bytes, ...]) -> Checking:
+        """Start the signature checks of ``envelopes`` in the workers now, if the batch is
+        big enough (sigpool.py); hand the result to ``ingest``."""
+        return NOTHING if self.pool is None else self.pool.check(envelopes)
+
+    async def ingest(self, envelopes: list[bytes] | list[Entry], author: bytes | None = None, *, via: str = "sync",
+                     announce: bool = False, parsed: bool = False, checking: Checking | None = None) -> IngestReport:
         """Verify and store foreign entries in one write (only ``author``'s, if given); their
-        report. ``announce``: gossip what was added (imports do; sync and gossip do not)."""
+        report. ``announce``: gossip what was added (imports do; sync and gossip do not).
+        With ``parsed``, ``envelopes`` are ``Entry`` values that ``parse_entry`` made
+        (signature and fields verified): they are not verified again (Store.ingest).
+        ``checking``: the signature checks of these envelopes started earlier (``check``);
+        without it they start now (bytes only: parsed entries need none)."""
 
         own = author == self.key.public_key
 
         interest = self.interest
+        verdicts = None if parsed else await (self.check(envelopes) if checking is None else checking).verdicts()
 
         def work() -> IngestReport:
-            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own,
+            return self.store.ingest(envelopes, registry=self.registry, author=author, own=own, parsed=parsed,
                                      admit=None if interest is None else
-                                     (lambda a: interest.admits(a, evict=via != "sync")))
+                                     (lambda a: interest.admits(a, evict=via != "sync")),
+                                     verdicts=verdicts)
 
         async with self.lock:
             report = work() if len(envelopes) <= INLINE_INGEST else await trio.to_thread.run_sync(work)
@@ -282,7 +305,7 @@ class Ledger:
         self._count("entries.received", len(envelopes))
         self._count("entries.added", len(report.added))
         received = self.clock.now_ms()
-        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added)
+        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added[-ARRIVALS_KEPT:])
         await self._after(report.added, report.forks, announce=announce)
         return report
 

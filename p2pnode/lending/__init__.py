@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from protocol import wire
 from protocol.lending import agree
+from protocol.lending.amendment import AMENDMENT_KINDS
 from protocol.lending.contract import LOAN_KINDS
 from protocol.lending.reserve import RESERVE_KINDS
 from protocol.lending import market
@@ -34,8 +35,8 @@ EXTENSION = Extension(
     name="lending",
     version="1",
     description="offers, countersigned loans, receipts and loan state",
-    kinds=LOAN_KINDS + RESERVE_KINDS,
-    reacts=tuple(k.name for k in LOAN_KINDS),
+    kinds=LOAN_KINDS + AMENDMENT_KINDS + RESERVE_KINDS,
+    reacts=tuple(k.name for k in LOAN_KINDS + AMENDMENT_KINDS),
     # (each node republishes its live offers, at most 100, every 30 s: 20/s a forwarder is room for
     # many authors, and a burst of 200 for a peer that just joined)
     topics=(Topic(TOPIC_OFFERS, check_gossip, "on_offers", max_size=MAX_ENVELOPE_SIZE, rate=(20.0, 200)),
@@ -56,5 +57,6 @@ EXTENSION = Extension(
     # a receipt says money arrived, which only the borrower's owner knows. max_rate capped
     # the nominal rate: [policy] apr_cap caps the APR, fees included (settings.py).
     retired_settings=("auto_confirm", "max_rate"),
-    index_version=3,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower
+    index_version=4,  # 2: agreements also index the offer they take and the edge they make; 3: the borrower;
+    # 4: loan.amendment entries are indexed by loan (a store that held them as an unknown kind indexes them)
 )

@@ -69,7 +69,7 @@ from protocol.lending.offer import is_live
 from p2pnode.context import Context
 from p2pnode.lending import fills
 from p2pnode.errors import ApiError, id_prefix, unique
-from p2pnode.lending.ask import ask
+from p2pnode.lending.ask import Asker
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.offers import OfferBook
 
@@ -135,6 +135,7 @@ class Countersigning:
         self._machines: dict[bytes, Machine] = {}  # the open proposals (either role), by loan
         self._locks: dict[bytes, trio.Lock] = {}  # per loan, while some task holds or awaits it
         self._decide_lock = trio.Lock()  # one decision at a time: an offer is taken once
+        self._asker = Asker(ctx)  # (its streams are kept between requests)
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -418,7 +419,7 @@ class Countersigning:
 
     async def ask(self, pk: bytes, msg: Any) -> Any:
         """One request to ``pk`` on the agree stream, and its answer (p2pnode/lending/ask.py)."""
-        return await ask(self.ctx, pk, msg)
+        return await self._asker.ask(pk, msg)
 
     async def answer(self, msg: Any, pk: bytes) -> Any:
         """The answer to a countersigning request on an inbound agree stream (a transfer
@@ -487,8 +488,8 @@ class Countersigning:
 
     def used_up(self, offer: Any) -> bool:
         """Whether nothing remains of ``offer`` (fill.py): its parts, read from the
-        agreements our chain holds, reach its amount."""
-        return fills.fill_now(self.ctx, offer).exhausted
+        agreements our chain holds, reach its amount (the book's ``taken_in_full``)."""
+        return self.book.taken_in_full(offer)
 
     def taken(self, offer_id: bytes) -> bool:
         """Whether our chain holds an agreement taking ``offer_id``: durable in the same

@@ -48,7 +48,7 @@ from protocol.lending.loanstate import loan_moves
 from protocol.lending.trust import TrustGraph, lender_weights, walk
 
 from p2pnode.context import Context
-from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan
+from p2pnode.lending.loanview import LoanRecord, entries_at, loan_ids, read_loan, record_of
 
 F_SEEN, R_REPAID, V_BUILT = b"cF", b"cR", b"cV"
 REFRESH_S = 10.0
@@ -57,6 +57,8 @@ FRESH_S = 1.0
 """... and profiles (``credit.show``, grades in lists) for at most this long."""
 MAX_PROFILES = 1_000
 """Profiles cached at most (the cache is emptied when full)."""
+MAX_HISTORIES = 100_000
+"""Loan histories kept at most (emptied when full)."""
 MAX_OPEN = 100_000
 """Loans not repaid whose repayments are tallied in memory at most."""
 
@@ -78,6 +80,7 @@ class Credit:
         self._forked: frozenset[bytes] = frozenset()
         self._dirty = True
         self._profiles: dict[bytes, tuple[date, int, Profile]] = {}  # author -> (day, walk, profile)
+        self._kept: dict[bytes, tuple[date, tuple, LoanHistory | None]] = {}  # loan -> (day, index keys, history)
         self._walks = 0  # walks made: a profile made on an older one is stale
         self._open: OrderedDict[bytes, tuple[int | None, dict[bytes, int]]] = OrderedDict()
 
@@ -274,19 +277,37 @@ class Credit:
         return out
 
     def histories(self, author: bytes, today: date) -> list[LoanHistory]:
-        """The loans ``author`` borrowed, as the model reads them, at ``today``."""
+        """The loans ``author`` borrowed, as the model reads them, at ``today``. Each loan's
+        history is kept per day and set of its documents (``_history``): a new walk makes
+        every profile stale, not the loans behind it."""
         out = []
         for loan in self.borrowed(author):
-            rec = read_loan(self.ctx.chains, self.ctx.index, loan)
-            if rec.contract is None or rec.contract["borrower"] != author:
-                continue
+            h = self._history(loan, author, today)
+            if h is not None:
+                out.append(h)
+        return out
+
+    def _history(self, loan: bytes, author: bytes, today: date) -> LoanHistory | None:
+        """``loan``'s history at ``today``, or None (not ``author``'s, or no schedule): read
+        and computed again only when the day or the loan's index keys (the entries about it:
+        a stored entry never changes) differ from the last time."""
+        keys = tuple(self.ctx.index.keys(LOAN_INDEX + loan))
+        hit = self._kept.get(loan)
+        if hit is not None and hit[0] == today and hit[1] == keys:
+            return hit[2]
+        rec = record_of(loan, entries_at(self.ctx.chains, list(keys)))
+        h = None
+        if rec.contract is not None and rec.contract["borrower"] == author:
             try:
                 args = (loan, rec.contract, list(rec.receipts.values()), list(rec.transfers.values()), rec.notices,
-                        today)
-                out.append(LoanHistory(rec.contract, rec.state(today), loan_moves(*args)))
+                        today, list(rec.amendments.values()))
+                h = LoanHistory(rec.contract, rec.state(today), loan_moves(*args))
             except ProtocolError:
-                continue  # a contract whose schedule cannot be made is no history
-        return out
+                h = None  # a contract whose schedule cannot be made is no history
+        if len(self._kept) >= MAX_HISTORIES:
+            self._kept.clear()
+        self._kept[loan] = (today, keys, h)
+        return h
 
     def profile(self, author: bytes) -> Profile:
         """``author``'s credit in this node's eyes today (module docstring)."""

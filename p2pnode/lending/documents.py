@@ -4,12 +4,14 @@ countersigning and the loans' money moves, notices and transfers."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
-from protocol.lending.contract import open_agreement
+from protocol.errors import ProtocolError
+from protocol.lending.contract import open_agreement, parse_date
 
 from p2pnode.context import Context
-from p2pnode.errors import id_prefix, unique
+from p2pnode.errors import ApiError, id_prefix, unique
 from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan
 
 
@@ -49,6 +51,20 @@ class LoanDocuments:
 
     async def record(self, loan: bytes, doc_id: bytes, kind: str, body: dict) -> None:
         await self.append(kind, body, once=(loan, doc_id))
+
+    def day(self, value: Any) -> date:
+        """The day a ``date`` param names (``YYYY-MM-DD``), today if None; ``ApiError``
+        (``bad_date``) for one that is not a date or is in the future."""
+        today = self.ctx.clock.today()
+        if value is None:
+            return today
+        try:
+            d = parse_date(value)
+        except ProtocolError as e:
+            raise ApiError(e.message, code=e.code) from None
+        if d > today:
+            raise ApiError(f"date {value} is in the future", code="bad_date")
+        return d
 
     def find(self, ref: Any) -> LoanRecord:
         """The agreed loan an id or unique id prefix (8 hex digits or more) names."""

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HOLDINGS_EVERY_S = 60.0
 """How often the holdings are brought up to date in the background (Loans.keep_holdings)."""
+HOLDINGS_SOON_S = 1.0
+"""How soon after new loan entries they are."""
 
 
 class Loans:
@@ -62,7 +64,10 @@ class Loans:
 
     async def on_entries(self, entries: list[Any]) -> None:
         """Record in our own chain the documents of others' new entries that we are party
-        to and have not recorded (agreements we signed, receipts, transfers)."""
+        to and have not recorded (agreements we signed, receipts, transfers); and have the
+        holdings brought up to date soon (``keep_holdings``)."""
+        if any(e.kind.startswith("loan.") for e in entries):
+            self._holdings_stale = True
         for e in entries:
             if e.author == self.me or not e.kind.startswith("loan."):
                 continue
@@ -76,7 +81,7 @@ class Loans:
             env = open_agreement(e.body["contract"])
             if self.me in env.signers:
                 await self.countersigning.agreed_elsewhere(env.raw)
-        elif e.kind in ("loan.receipt", "loan.transfer"):
+        elif e.kind in ("loan.receipt", "loan.transfer", "loan.amendment"):
             await self._record_what_counts(loan_of(e.kind, e.body))
         # A `loan.declared` changes nothing here: a receipt says money arrived, which only
         # the owner knows (`loan confirm`), never a declaration (rules.py, rule 3).
@@ -89,9 +94,10 @@ class Loans:
         if rec is None or rec.contract is None:
             return
         mine = rec.recorded_by(self.me)
-        for did in rules.to_record(self.me, rec.contract, rec.state(self.today()), rec.receipts, rec.transfers):
+        for did in rules.to_record(self.me, rec.contract, rec.state(self.today()), rec.receipts, rec.transfers,
+                                   rec.amendments):
             if did not in mine:
-                kind, field = ("loan.receipt", "receipt") if did in rec.receipts else ("loan.transfer", "transfer")
+                kind, field = _embedding(rec, did)
                 await self.docs.record(loan, did, kind, {field: rec.raw[did]})
 
     def check_append(self, kind: str, body: Any) -> None:
@@ -104,17 +110,6 @@ class Loans:
             return  # not a two-party document, or unreadable: the kind's own rules decide
         if doc_id in self.docs.read(loan).recorded_by(self.me):
             raise ApiError(f"this chain already records {kind[5:]} {doc_id.hex()[:16]}...", code="duplicate_document")
-
-    def _day(self, value: Any) -> date:
-        if value is None:
-            return self.today()
-        try:
-            d = parse_date(value)
-        except ProtocolError as e:
-            raise ApiError(e.message, code=e.code) from None
-        if d > self.today():
-            raise ApiError(f"date {value} is in the future", code="bad_date")
-        return d
 
     def _amount(self, rec: LoanRecord, value: Any, action: str, paid_on: date) -> int:
         """The minor units of ``value`` for ``action`` (rules.py, rule 8: at most the payoff
@@ -140,7 +135,7 @@ class Loans:
     async def disburse(self, ref: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("disburse", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         e = await self.docs.append("loan.declared", {"loan": rec.loan, "what": "disbursement",
                                                  "amount": rec.contract["principal"], "date": d.isoformat()})
         return {"loan": rec.loan.hex(), "declared": "disbursement", "amount": rec.contract["principal"],
@@ -150,13 +145,13 @@ class Loans:
         rec = self.docs.find(ref)
         c = rec.contract
         self._allowed("confirm", rec, rec.state(self.today()))
-        d = self._day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
+        d = self.docs.day(day) if day is not None else _declared_day(rec, "disbursement") or self.today()
         return await self._receipt(rec, "disbursement", c["principal"], d, payer=c["lender"])
 
     async def repay(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("repay", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         minor = self._amount(rec, amount, "repay", d)
         e = await self.docs.append("loan.declared", {"loan": rec.loan, "what": "repayment", "amount": minor,
                                                  "date": d.isoformat()})
@@ -166,7 +161,7 @@ class Loans:
     async def receipt(self, ref: Any, amount: Any, day: Any) -> dict:
         rec = self.docs.find(ref)
         self._allowed("receipt", rec, rec.state(self.today()))
-        d = self._day(day)
+        d = self.docs.day(day)
         return await self._receipt(rec, "repayment", self._amount(rec, amount, "receipt", d), d,
                                    payer=rec.contract["borrower"])
 
@@ -230,6 +225,7 @@ class Loans:
             yield loan, rec, st
 
     _states: StateCache | None = None  # (made on first use: holdings' per-loan cache)
+    _holdings_stale = False  # loan entries arrived since the last pass of keep_holdings
 
     def holdings(self, at: Any) -> tuple[date, list[Any], list[Any]]:
         """``(day, as lender, as borrower)``: the ``portfolio.Holding`` of every agreed loan
@@ -249,15 +245,20 @@ class Loans:
                                                                 lambda rec: self._holding(rec, today)))
 
     async def keep_holdings(self) -> None:
-        """Keep today's holdings derived: every ``HOLDINGS_EVERY_S``, a pass that reads the
-        heads only if nothing changed, else derives the loans that did; so the first
-        ``portfolio`` of a day, or after a start, finds the work done."""
+        """Keep today's holdings derived: a pass (it reads the heads only if nothing
+        changed, else derives the loans that did) every ``HOLDINGS_EVERY_S``, and within
+        ``HOLDINGS_SOON_S`` of new loan entries; so a ``portfolio`` finds the work done,
+        the first of a day, after a start, or after a receipt."""
         while True:
+            self._holdings_stale = False
             try:
                 await self.holdings_soon(None)
             except Exception:
                 log.exception("keeping the holdings derived failed")
-            await self.ctx.clock.sleep(HOLDINGS_EVERY_S)
+            for _ in range(int(HOLDINGS_EVERY_S / HOLDINGS_SOON_S)):
+                await self.ctx.clock.sleep(HOLDINGS_SOON_S)
+                if self._holdings_stale:
+                    break
 
     def _cache(self) -> StateCache:
         if self._states is None:
@@ -336,6 +337,15 @@ class Loans:
                         "outstanding_text": format_amount(0, d["currency"]), "start": d["start"], "term": d["term"],
                         "forked": []})
         return {"as_of": today.isoformat(), "loans": out}
+
+
+def _embedding(rec: LoanRecord, doc_id: bytes) -> tuple[str, str]:
+    """The entry kind that records document ``doc_id`` of ``rec``, and its body's field."""
+    if doc_id in rec.receipts:
+        return "loan.receipt", "receipt"
+    if doc_id in rec.amendments:
+        return "loan.amendment", "amendment"
+    return "loan.transfer", "transfer"
 
 
 def _forked(contract: dict, forked: set[bytes]) -> list[str]:

@@ -7,8 +7,8 @@ computes the same state for the same loan and date. No trio, no libp2p.
 Signatures are not checked again here: an entry is found through lending's loan index,
 which holds keys only for stored entries (verified when stored, store invariant I1) whose
 bodies their kind validated, embedded documents' signatures included (I6). What is read
-is opened as the ``open_*`` functions do, every check but the Ed25519 ones kept, so the
-same bytes give the same record; that check was most of a ``portfolio``'s cost (two or
+is opened by the ``open_*`` functions with ``verify=False``: every check but the Ed25519
+ones kept, so the same bytes give the same record; that check was most of a ``portfolio``'s cost (two or
 more verifies per entry, a dozen entries per loan).
 """
 
@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from protocol import codec
 from protocol.entry import Entry
-from protocol.envelope import MAX_ENVELOPE_SIZE, Envelope, require_signers
-from protocol.errors import DecodeError, ProtocolError, SignatureError
-from protocol.lending.contract import (LOAN_INDEX, check_contract, check_receipt, check_transfer, embedded_id,
+from protocol.envelope import open_envelope
+from protocol.errors import ProtocolError
+from protocol.lending.contract import (LOAN_INDEX, embedded_id, open_agreement, open_receipt, open_transfer,
                                        parse_date)
 
 from p2pnode.walltime import utc_date
@@ -38,14 +37,15 @@ class LoanRecord:
     agreement: bytes | None = None  # the agreement envelope
     receipts: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedReceipt
     transfers: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedTransfer
+    amendments: dict[bytes, Any] = field(default_factory=dict)  # id -> loanstate.SignedAmendment
     notices: list[Any] = field(default_factory=list)  # loanstate.Notice
     declared: list[dict] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     bad: list[tuple[Entry, str]] = field(default_factory=list)  # entries whose document does not open
-    raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt and transfer
+    raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt, transfer, amendment
 
     def recorded_by(self, author: bytes) -> set[bytes]:
-        """Ids of the documents (agreement, receipts, transfers) ``author``'s chain embeds."""
+        """Ids of the documents (agreement, receipts, transfers, amendments) ``author``'s chain embeds."""
         out = set()
         for e in self.entries:
             if e.author != author:
@@ -62,7 +62,7 @@ class LoanRecord:
         if self.contract is None:
             raise LookupError("no agreement for this loan is held")
         return loan_state(self.loan, self.contract, list(self.receipts.values()), list(self.transfers.values()),
-                          self.notices, today)
+                          self.notices, today, list(self.amendments.values()))
 
     def next_receipt_number(self, today: date) -> int:
         """The number the next receipt takes: one after the counted ones (a refused receipt
@@ -82,49 +82,8 @@ def entries_at(chains: Chains, keys: list[bytes]) -> list[Entry]:
     for k in keys:
         data = chains.get(k[33:65], int.from_bytes(k[65:73], "big"))
         if data is not None:
-            out.append(Entry.from_envelope(_stored(data)))
+            out.append(Entry.from_envelope(open_envelope(data, verify_signatures=False)))
     return out
-
-
-def _stored(data: bytes) -> Envelope:
-    """The envelope of stored bytes, its signatures not verified again (see the top of this
-    file): ``open_envelope`` without the verify loop. Raises ``DecodeError`` for bytes that
-    are not an envelope (a damaged store)."""
-    outer = codec.decode(data, max_size=MAX_ENVELOPE_SIZE)
-    if type(outer) is not list or len(outer) != 2 or type(outer[0]) is not bytes or type(outer[1]) is not list:
-        raise DecodeError("an envelope is an array [bin payload, array signatures]", code="bad_envelope")
-    payload, sigs = outer
-    document = codec.decode(payload, max_size=MAX_ENVELOPE_SIZE)
-    if type(document) is not dict or type(document.get("type")) is not str:
-        raise DecodeError("the payload is not a map with a text 'type'", code="bad_envelope")
-    return Envelope(payload, tuple((pk, sig) for pk, sig in sigs), document, data)
-
-
-def _agreement_of(data: bytes) -> Envelope:
-    """``contract.open_agreement`` of a stored agreement, signatures not verified again."""
-    env = _stored(data)
-    doc = check_contract(env.document)
-    require_signers(env, doc["lender"], doc["borrower"])
-    return env
-
-
-def _receipt_of(data: bytes) -> Envelope:
-    """``contract.open_receipt`` of a stored receipt, its signature not verified again."""
-    env = _stored(data)
-    doc = check_receipt(env.document)
-    try:
-        require_signers(env, doc["payee"])
-    except SignatureError:
-        raise SignatureError("a receipt must be signed by its payee alone", code="wrong_signer") from None
-    return env
-
-
-def _transfer_of(data: bytes) -> Envelope:
-    """``contract.open_transfer`` of a stored (complete) transfer, signatures not verified again."""
-    env = _stored(data)
-    doc = check_transfer(env.document)
-    require_signers(env, doc["from"], doc["to"])
-    return env
 
 
 def loan_ids(index: IndexView) -> list[bytes]:
@@ -153,23 +112,61 @@ def _take(rec: LoanRecord, e: Entry) -> None:
     from protocol.lending.loanstate import Notice, SignedReceipt, SignedTransfer
 
     if e.kind == "loan.agreement":
-        env = _agreement_of(e.body["contract"])
+        env = open_agreement(e.body["contract"], verify=False)
         if env.id == rec.loan and rec.contract is None:
             rec.contract, rec.agreement = env.document, env.raw
     elif e.kind == "loan.receipt":
-        env = _receipt_of(e.body["receipt"])
+        env = open_receipt(e.body["receipt"], verify=False)
         rec.receipts[env.id] = SignedReceipt(env.id, env.document, env.signers[0])
         rec.raw[env.id] = env.raw
     elif e.kind == "loan.transfer":
-        env = _transfer_of(e.body["transfer"])
+        env = open_transfer(e.body["transfer"], verify=False)
         rec.transfers[env.id] = SignedTransfer(env.id, env.document, frozenset(env.signers))
         rec.raw[env.id] = env.raw
+    elif e.kind == "loan.amendment":
+        _take_amendment(rec, e)
     elif e.kind in ("loan.default", "loan.writeoff"):
         rec.notices.append(Notice(e.kind[5:], e.author, parse_date(e.body["date"]), None, e.id))
     elif e.kind == "loan.dispute":
         rec.notices.append(Notice("dispute", e.author, utc_date(e.ts), e.body["reason"], e.id))
     elif e.kind == "loan.declared":
         rec.declared.append(dict(e.body, by=e.author, ts=e.ts))
+
+
+def _take_amendment(rec: LoanRecord, e: Entry) -> None:
+    from protocol.lending.amendment import open_amendment
+    from protocol.lending.loanstate import SignedAmendment
+
+    env = open_amendment(e.body["amendment"], verify=False)
+    rec.amendments[env.id] = SignedAmendment(env.id, env.document, frozenset(env.signers))
+    rec.raw[env.id] = env.raw
+
+
+def amendments_json(rec: LoanRecord, st: Any) -> list[dict[str, Any]]:
+    """The amendments in effect (``st.amendments``, loanstate rule 12), each with its new
+    terms and signers, peers as peer IDs; then those held that do not count, with why."""
+    from protocol.keys import peer_id
+    from protocol.lending.money import format_rate
+
+    why = {r.id: r for r in st.rejected}
+    out = []
+    for a in st.amendments:
+        d = rec.amendments[a.id].doc
+        out.append(dict(a.to_json(), counted=True, **_terms_json(d, peer_id, format_rate)))
+    for aid, x in sorted(rec.amendments.items()):
+        if aid in {a.id for a in st.amendments}:
+            continue
+        r = why.get(aid)
+        out.append({"id": aid.hex(), "after": x.doc["after"], "date": x.doc["date"], "counted": False,
+                    "code": r.code if r else "not_in_effect", "reason": r.message if r else "dated after the day shown",
+                    **_terms_json(x.doc, peer_id, format_rate)})
+    return out
+
+
+def _terms_json(d: dict, peer_id: Any, format_rate: Any) -> dict[str, Any]:
+    return {"rate_bp": d["rate_bp"], "rate_text": format_rate(d["rate_bp"]), "term": d["term"],
+            "schedule": d["schedule"], "period_days": d.get("period_days"), "borrower": peer_id(d["borrower"]),
+            "holder": peer_id(d["holder"])}
 
 
 def role_of(contract: dict, holder: bytes, me: bytes) -> str | None:
@@ -236,6 +233,7 @@ def loan_json(rec: LoanRecord, today: date, me: bytes) -> dict[str, Any]:
              for t in rec.transfers.values()),
             key=lambda x: (x["after"], x["date"], x["id"]),
         ),
+        "amendments": amendments_json(rec, st),
         "recorded_by": sorted({peer_id(e.author) for e in rec.entries}),
         "unreadable_entries": [{"author": peer_id(e.author), "seq": e.seq, "reason": why} for e, why in rec.bad],
     })

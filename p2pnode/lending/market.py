@@ -6,7 +6,7 @@ Keys in lending's record space (``Context.records``):
 
     b"M" + listing id(32) -> listing envelope bytes: this node's own listings, kept
                              until they expire, are sold or withdrawn, and published
-                             again every ``REPUBLISH_S`` (gossip is best effort).
+                             again every ``REPUBLISH_S`` (republish.py: gossip is best effort).
 
 Listings of others are kept in memory only: their sellers publish them again.
 
@@ -43,7 +43,7 @@ from protocol.lending.contract import open_transfer
 from protocol.lending.loanstate import SignedTransfer, loan_state
 from protocol.lending.market import (
     MAX_LISTING_MS, TOPIC_MARKET, Listing, check_gossip, is_live, listing_fault, listing_of, listing_view,
-    make_listing, sale_fault, sale_transfer,
+    make_listing, sale_fault, sale_refusal, sale_transfer,
 )
 from protocol.lending.money import MoneyError, format_amount, parse_amount
 
@@ -54,6 +54,7 @@ from p2pnode.lending.countersigning import HEAD_SYNC_WAIT, Countersigning
 from p2pnode.lending.credit import Credit
 from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loanview import LoanRecord
+from p2pnode.lending.republish import Republisher
 from p2pnode.net.sync import PeerMisbehaved
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,11 @@ P_LISTING = b"M"
 MAX_LISTINGS = 5_000
 """Listings of others held at most (about 1 KiB each in memory)."""
 MAX_PER_SELLER = 100
-REPUBLISH_S = 30.0
-JOIN_DELAY_S = 1.0
 DEFAULT_DAYS = 7
 """How long a listing lives unless ``loan sell --days`` says otherwise (at most 30)."""
+DEFAULT_LIST = 100
+"""Listings ``market list`` shows unless asked for more (at most ``MAX_LIST``)."""
+MAX_LIST = 1000
 STALE_TRIES = 3
 """Times a buyer asks again after the seller said its copy of the loan was behind."""
 
@@ -82,7 +84,8 @@ class Market:
         self._own: dict[bytes, Listing] | None = None  # id -> listing: the store's M records
         self._others: dict[bytes, Listing] = {}  # id -> listing, bounded (module docstring)
         self._sale_lock = trio.Lock()  # one sale decided at a time
-        self._soon = False
+        self._views: dict[bytes, tuple[Any, dict | None]] = {}  # listing id -> (day and entries, view or None)
+        self.republisher = Republisher(ctx, TOPIC_MARKET, self._own_live, self.purge, "market")
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -195,30 +198,18 @@ class Market:
 
     def peer_joined(self) -> None:
         """Publish our live listings again shortly: the new peer may have missed them."""
-        if not self._soon and self.own:
-            self._soon = True
-            self.ctx.spawn(self._republish_soon)
-
-    async def _republish_soon(self) -> None:
-        await trio.sleep(JOIN_DELAY_S)
-        self._soon = False
-        await self.republish()
+        self.republisher.peer_joined()
 
     async def republish(self) -> None:
-        now = self.now_ms()
-        for x in list(self.own.values()):
-            if is_live(x, now):
-                await self.ctx.publish(TOPIC_MARKET, x.envelope)
+        await self.republisher.republish()
 
     async def loop(self) -> None:
         """Every ``REPUBLISH_S``: forget what expired, publish our live listings again."""
-        while True:
-            await trio.sleep(REPUBLISH_S)
-            try:
-                self.purge()
-                await self.republish()
-            except Exception:
-                log.exception("market upkeep failed")
+        await self.republisher.loop()
+
+    def _own_live(self) -> list[bytes]:
+        now = self.now_ms()
+        return [x.envelope for x in self.own.values() if is_live(x, now)]
 
     # -- loan sell --------------------------------------------------------------------------
 
@@ -255,23 +246,37 @@ class Market:
 
     # -- market list ------------------------------------------------------------------------
 
-    def list(self, loan: Any = None) -> dict:
-        """``market.list``: every live listing that stands for the loan as this node holds
-        its documents; the listings of loans not held here are only counted."""
+    def list(self, loan: Any = None, limit: int = DEFAULT_LIST) -> dict:
+        """``market.list``: the live listings that stand for the loan as this node holds
+        its documents, own first then newest first, at most ``limit`` (the rest counted in
+        ``more``); the listings of loans not held here are only counted. A listing's view
+        is computed once per day and set of its loan's entries (``_views``)."""
         today, now = self.today(), self.now_ms()
-        shown, unknown, gone = [], 0, 0
+        shown, unknown, gone, more = [], 0, 0, 0
         for x in self.live():
             if loan is not None and not x.loan.hex().startswith(loan):
+                continue
+            if len(shown) >= limit:
+                more += 1
                 continue
             rec = self.docs.read(x.loan)
             if rec.contract is None:
                 unknown += 1
                 continue
-            if listing_fault(x, rec.contract, rec.state(today), now) is not None:
+            key = (today, frozenset((e.author, e.seq) for e in rec.entries))
+            kept = self._views.get(x.id)
+            if kept is None or kept[0] != key:
+                fault = listing_fault(x, rec.contract, rec.state(today), now)
+                kept = (key, None if fault is not None else self._view(x, rec))
+                self._views[x.id] = kept
+            if kept[1] is None or not is_live(x, now):
                 gone += 1
                 continue
-            shown.append(self._view(x, rec))
-        return {"as_of": today.isoformat(), "listings": shown, "unknown_loans": unknown, "not_standing": gone}
+            shown.append(kept[1])
+        for i in [i for i in self._views if i not in self._others and i not in self.own]:
+            del self._views[i]  # (bounded by the listings held)
+        return {"as_of": today.isoformat(), "listings": shown, "unknown_loans": unknown, "not_standing": gone,
+                "more": more}
 
     def _view(self, listing: Listing, rec: LoanRecord) -> dict:
         st = rec.state(self.today())
@@ -379,28 +384,15 @@ class Market:
         listing = max((x for x in self.own.values() if x.loan == loan), key=lambda x: x.created, default=None)
         if listing is None:
             return agree.Refused(loan, "not_listed", "this node lists that loan for sale nowhere")
-        fault = sale_fault(doc, listing)
         rec = self.docs.read(loan)
-        if fault is None and rec.contract is None:
-            fault = ("unknown_loan", "this node holds no agreement for that loan")
-        if fault is None:
-            st = rec.state(today)
-            fault = listing_fault(listing, rec.contract, st, now)
-        if fault is None:
-            why = rules.refusal("transfer", self.me, rec.contract, st, to=buyer)
-            fault = None if why is None else (why.code, why.message)
-        if fault is None and doc["after"] != len(st.counted):
-            fault = ("stale_after", f"{len(st.counted)} receipts of the loan count; the transfer says after "
-                                    f"{doc['after']}: ask again once your copy has them")
-        if fault is None and doc["date"] != today.isoformat():
-            fault = ("bad_date", f"a sale is dated the day it is made ({today.isoformat()}), not {doc['date']}")
         full = countersign(env, self.ctx.key)
-        if fault is None:  # the transfer must count, and make the buyer the holder
-            after = loan_state(loan, rec.contract, list(rec.receipts.values()),
-                               [*rec.transfers.values(), SignedTransfer(full.id, doc, frozenset(full.signers))],
-                               rec.notices, today)
-            if after.holder != buyer:
-                fault = ("bad_transfer", "the transfer would not make the buyer the holder")
+        if rec.contract is None:
+            fault = sale_fault(doc, listing) or ("unknown_loan", "this node holds no agreement for that loan")
+        else:
+            fault = sale_refusal(doc, listing, rec.contract, rec.state(today), today, now, lambda: loan_state(
+                loan, rec.contract, list(rec.receipts.values()),
+                [*rec.transfers.values(), SignedTransfer(full.id, doc, frozenset(full.signers))], rec.notices, today,
+                list(rec.amendments.values())))
         if fault is not None:
             self.ctx.count(f"market.sale_refused.{fault[0]}")
             return agree.Refused(loan, fault[0], fault[1])

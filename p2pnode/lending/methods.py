@@ -228,12 +228,39 @@ METHODS = (
            "remaining principal and the yield to maturity at the listing's price (protocol/lending/market.py, "
            "rule 3). Listings of loans whose documents are not held here are only counted (`unknown_loans`); "
            "listings sold, expired or otherwise no longer standing, too (`not_standing`).",
-           params=(Param("loan", "str", "only listings of loans whose id starts with this", max_len=64),),
-           result=f'`{{"as_of", "listings": [{LISTING_VIEW}], "unknown_loans", "not_standing"}}`',
+           params=(Param("loan", "str", "only listings of loans whose id starts with this", max_len=64),
+                   Param("limit", "int", "listings shown at most (own first, then newest)", default=100, low=1,
+                         high=1000)),
+           result=f'`{{"as_of", "listings": [{LISTING_VIEW}], "unknown_loans", "not_standing", "more"}}` (`more`: '
+                  'listings past the limit, not looked at)',
            handler="market_list"),
+    Method("loan.reschedule", "New terms for a loan (an amendment, docs/protocol.md: for hardship, as Fineract's "
+           "loan reschedule), which the borrower and the lender holding the claim must both sign, each by running "
+           "this. The first to run it proposes: its node signs and sends the amendment, and the other node keeps "
+           "it for its owner (`loan.show`'s `amendment_pending`). When the other owner runs it with the same terms "
+           "(a date, schedule or period not given are the kept proposal's), its node countersigns, records "
+           "`loan.amendment` and gives it to the proposer, whose node records it too. From the amendment's date the "
+           "outstanding principal is repaid by the new schedule; interest fallen due and unpaid stays owed on that "
+           "date. Refusals: `not_party`, `bad_state`, `bad_rate`, `bad_term`, `bad_date`, `bad_schedule`, "
+           "`conflict` (amended after the last receipt already), `bad_answer`, and the other node's refusal code.",
+           params=(_loan(), Param("rate", "str", 'the new yearly rate, e.g. "4.5%"', required=True, max_len=20),
+                   Param("term", "str", 'the new term from the date, e.g. "12m", "26w", "90d"', required=True,
+                         max_len=8),
+                   Param("schedule", "str", "the new schedule kind (default: the kept proposal's, else the "
+                         "contract's)", choices=("annuity", "equal-principal", "interest-only", "bullet")),
+                   Param("period_days", "int", "days between installments of a term in days or weeks",
+                         low=1, high=3660),
+                   _date("the day the new terms start (default: the kept proposal's, else today)")),
+           result="`{loan, amendment, state (agreed|proposed), after, date, rate_bp, rate_text, term, schedule, "
+                  "period_days, signed_by: [peer ID]}` and, when proposed, `note`: what happens next",
+           handler="loan_reschedule"),
     Method("loan.show", "One agreed loan as of a day. Refusals: `unknown_loan`, `ambiguous_id`.",
            params=(_loan(), Param("at", "str", "the day to look at (default today)", max_len=10)),
-           result=f"{LOAN_VIEW}; and `forked`: the parties (peer IDs) of whom a fork proof is held",
+           result=f"{LOAN_VIEW}; `amendments`: each counted amendment (loan state rule 12: `id, after, date, "
+                  "effective, outstanding_principal, arrears, first_row, rows`) with its terms and signers, then those "
+                  "held that do not count with `code` and `reason`; `amendment_pending`: the reschedule proposals "
+                  "this node keeps, `{theirs, ours}`, or null; and `forked`: the parties (peer IDs) of whom a fork "
+                  "proof is held",
            handler="loan_show"),
     Method("loan.list", "Every loan this node holds documents of, and its own proposals never agreed.",
            params=(Param("role", "str", "only loans where this node is", choices=("lender", "borrower",

@@ -16,7 +16,7 @@ Whether an offer or a cancellation enters the book is ``protocol.lending.book.ad
 to decide (its limits and rules); this module keeps the records and applies the decision
 in one write batch. Every ``REPUBLISH_S`` the node purges what is due (at most
 ``PURGE_BATCH`` ids a pass) and publishes its own live offers again, and does so too
-``JOIN_DELAY_S`` after a peer connects: gossip is best effort.
+``JOIN_DELAY_S`` after a peer connects: gossip is best effort (republish.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import struct
 from typing import Any
 
-import trio
 
 from protocol.envelope import open_envelope
 from protocol.errors import ProtocolError
@@ -42,14 +41,14 @@ from p2pnode.context import Context
 from p2pnode.errors import ApiError, bad_params, id_prefix, unique
 from p2pnode.lending.credit import Credit
 from p2pnode.lending.fills import fill_now
+from p2pnode.lending.republish import Republisher
 
 log = logging.getLogger(__name__)
 
 P_OFFER, P_EXPIRY, P_CANCEL = b"O", b"X", b"C"
 
 PURGE_BATCH = 1000
-REPUBLISH_S = 30.0
-JOIN_DELAY_S = 1.0  # after a peer connects, so that the gossip mesh includes it
+MAX_TAKEN_MEMO = 20_000  # offer ids remembered as taken in full (the book holds at most 10,000 offers)
 _U64 = struct.Struct(">Q")
 
 
@@ -69,13 +68,14 @@ class OfferBook:
         self.standing = standing or Credit(ctx)
         self.policy = policy  # the policy in force (policies.PolicyInForce): checks this node's own offers
         self.records = ctx.records
-        self._soon = False
+        self.republisher = Republisher(ctx, TOPIC_OFFERS, self._own_live, self.purge, "offer book")
         self._loaded = False
         # the store's records, read (and verified) once per run, then kept in step with it
         self._book: dict[bytes, Offer] = {}
         self._cancels: dict[bytes, set[bytes]] = {}  # offer id -> the authors of its cancellations
         self._xkeys: dict[bytes, bytes] = {}  # offer id -> its X key
         self.limits: Limits = LIMITS
+        self._taken: set[bytes] = set()  # ids of held offers seen taken in full (taken_in_full)
 
     def now_ms(self) -> int:
         return self.ctx.clock.now_ms()
@@ -139,6 +139,18 @@ class OfferBook:
     def live(self) -> list[Offer]:
         now = self.now_ms()
         return [o for o in self.all() if is_live(o, now)]
+
+    def taken_in_full(self, offer: Offer) -> bool:
+        """Whether the agreements of the author's chain that this node holds take all of
+        ``offer`` (fills.py). Remembered once true: parts are never taken back."""
+        if offer.id in self._taken:
+            return True
+        if not fill_now(self.ctx, offer).exhausted:
+            return False
+        if len(self._taken) >= MAX_TAKEN_MEMO:
+            self._taken.clear()  # (a memory only: what it forgets is read again)
+        self._taken.add(offer.id)
+        return True
 
     def cancelled_by(self, offer_id: bytes, author: bytes) -> bool:
         """Whether the book keeps a cancellation of ``offer_id`` signed by ``author``."""
@@ -232,29 +244,17 @@ class OfferBook:
 
     def peer_joined(self) -> None:
         """Publish our live offers again shortly: the new peer may have missed them."""
-        if not self._soon:
-            self._soon = True
-            self.ctx.spawn(self._republish_soon)
-
-    async def _republish_soon(self) -> None:
-        await trio.sleep(JOIN_DELAY_S)
-        self._soon = False
-        await self.republish()
+        self.republisher.peer_joined()
 
     async def republish(self) -> None:
-        for o in self.live():
-            if o.author == self.ctx.me:
-                await self.ctx.publish(TOPIC_OFFERS, o.envelope)
+        await self.republisher.republish()
 
     async def loop(self) -> None:
         """Every ``REPUBLISH_S``: purge what expired, publish our live offers again."""
-        while True:
-            await trio.sleep(REPUBLISH_S)
-            try:
-                self.purge()
-                await self.republish()
-            except Exception:
-                log.exception("offer book upkeep failed")
+        await self.republisher.loop()
+
+    def _own_live(self) -> list[bytes]:
+        return [o.envelope for o in self.live() if o.author == self.ctx.me]
 
     # -- control methods ---------------------------------------------------------------
 
@@ -342,7 +342,8 @@ class _View:
         return len(self._b.book)
 
     def live(self, author: bytes, now_ms: int) -> int:
-        return sum(1 for x in self._b.book.values() if x.author == author and is_live(x, now_ms))
+        return sum(1 for x in self._b.book.values()
+                   if x.author == author and is_live(x, now_ms) and not self._b.taken_in_full(x))
 
     def orphans(self) -> int:
         return self._b.orphans()

@@ -22,10 +22,11 @@ from p2pnode.lending.documents import LoanDocuments
 from p2pnode.lending.loans import Loans
 from p2pnode.lending.market import Market
 from p2pnode.lending.offers import OfferBook
-from p2pnode.net.sync import PeerMisbehaved
+from p2pnode.net.sync import PeerGone, PeerMisbehaved
 from p2pnode.lending.policies import PolicyInForce
 from p2pnode.lending.reserve import LossReserve
 from p2pnode.lending.autoinvest import AutoInvest
+from p2pnode.lending.amendments import Amendments
 from p2pnode.lending.settings import credit_params_of
 from p2pnode.net.streams import FramedStream
 
@@ -47,6 +48,7 @@ class Lending:
         self.reserve = LossReserve(ctx, self.documents, self.loans, settings)
         self.market = Market(ctx, self.documents, self.countersigning, self.credit)
         self.autoinvest = AutoInvest(ctx, self.book, self.credit, self.countersigning, self.loans, settings)
+        self.amendments = Amendments(ctx, self.documents, self.countersigning.ask)
 
     async def start(self) -> None:
         """Find the proposals a previous run left open."""
@@ -58,18 +60,28 @@ class Lending:
         await self.book.on_gossip(data, sender)
 
     async def serve_agree(self, stream: FramedStream, peer: bytes) -> None:
-        """Answer one request on an inbound agree stream: a transfer is the market's, the
-        rest countersigning's. A request whose document breaks the rules is misbehaviour."""
+        """Answer the requests on an inbound agree stream in turn (agree rule 1), until the
+        other side ends it or sends nothing for ``ANSWER_TIMEOUT`` seconds: a transfer is
+        the market's, the rest countersigning's. A request whose document breaks the rules
+        is misbehaviour, and ends the stream."""
         stream.timeout = ANSWER_TIMEOUT
-        msg = await stream.recv()
-        try:
-            if isinstance(msg, agree.Transfer):
-                answer = await self.market.sale_offered(msg.transfer, peer)
-            else:
-                answer = await self.countersigning.answer(msg, peer)
-        except ProtocolError as e:
-            raise PeerMisbehaved(e.message, e.code) from None
-        await stream.send(answer)
+        for n in range(agree.MAX_REQUESTS_PER_STREAM):
+            try:
+                msg = await stream.recv()
+            except PeerGone:
+                if n == 0:
+                    raise
+                return  # (the stream ended, or stayed silent, after an answer: its end)
+            try:
+                if isinstance(msg, agree.Transfer):
+                    answer = await self.market.sale_offered(msg.transfer, peer)
+                elif isinstance(msg, agree.Amend):
+                    answer = await self.amendments.offered(msg.amendment, peer)
+                else:
+                    answer = await self.countersigning.answer(msg, peer)
+            except ProtocolError as e:
+                raise PeerMisbehaved(e.message, e.code) from None
+            await stream.send(answer)
 
     async def on_entries(self, entries: list) -> None:
         self.credit.take(entries)
@@ -210,8 +222,8 @@ class Lending:
     async def loan_buy(self, listing: str) -> dict:
         return await self.market.buy(listing)
 
-    async def market_list(self, loan: str | None = None) -> dict:
-        return self.market.list(loan)
+    async def market_list(self, loan: str | None = None, limit: int = 100) -> dict:
+        return self.market.list(loan.lower() if loan else None, limit)
 
     # -- policy.* --------------------------------------------------------------------------
 
@@ -226,7 +238,13 @@ class Lending:
         return self.policy.set(name, {"lpr": lpr, "apr_cap": apr_cap, "min_grade": min_grade, "max_term": max_term})
 
     async def loan_show(self, loan: str, at: str | None) -> dict:
-        return self.loans.show(loan, at)
+        view = self.loans.show(loan, at)
+        view["amendment_pending"] = self.amendments.pending(self.documents.find(loan))
+        return view
+
+    async def loan_reschedule(self, loan: str, rate: str, term: str, schedule: str | None = None,
+                              period_days: int | None = None, date: str | None = None) -> dict:
+        return await self.amendments.reschedule(loan, rate, term, schedule, period_days, date)
 
     async def loan_list(self, role: str | None, state: str | None, at: str | None) -> dict:
         return self.loans.list(role, state, at)

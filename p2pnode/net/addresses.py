@@ -9,6 +9,9 @@ from protocol.errors import ProtocolError
 from protocol.keys import public_key_from_peer_id
 
 
+PORT_IN_USE = "cannot listen on"  # how the message of ``PortInUse`` begins (testnet.py reads it in logs)
+
+
 class PortInUse(OSError):
     """A listen address is taken: by another node, most likely."""
 
@@ -30,7 +33,7 @@ def check_ports_free(addrs: list[str]) -> None:
             try:
                 s.bind((parts[2], int(parts[4])))
             except OSError as e:
-                raise PortInUse(e.errno, f"cannot listen on {a}: {e.strerror} (is another node using port {parts[4]}?)") from None
+                raise PortInUse(e.errno, f"{PORT_IN_USE} {a}: {e.strerror} (is another node using port {parts[4]}?)") from None
 
 
 def split_p2p_addr(addr: str) -> tuple[bytes, str]:

@@ -26,8 +26,10 @@ bytes at once (``over_budget``); all peers together hold at most ``FRAME_BUDGET_
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, Awaitable, Callable, Protocol
 
+import outcome
 import trio
 
 from protocol import sync as rules
@@ -190,9 +192,13 @@ async def _receive(stream: Stream) -> rules.Event:
         return rules.Gone(str(e))
 
 
-async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stream, perform: Perform) -> Any:
+async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stream, perform: Perform, *,
+               receive: Callable[[], Awaitable[rules.Event]] | None = None,
+               sent: Callable[[], None] | None = None) -> Any:
     """Perform ``machine``'s actions and feed it what comes of them until it ends; the
     result of ``Finished``. Raises ``PeerMisbehaved`` or ``PeerGone`` for those endings.
+    ``receive`` gives the next peer event (default: read it from ``stream``); ``sent()``
+    is called after each message written.
 
     A failed write does not end the conversation at once: node work already asked for
     (the batch in hand) is still done, and the machine learns that the peer is gone when
@@ -207,6 +213,9 @@ async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stre
                         await send(stream, action.message)
                     except PeerGone as e:
                         gone = str(e)
+                    else:
+                        if sent is not None:
+                            sent()
             elif isinstance(action, rules.Finished):
                 return action.result
             elif isinstance(action, rules.Misbehaved):
@@ -219,7 +228,7 @@ async def _run(machine: rules.Puller | rules.Server, actions: list, stream: Stre
                     event = answer
         if event is None:
             assert machine.awaits_peer, f"nothing to feed {type(machine).__name__} in {machine.state.name}"
-            event = rules.Gone(gone) if gone is not None else await _receive(stream)
+            event = rules.Gone(gone) if gone is not None else await (receive or partial(_receive, stream))()
         actions = machine.feed(event)
     raise AssertionError(f"{type(machine).__name__} did not end within its {machine.max_events} events")
 
@@ -286,6 +295,48 @@ async def serve_sync(stream: Stream, heads: Callable[[bytes | None, int], dict],
 
 
 Ingest = Callable[[list[bytes], bytes], Awaitable[Any]]  # (envelopes, author) -> store.IngestReport
+MAX_OWED = 2  # answers a dialer may be owed at once (the puller: one, protocol/sync.py rule 2)
+
+
+class _ReadAhead:
+    """The dialer's reader: it reads the answer to each request as soon as the request is
+    sent, not when the puller next waits for it. The puller sends the next ``get`` before
+    it ingests the batch in hand (protocol/sync.py, rule 2), so the next batch comes in,
+    and its signature checks start (``on_entries``), while the node ingests the one
+    before: its workers never wait for the network, and the peer never waits for a
+    window update. At most one answer is read ahead, as at most one request is
+    unanswered; the time limit of a read runs from its request (``STREAM_TIMEOUT``)."""
+
+    def __init__(self, stream: Stream, on_entries: Callable[[wire.Entries], None]) -> None:
+        self._stream = stream
+        self._on_entries = on_entries
+        self._owed = 0  # requests sent whose answers the machine has not taken
+        self._asks_in, self._asks = trio.open_memory_channel[None](MAX_OWED)
+        self._answers_in, self._answers = trio.open_memory_channel[Any](0)  # (the reader holds one at most)
+
+    def sent(self) -> None:
+        """A request went out: its answer is owed, and read at once."""
+        self._owed += 1
+        assert self._owed <= MAX_OWED, "more requests unanswered than a dialer sends"
+        self._asks_in.send_nowait(None)
+
+    async def receive(self) -> rules.Event:
+        """The next peer event, read ahead if it was owed."""
+        if not self._owed:  # (nothing asked: read it now, as without a reader)
+            return await _receive(self._stream)
+        self._owed -= 1
+        got = await self._answers.receive()
+        return got.unwrap()  # (what reading raised is raised here, in the puller's task)
+
+    async def run(self) -> None:
+        async for _ in self._asks:
+            await self._answers_in.send(await outcome.acapture(self._read))
+
+    async def _read(self) -> rules.Event:
+        event = await _receive(self._stream)
+        if isinstance(event, rules.Received) and isinstance(event.message, wire.Entries):
+            self._on_entries(event.message)
+        return event
 
 
 async def pull(
@@ -299,6 +350,7 @@ async def pull(
     new_chain: Callable[[bytes], bool] | None = None,
     since: wire.Cursor | None = None,
     our_head: Callable[[bytes], Head | None] | None = None,
+    ahead: Callable[[wire.Entries], None] | None = None,
 ) -> PullResult:
     """Fetch from the peer on ``stream`` every entry it holds that we lack, storing each
     batch with ``ingest`` as it arrives, and return what it brought. Stops at the first
@@ -311,8 +363,10 @@ async def pull(
     (``wire.NO_CURSOR`` for every head and a cursor back; None for every head, as a node
     without cursors asks); ``result.cursor`` is the one to give the next pull, or None
     (keep the old one). With changes, only the heads of the authors they name are read,
-    each with ``our_head(author)`` (default: from ``our_heads()``). Raises
-    ``PeerMisbehaved`` if the peer breaks
+    each with ``our_head(author)`` (default: from ``our_heads()``). ``ahead``: read each
+    answer as soon as its request is sent (``_ReadAhead``) and call ``ahead(entries)``
+    with each batch as it comes in, before the batch ahead of it is ingested (to start
+    its signature checks). Raises ``PeerMisbehaved`` if the peer breaks
     the wire rules, ``PeerGone`` if it leaves mid-pull (batches already ingested stay
     stored)."""
 
@@ -334,7 +388,20 @@ async def pull(
         return None
 
     puller = rules.Puller(batch=batch, only=only, new_chain=new_chain, since=since)
-    return await _run(puller, puller.begin(), stream, perform)
+    if ahead is None:
+        return await _run(puller, puller.begin(), stream, perform)
+    reader = _ReadAhead(stream, ahead)
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader.run)
+        try:
+            result = await _run(puller, puller.begin(), stream, perform, receive=reader.receive, sent=reader.sent)
+        except Exception as e:  # (raised below as it is, not wrapped in the nursery's ExceptionGroup)
+            failure = e
+        nursery.cancel_scope.cancel()  # (the reader waits for a request that will not come)
+    if failure is not None:
+        raise failure
+    return result
 
 
 # -- peer exchange -------------------------------------------------------------------

@@ -37,6 +37,8 @@ from protocol.keys import peer_id
 from protocol.sync import PullResult
 
 from p2pnode.clock import Clock
+from p2pnode.ledger.sigpool import Checking
+from p2pnode.ledger.store import IngestReport
 from p2pnode.ledger.writer import Ledger
 from p2pnode.net.connections import Connections
 from p2pnode.net.streams import StreamRouter, close
@@ -65,6 +67,28 @@ def _lazy(make: Callable[[], Callable[[bytes], bool]]) -> Callable[[bytes], bool
         return made[0](author)
 
     return call
+
+
+class _Batches:
+    """The batches of one pull: the signature checks of each start as it is read
+    (``ahead``, called by the pull's reader while the batch before is being ingested),
+    and ``ingest`` hands them to the ledger with the batch (writer.py)."""
+
+    KEPT = 2  # batches read and not yet ingested, at most (the one in hand, the one read ahead)
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._started: list[tuple[tuple[bytes, ...], Checking]] = []  # batches read, their checks
+
+    def ahead(self, batch: wire.Entries) -> None:
+        self._started = self._started[-(self.KEPT - 1):] + [(batch.entries, self.ledger.check(batch.entries))]
+
+    async def ingest(self, envelopes: list[bytes], author: bytes) -> IngestReport:
+        batch = tuple(envelopes)
+        # (verdicts are found by envelope bytes: checks of another batch would only go unused)
+        checking = next((c for b, c in self._started if b == batch), None)
+        self._started = [(b, c) for b, c in self._started if b != batch]
+        return await self.ledger.ingest(envelopes, author, via="sync", checking=checking)
 
 
 @dataclass(frozen=True)
@@ -190,9 +214,10 @@ class Syncer:
             # (a peer of sync 1.0.0 refuses `since`: with it, every pull is a full one)
             cursor = cursor and _protocol_of(stream) != wire.SYNC_PROTOCOL_1_0
             since = (self._cursor(pk) or wire.NO_CURSOR) if cursor else None
-            result = await pull(stream, self.ledger.store.heads, self._ingest_from(pk), progress=progress,
+            batches = _Batches(self.ledger)
+            result = await pull(stream, self.ledger.store.heads, batches.ingest, progress=progress,
                                 new_chain=None if interest is None else _lazy(interest.planner),
-                                since=since, our_head=self.ledger.store.head)
+                                since=since, our_head=self.ledger.store.head, ahead=batches.ahead)
             self.last_round_ms = self.clock.now_ms()
             self._count("sync.heads.received", result.heads_received)
             self._count("sync.pulls.changes" if result.changes else "sync.pulls.full", 1)
@@ -220,8 +245,10 @@ class Syncer:
         brought. Raises ``PeerMisbehaved``, ``PeerGone``, ``trio.TooSlowError`` or what
         opening a stream raises (the caller decides whom to ask next)."""
         stream = await self.streams.open(pk, wire.SYNC_PROTOCOLS)
+        batches = _Batches(self.ledger)
         try:
-            return await pull(stream, self.ledger.store.heads, self._ingest_from(pk), only=frozenset([author]))
+            return await pull(stream, self.ledger.store.heads, batches.ingest, only=frozenset([author]),
+                              ahead=batches.ahead)
         finally:
             await close(stream)
 
@@ -247,13 +274,8 @@ class Syncer:
         if pk in self.conns.connected and pk not in self._syncing and self._open_gaps():
             self.request(pk)
 
-    def _ingest_from(self, pk: bytes) -> Callable[[list[bytes], bytes], Any]:
-        async def ingest(envelopes: list[bytes], author: bytes) -> Any:
-            return await self.ledger.ingest(envelopes, author, via="sync")
-
-        return ingest
-
     def _progressed(self, pk: bytes, progress: Any) -> None:
+        self.ledger.expect(progress.target - progress.fetched)
         p = self._pulls.get(pk)
         if p is not None:
             p.fetched, p.target = progress.fetched, progress.target

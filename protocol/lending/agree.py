@@ -4,8 +4,14 @@ one proposal as a pure state machine (``Proposer``, ``Acceptor``).
 Rules of this file (docs/protocol.md, "Countersigning"):
 
 1. Frames are those of wire.py (4-byte big-endian length, one canonical MessagePack map
-   with a text ``type``). The dialer sends one request; the listener sends one answer and
-   both close. Requests and their answers:
+   with a text ``type``). The dialer sends a request and reads its answer before it sends
+   the next; the listener answers in turn, at most ``MAX_REQUESTS_PER_STREAM`` on one
+   stream, until the dialer closes it or stays silent. Only requests that may be asked
+   twice (``ASKED_TWICE``: rule 2, and a pushed agreement or refusal is recorded once)
+   may follow another on a stream; ``transfer`` and ``amend`` open one of their own. A
+   dialer whose request goes unanswered on a stream that carried one before asks again
+   on a new stream (listeners before this rule answered one request, then closed).
+   Requests and their answers:
 
    ======================  ===================================================
    request                 answers
@@ -16,6 +22,8 @@ Rules of this file (docs/protocol.md, "Countersigning"):
    {contract}``
    ``refused`` (pushed)    ``ok {loan}``
    ``transfer {transfer}`` ``accepted {transfer}`` | ``refused``
+   ``amend {amendment}``   ``accepted {amendment}`` | ``held {loan}`` |
+                           ``ok {loan}`` | ``refused``
    ======================  ===================================================
 
    ``entries`` (optional, 1 to ``MAX_PROPOSAL_ENTRIES``) are the proposer's last chain
@@ -24,7 +32,11 @@ Rules of this file (docs/protocol.md, "Countersigning"):
    are envelope bytes (contract.py). A proposal carries one signature (the proposer's),
    ``accepted`` and ``countersigned`` carry the agreement (both parties'). ``held`` says
    the acceptor's owner reviews proposals by hand: the answer comes later, pushed as
-   ``countersigned`` or ``refused``, or by asking again.
+   ``countersigned`` or ``refused``, or by asking again. ``amend`` carries an amendment
+   (amendment.py): signed by its proposer alone, the other party's node countersigns
+   it (``accepted``) only if its own owner proposed the same terms, and otherwise keeps
+   it for its owner (``held``); signed by both, it is pushed to the proposer, whose node
+   records it (``ok``). These rules and rule 2 to 7 are about contracts only.
 2. Sending the same ``propose`` again is always safe: an acceptor answers a proposal it
    has decided with the same decision, so a proposer that lost an answer (or restarted)
    just asks again until the proposal expires.
@@ -143,6 +155,7 @@ AGREE_PROTOCOL = "/p2plend/agree/1.0.0"
 MAX_AGREE_FRAME = 256 * 1024
 MAX_REASON = 1000
 MAX_PROPOSAL_ENTRIES = 16
+MAX_REQUESTS_PER_STREAM = 10_000  # requests a listener answers on one stream (rule 1)
 
 RETRY_INTERVAL_MS = 2_000  # how often the node feeds Tick to its open machines
 HELD_RETRY_MS = 10_000  # a held proposal is asked about again this often
@@ -332,7 +345,22 @@ class Transfer:
     transfer: bytes
 
 
-AgreeMessage = Union[Propose, Accepted, Held, Refused, Countersigned, Ok, Transfer]
+@dataclass(frozen=True, slots=True)
+class Amend:
+    """An amendment envelope: proposed (one signature) or countersigned (both)."""
+
+    amendment: bytes
+
+
+AgreeMessage = Union[Propose, Accepted, Held, Refused, Countersigned, Ok, Transfer, Amend]
+
+ACCEPTED_FIELDS = ("contract", "transfer", "amendment")
+"""What an ``accepted`` answer may carry: the agreement, the transfer or the amendment."""
+
+
+ASKED_TWICE = (Propose, Countersigned, Refused)
+"""The requests a dialer may send on a stream that answered one before (rule 1): asked
+again, each gets the same answer."""
 
 
 def encode(msg: AgreeMessage) -> bytes:
@@ -353,6 +381,8 @@ def encode(msg: AgreeMessage) -> bytes:
         doc = {"type": "ok", "loan": msg.loan}
     elif isinstance(msg, Transfer):
         doc = {"type": "transfer", "transfer": msg.transfer}
+    elif isinstance(msg, Amend):
+        doc = {"type": "amend", "amendment": msg.amendment}
     else:
         raise TypeError(f"not an agree message: {msg!r}")
     payload = codec.encode(doc)
@@ -391,7 +421,7 @@ def decode(payload: bytes) -> AgreeMessage:
         c = _blob(doc["contract"], "contract")
         return Propose(c) if t == "propose" else Countersigned(c)
     if t == "accepted":
-        field = "transfer" if "transfer" in doc else "contract"
+        field = next((f for f in ACCEPTED_FIELDS if f in doc), "contract")
         _fields(doc, {"type", field}, t)
         return Accepted(_blob(doc[field], field), field)
     if t in ("held", "ok"):
@@ -407,6 +437,9 @@ def decode(payload: bytes) -> AgreeMessage:
     if t == "transfer":
         _fields(doc, {"type", "transfer"}, t)
         return Transfer(_blob(doc["transfer"], "transfer"))
+    if t == "amend":
+        _fields(doc, {"type", "amendment"}, t)
+        return Amend(_blob(doc["amendment"], "amendment"))
     raise WireError(f"unknown message type {t[:40]!r}", code="unknown_message")
 
 

@@ -149,7 +149,10 @@ class BookView(Protocol):
 
     def live(self, author: bytes, now_ms: int) -> int:
         """How many offers by ``author`` the book holds that are live at ``now_ms``
-        (``offer.is_live``)."""
+        (``offer.is_live``) and not taken in full: an offer whose parts, as the agreements
+        of its author's chain that this node holds show them (fill.py), reach its amount
+        can be taken no more, and must not hold one of its author's places until its
+        cancellation arrives (gossip may lose it; then only ``BOOK_TTL_MS`` removes it)."""
 
     def orphans(self) -> int:
         """How many cancellations the book keeps of offers it does not hold."""

@@ -32,6 +32,8 @@ Rules (docs/protocol.md, "Loans"):
      ``ts``): a late countersignature is not an agreement.
    - ``loan.receipt`` ``{receipt}``: a receipt envelope, written by payee and payer.
    - ``loan.transfer`` ``{transfer}``: a transfer envelope.
+   - ``loan.amendment`` ``{amendment}``: new terms signed by borrower and holder
+     (its kind is amendment.py's ``AMENDMENT_KINDS``, which builds on this module).
    - ``loan.declared`` ``{loan, what, amount, date}``: the payer says it sent money
      (a claim, not a proof: only a receipt counts).
    - ``loan.default``, ``loan.writeoff`` ``{loan, date}``: the lender's notices.
@@ -206,9 +208,10 @@ def open_proposal(data: bytes) -> Envelope:
     return env
 
 
-def open_agreement(data: bytes) -> Envelope:
-    """An agreement (rule 2) from its envelope bytes, both signatures checked."""
-    env = open_envelope(data)
+def open_agreement(data: bytes, *, verify: bool = True) -> Envelope:
+    """An agreement (rule 2) from its envelope bytes, both signatures checked (their
+    Ed25519 verification skipped with ``verify=False``: ``open_envelope``'s rule)."""
+    env = open_envelope(data, verify_signatures=verify)
     doc = check_contract(env.document)
     require_signers(env, doc["lender"], doc["borrower"])
     return env
@@ -232,9 +235,10 @@ def make_receipt(key: SigningKey, *, loan: bytes, n: int, what: str, amount: int
     return seal(check_receipt(doc), key)
 
 
-def open_receipt(data: bytes) -> Envelope:
-    """A receipt (rule 3) from its envelope bytes: signed by its payee alone."""
-    env = open_envelope(data)
+def open_receipt(data: bytes, *, verify: bool = True) -> Envelope:
+    """A receipt (rule 3) from its envelope bytes: signed by its payee alone (``verify``
+    as in ``open_agreement``)."""
+    env = open_envelope(data, verify_signatures=verify)
     doc = check_receipt(env.document)
     try:
         require_signers(env, doc["payee"])
@@ -251,11 +255,12 @@ def check_transfer(doc: Any) -> dict:
     return doc
 
 
-def open_transfer(data: bytes, *, complete: bool = True, signed_by: str = "from") -> Envelope:
+def open_transfer(data: bytes, *, complete: bool = True, signed_by: str = "from", verify: bool = True) -> Envelope:
     """A transfer (rule 4); with ``complete``, signed by exactly from and to, else by
     the party ``signed_by`` names alone (``"from"``: the holder's offer; ``"to"``: a
-    buyer's proposal for a listing), which the other side countersigns."""
-    env = open_envelope(data)
+    buyer's proposal for a listing), which the other side countersigns (``verify`` as in
+    ``open_agreement``)."""
+    env = open_envelope(data, verify_signatures=verify)
     doc = check_transfer(env.document)
     if complete:
         require_signers(env, doc["from"], doc["to"])
@@ -360,7 +365,8 @@ LOAN_KINDS = (
 )
 
 
-EMBEDDING = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer"}
+EMBEDDING = {"loan.agreement": "contract", "loan.receipt": "receipt", "loan.transfer": "transfer",
+             "loan.amendment": "amendment"}
 """The kinds whose body embeds a two-party document, and the body field that holds it."""
 
 
@@ -382,7 +388,7 @@ def loan_of(kind: str, body: Any) -> bytes | None:
     try:
         if kind == "loan.agreement":
             return embedded_id(kind, body)
-        if kind in ("loan.receipt", "loan.transfer"):
+        if kind in ("loan.receipt", "loan.transfer", "loan.amendment"):
             loan = peek_document(body[EMBEDDING[kind]])["loan"]
         elif kind in ("loan.declared", "loan.default", "loan.writeoff", "loan.dispute"):
             loan = body["loan"]

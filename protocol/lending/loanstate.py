@@ -1,15 +1,15 @@
 """Loan state: what the documents of one loan add up to at the end of a given day.
 
-``loan_state`` is a pure function of the contract, the receipts, transfers and notices
-about the loan, and the day to look at: no I/O and no clock, so every node holding the
+``loan_state`` is a pure function of the contract, the receipts, transfers, notices and
+amendments about the loan, and the day to look at: no I/O and no clock, so every node holding the
 same documents computes the same state, for today or for any other day. Amounts are
 integer minor units; nothing here uses floats.
 
 Rules of this file (docs/protocol.md, "Loan state"):
 
 1. Schedule. The installments are ``schedule(principal, rate_bp, parse_term(term),
-   schedule, start, period_days)`` of the contract (schedule.py). They never change:
-   payments are matched against them (rule 7).
+   schedule, start, period_days)`` of the contract (schedule.py). Only a counted
+   amendment changes them (rule 12): payments are matched against them (rule 7).
 2. Receipts. Only receipts whose ``loan`` is this loan are looked at; one id is one
    receipt (a duplicate is dropped silently). They are taken by ``n`` from 1. Receipt
    ``n`` is invalid, with the first code that applies, if:
@@ -109,13 +109,45 @@ Rules of this file (docs/protocol.md, "Loan state"):
     ends (between those, the oldest unpaid installment stays the same and its days past
     due grow by one a day). The run looks at those days, the dates of the default and
     writeoff notices (rule 9 judges a default by days past due on its date) and
-    ``today``, nothing else.
+    ``today``, nothing else (and, with amendments, rule 12's days).
+12. Amendments (amendment.py: new ``rate_bp``, ``term``, ``schedule``, ``period_days``
+    from ``date``, signed by borrower and holder). Only those whose ``loan`` is this
+    loan are looked at; one id is one amendment. An amendment with ``after = k`` is made
+    between receipts ``k`` and ``k + 1``, after the transfers made there (rule 3).
+    Invalid, with the first code that applies: ``wrong_signer`` unless signed by exactly
+    its ``borrower`` and ``holder``; ``not_party`` if ``borrower`` is not the contract's;
+    ``not_holder`` if ``holder`` does not hold the claim at that point; ``too_many`` past
+    ``MAX_AMENDMENTS``; ``bad_date`` if dated before receipt ``k``, the last transfer
+    applied by then, or the previous amendment that may count; the schedule's code if
+    its terms make no schedule from its date; ``not_reached`` while ``k`` is more than
+    the counted receipts. Of the valid ones after receipt ``k`` the lowest id may count;
+    the others are rejected with ``conflict`` (so a second amendment needs a receipt
+    in between).
+
+    It takes effect (the *effective day*) on its date, or on the date of receipt
+    ``k + 1`` if that is counted and earlier; one whose effective day is after
+    ``today`` has not taken effect (it is not listed). On that day, after the receipts
+    up to ``k`` and before ``k + 1`` (and the fees of graces ended before it, rule 6),
+    it counts unless the loan is repaid or a default dated before that day counts (rule
+    9): ``bad_state``. When it counts, the loan continues under its terms: every
+    installment not fully paid keeps what was paid of it, owes nothing more and is
+    ``rescheduled`` (rows are only added: their numbers stay), unpaid fees stay owed, the unpaid interest of the
+    installments fallen due by then (the *arrears*) stays owed, due on the amendment's
+    date (an installment of its own, interest only), and the outstanding principal is
+    repaid by ``schedule(outstanding, rate_bp, term, schedule, date, period_days)``,
+    whose principal parts sum to it. Interest of installments not fallen due is
+    replaced by the new schedule's. Days past due then follow the new installments
+    (rule 11's money events: one that leaves nothing past due gives ``caught_up``).
+    ``amendments`` lists those counted, in order; with none the state is the
+    contract's alone. Several apply one after the other, each to what the last left.
 
 Cost: with I installments (at most ``schedule.MAX_PERIODS``), R counted receipts, T
 transfers and N notices, ``loan_state`` takes O(R*I) for the money (each repayment walks
 the installments, as before rule 11), O(S log S) for the S <= 2*I + R + N + 2 sweep
 days (days past due is O(1) amortized there: the oldest unpaid installment only moves
-forward), and O(N*T) for the notices. No loop runs per calendar day.
+forward), and O(N*T) for the notices. No loop runs per calendar day. Each of the A <=
+``MAX_AMENDMENTS`` amendments that take effect adds its schedule's installments (I
+grows to at most (A + 1) * (MAX_PERIODS + 1)) and O(N*T) for the defaults before it.
 
 The states, and how the state moves as ``today`` advances (``TRANSITIONS``; several
 events can happen on one day, so one day may take several edges):
@@ -144,7 +176,8 @@ state                      meaning                             entered by       
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
@@ -217,6 +250,10 @@ class Move(NamedTuple):
 BUCKETS = ((30, "1-30"), (60, "31-60"), (90, "61-90"))
 """Delinquency buckets by days past due: up to 30, up to 60, up to 90, then ``90+``."""
 
+MAX_AMENDMENTS = 24
+"""The most amendments that count for one loan (rule 12): each may add up to
+``schedule.MAX_PERIODS`` installments, and every repayment walks them all."""
+
 
 # -- inputs ---------------------------------------------------------------------------------
 
@@ -233,6 +270,15 @@ class SignedReceipt:
 @dataclass(frozen=True)
 class SignedTransfer:
     """A transfer document (contract.py, rule 4) and the keys that signed it."""
+
+    id: bytes
+    doc: dict
+    signers: frozenset[bytes]
+
+
+@dataclass(frozen=True)
+class SignedAmendment:
+    """An amendment document (amendment.py, rule 1) and the keys that signed it."""
 
     id: bytes
     doc: dict
@@ -261,6 +307,28 @@ class Rejection(NamedTuple):
     message: str
 
 
+class Amended(NamedTuple):
+    """A counted amendment (rule 12) as it applied: on ``effective``, after receipt
+    ``after``, ``outstanding_principal`` was re-amortized into the rows ``first_row`` to
+    ``first_row + rows - 1`` (``Row.n``), counting from ``start`` (the document's date);
+    ``arrears`` of interest fallen due and unpaid stayed owed, due on ``start`` (a row of
+    its own, just before those, when it is not 0)."""
+
+    id: bytes
+    after: int
+    start: date
+    effective: date
+    outstanding_principal: int
+    arrears: int
+    first_row: int
+    rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id.hex(), "after": self.after, "date": self.start.isoformat(),
+                "effective": self.effective.isoformat(), "outstanding_principal": self.outstanding_principal,
+                "arrears": self.arrears, "first_row": self.first_row, "rows": self.rows}
+
+
 class Dispute(NamedTuple):
     id: bytes
     by: bytes
@@ -285,7 +353,8 @@ class Row:
     status: str
     """``paid``; ``waived`` (paid off early, interest waived); ``upcoming`` (due after the
     day); ``due`` or ``partial`` (fallen due, within its grace, nothing or something paid);
-    ``late`` (not fully paid by the end of its grace)."""
+    ``late`` (not fully paid by the end of its grace); ``rescheduled`` (an amendment
+    took what it still owed into a new schedule, rule 12: it keeps what was paid)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "due": self.due.isoformat(), "payment": self.payment, "interest": self.interest,
@@ -330,6 +399,8 @@ class LoanState:
     repaid_on: date | None
     defaulted_on: date | None
     written_off_on: date | None
+    amendments: tuple[Amended, ...] = ()
+    """The counted amendments that took effect by ``as_of`` (rule 12), in order."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: bytes as lowercase hex, dates as ``YYYY-MM-DD``."""
@@ -353,6 +424,7 @@ class LoanState:
             "rejected": [{"id": r.id.hex(), "code": r.code, "message": r.message} for r in self.rejected],
             "disputes": [{"id": d.id.hex(), "by": d.by.hex(), "date": d.date.isoformat(), "reason": d.reason}
                          for d in self.disputes],
+            "amendments": [a.to_json() for a in self.amendments],
         }
 
 
@@ -391,11 +463,22 @@ def bucket_of(days_past_due: int) -> str:
 # -- rules 2 and 3: which receipts and transfers count ------------------------------------------
 
 
+class _Candidate(NamedTuple):
+    """The one amendment that may count after receipt ``after`` (rule 12), and the day it
+    takes effect: its date, or the date of the next counted receipt if that is earlier."""
+
+    after: int
+    amendment: SignedAmendment
+    start: date
+    effective: date
+
+
 @dataclass
 class _Sequence:
     counted: list[SignedReceipt]
     transfers: list[SignedTransfer]  # the valid ones, in the order they apply
     rejected: list[Rejection]
+    candidates: list[_Candidate] = field(default_factory=list)  # rule 12, by after
 
 
 def _receipt_fault(r: SignedReceipt, c: dict, holder: bytes, seq: _Sequence) -> Rejection | None:
@@ -482,9 +565,56 @@ def _apply_transfers(group: list[SignedTransfer], holder: bytes, c: dict, seq: _
     return holder
 
 
+def _amendment_fault(a: SignedAmendment, c: dict, holder: bytes, seq: _Sequence) -> Rejection | None:
+    """Why amendment ``a`` cannot be the one after the receipts counted so far (rule 12,
+    the checks on the documents alone), or None."""
+    from .amendment import amendment_schedule
+
+    d = a.doc
+    if a.signers != {d["borrower"], d["holder"]}:
+        return Rejection(a.id, code="wrong_signer", message="an amendment is signed by exactly its borrower and holder")
+    if d["borrower"] != c["borrower"]:
+        return Rejection(a.id, code="not_party", message="the amendment names another borrower than the contract's")
+    if d["holder"] != holder:
+        return Rejection(a.id, code="not_holder", message=f"{_short(d['holder'])} does not hold the claim after "
+                                                          f"receipt {d['after']}")
+    if len(seq.candidates) >= MAX_AMENDMENTS:
+        return Rejection(a.id, code="too_many", message=f"a loan is amended at most {MAX_AMENDMENTS} times")
+    day = _day(d["date"])
+    floor = max([_day(seq.counted[-1].doc["date"])]
+                + [_day(t.doc["date"]) for t in seq.transfers[-1:]]
+                + [x.start for x in seq.candidates[-1:]])
+    if day is None or day < floor:
+        return Rejection(a.id, code="bad_date", message=f"amendment dated {d['date']}, before {floor.isoformat()}")
+    try:
+        amendment_schedule(d, 1)  # the terms make a schedule from that day (principal aside)
+    except ProtocolError as e:
+        return Rejection(a.id, code=e.code, message=f"amendment: {e.message}")
+    return None
+
+
+def _choose_amendment(group: list[SignedAmendment], holder: bytes, c: dict, seq: _Sequence) -> None:
+    """Of the amendments made after the receipts counted so far, the one with the lowest
+    id that passes ``_amendment_fault`` is the candidate; the others are rejected (rule 12)."""
+    chosen = None
+    for a in sorted(group, key=lambda a: a.id):
+        fault = _amendment_fault(a, c, holder, seq)
+        if fault:
+            seq.rejected.append(fault)
+        elif chosen is None:
+            chosen = a
+        else:
+            seq.rejected.append(Rejection(a.id, code="conflict", message=f"amendment after receipt {a.doc['after']}: "
+                                                                          "another one with a lower id counts"))
+    if chosen is not None:
+        day = parse_date(chosen.doc["date"])
+        seq.candidates.append(_Candidate(len(seq.counted), chosen, day, day))
+
+
 def _sequence(loan: bytes, c: dict, receipts: Iterable[SignedReceipt],
-              transfers: Iterable[SignedTransfer]) -> _Sequence:
-    """The receipts that count, in order, and the transfers that apply (rules 2 and 3)."""
+              transfers: Iterable[SignedTransfer], amendments: Iterable[SignedAmendment] = ()) -> _Sequence:
+    """The receipts that count, in order, the transfers that apply (rules 2 and 3), and
+    the amendments that may count (rule 12: one per point, the money decides the rest)."""
     by_n: dict[int, list[SignedReceipt]] = {}
     for r in _unique((r for r in receipts if r.doc.get("loan") == loan),
                      lambda r: (r.signer != r.doc["payee"], r.signer)).values():
@@ -493,11 +623,17 @@ def _sequence(loan: bytes, c: dict, receipts: Iterable[SignedReceipt],
     for t in _unique((t for t in transfers if t.doc.get("loan") == loan),
                      lambda t: (t.signers != {t.doc["from"], t.doc["to"]}, sorted(t.signers))).values():
         by_after.setdefault(t.doc["after"], []).append(t)
+    amended: dict[int, list[SignedAmendment]] = {}
+    for a in _unique((a for a in amendments if a.doc.get("loan") == loan),
+                     lambda a: (a.signers != {a.doc["borrower"], a.doc["holder"]}, sorted(a.signers))).values():
+        amended.setdefault(a.doc["after"], []).append(a)
 
     seq = _Sequence([], [], [])
     holder = c["lender"]
     while True:
         holder = _apply_transfers(by_after.pop(len(seq.counted), []), holder, c, seq)
+        if seq.counted:  # (an amendment's after is at least 1: it follows the disbursement)
+            _choose_amendment(amended.pop(len(seq.counted), []), holder, c, seq)
         if not _count_next(by_n.pop(len(seq.counted) + 1, []), c, holder, seq):
             break
     missing = len(seq.counted) + 1
@@ -508,6 +644,13 @@ def _sequence(loan: bytes, c: dict, receipts: Iterable[SignedReceipt],
         for t in sorted(by_after[after], key=lambda t: t.id):
             seq.rejected.append(Rejection(t.id, code="not_reached",
                                           message=f"a transfer after receipt {after}; {len(seq.counted)} are counted"))
+    for after in sorted(amended):
+        for a in sorted(amended[after], key=lambda a: a.id):
+            seq.rejected.append(Rejection(a.id, code="not_reached", message=f"an amendment after receipt {after}; "
+                                                                            f"{len(seq.counted)} are counted"))
+    for i, x in enumerate(seq.candidates):  # in effect on its date, or at the next receipt if that is earlier
+        if x.after < len(seq.counted):
+            seq.candidates[i] = x._replace(effective=min(x.start, parse_date(seq.counted[x.after].doc["date"])))
     return seq
 
 
@@ -540,6 +683,7 @@ class _Line:
     fee: int = 0
     fee_paid: int = 0
     assessed: bool = False
+    rescheduled: bool = False  # an amendment took what it owed into a new schedule (rule 12)
 
     def unpaid(self) -> int:
         """Interest and principal still owed (fees apart)."""
@@ -594,6 +738,29 @@ class _Book:
                     line.waived = line.inst.interest - line.paid_interest
         self.overpaid += amount
 
+    def amend(self, plan: list[Installment], effective: date, start: date) -> int:
+        """Rule 12 at an amendment in effect on ``effective`` whose new installments are
+        ``plan`` (counting from ``start``): every line keeps what was paid of it and owes
+        nothing more; the interest of those fallen due by ``effective`` and unpaid (the
+        arrears) is owed on ``start``. Lines are only added, so row numbers stay. The
+        arrears (a line of their own before ``plan``'s, when not 0)."""
+        assert self.repaid_on is None, "a repaid loan is not amended"
+        assert sum(i.principal for i in plan) == self.outstanding(), "the new installments repay what is owed"
+        arrears = 0
+        for line in self.lines:
+            if line.falls_due <= effective:
+                arrears += line.inst.interest - line.waived - line.paid_interest
+            if line.unpaid():
+                line.rescheduled = True
+                paid = line.paid_interest + line.paid_principal
+                line.inst = replace(line.inst, payment=paid, interest=line.paid_interest + line.waived,
+                                    principal=line.paid_principal)
+        self._oldest = len(self.lines)  # every line so far is paid now: unpaid() is 0
+        if arrears:
+            self.lines.append(_Line(Installment(start, arrears, arrears, 0, sum(i.principal for i in plan)), start))
+        self.lines.extend(_Line(i, i.due) for i in plan)  # due after start, which is after the disbursement
+        return arrears
+
     def oldest_unpaid(self) -> _Line | None:
         """The first installment not fully paid. Payments and waivers only ever lower what
         a line owes, so the search resumes where it stopped: O(I) over a book's life."""
@@ -622,6 +789,8 @@ class _Book:
         return sum(line.inst.principal - line.paid_principal for line in self.lines)
 
     def status(self, line: _Line, day: date) -> str:
+        if line.rescheduled:
+            return "rescheduled"
         if line.waived:
             return "waived"
         if not line.unpaid():
@@ -633,27 +802,43 @@ class _Book:
         return "partial" if line.paid_interest or line.paid_principal else "due"
 
 
-def _sweep_days(book: _Book, payments: list[tuple[date, int]], notice_days: Iterable[date], disbursed_on: date,
-                today: date) -> list[date]:
-    """Rule 11's sweep days from the disbursement to ``today``, in order."""
-    days = {disbursed_on, today}
-    days.update(d for d, _ in payments)
-    days.update(d for d in notice_days if disbursed_on <= d <= today)
-    grace = book.grace_days
-    for line in book.lines:
+def _line_days(lines: Iterable[_Line], grace: int, today: date) -> Iterable[date]:
+    """The sweep days of installments (rule 11): the day after each falls due and the day
+    after its grace ends, up to ``today``."""
+    for line in lines:
         # Compared by day counts first: falls_due + grace may pass the year 9999.
         late_by = (today - line.falls_due).days
         if late_by >= 1:
-            days.add(line.falls_due + timedelta(days=1))
+            yield line.falls_due + timedelta(days=1)
         if late_by > grace:
-            days.add(line.falls_due + timedelta(days=grace + 1))
+            yield line.falls_due + timedelta(days=grace + 1)
+
+
+def _sweep_days(book: _Book, payments: list[tuple[date, int]], notice_days: Iterable[date], disbursed_on: date,
+                today: date) -> list[date]:
+    """Rule 11's sweep days from the disbursement to ``today``, in order (those of the
+    installments an amendment brings are added when it applies)."""
+    days = {disbursed_on, today}
+    days.update(d for d, _ in payments)
+    days.update(d for d in notice_days if disbursed_on <= d <= today)
+    days.update(_line_days(book.lines, book.grace_days, today))
     return sorted(days)
 
 
+@dataclass
+class _Amending:
+    """Rule 12 in the money: the candidates in effect by ``today``, and what came of them."""
+
+    given: list[Notice]  # the notices given by today: a default before an amendment stops it
+    applied: list[Amended] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
 def _money(plan: list[Installment], c: dict, seq: _Sequence, disbursed_on: date, today: date,
-           notice_days: Iterable[date]) -> tuple[_Book, list[tuple[date, int]]]:
-    """Rules 5 to 8 as time passes: the book at the end of ``today`` (repayments dated on
-    or before it, then fees, rule 6), and days past due at the end of each sweep day."""
+           notice_days: Iterable[date], amending: _Amending | None = None) -> tuple[_Book, list[tuple[date, int]]]:
+    """Rules 5 to 8 (and 12) as time passes: the book at the end of ``today`` (repayments
+    and amendments in effect on or before it, in sequence order, then fees, rule 6), and
+    days past due at the end of each sweep day."""
     book = _Book(plan, disbursed_on, c["grace_days"], c["late_fee"])
     payments = []
     for r in seq.counted[1:]:
@@ -661,16 +846,83 @@ def _money(plan: list[Installment], c: dict, seq: _Sequence, disbursed_on: date,
         if day > today:
             break  # counted dates never decrease (rule 2)
         payments.append((day, r.doc["amount"]))
-    timeline = []
+    # Steps in sequence order, which is date order: an amendment after receipt k takes
+    # effect on or after receipt k's date and on or before receipt k + 1's (rule 12).
+    cands = [x for x in seq.candidates if x.effective <= today] if amending is not None else []
+    steps = _in_sequence(payments, cands)
+    days = _sweep_days(book, payments, notice_days, disbursed_on, today)
+    if cands:
+        days = sorted(set(days).union(x.effective for x in cands))  # (a sorted list is a heap)
+    seen = set(days)
+    timeline: list[tuple[date, int]] = []
     k = 0
-    for day in _sweep_days(book, payments, notice_days, disbursed_on, today):
-        while k < len(payments) and payments[k][0] <= day:
-            book.pay(payments[k][1], payments[k][0])  # in receipt order, which is date order
+    while days:
+        day = heapq.heappop(days)
+        while k < len(steps) and steps[k][0] <= day:
+            when, amount, x = steps[k]
+            if x is None:
+                book.pay(amount, when)
+            else:
+                assert amending is not None
+                for d in _amend(book, x, c, seq, timeline, amending, today):
+                    if d > day and d not in seen:  # the new installments' sweep days
+                        seen.add(d)
+                        heapq.heappush(days, d)
             k += 1
         timeline.append((day, book.days_past_due(day)))
-    assert k == len(payments), "every payment date is a sweep day"
+    assert k == len(steps), "every payment and amendment date is a sweep day"
     book.charge_fees(today)
     return book, timeline
+
+
+def _in_sequence(payments: list[tuple[date, int]],
+                 cands: list[_Candidate]) -> list[tuple[date, int, _Candidate | None]]:
+    """Payments ``(day, amount, None)`` and amendments ``(effective, 0, candidate)`` in
+    sequence order: the amendment after receipt k comes after receipt k and before
+    receipt k + 1 (payment i is receipt i + 2; receipt 1 is the disbursement). That is
+    date order too: an amendment takes effect between the two receipts' dates."""
+    out: list[tuple[date, int, _Candidate | None]] = []
+    by_after = {x.after: x for x in cands}
+    for i, (d, amount) in enumerate(payments):
+        if i + 1 in by_after:
+            x = by_after.pop(i + 1)
+            out.append((x.effective, 0, x))
+        out.append((d, amount, None))
+    assert all(after == len(payments) + 1 for after in by_after), "an amendment in effect follows receipts in effect"
+    out.extend((x.effective, 0, x) for x in by_after.values())
+    assert all(out[i][0] <= out[i + 1][0] for i in range(len(out) - 1)), "sequence order is date order"
+    return out
+
+
+def _amend(book: _Book, x: _Candidate, c: dict, seq: _Sequence, timeline: list[tuple[date, int]],
+           amending: _Amending, today: date) -> list[date]:
+    """Rule 12 at candidate ``x``'s effective day: it counts unless the loan is repaid or
+    a default counts dated before that day (judged as rule 9 does, on the days past due
+    so far); then the book continues under its terms. The new sweep days."""
+    from .amendment import amendment_schedule
+
+    a, day = x.amendment, x.effective
+    book.charge_fees(day)  # the fees of graces ended before it, on the old installments
+    if book.repaid_on is not None:
+        amending.rejected.append(Rejection(a.id, code="bad_state", message="the loan is repaid: there is nothing "
+                                                                           "left to reschedule"))
+        return []
+    before = [n for n in amending.given if n.date < day]
+    if before:
+        # Days past due at every notice day before ``day``: notice days are sweep days, and
+        # the ones before the disbursement (not in the timeline) have none.
+        dpd_at = dict(timeline)
+        if _notices(before, c, seq, lambda d: dpd_at.get(d, 0)).defaulted_on is not None:
+            amending.rejected.append(Rejection(a.id, code="bad_state", message="the loan was declared in default "
+                                                                               "before the amendment"))
+            return []
+    outstanding = book.outstanding()
+    plan = amendment_schedule(a.doc, outstanding)  # its terms were checked (rule 12): this does not raise
+    arrears = book.amend(plan, day, x.start)
+    first = len(book.lines) - len(plan) + 1
+    amending.applied.append(Amended(a.id, x.after, x.start, day, outstanding, arrears, first, len(plan)))
+    added = book.lines[first - 1 - (1 if arrears else 0):]  # the arrears line, if any, and the new ones
+    return list(_line_days(added, book.grace_days, today))
 
 
 def _band(days_past_due: int, grace_days: int) -> int:
@@ -772,35 +1024,38 @@ def _notices(given: list[Notice], c: dict, seq: _Sequence, days_past_due_at: Cal
 
 
 def loan_state(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
-               notices: list[Notice], today: date) -> LoanState:
+               notices: list[Notice], today: date, amendments: Iterable[SignedAmendment] = ()) -> LoanState:
     """The state of loan ``loan_id`` (the id of ``contract``) at the end of ``today``, by the
     rules of this module. Depends only on the arguments, taken as sets; raises
-    ``ProtocolError`` only for a contract whose schedule cannot be made."""
-    return _evaluate(loan_id, contract, receipts, transfers, notices, today)[0]
+    ``ProtocolError`` only for a contract whose schedule cannot be made. With no
+    ``amendments`` (rule 12) it is what the contract alone gives."""
+    return _evaluate(loan_id, contract, receipts, transfers, notices, today, amendments)[0]
 
 
 def loan_moves(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
-               notices: list[Notice], today: date) -> tuple[Move, ...]:
+               notices: list[Notice], today: date, amendments: Iterable[SignedAmendment] = ()) -> tuple[Move, ...]:
     """Rule 11's run up to the end of ``today``, every event in order (those that leave
     the state as it was too); its last ``after`` is ``loan_state(...).state`` (nothing
     before the disbursement: then the state is ``awaiting_disbursement``). The moves up to
     a day never change when ``today`` is later."""
-    return _evaluate(loan_id, contract, receipts, transfers, notices, today)[1]
+    return _evaluate(loan_id, contract, receipts, transfers, notices, today, amendments)[1]
 
 
 def _evaluate(loan_id: bytes, c: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
-              notices: list[Notice], today: date) -> tuple[LoanState, tuple[Move, ...]]:
+              notices: list[Notice], today: date,
+              amendments: Iterable[SignedAmendment] = ()) -> tuple[LoanState, tuple[Move, ...]]:
     plan = contract_schedule(c)
-    seq = _sequence(loan_id, c, receipts, transfers)
+    seq = _sequence(loan_id, c, receipts, transfers, amendments)
     disbursed_on = parse_date(seq.counted[0].doc["date"]) if seq.counted else None
     if disbursed_on is not None and disbursed_on > today:
         disbursed_on = None  # rule 4: not lent yet at the end of today
     given = _given(notices, today)
 
     book, timeline = None, []
+    amending = _Amending(given)
     if disbursed_on is not None:
         judged = (x.date for x in given if x.kind in ("default", "writeoff"))  # rule 9 looks at these days
-        book, timeline = _money(plan, c, seq, disbursed_on, today, judged)
+        book, timeline = _money(plan, c, seq, disbursed_on, today, judged, amending)
     dpd_at = dict(timeline)
 
     def days_past_due_at(d: date) -> int:
@@ -843,11 +1098,12 @@ def _evaluate(loan_id: bytes, c: dict, receipts: list[SignedReceipt], transfers:
         overpaid=book.overpaid if book else 0,
         counted=tuple(r.id for r in seq.counted),
         transfers=tuple(t.id for t in seq.transfers),
-        rejected=tuple(seq.rejected + notes.rejected),
+        rejected=tuple(seq.rejected + amending.rejected + notes.rejected),
         disputes=tuple(notes.disputes),
         disbursed_on=disbursed_on,
         repaid_on=book.repaid_on if book else None,
         defaulted_on=notes.defaulted_on,
         written_off_on=notes.written_off_on,
+        amendments=tuple(amending.applied),
     )
     return result, tuple(moves)

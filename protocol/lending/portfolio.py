@@ -149,6 +149,8 @@ def loan_flows(contract: dict, state: LoanState, receipts: Mapping[bytes, Signed
     end where ``state`` says: the two must share one allocation rule."""
     if state.disbursed_on is None:
         return None
+    if state.amendments:  # (the replay knows one schedule alone: loanstate rule 12 changes it mid-course)
+        raise PortfolioError("an amended loan's repayments are not replayed", code="flows_mismatch")
     book = _Book(_plan(state), state.disbursed_on, contract["grace_days"], contract["late_fee"])
 
     def totals() -> tuple[int, int, int, int]:

@@ -21,14 +21,18 @@ Rules of this file:
    - ``holder``: the holder of the claim today (``LoanState.holder``);
    - ``party``: the borrower, or anyone who holds or held the claim (``LoanState.holders``),
      so exactly those whose dispute loan state lists (loanstate rule 9);
-   - ``new_lender``: neither the holder nor the borrower.
+   - ``new_lender``: neither the holder nor the borrower;
+   - ``borrower_or_holder``: the borrower or the holder of the claim today: the two who
+     sign an amendment (amendment.py), each by its own owner's command.
 
    What the state must be: a state of ``loanstate.STATES``, ``not`` one,
    ``default_allowed`` (a default notice given today would count: loanstate rule 8), or
    ``undisbursed`` (no receipt counts yet, not even a disbursement dated after today: a
    second disbursement receipt would never count).
 3. The actions are those of the loan commands (``loan disburse``, ``confirm``,
-   ``repay``, ``receipt``, ``default``, ``writeoff``, ``dispute``, ``transfer``), and
+   ``repay``, ``receipt``, ``default``, ``writeoff``, ``dispute``, ``transfer``, and
+   ``amend``: ``loan reschedule``, proposing or countersigning an amendment, which a
+   node signs only on its own owner's command, judged for the other party alike), and
    one a node does for a peer: ``take_transfer``, countersigning a transfer that ``by``
    offers to this node (``to``). There is no action by which a node signs a receipt on
    its own: a receipt says money arrived, which only its owner can know (``confirm``,
@@ -43,9 +47,9 @@ Rules of this file:
    is allowed only when it would count, a transfer only to a key it may go to.
 7. What a node records of others' documents (``to_record``): nothing on another's word.
    Only a ``party`` of a loan whose agreement it holds records anything, and only what
-   counts in the loan's state: each counted receipt it pays or is paid, and each
+   counts in the loan's state: each counted receipt it pays or is paid, each
    counted transfer it gives or takes (the borrower: every counted transfer, since it
-   must know whom it pays). A document that merely names a node, for a loan it never
+   must know whom it pays), and each counted amendment it signed. A document that merely names a node, for a loan it never
    agreed to or one that does not count, is not recorded.
 8. A repayment a node declares (``repay``) or receipts (``receipt``) is at least one
    minor unit and at most the loan's ``payoff`` on the payment's date, or today if that
@@ -87,6 +91,16 @@ take_transfer  by     holder                         not_holder           the se
 take_transfer  to     new_lender                     bad_peer             the new lender must be a third party
 take_transfer  state  not repaid                     bad_state            the loan is repaid: there is no claim left to
                                                                           transfer
+amend          by     borrower_or_holder             not_party            only the borrower and the lender holding the
+                                                                          claim amend a loan
+amend          state  not awaiting_disbursement      bad_state            the loan is not disbursed yet: there is
+                                                                          nothing to reschedule
+amend          state  not repaid                     bad_state            the loan is repaid: there is nothing left to
+                                                                          reschedule
+amend          state  not defaulted                  bad_state            the loan is defaulted: an amendment would not
+                                                                          count
+amend          state  not written_off                bad_state            the loan is written off: an amendment would
+                                                                          not count
 =============  =====  =============================  ===================  =============================================
 """
 
@@ -95,12 +109,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .loanstate import AWAITING, DEFAULTED, REPAID, STATES, LoanState, SignedReceipt, SignedTransfer
+from .loanstate import (
+    AWAITING, DEFAULTED, REPAID, STATES, WRITTEN_OFF, LoanState, SignedAmendment, SignedReceipt, SignedTransfer,
+)
 from .money import format_amount
 
 BY, TO, STATE = "by", "to", "state"
 LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER = "lender", "borrower", "holder", "party", "new_lender"
-PARTIES = (LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER)
+BORROWER_OR_HOLDER = "borrower_or_holder"
+PARTIES = (LENDER, BORROWER, HOLDER, PARTY, NEW_LENDER, BORROWER_OR_HOLDER)
 DEFAULT_ALLOWED = "default_allowed"
 UNDISBURSED = "undisbursed"
 
@@ -156,6 +173,11 @@ RULES: tuple[Check, ...] = (
     Check("take_transfer", BY, HOLDER, "not_holder", "the sender does not hold the claim"),
     Check("take_transfer", TO, NEW_LENDER, "bad_peer", _THIRD),
     Check("take_transfer", STATE, _not(REPAID), "bad_state", _NO_CLAIM),
+    Check("amend", BY, BORROWER_OR_HOLDER, "not_party", "only the borrower and the lender holding the claim amend a loan"),
+    Check("amend", STATE, _not(AWAITING), "bad_state", "the loan is not disbursed yet: there is nothing to reschedule"),
+    Check("amend", STATE, _not(REPAID), "bad_state", "the loan is repaid: there is nothing left to reschedule"),
+    Check("amend", STATE, _not(DEFAULTED), "bad_state", "the loan is defaulted: an amendment would not count"),
+    Check("amend", STATE, _not(WRITTEN_OFF), "bad_state", "the loan is written off: an amendment would not count"),
 )
 """The table of this file's docstring, in the order each action's checks run."""
 
@@ -191,6 +213,8 @@ def is_party(party: str, key: bytes, contract: dict, state: LoanState) -> bool:
         return key == contract["borrower"] or key in state.holders
     if party == NEW_LENDER:
         return key not in (state.holder, contract["borrower"])
+    if party == BORROWER_OR_HOLDER:
+        return key in (contract["borrower"], state.holder)
     raise ValueError(f"unknown party {party!r}")
 
 
@@ -246,14 +270,19 @@ def _message(template: str, contract: dict, state: LoanState) -> str:
 
 
 def to_record(me: bytes, contract: dict, state: LoanState, receipts: Mapping[bytes, SignedReceipt],
-              transfers: Mapping[bytes, SignedTransfer]) -> tuple[bytes, ...]:
+              transfers: Mapping[bytes, SignedTransfer],
+              amendments: Mapping[bytes, SignedAmendment] | None = None) -> tuple[bytes, ...]:
     """Rule 7: the ids of the documents of the loan of ``contract`` (in ``state``, its
     ``LoanState`` today) that node ``me`` records in its own chain, receipts in counting
-    order, then transfers in the order they apply; empty unless ``me`` is a ``party``.
-    ``receipts`` and ``transfers`` map the ids in ``state`` to their documents."""
+    order, then transfers in the order they apply, then the amendments it signed in the
+    order they apply; empty unless ``me`` is a ``party``. ``receipts``, ``transfers``
+    and ``amendments`` map the ids in ``state`` to their documents (``amendments`` may
+    be left out when ``state`` counts none)."""
     if not is_party(PARTY, me, contract, state):
         return ()
     paid = tuple(r for r in state.counted if me in (receipts[r].doc["payer"], receipts[r].doc["payee"]))
     moved = tuple(t for t in state.transfers
                   if me in (transfers[t].doc["from"], transfers[t].doc["to"], contract["borrower"]))
-    return paid + moved
+    docs = amendments or {}
+    signed = tuple(a.id for a in state.amendments if me in (docs[a.id].doc["borrower"], docs[a.id].doc["holder"]))
+    return paid + moved + signed

@@ -12,6 +12,7 @@ bounded in count and time, every process started here ended by its pid.
 - ``netns``: ``Lab``, a private network of namespaces where node processes run on
   addresses of their own and can be cut off from each other for real (``lab_or_skip``);
 - ``limits``: this machine's own limits that benchmark figures are read against.
+- ``chains``: ``signed_chain``, a chain of signed entries made in memory.
 
 The tests import it by adding ``tests/`` to ``sys.path`` (tests/conftest.py); the
 scripts under ``bench/`` do the same.

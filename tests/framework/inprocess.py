@@ -68,6 +68,17 @@ async def start_line(nursery: trio.Nursery, tmp: Path, n: int, **settings: Any) 
     return nodes
 
 
+async def start_mesh(nursery: trio.Nursery, tmp: Path, n: int, **settings: Any) -> list[Node]:
+    """``n`` nodes with pex off, each connected to every other, holding the same chains."""
+    nodes = [await start(nursery, make_node(tmp / f"n{i}", f"n{i}", pex=False, **settings)) for i in range(n)]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            await b.connect(a.listen_addrs()[0])
+    await wait_for(lambda: all(len(x.connected) == n - 1 for x in nodes), 10, "a full mesh")
+    await sync_all(nodes)
+    return nodes
+
+
 def heads_of(node: Node) -> dict:
     """``{author: (seq, id)}`` of every chain ``node`` holds, read from its store."""
     return {a: (h.seq, h.id) for a, h in node.store.heads().items()}

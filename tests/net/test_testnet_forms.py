@@ -1,8 +1,10 @@
 """`testnet up` returns once the network has formed (every node sees another, all joined),
 with the peer counts of that moment; a network that cannot form is reported, naming what
-is missing, when --timeout passes."""
+is missing, when --timeout passes; a node whose port another process took moves to a new one."""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 
@@ -59,3 +61,40 @@ def test_a_network_that_cannot_form_is_reported_at_the_timeout(net: Network):
     assert rc == 1 and out == ""
     assert "the network did not form within 15 s: connected to no other node: node1, node2" in err
     assert str(net.home(1) / "node.log") in err
+
+
+def _port(addr: str) -> int:
+    return int(addr.split("/tcp/")[1].split("/")[0])
+
+
+@pytest.mark.slow
+def test_nodes_whose_ports_were_taken_move_to_new_ones_and_the_network_forms(net: Network):
+    """The ports of a testnet's homes are chosen free when the homes are made and bound
+    only when the nodes start; another process (a second test network) can take one in
+    between. Here another socket holds the ports of node 1, the bootstrap peer, and of
+    node 2: `up` moves both, points node 2 and 3 at node 1's new address, and forms."""
+    from p2pnode.extensions import load
+    from p2pnode.home import Home
+    from p2pnode.testnet import prepare
+
+    before = prepare(net.dir, 3, load())
+    held = []
+    try:
+        for m in before[:2]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", _port(m.addr)))
+            s.listen()
+        started = net.up(3)
+    finally:
+        for s in held:
+            s.close()
+    after = {n["name"]: n for n in started["nodes"]}
+    assert _port(after["node1"]["addr"]) != _port(before[0].addr)
+    assert _port(after["node2"]["addr"]) != _port(before[1].addr)
+    assert after["node3"]["addr"] == before[2].addr  # nobody took node 3's port
+    for k in (2, 3):
+        assert Home(net.home(k)).config().bootstrap == [after["node1"]["addr"]]
+    assert Home(net.home(1)).config().listen == [after["node1"]["addr"].split("/p2p/")[0]]
+    assert all(n["peers"] >= 1 for n in started["nodes"]), started
+    assert "cannot listen on" in (net.home(1) / "node.log").read_text()

@@ -146,3 +146,39 @@ async def test_a_credit_setting_that_is_not_a_mapping_is_refused_naming_it():
         credit_params_of({"amount_factors": "A=3"})
     with pytest.raises(ValueError, match="min_rates"):
         credit_params_of({"min_rates": "A"})
+
+
+async def test_a_profile_reuses_the_histories_of_loans_that_did_not_change(tmp_path: Path):
+    """Each loan's history is kept per day and set of its documents (credit.py ``_history``):
+    a profile after a new walk re-reads no unchanged loan, one after a second loan reads
+    that loan alone, and every profile equals the one made with nothing kept."""
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        await repaid_loan(lender, borrower)
+        credit = lending(lender).credit
+        me, them = lender.key.public_key, borrower.key.public_key
+        today = lender.clock.today()
+        reads = []
+        read = credit._history.__func__
+
+        def counted(self, loan, author, day):  # (counts the loans read again, not the kept ones)
+            before = dict(self._kept)
+            h = read(self, loan, author, day)
+            if before.get(loan) is not self._kept.get(loan):
+                reads.append(loan)
+            return h
+
+        credit._history = counted.__get__(credit)
+        first = credit.histories(them, today)
+        assert len(first) == 1 and len(reads) == 1
+        assert credit.histories(them, today) == first and len(reads) == 1  # nothing new: nothing read
+        await repaid_loan(lender, borrower)
+        second = credit.histories(them, today)
+        assert len(second) == 2 and len(reads) == 2  # the new loan alone
+        credit._kept.clear()
+        assert credit.histories(them, today) == second  # the same as made afresh
+        assert credit.profile(them) == credit.profile(them) and me != them
+        await stop_all([lender, borrower])

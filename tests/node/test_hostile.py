@@ -18,12 +18,11 @@ from libp2p.tools.anyio_service import background_trio_service
 from framework.inprocess import make_node, start
 from framework.wait import wait_for
 from p2pnode.net.host import build_host, build_pubsub, key_pair
+from framework.chains import signed_chain
 from protocol import codec, wire
 from protocol.lending.offer import TOPIC_OFFERS
-from protocol.entry import ZERO_ID, make_entry
 from protocol.envelope import seal
 from protocol.keys import SigningKey
-from protocol.kinds import genesis_body
 
 pytestmark = pytest.mark.trio
 
@@ -33,11 +32,7 @@ STRANGER = SigningKey.from_seed(hashlib.sha256(b"stranger").digest())
 
 
 def chain(key: SigningKey, n: int):
-    out = []
-    for seq in range(1, n + 1):
-        kind, body = ("genesis", genesis_body()) if seq == 1 else ("note", {"text": str(seq)})
-        out.append(make_entry(key, seq=seq, prev=out[-1].id if out else ZERO_ID, ts=seq, kind=kind, body=body))
-    return out
+    return signed_chain(key, n, text=str)
 
 
 ALL_TOPICS = (*wire.TOPICS, TOPIC_OFFERS)  # the core's and lending's

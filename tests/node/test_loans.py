@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import again, lending, make_node, start, start_watched, stop_all, stop_watched, sync_all
+from framework.inprocess import (again, lending, make_node, start, start_mesh, start_watched, stop_all, stop_watched,
+                                 sync_all)
 from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from p2pnode.node import Node
@@ -20,16 +21,6 @@ from protocol.lending.agree import Record
 pytestmark = pytest.mark.trio
 
 START = (date.today() - timedelta(days=130)).isoformat()
-
-
-async def mesh(nursery: trio.Nursery, tmp: Path, n: int, **settings) -> list:
-    nodes = [await start(nursery, make_node(tmp / f"n{i}", f"n{i}", pex=False, **settings)) for i in range(n)]
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1:]:
-            await b.connect(a.listen_addrs()[0])
-    await wait_for(lambda: all(len(x.connected) == n - 1 for x in nodes), 10, "a full mesh")
-    await sync_all(nodes)
-    return nodes
 
 
 async def offer(node, **over) -> str:
@@ -52,7 +43,7 @@ def recorded(node, loan: str) -> set[str]:
 
 async def test_an_offer_taken_countersigned_disbursed_and_repaid_looks_the_same_everywhere(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, observer = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, observer = nodes = await start_mesh(nursery, tmp_path, 3)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
         p = await borrower.call("loan.propose", {"offer": oid, "start": START})
@@ -135,7 +126,7 @@ async def test_proposals_refused_for_expiry_wrong_head_and_terms(tmp_path: Path)
     from protocol.lending import agree
 
     async with trio.open_nursery() as nursery:
-        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        lender, borrower = nodes = await start_mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
         o = lending(borrower).book.get(bytes.fromhex(oid))
@@ -171,7 +162,7 @@ async def test_sale_default_and_forged_receipts(tmp_path: Path):
     from protocol.lending.contract import make_receipt
 
     async with trio.open_nursery() as nursery:
-        lender, borrower, buyer = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, buyer = nodes = await start_mesh(nursery, tmp_path, 3)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
         loan = (await borrower.call("loan.propose", {"offer": oid, "start": START}))["loan"]
@@ -315,7 +306,7 @@ async def test_open_proposals_resume_after_a_restart_and_learn_their_agreement_f
 
 async def test_a_send_cut_short_still_ends_so_the_proposal_is_asked_about_again(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        lender, borrower = nodes = await start_mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
         loans = lending(borrower).countersigning
@@ -397,7 +388,7 @@ async def test_a_forkers_loans_and_offers_say_so_everywhere(tmp_path: Path):
     from protocol.entry import make_entry
 
     async with trio.open_nursery() as nursery:
-        lender, borrower = nodes = await mesh(nursery, tmp_path, 2)
+        lender, borrower = nodes = await start_mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer(nodes, oid)
         loan = (await borrower.call("loan.propose", {"offer": oid}))["loan"]

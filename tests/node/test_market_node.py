@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import lending, make_node, start, stop_all, sync_all
+from framework.inprocess import lending, start_mesh, stop_all, sync_all
 from framework.wait import wait_for
 from p2pnode.errors import ApiError
 from protocol.envelope import seal
@@ -20,16 +20,6 @@ from protocol.lending import agree
 pytestmark = pytest.mark.trio
 
 START = (date.today() - timedelta(days=40)).isoformat()
-
-
-async def mesh(nursery: trio.Nursery, tmp: Path, n: int) -> list:
-    nodes = [await start(nursery, make_node(tmp / f"n{i}", f"n{i}", pex=False)) for i in range(n)]
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1:]:
-            await b.connect(a.listen_addrs()[0])
-    await wait_for(lambda: all(len(x.connected) == n - 1 for x in nodes), 10, "a full mesh")
-    await sync_all(nodes)
-    return nodes
 
 
 async def disbursed_loan(lender, borrower, nodes) -> str:
@@ -59,7 +49,7 @@ async def listed_everywhere(seller, nodes, loan: str, price: str) -> dict:
 
 async def test_a_loan_sold_at_a_price_moves_its_claim_and_receipts_to_the_buyer(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, buyer = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, buyer = nodes = await start_mesh(nursery, tmp_path, 3)
         loan = await disbursed_loan(lender, borrower, nodes)
         with pytest.raises(ApiError) as e:
             await buyer.call("loan.sell", {"loan": loan, "price": "1.00"})
@@ -103,7 +93,7 @@ async def test_a_loan_sold_at_a_price_moves_its_claim_and_receipts_to_the_buyer(
 
 async def test_two_buyers_of_one_listing_never_both_get_the_claim(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, b1, b2 = nodes = await mesh(nursery, tmp_path, 4)
+        lender, borrower, b1, b2 = nodes = await start_mesh(nursery, tmp_path, 4)
         loan = await disbursed_loan(lender, borrower, nodes)
         listing = await listed_everywhere(lender, nodes, loan, "800.00")
         outcomes: dict[str, object] = {}
@@ -129,7 +119,7 @@ async def test_two_buyers_of_one_listing_never_both_get_the_claim(tmp_path: Path
 
 async def test_a_holder_signs_no_transfer_without_a_price_or_off_its_listing(tmp_path: Path):
     async with trio.open_nursery() as nursery:
-        lender, borrower, buyer = nodes = await mesh(nursery, tmp_path, 3)
+        lender, borrower, buyer = nodes = await start_mesh(nursery, tmp_path, 3)
         loan = await disbursed_loan(lender, borrower, nodes)
         ask = lending(buyer).countersigning.ask
         base = {"type": "transfer", "loan": bytes.fromhex(loan), "from": lender.key.public_key,

@@ -187,3 +187,29 @@ async def test_free_keys_cannot_squat_a_full_book_against_a_peer_with_loans(tmp_
         assert (await viewer.call("ledger.verify"))["ok"]  # the book's records stay whole (I7)
         await stop_all([viewer, peer])
 
+
+
+async def test_offers_taken_in_full_hold_no_place_of_their_author_when_their_cancellation_is_lost(tmp_path: Path):
+    """A taken offer is cancelled by gossip, which may lose the cancellation. The taker's
+    book then still holds it, until BOOK_TTL_MS; before, it also kept one of its author's
+    places, and the author's next offers were refused there (``too_many_offers``)."""
+    async with trio.open_nursery() as nursery:
+        lender, borrower = await start_line(nursery, tmp_path, 2, pex=False)
+        await sync_all([lender, borrower])
+
+        async def lost(offer_id: bytes) -> None:  # the lender's cancellations of taken offers never go out
+            return None
+
+        lending(lender).countersigning._consume_offer = lost
+        lending(borrower).book.limits = Limits(max_per_author=2, max_per_stranger=2)
+        taken = []
+        for amount in ("500.00", "501.00"):
+            oid = (await lender.call("offer.create", dict(TERMS, amount=amount)))["id"]
+            await wait_for(lambda: held(borrower, oid), 10, "the offer in the borrower's book")
+            assert (await borrower.call("loan.propose", {"offer": oid}))["state"] == "agreed"
+            taken.append(oid)
+        assert all(held(borrower, oid) for oid in taken)  # no cancellation came
+        fresh = (await lender.call("offer.create", dict(TERMS, amount="502.00")))["id"]
+        await wait_for(lambda: held(borrower, fresh), 10, "the author's next offer in the borrower's book")
+        assert lending(borrower).book.taken_in_full(lending(borrower).book.get(bytes.fromhex(taken[0])))
+        await stop_all([lender, borrower])

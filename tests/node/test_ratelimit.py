@@ -54,7 +54,7 @@ def test_a_topic_with_a_rate_neither_delivers_nor_forwards_what_a_peer_sends_ove
     async def penalise(*_):
         raise AssertionError("a rate is not misbehaviour")
 
-    async def handler(data, sender):
+    async def handler(data, sender, value):
         pass
 
     async def main():

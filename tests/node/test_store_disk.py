@@ -128,7 +128,7 @@ def test_a_full_disk_fails_the_store_stop_and_loses_no_acknowledged_entry(tmp_pa
     assert out["acked"] > 0 and out["reopened_head"] == out["acked"] and out["verify_ok"], out
 
 
-def test_the_reserves_the_wait_and_the_stranger_budget_are_read_from_config_toml_and_checked():
+def test_the_reserves_the_wait_the_stranger_budget_and_the_workers_are_read_from_config_toml_and_checked():
     from p2pnode.home import Config, ConfigError
 
     default = Config.from_toml(Config().to_toml(), where="c")
@@ -140,7 +140,12 @@ def test_the_reserves_the_wait_and_the_stranger_budget_are_read_from_config_toml
     assert cfg.stranger_chains == 3
     again = Config.from_toml(cfg.to_toml(), where="c")
     assert again.reserve == cfg.reserve and again.stranger_chains == 3
-    for bad in ("reserve_mib = -1", "others_reserve_mib = 1.5", "reserve_mib = true", "own_chain_wait_s = 21",
+    assert default.verify_workers is None and again.verify_workers is None  # left out: one per core
+    two = Config.from_toml("[ledger]\nverify_workers = 2\n", where="c")
+    assert two.verify_workers == 2 and Config.from_toml(two.to_toml(), where="c").verify_workers == 2
+    assert Config.from_toml("[ledger]\nverify_workers = 0\n", where="c").verify_workers == 0
+    for bad in ("verify_workers = -1", "verify_workers = 9", "verify_workers = 2.0", 'verify_workers = "2"',
+                "reserve_mib = -1", "others_reserve_mib = 1.5", "reserve_mib = true", "own_chain_wait_s = 21",
                 'own_chain_wait_s = "10"', "stranger_chains = -1", "stranger_chains = 1e9", "stranger_chains = 1000001"):
         with pytest.raises(ConfigError) as ei:
             Config.from_toml(f"[ledger]\n{bad}\n", where="c")

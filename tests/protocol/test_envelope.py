@@ -353,3 +353,18 @@ def test_errors_are_protocol_errors_with_codes():
     e = DecodeError("x", code="bad_envelope")
     assert e.code == "bad_envelope" and e.message == "x"
     assert DecodeError("x").code == "malformed"
+
+
+def test_bytes_read_back_from_the_store_skip_the_ed25519_checks_alone():
+    """``verify_signatures=False`` (stored bytes, verified when stored) skips the verify
+    loop and nothing else: the same envelope, a bad signature let through, every check
+    of the bytes kept."""
+    env = seal({"type": "note", "text": "hi"}, KEYS[0])
+    assert open_envelope(env.raw, verify_signatures=False) == open_envelope(env.raw)
+    bad = raw_envelope(env.payload, [(KEYS[0].public_key, bytes(64))])
+    with pytest.raises(SignatureError):  # refused when verified...
+        open_envelope(bad)
+    assert open_envelope(bad, verify_signatures=False).signers == (KEYS[0].public_key,)  # ...read back when not
+    unsorted = raw_envelope(env.payload, sorted([(k.public_key, bytes(64)) for k in KEYS[:2]], reverse=True))
+    assert code_of(unsorted, verify_signatures=False) == "non_canonical"
+    assert code_of(b"\x93\x01\x02\x03", verify_signatures=False) == "bad_envelope"

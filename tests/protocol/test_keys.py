@@ -371,3 +371,63 @@ def test_verify_agrees_with_libsodium(seed, msg, how, data):
 def test_small_order_forgeries_are_refused_by_libsodium_too():
     for pk, sig, msg in _forgeries():
         assert not _libsodium_accepts(pk, sig, msg)
+
+
+# ------------------------------------------------------------------ verify's memory of verdicts
+
+
+@SETTINGS
+@given(seeds, st.binary(max_size=60), st.sampled_from(["key", "signature", "message"]), st.integers(0, 10_000))
+def test_a_remembered_verdict_answers_only_the_triple_that_verified(seed, msg, part, bit):
+    """After a triple verified (and was remembered), any change to key, signature or
+    message is checked anew and refused; the triple itself still verifies."""
+    key = SigningKey.from_seed(seed)
+    sig = key.sign(msg)
+    assert verify(key.public_key, sig, msg)
+    assert keys._Verified.digest(key.public_key, sig, msg) in keys._verified
+
+    def flip(data: bytes) -> bytes:
+        out = bytearray(data)
+        out[(bit // 8) % len(out)] ^= 1 << (bit % 8)
+        return bytes(out)
+
+    changed = {"key": (flip(key.public_key), sig, msg), "signature": (key.public_key, flip(sig), msg),
+               "message": (key.public_key, sig, flip(msg) if msg else b"\0")}[part]
+    assert not verify(*changed)
+    assert verify(key.public_key, sig, msg)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(seeds, st.binary(max_size=20), st.booleans()), min_size=1, max_size=8))
+def test_verdicts_are_the_same_with_and_without_the_memory(cases):
+    """The memory changes speed only: every answer equals a cold verify's."""
+    triples = []
+    for seed, msg, tamper in cases:
+        key = SigningKey.from_seed(seed)
+        sig = key.sign(msg)
+        triples.append((key.public_key, sig[:-1] + bytes([sig[-1] ^ 1]) if tamper else sig, msg))
+    warm = [verify(*t) for t in triples] and [verify(*t) for t in triples]
+    keys._verified.clear()
+    cold = [verify(*t) for t in triples]
+    assert warm == cold == [not tamper for _, _, tamper in cases]
+
+
+def test_failures_are_never_remembered():
+    key = SigningKey.from_seed(bytes(range(32)))
+    sig = key.sign(b"m")
+    bad = sig[:-1] + bytes([sig[-1] ^ 1])
+    keys._verified.clear()
+    for _ in range(3):
+        assert not verify(key.public_key, bad, b"m")
+    assert keys._Verified.digest(key.public_key, bad, b"m") not in keys._verified
+    assert len(keys._verified._seen) == 0
+
+
+def test_the_memory_is_bounded_and_forgets_the_oldest_first():
+    memo = keys._Verified(3)
+    digests = [bytes([i]) * 32 for i in range(5)]
+    for d in digests:
+        memo.add(d)
+    assert [d in memo for d in digests] == [False, False, True, True, True]
+    assert len(memo._seen) == 3
+    assert keys.VERIFIED_MEMO * 100 < 4 << 20  # about 100 bytes each: a few MiB at most

@@ -153,3 +153,37 @@ def test_a_sale_transfer_carries_the_price():
     with pytest.raises(ProtocolError):
         check_sale_transfer(dict(t, price=0))
     assert set(TRANSFER_PRICE_FIELD) == {"price"}
+
+
+def test_when_a_sale_is_made():
+    """Rule 6, in its order: the transfer carries out the listing, the listing stands, the
+    seller may transfer, after the receipts counted now, dated today, making the buyer the
+    holder; the state with the transfer is asked only when all else passed."""
+    import dataclasses
+
+    from protocol.lending.market import sale_refusal
+
+    c, s = the_loan()
+    lst, today = listing(), date(2026, 5, 1)
+    good = sale_transfer(lst, BUYER.public_key, after=len(s.counted), day=today)
+    asked = []
+
+    def with_(holder):
+        def state_with():
+            asked.append(holder)
+            return dataclasses.replace(s, holder=holder)
+        return state_with
+
+    assert sale_refusal(good, lst, c, s, today, T0 + 1, with_(BUYER.public_key)) is None and asked
+    asked.clear()
+    cases = {
+        "wrong_price": (dict(good, price=1), T0 + 1),
+        "listing_expired": (good, T0 + 7 * DAY_MS),
+        "bad_peer": (dict(good, to=c["borrower"]), T0 + 1),
+        "stale_after": (dict(good, after=len(s.counted) - 1), T0 + 1),
+        "bad_date": (dict(good, date="2026-04-30"), T0 + 1),
+    }
+    for code, (t, now) in cases.items():
+        assert sale_refusal(t, lst, c, s, today, now, with_(BUYER.public_key))[0] == code, code
+    assert asked == []  # the state with the transfer: never made for a refused sale
+    assert sale_refusal(good, lst, c, s, today, T0 + 1, with_(SELLER.public_key))[0] == "bad_transfer"

@@ -89,6 +89,16 @@ ROWS = [
     ("take_transfer", X, N, loan(CURRENT), ("not_holder", "the sender does not hold the claim")),
     ("take_transfer", L, B, loan(CURRENT), ("bad_peer", "the new lender must be a third party")),
     ("take_transfer", L, N, loan(REPAID), ("bad_state", "the loan is repaid: there is no claim left to transfer")),
+    ("amend", B, None, loan(CURRENT), None),
+    ("amend", L, None, loan(DELINQUENT), None),
+    ("amend", N, None, loan(LATE, holder=N), None),
+    ("amend", L, None, loan(CURRENT, holder=N), ("not_party", "only the borrower and the lender holding the claim "
+                                                              "amend a loan")),
+    ("amend", X, None, loan(CURRENT), ("not_party", "only the borrower and the lender holding the claim amend a loan")),
+    ("amend", B, None, loan(AWAITING), ("bad_state", "the loan is not disbursed yet: there is nothing to reschedule")),
+    ("amend", B, None, loan(REPAID), ("bad_state", "the loan is repaid: there is nothing left to reschedule")),
+    ("amend", L, None, loan(DEFAULTED), ("bad_state", "the loan is defaulted: an amendment would not count")),
+    ("amend", B, None, loan(WRITTEN_OFF), ("bad_state", "the loan is written off: an amendment would not count")),
 ]
 
 
@@ -263,7 +273,8 @@ def documented_change(action, by, c, st_, to) -> bool:
     """Where the table deliberately differs from the node before it."""
     return ((st_.state == REPAID and action in ("repay", "receipt", "transfer", "take_transfer"))  # rule 4
             or (action == "dispute" and by in st_.holders)  # every holder, as loan state lists (rule 2)
-            or (action == "take_transfer" and to in (c["borrower"], st_.holder)))  # loan state: bad_transfer
+            or (action == "take_transfer" and to in (c["borrower"], st_.holder))  # loan state: bad_transfer
+            or action == "amend")  # new: the node before the table had no amendments
 
 
 @settings(max_examples=400, deadline=None)

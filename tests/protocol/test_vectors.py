@@ -247,3 +247,33 @@ def test_sale_vector():
     after = loan_state(agreement.id, agreement.document, signed,
                        [SignedTransfer(t.id, t.document, frozenset(t.signers))], [], day)
     assert after.holder == buyer.public_key and after.transfers == (t.id,)
+
+
+def test_amendment_vector():
+    from datetime import date
+
+    from protocol.lending.amendment import amendment_schedule, check_amendment, open_amendment
+    from protocol.lending.contract import open_agreement, open_receipt
+    from protocol.lending.loanstate import SignedAmendment, SignedReceipt, loan_state
+
+    L, A = V["loan"], V["amendment"]
+    agreement = open_agreement(bytes.fromhex(L["agreement"]))
+    lender, borrower = (SigningKey.from_seed(bytes.fromhex(L[k])) for k in ("lender_seed", "borrower_seed"))
+    doc = from_json(A["document"])
+    assert check_amendment(doc) == doc and doc["loan"].hex() == L["loan_id"]
+    assert (doc["borrower"], doc["holder"]) == (borrower.public_key, lender.public_key)
+    assert codec.encode(doc).hex() == A["payload"] and hashlib.sha256(codec.encode(doc)).hexdigest() == A["id"]
+    env = open_amendment(bytes.fromhex(A["envelope"]))
+    assert env.document == doc and env.id.hex() == A["id"] and set(env.signers) == {lender.public_key,
+                                                                                    borrower.public_key}
+    assert seal(doc, borrower, lender).raw.hex() == A["envelope"]
+    rows = [{"due": r.due.isoformat(), "payment": r.payment, "interest": r.interest, "principal": r.principal,
+             "balance": r.balance} for r in amendment_schedule(doc, A["outstanding_principal"])]
+    assert rows == A["schedule"] and sum(r["principal"] for r in rows) == A["outstanding_principal"]
+    receipts = [open_receipt(bytes.fromhex(r["envelope"])) for r in L["receipts"]]
+    st = loan_state(agreement.id, agreement.document, [SignedReceipt(r.id, r.document, r.signers[0]) for r in receipts],
+                    [], [], date(2026, 5, 10), [SignedAmendment(env.id, env.document, frozenset(env.signers))])
+    assert [a.id.hex() for a in st.amendments] == [A["id"]]
+    assert st.amendments[0].outstanding_principal == A["outstanding_principal"]
+    want = A["state_on_2026_05_10"]
+    assert {k: getattr(st, k) for k in want} == want
