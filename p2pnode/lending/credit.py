@@ -42,7 +42,7 @@ from typing import Any, Iterable
 from protocol.errors import ProtocolError
 from protocol.keys import peer_id
 from protocol.envelope import peek_document
-from protocol.lending.contract import BORROWER_INDEX, GRAPH_INDEX, LOAN_INDEX, embedded_id
+from protocol.lending.contract import BORROWER_INDEX, GRAPH_INDEX, LOAN_INDEX, embedded_id, loan_of
 from protocol.lending.credit import DEFAULT_PARAMS, CreditParams, LoanHistory, Profile, profile, repaid_pair
 from protocol.lending.loanstate import loan_moves
 from protocol.lending.trust import TrustGraph, lender_weights, walk
@@ -80,7 +80,7 @@ class Credit:
         self._forked: frozenset[bytes] = frozenset()
         self._dirty = True
         self._profiles: dict[bytes, tuple[date, int, Profile]] = {}  # author -> (day, walk, profile)
-        self._kept: dict[bytes, tuple[date, tuple, LoanHistory | None]] = {}  # loan -> (day, index keys, history)
+        self._kept: dict[bytes, tuple[date, LoanHistory | None]] = {}  # loan -> (day, history); ``take`` drops
         self._walks = 0  # walks made: a profile made on an older one is stale
         self._open: OrderedDict[bytes, tuple[int | None, dict[bytes, int]]] = OrderedDict()
 
@@ -151,6 +151,7 @@ class Credit:
                     self._seen[e.author] = _day(now)
                     puts.append((F_SEEN + e.author, now.to_bytes(8, "big")))
                 self._profiles.pop(e.author, None)
+                self._kept.pop(loan_of(e.kind, e.body), None)  # (its history changed: ``_history``)
                 if e.kind in ("loan.agreement", "loan.receipt"):
                     self._heard(e, graph, check)
                 elif e.kind != "loan.declared":  # a notice or transfer: its borrower is not in the body
@@ -289,13 +290,16 @@ class Credit:
 
     def _history(self, loan: bytes, author: bytes, today: date) -> LoanHistory | None:
         """``loan``'s history at ``today``, or None (not ``author``'s, or no schedule): read
-        and computed again only when the day or the loan's index keys (the entries about it:
-        a stored entry never changes) differ from the last time."""
-        keys = tuple(self.ctx.index.keys(LOAN_INDEX + loan))
+        and computed again only when the day changed or an entry about the loan was stored
+        since the last time. A stored entry never changes, and every entry about a loan
+        (its ``LOAN_INDEX`` key, contract.py ``loan_index``) is stored with a kind lending
+        reacts to, so ``take`` sees it and drops the loan's history: a profile asked for
+        every contract reads no index for the borrower's other loans (with hundreds of
+        them, most of a lender's decision)."""
         hit = self._kept.get(loan)
-        if hit is not None and hit[0] == today and hit[1] == keys:
-            return hit[2]
-        rec = record_of(loan, entries_at(self.ctx.chains, list(keys)))
+        if hit is not None and hit[0] == today:
+            return hit[1]
+        rec = record_of(loan, entries_at(self.ctx.chains, list(self.ctx.index.keys(LOAN_INDEX + loan))))
         h = None
         if rec.contract is not None and rec.contract["borrower"] == author:
             try:
@@ -306,7 +310,7 @@ class Credit:
                 h = None  # a contract whose schedule cannot be made is no history
         if len(self._kept) >= MAX_HISTORIES:
             self._kept.clear()
-        self._kept[loan] = (today, keys, h)
+        self._kept[loan] = (today, h)
         return h
 
     def profile(self, author: bytes) -> Profile:

@@ -22,6 +22,14 @@ TERMS = {"amount": "300.00", "currency": "EUR", "rate": "10%", "term": "1m"}
 
 async def repaid_loan(lender, borrower, accept: bool = False) -> str:
     """A one-month loan from ``lender`` to ``borrower`` taken from a lend offer, repaid."""
+    loan = await disbursed_loan(lender, borrower, accept)
+    await repay(lender, borrower, loan)
+    return loan
+
+
+async def disbursed_loan(lender, borrower, accept: bool = False) -> str:
+    """A one-month loan from ``lender`` to ``borrower`` taken from a lend offer, disbursed
+    and confirmed, nothing repaid."""
     oid = (await lender.call("offer.create", dict(TERMS, side="lend")))["id"]
     await wait_for(lambda: lending(borrower).book.get(bytes.fromhex(oid)) is not None, 10, "the offer")
     p = await borrower.call("loan.propose", {"offer": oid, "start": START})
@@ -33,13 +41,18 @@ async def repaid_loan(lender, borrower, accept: bool = False) -> str:
     await lender.call("loan.disburse", {"loan": loan, "date": START})
     await sync_all([lender, borrower])
     await borrower.call("loan.confirm", {"loan": loan})
+    await sync_all([lender, borrower])
+    return loan
+
+
+async def repay(lender, borrower, loan: str) -> None:
+    """Every installment of ``loan`` repaid, each receipt countersigned by the lender."""
     for row in (await borrower.call("loan.show", {"loan": loan}))["rows"]:
         amount = f"{row['payment'] // 100}.{row['payment'] % 100:02d}"
         await borrower.call("loan.repay", {"loan": loan, "amount": amount, "date": row["due"]})
         await sync_all([lender, borrower])
         await lender.call("loan.receipt", {"loan": loan, "amount": amount, "date": row["due"]})
     await sync_all([lender, borrower])
-    return loan
 
 
 async def test_a_repaid_loan_grades_its_borrower_in_pending_offer_list_and_credit_show(tmp_path: Path):
@@ -181,4 +194,26 @@ async def test_a_profile_reuses_the_histories_of_loans_that_did_not_change(tmp_p
         credit._kept.clear()
         assert credit.histories(them, today) == second  # the same as made afresh
         assert credit.profile(them) == credit.profile(them) and me != them
+        await stop_all([lender, borrower])
+
+
+async def test_a_loan_history_kept_is_made_again_once_an_entry_about_the_loan_is_stored(tmp_path: Path):
+    """``_history`` keeps a loan's history without reading the loan index again; what drops
+    it is ``take`` seeing a stored entry about that loan (credit.py). A loan read while
+    disbursed reads as repaid once its repayments are stored, the same as made afresh."""
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        loan = await disbursed_loan(lender, borrower)
+        credit = lending(lender).credit
+        them, today = borrower.key.public_key, lender.clock.today()
+        (before,) = credit.histories(them, today)
+        assert bytes.fromhex(loan) in credit._kept
+        await repay(lender, borrower, loan)
+        (after,) = credit.histories(them, today)
+        assert after != before and after.state.repaid_on is not None and before.state.repaid_on is None
+        credit._kept.clear()
+        assert credit.histories(them, today) == [after]
         await stop_all([lender, borrower])
