@@ -12,7 +12,7 @@ from protocol.lending.contract import open_agreement, parse_date
 
 from p2pnode.context import Context
 from p2pnode.errors import ApiError, id_prefix, unique
-from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan
+from p2pnode.lending.loanview import LoanRecord, loan_ids, read_loan, recorded_by
 
 
 class LoanDocuments:
@@ -24,6 +24,10 @@ class LoanDocuments:
         """Everything the chains held here say about ``loan``."""
         return read_loan(self.ctx.chains, self.ctx.index, loan)
 
+    def recorded(self, loan: bytes) -> set[bytes]:
+        """Ids of the documents about ``loan`` our own chain records (``LoanRecord.recorded_by``)."""
+        return recorded_by(self.ctx.chains, self.ctx.index, loan, self.me)
+
     async def append(self, kind: str, body: dict, *, once: tuple[bytes, bytes] | None = None,
                      records: Any = None) -> Any:
         """Append one entry to our chain (the writer gossips it); with ``once = (loan,
@@ -31,7 +35,7 @@ class LoanDocuments:
         the write lock, so two paths learning of one document at once record it once). The
         entry, or None if it was recorded already. ``records``: the writer's (space, puts,
         deletes), written in the same write as the entry, and written even if it was not."""
-        unless = None if once is None else (lambda: once[1] in self.read(once[0]).recorded_by(self.me))
+        unless = None if once is None else (lambda: once[1] in self.recorded(once[0]))
         return await self.ctx.writer.append_one(kind, body, unless=unless, records=records)
 
     async def record_agreement(self, agreement: bytes, *, records: Any = None) -> None:

@@ -75,6 +75,15 @@ def loan_entries(chains: Chains, index: IndexView, loan: bytes) -> list[Entry]:
     return entries_at(chains, list(index.keys(LOAN_INDEX + loan)))
 
 
+def recorded_by(chains: Chains, index: IndexView, loan: bytes, author: bytes) -> set[bytes]:
+    """``read_loan(chains, index, loan).recorded_by(author)``, reading ``author``'s entries
+    about ``loan`` alone (its keys are ``LOAN_INDEX + loan + author``): the check made
+    before every document is recorded, which need not open the other side's."""
+    rec = LoanRecord(loan)
+    rec.entries = entries_at(chains, list(index.keys(LOAN_INDEX + loan + author)))
+    return rec.recorded_by(author)
+
+
 def entries_at(chains: Chains, keys: list[bytes]) -> list[Entry]:
     """The stored entries of loan index ``keys`` (``LOAN_INDEX + loan + author + seq``), in
     their order; a key whose entry is gone is skipped."""

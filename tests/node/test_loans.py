@@ -406,3 +406,53 @@ async def test_a_forkers_loans_and_offers_say_so_everywhere(tmp_path: Path):
         assert shown["author_forked"] is True
         assert [o["author_forked"] for o in (await borrower.call("offer.list", {}))["offers"]] == [True]
         await stop_all(nodes)
+
+
+async def test_an_agreement_seen_again_once_final_and_recorded_feeds_no_machine(tmp_path: Path):
+    """``Countersigning.agreed_elsewhere`` feeds nothing when the proposal's record is final
+    and our chain records the agreement (a final machine would only append it again, a
+    no-op); it feeds the machine when either does not hold: an open record, or a chain
+    that lacks the agreement (agree rule 7: the chains are the loan)."""
+    async with trio.open_nursery() as nursery:
+        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
+        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
+        await borrower.connect(lender.listen_addrs()[0])
+        await sync_all([lender, borrower])
+        oid = await offer(lender)
+        await seen_offer([borrower], oid)
+        p = await borrower.call("loan.propose", {"offer": oid})
+        assert p["state"] == "agreed", p
+        loan = bytes.fromhex(p["loan"])
+        await wait_for(lambda: recorded(borrower, p["loan"]) == {lender.peer_id, borrower.peer_id}, 10,
+                       "the lender's agreement entry at the borrower")  # (then nothing else feeds it)
+        await sync_all([lender, borrower])
+        for node in (lender, borrower):  # (the short read of our own entries, as the full one)
+            docs = lending(node).documents
+            assert docs.recorded(loan) == docs.read(loan).recorded_by(node.key.public_key) == {loan}
+        cs = lending(borrower).countersigning
+        agreement = lending(borrower).documents.our_agreement(loan)
+        fed: list[bytes] = []
+        step = cs._step
+
+        async def counted(loan_, *a, **kw):
+            fed.append(loan_)
+            return await step(loan_, *a, **kw)
+
+        cs._step = counted
+        head = borrower.store.head(borrower.key.public_key).seq
+        await cs.agreed_elsewhere(agreement)
+        assert fed == [] and borrower.store.head(borrower.key.public_key).seq == head
+        final = cs.get(loan)
+
+        async def noted(loan_, *a, **kw):  # (from here the records are faked: the machine is not fed)
+            fed.append(loan_)
+
+        cs._step = noted
+        cs.get = lambda x: Record(final.loan, final.role, "proposed", final.contract, updated=final.updated)
+        await cs.agreed_elsewhere(agreement)  # an open record: fed
+        assert fed == [loan]
+        cs.get = lambda x: final
+        lending(borrower).documents.recorded = lambda x: set()
+        await cs.agreed_elsewhere(agreement)  # a chain without the agreement: fed
+        assert fed == [loan, loan] and borrower.store.head(borrower.key.public_key).seq == head
+        await stop_all([lender, borrower])
