@@ -29,22 +29,27 @@ Rules (docs/policy.md, "APR"):
    ``PRECISION`` digits by bisection of the discount factor of one period over ``(0, 1]``,
    ``ITERATIONS`` times (bounded; the sum is increasing in it), then compounded to a
    year. ``apr_bp`` rounds it half up to a basis point. Decimal arithmetic is specified
-   digit by digit, so every node computes the same figure.
+   digit by digit, so every node computes the same figure. ``irr_annual`` replays that
+   bisection with the same mids and answers, hence the same digits, but evaluates the sum
+   only near the root: it answers the comparisons far from it from a bracket it proves
+   first (``_window``), and stops once no halving can move the ends.
 5. Bad inputs raise what ``schedule`` raises, or ``AprError`` (``bad_fee``): a fee that is
    negative, over ``MAX_AMOUNT``, or leaves the borrower nothing (``F >= P``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
 
 from ..errors import ProtocolError
 from .money import MAX_AMOUNT
-from .schedule import periods_of, schedule
+from .schedule import MAX_PERIODS, periods_of, schedule
 
 PRECISION = 50
 ITERATIONS = 200  # halvings of (0, 1]: far below one part in 10**40 of the discount factor
@@ -99,24 +104,171 @@ def _pv(payments: tuple[int, ...], v: Decimal) -> Decimal:
 
 
 def irr_annual(flows: CashFlows) -> Decimal:
-    """The effective yearly rate ``X`` of rule 1 (0.2682 for 26.82 %), by rule 4."""
+    """The effective yearly rate ``X`` of rule 1 (0.2682 for 26.82 %), by rule 4: the
+    digits of ``_irr_reference``, with ``_pv`` evaluated only near the root."""
+    return _irr(flows, _bisect_fast)
+
+
+def _irr_reference(flows: CashFlows) -> Decimal:
+    """``irr_annual`` as rule 4 specifies it: every one of the ``ITERATIONS`` comparisons
+    evaluates ``_pv``. Slow; kept to test the fast path against."""
+    return _irr(flows, _bisect_reference)
+
+
+def _irr(flows: CashFlows, bisect: Callable[[tuple[int, ...], Decimal], tuple[Decimal, Decimal]]) -> Decimal:
+    """Rule 4 around ``bisect``, which returns the last ``(lo, hi)`` of its bisection."""
     received, payments = Decimal(flows.received), flows.payments
     assert flows.received > 0 and payments and flows.period_years > 0
     assert sum(payments) >= flows.received  # rates and fees are never negative
     if sum(payments) == flows.received:  # pays back what it got: nothing more
         return Decimal(0)
-    lo, hi = Decimal(0), Decimal(1)  # pv(0) = 0 < received < pv(1) = sum(payments)
+    lo, hi = bisect(payments, received)
+    if lo == 0:  # not reachable for amounts within MAX_AMOUNT: the rate is beyond any figure
+        raise AprError("the rate is too high to compute")
+    v = _CTX.divide(_CTX.add(lo, hi), 2)
+    per_year = _CTX.divide(Decimal(flows.period_years.denominator), Decimal(flows.period_years.numerator))
+    return _CTX.subtract(_CTX.power(_CTX.divide(1, v), per_year), 1)
+
+
+def _bisect_reference(payments: tuple[int, ...], received: Decimal) -> tuple[Decimal, Decimal]:
+    """Rule 4's bisection, word for word: ``_pv(lo) < received <= _pv(hi)`` throughout
+    (``_pv(0) = 0``; ``_pv(1) = sum(payments)``, above ``received``)."""
+    lo, hi = Decimal(0), Decimal(1)
     for _ in range(ITERATIONS):
         mid = _CTX.divide(_CTX.add(lo, hi), 2)
         if _pv(payments, mid) < received:
             lo = mid
         else:
             hi = mid
-    if lo == 0:  # not reachable for amounts within MAX_AMOUNT: the rate is beyond any figure
-        raise AprError("the rate is too high to compute")
-    v = _CTX.divide(_CTX.add(lo, hi), 2)
-    per_year = _CTX.divide(Decimal(flows.period_years.denominator), Decimal(flows.period_years.numerator))
-    return _CTX.subtract(_CTX.power(_CTX.divide(1, v), per_year), 1)
+    return lo, hi
+
+
+def _bisect_fast(payments: tuple[int, ...], received: Decimal) -> tuple[Decimal, Decimal]:
+    """The ``(lo, hi)`` of ``_bisect_reference``, the same digits: the same mids and the
+    same answers, where the answers outside ``_window`` need no ``_pv``."""
+    below, above = _window(payments, received)
+    add, divide = _CTX.add, _CTX.divide  # bound once: most iterations do nothing else
+    lo, hi = Decimal(0), Decimal(1)
+    for _ in range(ITERATIONS):
+        mid = divide(add(lo, hi), 2)
+        if mid == lo or mid == hi:
+            # Nothing changes any more: _pv(lo) < received, so mid = lo sets lo to itself;
+            # _pv(hi) >= received, so mid = hi sets hi to itself; and the next mid is this one.
+            break
+        if mid <= below or (mid < above and _pv(payments, mid) < received):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+_NO_WINDOW = (Decimal(0), Decimal(2))  # every mid is in (0, 1]: no answer without _pv
+_MAX_FLOAT_AMOUNT = 10**30  # payments up to this fit a float's range with room (``_approx_root``)
+_GRID_DIGITS = 48  # the root is rounded to 1e-48 of its leading digit: r has at most 50 digits
+_MARGIN = 16  # d is 16 N of those units: 8 times what rounding needs (``_window``)
+_EXACT = Context(prec=PRECISION, traps=[Inexact, InvalidOperation])  # asserts: r +- d, r +- 2d exact
+
+
+def _window(payments: tuple[int, ...], received: Decimal) -> tuple[Decimal, Decimal]:
+    """``(r - 2d, r + 2d)`` around the root ``r``, with ``_pv(mid) < received`` for every
+    ``0 < mid <= r - 2d`` and ``_pv(mid) >= received`` for every ``mid >= r + 2d``; or
+    ``_NO_WINDOW`` if it cannot prove so.
+
+    Proof. Let ``pv`` be the exact sum of ``N`` payments and ``e`` the relative error of
+    ``_pv``. Every payment is ``>= 0``, so every term ``a_k v**k`` is; Horner's rule
+    rounds it at most ``2k`` times, each by at most ``u = 5e-50`` (half a unit in the 50th
+    digit; no underflow for ``N <= MAX_PERIODS``, as every mid is over 1e-61); so
+    ``|_pv - pv| <= e * pv`` with ``e <= (1 + u)**(2N) - 1``, about ``N * 1e-49``. And
+    ``pv(v) / v`` is nondecreasing in ``v`` (a polynomial with coefficients ``>= 0``).
+    ``r <= 10 ** (lead + 1)`` and ``d = 16 N 10 ** (lead - 48)``, so at ``a = r - d`` and
+    ``b = r + d``, ``d / a`` and ``d / b`` exceed ``16 N 1e-49 (1 - 1e-40)``, 8 times
+    ``2e / (1 - e)``. Check ``_pv(a) < received <= _pv(b)``. For ``mid <= a - d``:
+    ``_pv(mid) <= (1 + e) pv(mid) <= (1 + e) pv(a) mid / a <= (1 + e) / (1 - e) * _pv(a) *
+    (1 - d / a) < received``. For ``mid >= b + d``: ``_pv(mid) >= (1 - e) pv(b) mid / b >=
+    (1 - e) / (1 + e) * _pv(b) * (1 + d / b) >= received``. That is: between ``a - d`` and
+    ``a`` the sum grows by at least ``d / a`` of itself, more than rounding can move it.
+    The check passes when ``r`` is within ``d - e r`` of the root, over 15 N units of
+    ``10 ** (lead - 48)``: Newton's ``N * 1e-50`` and the rounding to half a unit are less."""
+    n = len(payments)
+    if n > MAX_PERIODS or min(payments) < 0 or max(payments) > _MAX_FLOAT_AMOUNT:  # outside the proof,
+        return _NO_WINDOW  # or beyond floats
+    root = _approx_root(payments, received)
+    if root is None:
+        return _NO_WINDOW
+    lead = root.adjusted()
+    r = root.quantize(Decimal(1).scaleb(lead - _GRID_DIGITS, _NEWTON_CTX), context=_NEWTON_CTX)
+    d = Decimal(_MARGIN * n).scaleb(lead - _GRID_DIGITS, _NEWTON_CTX)
+    a, b = _EXACT.subtract(r, d), _EXACT.add(r, d)
+    if not _pv(payments, a) < received <= _pv(payments, b):  # r was not close enough
+        return _NO_WINDOW
+    return _EXACT.subtract(a, d), _EXACT.add(b, d)
+
+
+_FLOAT_STEPS = 100  # Newton steps in floats, to a float's precision (a handful in practice)
+_DECIMAL_STEPS = 8  # then in decimal, to ``_NEWTON_DONE`` (two in practice)
+_FLOAT_DONE = 1e-11  # a step of ln v this small: ln v is within about that of the root
+_NEWTON_DONE = Decimal("1e-25")  # a step this small relative to v: v within N * 1e-50 of the root
+_NEWTON_CTX = Context(prec=PRECISION + 10, rounding=ROUND_HALF_UP)
+
+
+def _approx_root(payments: tuple[int, ...], received: Decimal) -> Decimal | None:
+    """``v`` with ``pv(v) = received`` to within about ``N * 1e-50`` of ``v``, or None.
+    Any answer is safe: ``_window`` checks it. Newton's method: in floats on
+    ``ln pv(e**s) = ln received`` from ``s = 0``, then in decimal on ``pv(v) = received``."""
+    s = _float_log_root(payments, float(received))
+    if s is None:
+        return None
+    v = Decimal.from_float(math.exp(s))  # exactly the float, whatever the thread's decimal context traps
+    for _ in range(_DECIMAL_STEPS):
+        p, dp = _pv_slope(payments, v)
+        if not dp > 0:
+            return None
+        step = _NEWTON_CTX.divide(_NEWTON_CTX.subtract(p, received), dp)
+        v = _NEWTON_CTX.subtract(v, step)
+        if not 0 < v < 1:
+            return None
+        if abs(step) <= _NEWTON_CTX.multiply(_NEWTON_DONE, v):
+            return v  # quadratic convergence: the error is now about N * step**2 / v
+    return None
+
+
+def _float_log_root(payments: tuple[int, ...], received: float) -> float | None:
+    """``s`` with ``ln pv(e**s)`` within about ``_FLOAT_DONE`` of ``ln received``, or None.
+    ``h(s) = ln pv(e**s) - ln received`` is increasing and convex in ``s`` (the log of a
+    sum of ``a_k e**(ks)``, ``a_k >= 0``) and ``h(0) > 0``, so Newton's method from
+    ``s = 0`` decreases to the root without overshooting it; in ``s`` the sum is nearly
+    linear piece by piece (slope 1 to N), which takes a few steps even to a root of 1e-18
+    (a fee that leaves the borrower one minor unit)."""
+    s, target = 0.0, math.log(received)
+    for _ in range(_FLOAT_STEPS):
+        p, vdp = _pv_slope_float(payments, math.exp(s))
+        if not (0 < p < math.inf and 0 < vdp < math.inf):
+            return None
+        step = (math.log(p) - target) * p / vdp  # h / h', h' = v pv'(v) / pv(v)
+        s -= step
+        if abs(step) <= _FLOAT_DONE:
+            return s
+    return None
+
+
+def _pv_slope(payments: tuple[int, ...], v: Decimal) -> tuple[Decimal, Decimal]:
+    """``(pv(v), pv'(v))`` in ``_NEWTON_CTX``: Horner's rule and its derivative."""
+    ctx, p, dp = _NEWTON_CTX, Decimal(0), Decimal(0)
+    for a in reversed(payments):
+        q = ctx.add(p, a)  # p = q * v: p' = q + v * dp
+        dp = ctx.add(ctx.multiply(dp, v), q)
+        p = ctx.multiply(q, v)
+    return p, dp
+
+
+def _pv_slope_float(payments: tuple[int, ...], v: float) -> tuple[float, float]:
+    """``(pv(v), v * pv'(v))`` in floats, as ``_pv_slope``."""
+    p = dp = 0.0
+    for a in reversed(payments):
+        q = p + a
+        dp = dp * v + q
+        p = q * v
+    return p, v * dp
 
 
 def apr(principal: int, rate_bp: int, term: tuple[int, str], kind: str, period_days: int | None = None, *,
@@ -131,7 +283,8 @@ def apr_bp(principal: int, rate_bp: int, term: tuple[int, str], kind: str, perio
            upfront_fee: int = 0, fee_per_installment: int = 0) -> int:
     """The APR in basis points, rounded half up (rule 4). A pure function of its
     arguments, so the last ``APR_CACHE`` answers are kept: a policy check asks it for the
-    same terms at every decision (5 ms of decimal search each)."""
+    same terms at every decision (a fraction of a millisecond of decimal search each for a
+    year of monthly installments, but every contract's amount differs)."""
     x = apr(principal, rate_bp, term, kind, period_days, upfront_fee=upfront_fee,
             fee_per_installment=fee_per_installment)
     return int(_CTX.multiply(x, 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
