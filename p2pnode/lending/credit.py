@@ -151,7 +151,7 @@ class Credit:
                     self._seen[e.author] = _day(now)
                     puts.append((F_SEEN + e.author, now.to_bytes(8, "big")))
                 self._profiles.pop(e.author, None)
-                self._kept.pop(loan_of(e.kind, e.body), None)  # (its history changed: ``_history``)
+                self._forget_history(e)
                 if e.kind in ("loan.agreement", "loan.receipt"):
                     self._heard(e, graph, check)
                 elif e.kind != "loan.declared":  # a notice or transfer: its borrower is not in the body
@@ -176,6 +176,16 @@ class Credit:
             if found:
                 self._dirty = True  # (and so every profile, once the walk is made again)
             return found
+
+    def _forget_history(self, e: Any) -> None:
+        """Drop the kept history of the loan ``e`` is about (``_history``), unless ``e`` is an
+        agreement and the history kept has its contract: a loan's record takes its contract
+        from the first agreement entry and nothing from the next (loanview.py ``_take``),
+        so the other party's entry changes nothing (and came once per contract)."""
+        loan = loan_of(e.kind, e.body)
+        kept = self._kept.get(loan)
+        if kept is not None and not (e.kind == "loan.agreement" and kept[1] is not None):
+            del self._kept[loan]
 
     def _heard(self, e: Any, graph: TrustGraph, check: set[bytes]) -> None:
         """Note a stored agreement or receipt; add its loan to ``check`` if it must be read."""

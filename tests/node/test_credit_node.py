@@ -210,7 +210,15 @@ async def test_a_loan_history_kept_is_made_again_once_an_entry_about_the_loan_is
         credit = lending(lender).credit
         them, today = borrower.key.public_key, lender.clock.today()
         (before,) = credit.histories(them, today)
-        assert bytes.fromhex(loan) in credit._kept
+        kept = credit._kept[bytes.fromhex(loan)]
+        entries = lending(lender).documents.read(bytes.fromhex(loan)).entries
+        agreements = [e for e in entries if e.kind == "loan.agreement"]
+        assert len(agreements) == 2
+        credit.take(agreements)  # (an agreement again: its contract is the one kept, nothing changes)
+        assert credit._kept[bytes.fromhex(loan)] is kept
+        credit.take([e for e in entries if e.kind == "loan.receipt"][:1])  # a receipt: made again
+        assert bytes.fromhex(loan) not in credit._kept
+        assert credit.histories(them, today) == [before]
         await repay(lender, borrower, loan)
         (after,) = credit.histories(them, today)
         assert after != before and after.state.repaid_on is not None and before.state.repaid_on is None
