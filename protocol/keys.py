@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
@@ -169,11 +170,15 @@ class _Verified:
     signature and message together: a different triple hits only through a SHA-256
     collision, and a hash of the message costs about 1% of a verify. Only successes are
     kept, in bounded memory, so what a stranger sends can evict entries but never make a
-    bad signature pass. Thread-safe: the ledger verifies in worker threads too."""
+    bad signature pass. Thread-safe: the ledger verifies in worker threads too.
+
+    An ``OrderedDict``, not a dict: forgetting the oldest of a full dict
+    (``next(iter(d))``) walks past every slot deleted since the dict last resized, about
+    13 us an add at this size, a tenth of a verify; ``popitem(last=False)`` is O(1)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._seen: dict[bytes, None] = {}
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -189,8 +194,8 @@ class _Verified:
     def add(self, digest: bytes) -> None:
         with self._lock:
             self._seen[digest] = None
-            while len(self._seen) > self.size:
-                del self._seen[next(iter(self._seen))]
+            while len(self._seen) > self.size:  # (bounded: one add passes the size by one at most)
+                self._seen.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:

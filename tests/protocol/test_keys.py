@@ -431,3 +431,20 @@ def test_the_memory_is_bounded_and_forgets_the_oldest_first():
     assert [d in memo for d in digests] == [False, False, True, True, True]
     assert len(memo._seen) == 3
     assert keys.VERIFIED_MEMO * 100 < 4 << 20  # about 100 bytes each: a few MiB at most
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.lists(st.integers(0, 60), max_size=300))
+def test_the_memory_keeps_exactly_the_last_distinct_digests_added(size, adds):
+    """Whatever the order of adds (repeats included), the memory holds the ``size``
+    digests added last, as a list of the adds says, and nothing else."""
+    memo = keys._Verified(size)
+    model: list[bytes] = []
+    for i in adds:
+        d = bytes([i]) * 32
+        memo.add(d)
+        if d not in model:  # (adding a digest held keeps its place: a dict's insertion order)
+            model.append(d)
+        del model[:-size]
+    assert list(memo._seen) == model
+    assert all(d in memo for d in model)
