@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 from . import codec
 from .errors import DecodeError, SchemaError, SignatureError
-from .keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey, verify
+from .keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey, verify, verify_once
 
 SIGNING_PREFIX = b"p2plend/1\x00"
 MAX_ENVELOPE_SIZE = 128 * 1024
@@ -178,7 +178,7 @@ def verdict(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Verdict | None
     if not all(_is_pair(pair) for pair in sigs):
         return None
     message = SIGNING_PREFIX + payload
-    return tuple(verify(pk, sig, message) for pk, sig in sigs)
+    return tuple(verify_once(pk, sig, message) for pk, sig in sigs)  # (verify's answer; see verify_once)
 
 
 def verdicts(batch: Sequence[bytes]) -> list[Verdict | None]:

@@ -217,7 +217,29 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     digest = _Verified.digest(public_key, signature, message)
     if digest in _verified:
         return True
-    if not is_canonical_point(public_key) or has_small_order(public_key) or has_small_order(signature[:32]):
+    if not _verifies(public_key, signature, message):
+        return False
+    _verified.add(digest)
+    return True
+
+
+def verify_once(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """``verify`` without its memory, the same answer for every triple: for a process
+    that checks each triple once (a signature worker, p2pnode/ledger/sigpool.py), where
+    remembering would cost a hash of the message and an insert per check (~3% of it)
+    and never answer one."""
+    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    return _verifies(public_key, signature, message)
+
+
+_SMALL_ORDER_SIGNED = _SMALL_ORDER | frozenset(p[:31] + bytes([p[31] | 0x80]) for p in _SMALL_ORDER)
+"""``_SMALL_ORDER`` with either sign bit: ``has_small_order(p)`` is ``p in`` this, for 32 bytes."""
+
+
+def _verifies(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """``verify``'s checks, without its memory; the key and signature are of their sizes."""
+    if not is_canonical_point(public_key) or public_key in _SMALL_ORDER_SIGNED or signature[:32] in _SMALL_ORDER_SIGNED:
         return False
     key = _public(public_key)
     if key is None:
@@ -226,5 +248,4 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
         key.verify(signature, message)
     except InvalidSignature:
         return False
-    _verified.add(digest)
     return True
