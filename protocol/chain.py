@@ -121,6 +121,7 @@ def extend(head: Head | None, entries: Mapping[int, Entry], *, holds: Callable[[
     top = head.seq if head else 0
     added: list[Entry] = []
     duplicates, forks, error = 0, [], None
+    last: Link | None = head  # (the entry just added links the next: an Entry is a Link, no Head made per entry)
     for seq in sorted(entries):
         e = entries[seq]
         if seq <= top:
@@ -132,13 +133,13 @@ def extend(head: Head | None, entries: Mapping[int, Entry], *, holds: Callable[[
                     forks.append(ForkProof.of(held, e))
             continue
         try:
-            check_entry(head, e)
+            check_entry(last, e)
         except ChainError as err:
             error = err
             break  # nothing after a break in the chain can link
         added.append(e)
-        head = Head.of(e)
-    return Extension(added, duplicates, forks, error, head)
+        last = e
+    return Extension(added, duplicates, forks, error, Head.of(added[-1]) if added else head)
 
 
 class Grouped(NamedTuple):

@@ -58,7 +58,8 @@ class Entry:
         """The entry in an opened envelope; raises unless it obeys rules 1 and 2."""
         doc = env.document
         check_fields(doc, ENTRY_FIELDS, what="entry")
-        if env.signers != (doc["author"],):
+        sigs = env.signatures
+        if len(sigs) != 1 or sigs[0][0] != doc["author"]:  # (env.signers != (author,), without making the tuple)
             raise SignatureError("an entry must be signed by its author alone")
         if doc["seq"] == 1 and doc["prev"] != ZERO_ID:
             raise SchemaError("the entry at seq 1 must have prev = 32 zero bytes")

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 from . import codec
 from .errors import DecodeError, SchemaError, SignatureError
-from .keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey, verify
+from .keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey, verify, verify_once
 
 SIGNING_PREFIX = b"p2plend/1\x00"
 MAX_ENVELOPE_SIZE = 128 * 1024
@@ -122,8 +122,9 @@ def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE, verify_sign
     payload, sigs = outer
     if type(payload) is not bytes or type(sigs) is not list:
         raise DecodeError("an envelope is an array [bin payload, array signatures]", code="bad_envelope")
-    if not 1 <= len(sigs) <= MAX_SIGNATURES:
-        raise SignatureError(f"an envelope carries 1 to {MAX_SIGNATURES} signatures, not {len(sigs)}")
+    n = len(sigs)
+    if not 1 <= n <= MAX_SIGNATURES:
+        raise SignatureError(f"an envelope carries 1 to {MAX_SIGNATURES} signatures, not {n}")
     prev = b""
     for pair in sigs:
         if not _is_pair(pair):
@@ -135,13 +136,17 @@ def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE, verify_sign
     if type(document) is not dict or type(document.get("type")) is not str:
         raise SchemaError("the payload is not a map with a text 'type'")
     if verify_signatures:
-        message = SIGNING_PREFIX + payload
-        if verdict is not None and len(verdict) != len(sigs):
+        if verdict is not None and len(verdict) != n:
             verdict = None  # (not these bytes' verdict: check here)
-        for i, (pk, sig) in enumerate(sigs):
-            if not (verdict[i] if verdict is not None else verify(pk, sig, message)):
-                raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
-    return Envelope(payload, tuple((pk, sig) for pk, sig in sigs), document, data)
+        if verdict is None:
+            message = SIGNING_PREFIX + payload  # (made only when it is verified here: a copy of the payload)
+            for pk, sig in sigs:
+                if not verify(pk, sig, message):
+                    raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
+        elif not all(verdict):
+            pk = next(pair[0] for pair, ok in zip(sigs, verdict) if not ok)  # (the first that fails, as above)
+            raise SignatureError(f"signature by {pk.hex()[:16]}... does not verify")
+    return Envelope(payload, tuple(map(tuple, sigs)), document, data)  # (each pair a list of two: a tuple of two)
 
 
 def _is_pair(pair: Any) -> bool:
@@ -173,7 +178,7 @@ def verdict(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Verdict | None
     if not all(_is_pair(pair) for pair in sigs):
         return None
     message = SIGNING_PREFIX + payload
-    return tuple(verify(pk, sig, message) for pk, sig in sigs)
+    return tuple(verify_once(pk, sig, message) for pk, sig in sigs)  # (verify's answer; see verify_once)
 
 
 def verdicts(batch: Sequence[bytes]) -> list[Verdict | None]:

@@ -16,6 +16,7 @@ from .errors import SchemaError
 Check = Callable[[Any], bool]
 
 U63_MAX = (1 << 63) - 1
+MATCHED_KEPT = 256  # texts remembered per pattern as matching it (``text``): kinds, names
 
 
 def binary(size: int) -> Check:
@@ -30,8 +31,24 @@ def uint(lo: int = 0, hi: int = U63_MAX) -> Check:
 
 def text(max_len: int, pattern: str | None = None) -> Check:
     """Text of at most ``max_len`` code points, matching ``pattern`` in full if given."""
-    rx = re.compile(pattern) if pattern else None
-    return lambda v: type(v) is str and len(v) <= max_len and (rx is None or rx.fullmatch(v) is not None)
+    if not pattern:
+        return lambda v: type(v) is str and len(v) <= max_len
+    rx = re.compile(pattern)
+    matched: set[str] = set()  # texts that matched: a set lookup instead of the regex (bounded below)
+
+    def check(v: Any) -> bool:
+        if type(v) is not str or len(v) > max_len:
+            return False
+        if v in matched:
+            return True
+        if rx.fullmatch(v) is None:
+            return False
+        if len(matched) >= MATCHED_KEPT:
+            matched.clear()
+        matched.add(v)
+        return True
+
+    return check
 
 
 def const(value: Any) -> Check:
@@ -40,6 +57,9 @@ def const(value: Any) -> Check:
 
 def anything(_: Any) -> bool:
     return True
+
+
+_ABSENT = object()
 
 
 def check_fields(
@@ -52,6 +72,16 @@ def check_fields(
     """Raise ``SchemaError`` unless ``obj`` is a map with exactly these fields, each valid."""
     if type(obj) is not dict:
         raise SchemaError(f"{what} is not a map")
+    if not optional and len(obj) == len(required):
+        # The usual case, answered in one pass: as many fields as required ones, so if
+        # each required one is there and valid, there is no other. Any doubt goes on to
+        # the checks below, which find the same first fault whatever this pass saw.
+        for name, ok in required.items():
+            v = obj.get(name, _ABSENT)
+            if v is _ABSENT or not ok(v):
+                break
+        else:
+            return
     optional = optional or {}
     for name, ok in required.items():
         if name not in obj:

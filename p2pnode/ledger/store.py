@@ -131,6 +131,7 @@ DEFAULT_RESERVE_OWN = 32 * MIB  # free bytes below which the node's own appends 
 DEFAULT_RESERVE_OTHERS = 128 * MIB  # ... below which other authors' entries are refused
 
 _U64 = struct.Struct(">Q")
+_pack_u64 = _U64.pack
 _HEAD = struct.Struct(">Q32sQ")
 
 
@@ -210,12 +211,21 @@ def split_seq_key(key: bytes) -> tuple[bytes, int]:
 def entry_puts(e: Entry, registry: KindRegistry) -> list[tuple[bytes, bytes]]:
     """The puts that store entry ``e``: its envelope, its id index and the index keys its
     kind gives, in its owner's index space (I1, I4, I6)."""
-    puts = [(entry_key(e.author, e.seq), e.envelope), (P_INDEX + e.id, e.author + _U64.pack(e.seq))]
+    puts: list[tuple[bytes, bytes]] = []
+    _add_entry_puts(puts, e, registry)
+    return puts
+
+
+def _add_entry_puts(puts: list[tuple[bytes, bytes]], e: Entry, registry: KindRegistry) -> None:
+    """``entry_puts(e, registry)`` appended to ``puts`` (one list for a whole batch, and
+    the entry's key made with one pack of its seq)."""
+    at = e.author + _pack_u64(e.seq)  # (the entry key after its prefix, and the id index's value)
+    puts.append((P_ENTRY + at, e.envelope))
+    puts.append((P_INDEX + e.id, at))
     indexed = registry.index_keys(e)
     if indexed is not None:
         prefix = space_prefix(P_EXT_INDEX, indexed[0])
         puts.extend((prefix + k, b"") for k in indexed[1])
-    return puts
 
 
 def _already_parsed(e: Entry) -> Entry:
@@ -524,10 +534,11 @@ class Store:
         self.check_writable(reserve)
         try:
             with self._db.write_batch(sync=sync, transaction=True) as wb:
+                put, delete = wb.put, wb.delete  # (a sync's batch puts thousands of keys)
                 for k, v in puts:
-                    wb.put(k, v)
+                    put(k, v)
                 for k in deletes:
-                    wb.delete(k)
+                    delete(k)
         except (plyvel.Error, OSError) as e:
             raise self._fail(e) from None
         if sync:
@@ -830,7 +841,9 @@ class Store:
         if x.error is not None:
             report.errors.append(x.error)
         report.added.extend(x.added)
-        puts = [kv for e in x.added for kv in entry_puts(e, registry)]
+        puts: list[tuple[bytes, bytes]] = []
+        for e in x.added:
+            _add_entry_puts(puts, e, registry)
         if x.added:
             puts.append((P_HEAD + author, pack_head(x.head)))
         return puts

@@ -64,7 +64,7 @@ assert MAX_GROUP <= MAX_GROUP_CHANGES
 ARRIVALS_KEPT = 10_000  # recent foreign entries remembered with when and how they came
 
 
-class Arrival(NamedTuple):  # (a tuple: a sync makes one per entry, thousands a second)
+class Arrival(NamedTuple):  # (what ``arrivals`` gives; kept as plain tuples, ``_arrived``)
     author: bytes
     seq: int
     ts: int
@@ -109,7 +109,12 @@ class Ledger:
         self.registry = registry
         self.clock = clock
         self.lock = trio.Lock()
-        self.arrivals: deque[Arrival] = deque(maxlen=ARRIVALS_KEPT)
+        # Plain tuples (author, seq, ts, received_ms, via), made Arrivals when read: a sync
+        # makes one per entry, and a tuple display costs a tenth of a NamedTuple's
+        # ``__new__`` (a Python call); an exact tuple of bytes, ints and text also leaves
+        # the garbage collector's lists at its first pass, where a NamedTuple instance
+        # stays tracked, and is walked by every full collection while it is kept.
+        self._arrived: deque[tuple[bytes, int, int, int, str]] = deque(maxlen=ARRIVALS_KEPT)
         self._count = count
         self._announce: Callable[[list[Entry]], None] = lambda entries: None
         self._on_fork: Callable[[ForkProof], Awaitable[None]] | None = None
@@ -119,6 +124,12 @@ class Ledger:
         self._may_sign = trio.Event()
         self._may_sign.set()
         self.interest: Any = None  # p2pnode.net.interest.Interest: whose new chains are taken (set by the node)
+
+    @property
+    def arrivals(self) -> list[Arrival]:
+        """The last ``ARRIVALS_KEPT`` foreign entries stored, oldest first, with when
+        (``received_ms``) and how (``via``) each came."""
+        return [Arrival._make(a) for a in self._arrived]
 
     # -- wiring (by the node, before it serves) ------------------------------------------
 
@@ -305,14 +316,14 @@ class Ledger:
         self._count("entries.received", len(envelopes))
         self._count("entries.added", len(report.added))
         received = self.clock.now_ms()
-        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added[-ARRIVALS_KEPT:])
+        self._arrived.extend([(e.author, e.seq, e.ts, received, via) for e in report.added[-ARRIVALS_KEPT:]])
         await self._after(report.added, report.forks, announce=announce)
         return report
 
     async def stored(self, report: IngestReport, *, via: str) -> None:
         """Run the hooks for a write made under ``lock`` by a caller of its own (import)."""
         received = self.clock.now_ms()
-        self.arrivals.extend(Arrival(e.author, e.seq, e.ts, received, via) for e in report.added)
+        self._arrived.extend([(e.author, e.seq, e.ts, received, via) for e in report.added[-ARRIVALS_KEPT:]])
         await self._after(report.added, report.forks, announce=True)
 
     async def record_fork(self, proof: ForkProof) -> bool:

@@ -360,3 +360,27 @@ def test_reads_in_a_group_see_its_writes_exactly_as_after_they_are_written(scrat
     assert reads() == before  # nor this one, once it stops reading the group back
     group.commit()
     assert during == reads()  # what the group read back is what was written
+
+
+@pytest.mark.trio
+async def test_arrivals_list_the_last_foreign_entries_stored_with_when_and_how(tmp_path, monkeypatch):
+    """``Ledger.arrivals``: one ``Arrival`` per foreign entry added (not per duplicate),
+    oldest first, each with its author, seq, ts, the clock's time and the path it came
+    by, and no more than ``ARRIVALS_KEPT`` of them."""
+    from framework.chains import signed_chain
+    from p2pnode.ledger import writer
+
+    monkeypatch.setattr(writer, "ARRIVALS_KEPT", 5)
+    key, other = SigningKey.generate(), SigningKey.generate()
+    led, _ = ledger_of(opened(tmp_path / "s", key), key)
+    led._arrived = writer.deque(maxlen=5)  # (made in __init__ with the module's limit, patched after)
+    chain = signed_chain(other, 8)
+    await led.ingest([e.envelope for e in chain[:3]], other.public_key, via="sync")
+    await led.ingest([e.envelope for e in chain[:3]], other.public_key, via="gossip")  # (duplicates: no arrival)
+    assert [(a.author, a.seq, a.ts, a.via) for a in led.arrivals] == [(e.author, e.seq, e.ts, "sync") for e in chain[:3]]
+    report = await led.ingest([e.envelope for e in chain[3:]], other.public_key, via="gossip")
+    assert len(report.added) == 5
+    arrivals = led.arrivals
+    assert all(type(a) is writer.Arrival for a in arrivals)
+    assert [(a.seq, a.via) for a in arrivals] == [(e.seq, "gossip") for e in chain[3:]]
+    assert all(abs(a.received_ms - SYSTEM.now_ms()) < 60_000 for a in arrivals)

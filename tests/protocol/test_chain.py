@@ -316,3 +316,61 @@ def test_parse_next_wrong_author_and_garbage():
 
 def test_empty_input_is_an_empty_chain():
     assert validate(OTHER, []) == []
+
+
+# -- extend: the store's rule for a peer's entries, against entry-by-entry checks ------------
+
+from protocol.chain import extend  # noqa: E402
+
+
+def reference_extend(head, entries, holds, held_at):
+    """``extend`` as rules 1 to 5 say it, a Head made after every entry added."""
+    top = head.seq if head else 0
+    added, duplicates, forks, error = [], 0, [], None
+    for seq in sorted(entries):
+        e = entries[seq]
+        if seq <= top:
+            if holds(e.id):
+                duplicates += 1
+            elif held_at(seq) is not None:
+                forks.append((seq, e.id))
+            continue
+        try:
+            check_entry(head, e)
+        except ChainError as err:
+            error = (err.code, err.seq, err.message)
+            break
+        added.append(e.id)
+        head = Head.of(e)
+    return added, duplicates, forks, error, head
+
+
+_EXT_KEY = SigningKey.from_seed(hashlib.sha256(b"extend").digest())
+_EXT_CHAIN: list[Entry] = []
+for _seq in range(1, 9):
+    _EXT_CHAIN.append(make_entry(_EXT_KEY, seq=_seq, prev=_EXT_CHAIN[-1].id if _EXT_CHAIN else ZERO_ID, ts=10 * _seq,
+                                 kind="genesis" if _seq == 1 else "note",
+                                 body=genesis_body() if _seq == 1 else {"text": str(_seq)}))
+_EXT_OTHER = {seq: make_entry(_EXT_KEY, seq=seq, prev=_EXT_CHAIN[seq - 2].id, ts=seq if seq % 2 else 10 * seq + 1,
+                              kind="note", body={"text": "other"}) for seq in range(2, 9)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 8), st.dictionaries(st.integers(1, 8), st.booleans(), max_size=8))
+def test_extend_adds_checks_and_ends_as_entry_by_entry_checks_do(held, given_seqs):
+    """Any held head and any given entries (the chain's own, or another entry at the seq:
+    a fork below the head, a bad link or an earlier ts above it): the same added entries,
+    duplicates, forks, first error and final head as checking each after a Head of the last."""
+    head = Head.of(_EXT_CHAIN[held - 1]) if held else None
+    entries = {seq: (_EXT_OTHER[seq] if other and seq in _EXT_OTHER else _EXT_CHAIN[seq - 1])
+               for seq, other in given_seqs.items()}
+    ids = {e.id for e in _EXT_CHAIN[:held]}
+    holds = ids.__contains__
+    held_at = lambda seq: _EXT_CHAIN[seq - 1] if seq <= held else None  # noqa: E731
+    x = extend(head, entries, holds=holds, held_at=held_at)
+    added, duplicates, forks, error, last = reference_extend(head, entries, holds, held_at)
+    assert [e.id for e in x.added] == added
+    assert x.duplicates == duplicates
+    assert [p.seq for p in x.forks] == [seq for seq, _ in forks]
+    assert (None if x.error is None else (x.error.code, x.error.seq, x.error.message)) == error
+    assert x.head == last and (x.head is None or type(x.head) is Head)

@@ -356,3 +356,58 @@ def test_int_range_boundaries():
     for bad in (INT_MAX + 1, INT_MIN - 1):
         with pytest.raises(EncodeError):
             encode(bad)
+
+
+# -- the type walk (``_check``) against the plain rules --------------------------------
+
+
+def reference_check(value, depth: int) -> None:
+    """``_check`` as the module's rules say it, one call per value: the oracle of the
+    walk's own loop over scalar items."""
+    t = type(value)
+    if t is str or t is bytes or t is int or t is bool or value is None:
+        return
+    if t is dict or t is list:
+        if depth >= MAX_DEPTH:
+            raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels", code="too_deep")
+        if t is list:
+            for v in value:
+                reference_check(v, depth + 1)
+            return
+        prev = None
+        for k, v in value.items():
+            if type(k) is not str:
+                raise DecodeError("map key is not text", code="bad_type")
+            if prev is not None and k <= prev:
+                raise DecodeError(f"map keys not sorted: {k!r} after {prev!r}", code="non_canonical")
+            prev = k
+            reference_check(v, depth + 1)
+        return
+    if t is float:
+        raise DecodeError("floats are not allowed", code="bad_type")
+    raise DecodeError(f"type {t.__name__} is not allowed", code="bad_type")
+
+
+def walked(check, value, depth: int):
+    try:
+        check(value, depth)
+    except DecodeError as e:
+        return (e.code, e.message)
+    return None
+
+
+loose_scalars = scalars | st.floats(allow_nan=False) | st.sampled_from([1.5, msgpack.ExtType(1, b"x")])
+loose_values = st.recursive(
+    loose_scalars,
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3), st.binary(max_size=2)), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@SETTINGS
+@given(loose_values, st.integers(MAX_DEPTH - 4, MAX_DEPTH))
+def test_the_type_walk_finds_the_same_first_error_as_the_plain_rules(v, start):
+    """Any value (floats, ext, keys of any type in any order, near the depth limit): the
+    same error, or none, as the one-call-per-value walk."""
+    assert walked(codec._check, v, start) == walked(reference_check, v, start)

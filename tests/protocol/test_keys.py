@@ -301,6 +301,7 @@ def test_verify_refuses_forgeries_for_small_order_keys():
         assert openssl_accepts(pk, sig, msg), pk.hex()
         # ...this protocol does not
         assert not verify(pk, sig, msg), pk.hex()
+        assert not keys.verify_once(pk, sig, msg), pk.hex()
 
 
 def test_verify_refuses_identity_key_with_identity_r():
@@ -308,6 +309,7 @@ def test_verify_refuses_identity_key_with_identity_r():
     sig = identity + bytes(32)  # R = identity, S = 0: valid for every message under RFC 8032
     assert openssl_accepts(identity, sig, b"anything")
     assert not verify(identity, sig, b"anything")
+    assert not keys.verify_once(identity, sig, b"anything")
 
 
 @settings(max_examples=20, deadline=None)
@@ -317,6 +319,7 @@ def test_verify_refuses_small_order_r_from_the_real_key(seed, msg):
     sig = refimpl.sign_with_small_r(seed, msg)
     assert openssl_accepts(key.public_key, sig, msg)
     assert not verify(key.public_key, sig, msg)
+    assert not keys.verify_once(key.public_key, sig, msg)
 
 
 def test_verify_refuses_non_canonical_key_encoding():
@@ -431,3 +434,46 @@ def test_the_memory_is_bounded_and_forgets_the_oldest_first():
     assert [d in memo for d in digests] == [False, False, True, True, True]
     assert len(memo._seen) == 3
     assert keys.VERIFIED_MEMO * 100 < 4 << 20  # about 100 bytes each: a few MiB at most
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.lists(st.integers(0, 60), max_size=300))
+def test_the_memory_keeps_exactly_the_last_distinct_digests_added(size, adds):
+    """Whatever the order of adds (repeats included), the memory holds the ``size``
+    digests added last, as a list of the adds says, and nothing else."""
+    memo = keys._Verified(size)
+    model: list[bytes] = []
+    for i in adds:
+        d = bytes([i]) * 32
+        memo.add(d)
+        if d not in model:  # (adding a digest held keeps its place: a dict's insertion order)
+            model.append(d)
+        del model[:-size]
+    assert list(memo._seen) == model
+    assert all(d in memo for d in model)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(seeds, st.binary(max_size=20), st.sampled_from(["ok", "sig", "key", "msg", "short"])),
+                min_size=1, max_size=6))
+def test_verify_once_answers_as_verify_and_remembers_nothing(cases):
+    """The signature workers' check (no memory) gives verify's answer for valid and
+    tampered triples, cold or after verify remembered them, and adds nothing to the memory."""
+    triples = []
+    for seed, msg, how in cases:
+        key = SigningKey.from_seed(seed)
+        pk, sig = key.public_key, key.sign(msg)
+        triples.append({"ok": (pk, sig, msg), "sig": (pk, sig[:-1] + bytes([sig[-1] ^ 1]), msg),
+                        "key": (bytes([pk[0] ^ 1]) + pk[1:], sig, msg), "msg": (pk, sig, msg + b"x"),
+                        "short": (pk[:31], sig, msg)}[how])
+    keys._verified.clear()
+    once = [keys.verify_once(*t) for t in triples]
+    assert len(keys._verified._seen) == 0
+    assert once == [verify(*t) for t in triples] == [keys.verify_once(*t) for t in triples]
+
+
+@given(st.one_of(st.binary(min_size=32, max_size=32),
+                 st.sampled_from(sorted(keys._SMALL_ORDER)).flatmap(
+                     lambda p: st.sampled_from([p, p[:31] + bytes([p[31] | 0x80])]))))
+def test_the_signed_small_order_set_is_has_small_order(point):
+    assert (point in keys._SMALL_ORDER_SIGNED) == keys.has_small_order(point)
