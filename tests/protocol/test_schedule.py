@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from protocol.lending.money import CURRENCIES, MoneyError, format_amount, parse_amount
@@ -85,17 +85,32 @@ def test_annuity_payments_are_level(principal, rate, term, start):
 @settings(max_examples=200, deadline=None)
 @given(st.integers(100_00, 10**12), st.integers(1, 3000), st.integers(2, 120), starts)
 def test_annuity_of_an_ordinary_loan_ends_within_a_few_units_of_the_level(principal, rate, months, start):
-    """On a loan of at least 100.00 the balance never reaches 0 early, and the last
-    installment differs from the level one by the carried rounding: each period's is at
-    most a unit (half from the level payment, half from the interest), grown by the
-    interest it accrues until the end, ``sum((1 + r)^k, k < n)``."""
+    """The last installment differs from the level one by the carried rounding: each
+    period's is at most a unit (half from the level payment, half from the interest),
+    grown by the interest it accrues until the end, ``sum((1 + r)^k, k < n)``. Where that
+    bound is below one installment, the balance never reaches 0 early. (Where it is not,
+    it may: 100.00 at 23.43 % over 120 months pays 2.17 a month, rounded up from about
+    2.165, and the overpayment, grown by interest, repays it a month early; the schedule's
+    rows then end at 0, test_annuity_payments_are_level.)"""
+    r = Fraction(rate, 120000)
+    carried = sum((1 + r) ** k for k in range(months)) + 1
     rows = schedule(principal, rate, (months, "m"), "annuity", start)
     level = rows[0].payment
+    assume(carried < level)
     assert all(r.payment == level for r in rows[:-1])
-    r = Fraction(rate, 120000)
-    assert abs(rows[-1].payment - level) <= sum((1 + r) ** k for k in range(months)) + 1
+    assert abs(rows[-1].payment - level) <= carried
     if rate <= 1200 and months <= 36:  # an ordinary consumer loan: a few units
         assert abs(rows[-1].payment - level) <= 50
+
+
+def test_a_small_long_annuity_whose_rounding_adds_up_to_an_installment_ends_early_at_zero():
+    """100.00 at 23.43 % over 120 months: the level payment rounds up (2.165 to 2.17), the
+    overpayment grows with interest, and the balance reaches 0 at the 119th installment
+    (2.16); the 120th is 0 and every row's principal still adds up to the loan's."""
+    rows = schedule(10_000, 2343, (120, "m"), "annuity", date(2000, 1, 1))
+    assert len(rows) == 120 and {r.payment for r in rows[:-2]} == {217}
+    assert (rows[-2].payment, rows[-2].balance, rows[-1].payment, rows[-1].balance) == (216, 0, 0, 0)
+    assert sum(r.principal for r in rows) == 10_000
 
 
 @settings(max_examples=100, deadline=None)
