@@ -43,8 +43,7 @@ for _path in (ROOT, ROOT / "tests", ROOT / "tests" / "protocol"):
 
 from creditworld import make_contract, make_loan  # noqa: E402
 from framework.limits import percentile, raw_verify_per_s  # noqa: E402
-from protocol.lending.credit import LoanHistory, profile  # noqa: E402
-from protocol.lending.loanstate import loan_moves, loan_state  # noqa: E402
+from protocol.lending.credit import profile  # noqa: E402
 from protocol.lending.trust import TrustGraph, lender_weights, walk  # noqa: E402
 
 TARGET_GRADE_S = 1.0

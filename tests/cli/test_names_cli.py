@@ -80,7 +80,7 @@ def test_names_need_an_initialised_home(home):
     (f'[names]\nalice = "{OTHER}"\nALICE = "{ADDR}"\n', 3, "given already on line 2"),
     (f'[names]\nalice = "{OTHER}"\nbob = "{ADDR}"\n', 3, "named already on line 2"),
     (f'[names]\n"9x" = "{OTHER}"\n', 2, "is not a name"),
-    (f'[names]\nbob = "/ip4/127.0.0.1/tcp/9"\n', 2, "ending in /p2p/<peer ID>"),
+    ('[names]\nbob = "/ip4/127.0.0.1/tcp/9"\n', 2, "ending in /p2p/<peer ID>"),
 ])
 def test_a_bad_names_file_is_refused_naming_file_and_line(node, text, line, says):
     home, info = node
