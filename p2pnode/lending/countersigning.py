@@ -550,16 +550,14 @@ class Countersigning:
         return done.answer
 
     async def agreed_elsewhere(self, agreement: bytes) -> None:
-        """An agreement (verified, signed by us) found in another chain. Nothing happens if
-        its record is final and our chain records the agreement: a final machine fed
-        ``AgreementSeen`` only appends it (agree.py, rule 7), which our chain's entry makes
-        a no-op (``LoanDocuments.record_agreement``). That is the case of every agreement
-        once agreed: ours coming back, and the counterparty's after ours, where the machine
-        used to be read from its record and fed for nothing (final is final, and a stored
-        entry stays, so this needs no lock)."""
+        """An agreement (verified, signed by us) found in another chain. Nothing happens
+        where ``agree.seen_changes_nothing`` says so: that is every agreement once agreed,
+        ours coming back and the counterparty's after ours, where the machine used to be
+        read from its record and fed for nothing (final is final, and a stored entry stays,
+        so this needs no lock)."""
         env = open_agreement(agreement)
         record = None if env.id in self._machines else self.get(env.id)
-        if record is not None and record.state in agree.FINAL and env.id in self.docs.recorded(env.id):
+        if record is not None and agree.seen_changes_nothing(record, env.id in self.docs.recorded(env.id)):
             return
         await self._step(env.id, lambda m: AgreementSeen(self.now_ms(), env.raw), new=self._party_machine(env.raw))
 

@@ -485,6 +485,14 @@ class RecordError(ProtocolError):
     code = "bad_record"
 
 
+def seen_changes_nothing(record: Record, recorded: bool) -> bool:
+    """Whether ``AgreementSeen`` fed to ``record``'s machine changes nothing: a final
+    machine only appends the agreement (the table's ``AgreementSeen`` row for final
+    states, rule 7), and ``recorded``, that our chain holds it already, makes that append a
+    no-op. A node need not resume such a machine from its record to feed it."""
+    return record.state in FINAL and recorded
+
+
 def answer_of(record: Record) -> AgreeMessage:
     """Rule 2: the answer an acceptor's decided (or held) proposal gets whenever it is asked
     about again; it depends on the record alone."""

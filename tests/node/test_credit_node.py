@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from framework.inprocess import again, lending, make_node, start, start_watched, stop_all, stop_watched, sync_all
+from framework.inprocess import again, lending, make_node, start, start_mesh, start_watched, stop_all, stop_watched, sync_all
 from framework.wait import wait_for
 
 pytestmark = pytest.mark.trio
@@ -202,10 +202,7 @@ async def test_a_loan_history_kept_is_made_again_once_an_entry_about_the_loan_is
     it is ``take`` seeing a stored entry about that loan (credit.py). A loan read while
     disbursed reads as repaid once its repayments are stored, the same as made afresh."""
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
-        await borrower.connect(lender.listen_addrs()[0])
-        await sync_all([lender, borrower])
+        lender, borrower = await start_mesh(nursery, tmp_path, 2)
         loan = await disbursed_loan(lender, borrower)
         credit = lending(lender).credit
         them, today = borrower.key.public_key, lender.clock.today()

@@ -53,6 +53,14 @@ def ledger_of(store: Store, key: SigningKey, counts: dict | None = None) -> tupl
     return led, announced
 
 
+async def settle(results: dict[str, object], name: str, fn) -> None:
+    """``results[name]``: what ``await fn()`` returned, or the ``CodedError`` it raised."""
+    try:
+        results[name] = await fn()
+    except CodedError as e:
+        results[name] = e
+
+
 def texts(store: Store, key: SigningKey) -> list[str]:
     """The note texts of ``key``'s chain, in seq order (the genesis left out)."""
     from protocol.entry import parse_entry
@@ -119,12 +127,6 @@ async def test_each_change_is_decided_as_if_serialised_and_a_refusal_leaves_the_
     def refuse() -> None:
         raise CodedError("refused by its check", code="refused_here")
 
-    async def one(name: str, body: dict, kw: dict) -> None:
-        try:
-            answers[name] = await led.append_one("note", body, **kw)
-        except CodedError as e:
-            answers[name] = e
-
     before = store.synced_writes
     async with trio.open_nursery() as nursery:
         async with led.lock:
@@ -133,7 +135,7 @@ async def test_each_change_is_decided_as_if_serialised_and_a_refusal_leaves_the_
                                    ("c", {"text": "once"}, {"unless": lambda: recorded("once")}),  # a's is in the group
                                    ("d", {"text": "x" * 10}, {}),
                                    ("e", {"txt": "no text field"}, {})]:  # a body the registry refuses
-                nursery.start_soon(one, name, body, kw)
+                nursery.start_soon(settle, answers, name, lambda b=body, k=kw: led.append_one("note", b, **k))
                 await trio.testing.wait_all_tasks_blocked()  # (queued in this order)
     assert store.synced_writes - before == 1
     assert answers["a"].seq == 2 and answers["c"] is None and answers["d"].seq == 3
@@ -151,14 +153,7 @@ async def test_records_written_with_sync_join_the_appends_group(tmp_path):
     led, _ = ledger_of(store, key)
     space = store.records("test")
     space.write([(b"old", b"1")])
-    codes: list[str] = []
-
-    async def refused(fn) -> None:
-        try:
-            await fn()
-        except CodedError as e:
-            codes.append(e.code)
-
+    results: dict[str, object] = {}
     before = store.synced_writes
     async with trio.open_nursery() as nursery:
         async with led.lock:
@@ -168,11 +163,11 @@ async def test_records_written_with_sync_join_the_appends_group(tmp_path):
                                                   records=(space, [(b"k2", b"v2")], [])))
             nursery.start_soon(lambda: led.append([("note", {"text": "never"})], unless=lambda: True,
                                                   records=(space, [(b"k3", b"v3")], [])))  # records all the same
-            nursery.start_soon(refused, lambda: led.append([("note", {"txt": "a body refused"})],
-                                                           records=(space, [(b"k4", b"v4")], [])))  # neither
+            nursery.start_soon(settle, results, "refused", lambda: led.append([("note", {"txt": "a body refused"})],
+                                                                           records=(space, [(b"k4", b"v4")], [])))  # neither
             await trio.testing.wait_all_tasks_blocked()
             assert len(led._queue) == 5
-    assert store.synced_writes - before == 1 and codes == ["bad_body"]
+    assert store.synced_writes - before == 1 and results["refused"].code == "bad_body"
     assert space.items() == [(b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
     assert sorted(texts(store, key)) == ["and its own", "with records"]
     store.close()
@@ -186,16 +181,10 @@ async def test_a_change_refused_for_the_reserve_leaves_the_rest_of_its_group(tmp
     space = store.records("test")
     results: dict[str, object] = {}
 
-    async def attempt(name: str, fn) -> None:
-        try:
-            results[name] = await fn()
-        except CodedError as e:
-            results[name] = e
-
     async with trio.open_nursery() as nursery:
         async with led.lock:
-            nursery.start_soon(attempt, "append", lambda: led.append_one("note", {"text": "no room"}))
-            nursery.start_soon(attempt, "records", lambda: led.write_records(space, [(b"k", b"v")]))
+            nursery.start_soon(settle, results, "append", lambda: led.append_one("note", {"text": "no room"}))
+            nursery.start_soon(settle, results, "records", lambda: led.write_records(space, [(b"k", b"v")]))
             await trio.testing.wait_all_tasks_blocked()
             store.reserve = Reserve(own=free_bytes(store.path) + (1 << 40), others=0)
     assert isinstance(results["append"], StoreFull) and results["records"] is None  # records keep no reserve

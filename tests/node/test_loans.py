@@ -414,10 +414,7 @@ async def test_an_agreement_seen_again_once_final_and_recorded_feeds_no_machine(
     no-op); it feeds the machine when either does not hold: an open record, or a chain
     that lacks the agreement (agree rule 7: the chains are the loan)."""
     async with trio.open_nursery() as nursery:
-        lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
-        borrower = await start(nursery, make_node(tmp_path / "b", "b", pex=False))
-        await borrower.connect(lender.listen_addrs()[0])
-        await sync_all([lender, borrower])
+        lender, borrower = await start_mesh(nursery, tmp_path, 2)
         oid = await offer(lender)
         await seen_offer([borrower], oid)
         p = await borrower.call("loan.propose", {"offer": oid})

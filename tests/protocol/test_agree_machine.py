@@ -355,6 +355,19 @@ def test_a_refusal_pushed_by_anyone_but_the_acceptor_changes_nothing():
     assert acceptor(PENDING).handle(RefusalPushed(T0, BORROWER.public_key, "rejected", "x")) == [Answer(Ok(LOAN))]
 
 
+@pytest.mark.parametrize("make, state", [(proposer, s) for s in (PROPOSED, HELD, AGREED, REFUSED, EXPIRED)]
+                         + [(acceptor, s) for s in (PENDING, AGREED, REFUSED, EXPIRED)])
+def test_seen_changes_nothing_exactly_where_the_machine_would_only_append_what_the_chain_holds(make, state):
+    """``agree.seen_changes_nothing``, which a node trusts to skip a machine, against the
+    machine itself: true only for a record whose machine answers ``AgreementSeen`` with the
+    append alone, and only when the chain records the agreement."""
+    m = make(state)
+    record = m.record()
+    only_appends = m.handle(AgreementSeen(T0, AGREEMENT)) == [AppendAgreement(AGREEMENT)]
+    assert agree.seen_changes_nothing(record, recorded=True) == only_appends == (state in FINAL)
+    assert not agree.seen_changes_nothing(record, recorded=False)
+
+
 def test_an_agreement_seen_after_the_proposer_expired_is_recorded_in_its_chain_only():
     """Rule 7: the record stays expired (final), the chain records the loan."""
     assert proposer().handle(AgreementSeen(T0, AGREEMENT)) == [AppendAgreement(AGREEMENT)]  # (no record: the same)
