@@ -1,4 +1,4 @@
-"""How commands print: JSON for scripts, tables for people, and one way to fail.
+"""How commands print: JSON for scripts, tables for people, a closed stdout.
 
 Exit codes (docs/cli.md) are a promise to scripts:
 
@@ -12,10 +12,16 @@ Exit codes (docs/cli.md) are a promise to scripts:
 
 A command whose stdout is closed early (a pager quit, ``head`` had enough) ends as cat and
 git do: silently, killed by SIGPIPE (status 141 in a shell). See ``StdoutClosed``.
+
+This module never imports click, so that a command can answer without it (the fast path
+of ``status``, cli/entry.py): ``echo`` writes a line as ``click.echo`` does. How a command
+fails (``fail``, ``CommandError``) needs click and lives in cli/failure.py; both names are
+still reachable here, imported on first use (``__getattr__`` below).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import select
@@ -24,37 +30,61 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-import click
-
 from p2pnode.errors import EXIT_OF_CODE, FAILED, HOME, KEY, LOCKED, NOT_RUNNING, OK, USAGE  # noqa: F401
 
 
-class CommandError(click.ClickException):
-    """Ends a command with a message, a machine-readable code and an exit status."""
+def __getattr__(name: str) -> Any:
+    """``CommandError`` and ``fail``, from cli/failure.py (which imports click) when first
+    asked for: every command module imports them from here, printing never needs them."""
+    if name in ("CommandError", "fail"):
+        from cli import failure
 
-    def __init__(self, message: str, *, code: str, exit_code: int, details: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.exit_code = exit_code
-        self.details = details
-        self.json_mode = False
-
-    def show(self, file: Any = None) -> None:
-        if self.json_mode:
-            err: dict[str, Any] = {"code": self.code, "message": self.message}
-            if self.details is not None:
-                err["details"] = self.details
-            click.echo(json.dumps({"error": err}), err=True)
-        else:
-            click.echo(f"p2pnode: error: {self.message}", err=True)
+        return getattr(failure, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def fail(message: str, *, code: str, exit_code: int = FAILED, details: Any = None) -> NoReturn:
-    raise CommandError(message, code=code, exit_code=exit_code, details=details)
+ANSI_STYLE = r"\033\[[0-?]*[ -/]*[@-~]"
+"""An ANSI style code, as click's ``echo`` finds them to strip them (click/_compat.py)."""
+
+
+def echo(text: str = "") -> None:
+    """Write ``text`` and a newline to stdout and flush, as ``click.echo(text)`` does: a
+    style code is stripped unless stdout is a terminal, and a stdout whose encoding is
+    ASCII (a misconfigured locale) gets UTF-8, undecodable characters replaced."""
+    stream = sys.stdout
+    if stream is None:  # no stdout at all (a detached process): nothing to write to
+        return
+    text += "\n"
+    if "\033" in text and not _isatty(stream):
+        import re
+
+        text = re.sub(ANSI_STYLE, "", text)
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None and _is_ascii(getattr(stream, "encoding", None) or "ascii"):
+        stream.flush()
+        buffer.write(text.encode("utf-8", "replace"))
+        buffer.flush()
+        return
+    stream.write(text)
+    stream.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:  # a stream that cannot tell is no terminal (as click decides)
+        return False
+
+
+def _is_ascii(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name == "ascii"
+    except LookupError:
+        return False
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+    echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def iso_ms(ts: int) -> str:

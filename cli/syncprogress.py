@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import click
+from cli.output import echo
 
 UNKNOWN = "sync progress unknown (this node does not report it)"
 TTY_INTERVAL = 0.25  # seconds between redraws of the bar
@@ -84,7 +84,7 @@ def watch(fetch: Callable[[], dict], timeout: float, tty: bool, console: Any = N
     if not tty:
         while True:
             sync = fetch()["sync"]
-            click.echo(plain_line(sync))
+            echo(plain_line(sync))
             if done(sync):
                 return True
             if time.monotonic() + PLAIN_INTERVAL > deadline:
