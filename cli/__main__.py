@@ -1,6 +1,6 @@
-"""``python -m cli``: the same as the ``p2pnode`` console script."""
+"""``python -m cli``: the same as the ``p2pnode`` console script (cli/entry.py)."""
 
-from cli.main import main
+from cli.entry import main
 
 if __name__ == "__main__":
     main()

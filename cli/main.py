@@ -145,7 +145,8 @@ def id_(c: Ctx, as_json: bool) -> None:
 
 
 def main() -> None:
-    """The console script. A closed stdout ends any command quietly (cli/output.py)."""
+    """The console script's click path: every command line that cli/entry.py does not
+    answer itself comes here. A closed stdout ends any command quietly (cli/output.py)."""
     stdout = sys.stdout
     try:
         cli(prog_name="p2pnode")  # ends by SystemExit: click's standalone mode

@@ -1,11 +1,42 @@
-"""How the running node's status and peers are shown to people and scripts, without click."""
+"""How the running node's status and peers are shown to people and scripts, without click:
+the ``status`` command (cli/node.py) and its fast path (cli/entry.py) print through
+``show_status``, so both answer in the same bytes.
+
+``quick_status`` is that fast path: the answer of ``node.status`` got as the command gets
+it, printed as the command prints it, with nothing imported that the command's parsing
+needs (click). It prints nothing until the answer is in hand, so that on any failure the
+click path can run instead and report it in its own words.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from cli.output import echo, emit_json, iso_ms, peer_label, peers_table, table
 from cli.syncprogress import done as sync_done, sync_progress
+
+
+def quick_status(home: str | None, as_json: bool) -> Callable[[], None]:
+    """Ask the node at ``home`` (``--home``'s value, None if not given) for its status, as
+    ``p2pnode status [--json]`` does; return what prints the answer. Raises whatever went
+    wrong (no node, a bad home or names file, the node's refusal) before printing anything.
+
+    The click path also checks the call against ``node.status``'s declaration first; with
+    no params there is nothing it could refuse, so the check (and p2pnode.control.core, the
+    declarations) is left out here. A failed call is handed to the click path as it is
+    (``cli.rpc.fail_again``): reported in its words, without waiting for the node again."""
+    from cli.rpc import call, fail_again
+    from p2pnode.homepath import resolve_home
+    from protocol.errors import CodedError
+
+    path = resolve_home(home)  # what cli.context.Ctx does with --home
+    names = None if as_json else load_names(path)  # read first, as the command does
+    try:
+        st = call(path, "node.status")
+    except CodedError as e:  # no node, its refusal, no answer in time (30 s)
+        fail_again(path, "node.status", e)  # click reports it without asking (waiting) again
+        raise
+    return lambda: show_status(st, names, as_json)
 
 
 def load_names(home: Any) -> Any:

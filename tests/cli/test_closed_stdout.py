@@ -60,7 +60,7 @@ def test_commands_without_a_node_end_quietly(node, args):
 
 def test_commands_of_a_running_node_end_quietly(node_process):
     home, _ = node_process
-    for args in (["status"], ["peers"], ["offer", "list"], ["loan", "list"], ["loan", "list", "--json"],
+    for args in (["status"], ["status", "--json"], ["peers"], ["offer", "list"], ["loan", "list"], ["loan", "list", "--json"],
                  ["status", "--watch"], ["ledger", "heads"]):
         assert_quiet_end(*args, home=home)
 
