@@ -191,18 +191,19 @@ def open_envelope(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE, verify_sign
     ``verdict(data)`` made beforehand (elsewhere), taken instead of calling ``verify``.
     Bytes opened lately give the envelope they gave then (``_Opened``): the same value,
     and its document is read-only. With a ``verdict`` (a batch on its way into the store,
-    checked by the signature workers) nothing kept is used or added: that verdict decides,
-    and most such bytes are opened once (keeping each would cost a sync about 4 us an
+    checked by the signature workers), one that says every signature verifies may take an
+    envelope kept verified (the same answer), any other decides afresh; and nothing is
+    added: most such bytes are opened once (keeping each would cost a sync about 4 us an
     entry, measured, a tenth of its main process's work).
     """
-    if verdict is not None:
-        return _open(data, max_size, verify_signatures, verdict)
-    if type(data) is bytes and len(data) <= max_size:
-        kept = _opened.get(data, verify_signatures)
-        if kept is not None:
-            return kept
-    env = _open(data, max_size, verify_signatures, None)
-    _opened.add(env, verify_signatures)
+    kept = None
+    if type(data) is bytes and len(data) <= max_size and (verdict is None or all(verdict)):
+        kept = _opened.get(data, verify_signatures or verdict is not None)
+    if kept is not None:
+        return kept
+    env = _open(data, max_size, verify_signatures, verdict)
+    if verdict is None:
+        _opened.add(env, verify_signatures)
     return env
 
 

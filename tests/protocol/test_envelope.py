@@ -461,3 +461,18 @@ def test_a_sealed_envelope_is_kept_as_opened_and_verified():
     env = seal({"type": "t", "sealed": "here"}, A, B)
     assert open_envelope(env.raw) is env
     assert (env.document, env.signatures) == (_fresh(env.raw).document, _fresh(env.raw).signatures)
+
+
+def test_a_verdict_that_all_verify_may_take_a_kept_envelope_and_any_other_decides_afresh():
+    from protocol.envelope import verdict as verdict_of
+
+    env = seal({"type": "t", "verdicts": 1}, A)
+    kept = open_envelope(env.raw)
+    assert open_envelope(env.raw, verdict=verdict_of(env.raw)) is kept
+    with pytest.raises(SignatureError):
+        open_envelope(env.raw, verdict=(False,))  # (what the verdict says counts)
+    payload = codec.encode({"type": "t", "verdicts": 2})
+    raw = raw_envelope(payload, [(A.public_key, A.sign(SIGNING_PREFIX + payload))])  # (not sealed: not kept)
+    first = open_envelope(raw, verdict=(True,))
+    assert open_envelope(raw) is not first  # a verdict's open added nothing
+    assert open_envelope(raw) is open_envelope(raw)
