@@ -17,6 +17,11 @@ if _HERE not in sys.path:  # pytest's default import mode adds it; --import-mode
     sys.path.insert(0, _HERE)
 
 from framework.console import run_cli  # noqa: E402
+from protocol import envelope as _envelope  # noqa: E402
+
+# Opened documents are shared and read-only (protocol/envelope.py): in tests, every reuse
+# of one checks that nobody wrote into it.
+_envelope.CHECK_KEPT = True
 
 
 @pytest.fixture

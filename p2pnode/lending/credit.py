@@ -44,7 +44,6 @@ from protocol.keys import peer_id
 from protocol.envelope import peek_document
 from protocol.lending.contract import BORROWER_INDEX, GRAPH_INDEX, LOAN_INDEX, embedded_id, loan_of
 from protocol.lending.credit import DEFAULT_PARAMS, CreditParams, LoanHistory, Profile, profile, repaid_pair
-from protocol.lending.loanstate import loan_moves
 from protocol.lending.trust import TrustGraph, lender_weights, walk
 
 from p2pnode.context import Context
@@ -313,9 +312,7 @@ class Credit:
         h = None
         if rec.contract is not None and rec.contract["borrower"] == author:
             try:
-                args = (loan, rec.contract, list(rec.receipts.values()), list(rec.transfers.values()), rec.notices,
-                        today, list(rec.amendments.values()))
-                h = LoanHistory(rec.contract, rec.state(today), loan_moves(*args))
+                h = LoanHistory(rec.contract, *rec.evaluated(today))
             except ProtocolError:
                 h = None  # a contract whose schedule cannot be made is no history
         if len(self._kept) >= MAX_HISTORIES:

@@ -14,6 +14,8 @@ more verifies per entry, a dozen entries per loan).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -43,6 +45,10 @@ class LoanRecord:
     entries: list[Entry] = field(default_factory=list)
     bad: list[tuple[Entry, str]] = field(default_factory=list)  # entries whose document does not open
     raw: dict[bytes, bytes] = field(default_factory=dict)  # id -> envelope bytes of each receipt, transfer, amendment
+    source: tuple[bytes, ...] | None = field(default=None, init=False, compare=False)
+    """Ids of the entries ``record_of`` read this record from, in order: what its evaluation
+    is kept by (``evaluated``). Not an argument: a record made otherwise, or by
+    ``dataclasses.replace`` with other documents, has none and is evaluated afresh."""
 
     def recorded_by(self, author: bytes) -> set[bytes]:
         """Ids of the documents (agreement, receipts, transfers, amendments) ``author``'s chain embeds."""
@@ -57,17 +63,68 @@ class LoanRecord:
 
     def state(self, today: date) -> Any:
         """The ``protocol.loanstate.LoanState`` of this loan at ``today``."""
-        from protocol.lending.loanstate import loan_state
+        return self.evaluated(today)[0]
+
+    def evaluated(self, today: date) -> tuple[Any, tuple[Any, ...]]:
+        """``protocol.loanstate.loan_evaluation`` of this loan at ``today``: its state and
+        moves. Kept (``_Evaluated``) for a record ``record_of`` made: the same entries read
+        on the same day give the same values, which are immutable."""
+        from protocol.lending.loanstate import loan_evaluation
 
         if self.contract is None:
             raise LookupError("no agreement for this loan is held")
-        return loan_state(self.loan, self.contract, list(self.receipts.values()), list(self.transfers.values()),
-                          self.notices, today, list(self.amendments.values()))
+        key = None if self.source is None else (self.loan, self.source, today)
+        kept = None if key is None else _evaluated.get(key)
+        if kept is not None:
+            return kept
+        out = loan_evaluation(self.loan, self.contract, list(self.receipts.values()),
+                              list(self.transfers.values()), self.notices, today, list(self.amendments.values()))
+        if key is not None:
+            _evaluated.add(key, out)
+        return out
 
     def next_receipt_number(self, today: date) -> int:
         """The number the next receipt takes: one after the counted ones (a refused receipt
         leaves no hole; its number is given again)."""
         return len(self.state(today).counted) + 1
+
+
+EVALUATED_KEPT = 4096
+"""Loan evaluations kept (``_Evaluated``), the latest made."""
+
+
+class _Evaluated:
+    """The last ``EVALUATED_KEPT`` evaluations of loans, by loan, the entries read and day.
+
+    One loan is evaluated by several readers of the same store on the same day: the
+    lender's credit model reads each of the borrower's loans, the holdings read every
+    loan the node holds, and each reads the same entries. A countersigning node evaluated
+    each new loan two or three times (measured: a tenth of a lender's CPU per contract).
+    A record made by ``record_of`` is a function of its entries (their ids name them: a
+    stored entry never changes), and the evaluation a function of the record and the day,
+    so the first evaluation serves the others. Errors are not kept. Thread-safe: a read is
+    one dict lookup, a change holds the lock."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple, tuple[Any, tuple[Any, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[Any, tuple[Any, ...]] | None:
+        return self._kept.get(key)
+
+    def add(self, key: tuple, value: tuple[Any, tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._kept[key] = value
+            while len(self._kept) > self.size:  # (bounded: the oldest goes first)
+                self._kept.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+_evaluated = _Evaluated(EVALUATED_KEPT)
 
 
 def loan_entries(chains: Chains, index: IndexView, loan: bytes) -> list[Entry]:
@@ -114,6 +171,7 @@ def record_of(loan: bytes, entries: list[Entry]) -> LoanRecord:
             _take(rec, e)
         except (ProtocolError, KeyError, ValueError) as err:
             rec.bad.append((e, getattr(err, "message", str(err))))
+    rec.source = tuple(e.id for e in entries)
     return rec
 
 

@@ -1041,6 +1041,13 @@ def loan_moves(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], tr
     return _evaluate(loan_id, contract, receipts, transfers, notices, today, amendments)[1]
 
 
+def loan_evaluation(loan_id: bytes, contract: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
+                    notices: list[Notice], today: date,
+                    amendments: Iterable[SignedAmendment] = ()) -> tuple[LoanState, tuple[Move, ...]]:
+    """``(loan_state(...), loan_moves(...))`` of the same arguments, from one run of the rules."""
+    return _evaluate(loan_id, contract, receipts, transfers, notices, today, amendments)
+
+
 def _evaluate(loan_id: bytes, c: dict, receipts: list[SignedReceipt], transfers: list[SignedTransfer],
               notices: list[Notice], today: date,
               amendments: Iterable[SignedAmendment] = ()) -> tuple[LoanState, tuple[Move, ...]]:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, timedelta
 from fractions import Fraction
 
@@ -138,10 +139,36 @@ def annuity_payment(principal: int, r: Fraction, n: int) -> int:
     return round_half_up(principal * r / (1 - (1 + r) ** -n))
 
 
+SCHEDULES_KEPT = 4096
+"""Schedules ``schedule`` keeps, the latest made (a few KiB each at most)."""
+
+
 def schedule(principal: int, rate_bp: int, term: tuple[int, str], kind: str, start_date: date,
              period_days: int | None = None) -> list[Installment]:
     """The installments that repay ``principal`` at ``rate_bp`` per year over ``term``,
-    by the rules of this module; the last leaves a balance of 0."""
+    by the rules of this module; the last leaves a balance of 0. A new list each call.
+
+    The same contract's schedule is asked for by every reading of the loan (its state,
+    the holdings, the credit model, the checks of each document about it), so the last
+    ``SCHEDULES_KEPT`` are kept: an installment is immutable and each caller gets a list
+    of its own. Only arguments of exactly the types of rule 1 are looked up (``True`` is
+    never taken for 1); any other goes to the rules, which say what is wrong."""
+    if (type(principal) is int and type(rate_bp) is int and type(kind) is str and type(start_date) is date
+            and (period_days is None or type(period_days) is int)
+            and type(term) is tuple and len(term) == 2 and type(term[0]) is int and type(term[1]) is str):
+        return list(_kept_schedule(principal, rate_bp, term, kind, start_date, period_days))
+    return _schedule(principal, rate_bp, term, kind, start_date, period_days)
+
+
+@lru_cache(maxsize=SCHEDULES_KEPT)
+def _kept_schedule(principal: int, rate_bp: int, term: tuple[int, str], kind: str, start_date: date,
+                   period_days: int | None) -> tuple[Installment, ...]:
+    return tuple(_schedule(principal, rate_bp, term, kind, start_date, period_days))
+
+
+def _schedule(principal: int, rate_bp: int, term: tuple[int, str], kind: str, start_date: date,
+              period_days: int | None) -> list[Installment]:
+    """``schedule`` made afresh."""
     if type(principal) is not int or not 1 <= principal <= MAX_AMOUNT:
         raise MoneyError(f"principal {principal!r} is not 1 to {MAX_AMOUNT} minor units")
     if type(rate_bp) is not int or not 0 <= rate_bp <= MAX_RATE_BP:

@@ -4,6 +4,7 @@ the borrower sees what it owes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -129,7 +130,9 @@ async def test_a_second_portfolio_reuses_what_did_not_change_and_equals_a_fresh_
     again with nothing new, a cache derives no loan; after a new receipt and a new loan, it
     derives those two only; and every answer of the node (whose own cache the background
     pass of keep_holdings also fills) is the one computed afresh (cache cleared)."""
+    from p2pnode.lending import loanview
     from p2pnode.lending.statecache import StateCache
+    from protocol.lending.loanstate import loan_evaluation
 
     async with trio.open_nursery() as nursery:
         lender = await start(nursery, make_node(tmp_path / "l", "l", pex=False))
@@ -147,13 +150,30 @@ async def test_a_second_portfolio_reuses_what_did_not_change_and_equals_a_fresh_
 
         async def fresh() -> dict:
             loans._states.clear()
+            loanview._evaluated.clear()
             return await lender.call("portfolio.show", {})
+
+        def evaluations() -> dict:
+            """Each loan's evaluation as kept (asked twice: the same values), checked
+            against one made afresh from the same record."""
+            out = {}
+            for loan_id in loanview.loan_ids(loans.ctx.index):
+                rec = loanview.read_loan(loans.ctx.chains, loans.ctx.index, loan_id)
+                kept = rec.evaluated(day)
+                assert loanview.read_loan(loans.ctx.chains, loans.ctx.index, loan_id).evaluated(day) is kept
+                assert kept == loan_evaluation(loan_id, rec.contract, list(rec.receipts.values()),
+                                               list(rec.transfers.values()), rec.notices, day,
+                                               list(rec.amendments.values()))
+                assert replace(rec, receipts={}).source is None  # (another record: evaluated afresh)
+                out[loan_id] = kept
+            return out
 
         p1 = await lender.call("portfolio.show", {})
         assert p1 == await fresh()
         held = derive_all()
         derived = cache.derived
         assert derive_all() == held and cache.derived == derived  # nothing new: nothing derived
+        before = evaluations()
         row = (await borrower.call("loan.show", {"loan": first}))["rows"][0]
         await lender.call("loan.receipt", {"loan": first, "amount": f"{row['payment'] // 100}.{row['payment'] % 100:02d}",
                                            "date": row["due"]})
@@ -161,6 +181,9 @@ async def test_a_second_portfolio_reuses_what_did_not_change_and_equals_a_fresh_
         await sync_all([lender, borrower])
         derive_all()
         assert cache.derived - derived == 2  # the loan with a new receipt, and the new loan
+        after = evaluations()  # (loanview._Evaluated: a new receipt is a new key, never the old value)
+        assert len(after) == 3 and after[bytes.fromhex(first)] != before[bytes.fromhex(first)]
+        assert all(after[k] is v for k, v in before.items() if k != bytes.fromhex(first))
         p2 = await lender.call("portfolio.show", {})
         assert p2 != p1 and p2["lender"]["EUR"]["loans"] == 3
         assert p2 == await fresh()

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import codec
+from protocol import envelope as envelope_module
 from protocol.envelope import (
     MAX_ENVELOPE_SIZE,
     MAX_SIGNATURES,
@@ -368,3 +369,110 @@ def test_bytes_read_back_from_the_store_skip_the_ed25519_checks_alone():
     unsorted = raw_envelope(env.payload, sorted([(k.public_key, bytes(64)) for k in KEYS[:2]], reverse=True))
     assert code_of(unsorted, verify_signatures=False) == "non_canonical"
     assert code_of(b"\x93\x01\x02\x03", verify_signatures=False) == "bad_envelope"
+
+
+# -- opened envelopes kept (envelope._Opened) --------------------------------------------
+
+
+def _fresh(raw: bytes, **kw) -> Envelope:
+    """``open_envelope`` of ``raw`` made afresh, past the envelopes kept."""
+    return envelope_module._open(raw, kw.get("max_size", MAX_ENVELOPE_SIZE), kw.get("verify_signatures", True), None)
+
+
+@SETTINGS
+@given(documents, st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique_by=lambda k: k.public_key))
+def test_an_envelope_opened_again_is_the_one_opened_first(doc, keys):
+    """The same bytes give the same envelope, equal in every part to one made afresh."""
+    raw = seal(doc, *keys).raw
+    first = open_envelope(bytes(raw))
+    again = open_envelope(bytes(raw))  # (another bytes object of the same value)
+    fresh = _fresh(raw)
+    assert again is first
+    assert (again.payload, again.signatures, again.document, again.id, again.raw) == \
+        (fresh.payload, fresh.signatures, fresh.document, fresh.id, fresh.raw)
+
+
+def test_an_envelope_kept_unverified_is_verified_before_it_is_given_as_verified():
+    """Bytes read back unverified (the store's) never pass as verified: a bad signature
+    kept from a ``verify_signatures=False`` open is still refused by a verified one."""
+    env = seal({"type": "note", "text": "kept unverified"}, KEYS[1])
+    bad = raw_envelope(env.payload, [(KEYS[1].public_key, bytes(64))])
+    assert open_envelope(bad, verify_signatures=False).signers == (KEYS[1].public_key,)
+    for _ in range(2):
+        with pytest.raises(SignatureError):
+            open_envelope(bad)
+    good = open_envelope(env.raw)  # verified: it serves the unverified opens too
+    assert open_envelope(env.raw, verify_signatures=False) is good
+
+
+def test_bytes_refused_are_refused_every_time_and_never_kept():
+    env = seal({"type": "note", "text": "bad"}, KEYS[2])
+    bad = raw_envelope(env.payload, [(KEYS[2].public_key, bytes(64))])
+    before = len(envelope_module._opened._kept)
+    for _ in range(3):
+        with pytest.raises(SignatureError):
+            open_envelope(bad)
+        assert code_of(env.raw[:-1]) == "malformed"
+    assert bad not in envelope_module._opened._kept
+    assert len(envelope_module._opened._kept) <= before + 1  # (at most what another test opened meanwhile)
+
+
+def test_a_kept_envelope_keeps_the_callers_size_limit():
+    env = seal({"type": "t", "pad": "x" * 100}, A)
+    open_envelope(env.raw)
+    assert code_of(env.raw, max_size=len(env.raw) - 1) == "oversize"
+
+
+def test_the_envelopes_kept_are_bounded_in_count_and_bytes():
+    kept = envelope_module._Opened(size=3, max_bytes=1000)
+    envs = [seal({"type": "t", "n": i, "pad": "x" * 200}, A) for i in range(6)]
+    for env in envs[:3]:
+        kept.add(env, True)
+    assert list(kept._kept) == [e.raw for e in envs[:3]]  # three fit both bounds
+    kept.add(envs[3], True)
+    assert list(kept._kept) == [e.raw for e in envs[1:4]]  # the oldest went for the count
+    big = seal({"type": "t", "pad": "y" * 600}, A)
+    kept.add(big, True)
+    assert kept._bytes <= 1000 and list(kept._kept)[-1] == big.raw and len(kept._kept) < 3  # ... for the bytes
+    assert kept._bytes == sum(len(k) for k in kept._kept)
+    kept.add(seal({"type": "t", "pad": "z" * 2000}, A), True)  # larger than the whole memory: not kept
+    assert kept._bytes == sum(len(k) for k in kept._kept) <= 1000
+    assert kept.get(envs[0].raw, False) is None and kept.get(big.raw, True) is not None
+
+
+def test_a_view_of_bytes_opens_but_is_not_kept():
+    env = seal({"type": "t", "view": True}, B)
+    view = memoryview(bytearray(env.raw))
+    assert open_envelope(view).document == {"type": "t", "view": True}
+
+
+def test_a_document_written_into_is_caught_on_its_next_open(monkeypatch):
+    """Opened documents are read-only (the module's docstring); tests run with
+    ``CHECK_KEPT``, so a caller that writes into one fails on the next open."""
+    monkeypatch.setattr(envelope_module, "CHECK_KEPT", True)
+    env = open_envelope(seal({"type": "t", "n": 1, "list": [1]}, C).raw)
+    env.document["list"].append(2)
+    with pytest.raises(AssertionError, match="written into"):
+        open_envelope(env.raw)
+    envelope_module._opened.clear()
+
+
+def test_a_sealed_envelope_is_kept_as_opened_and_verified():
+    env = seal({"type": "t", "sealed": "here"}, A, B)
+    assert open_envelope(env.raw) is env
+    assert (env.document, env.signatures) == (_fresh(env.raw).document, _fresh(env.raw).signatures)
+
+
+def test_a_verdict_that_all_verify_may_take_a_kept_envelope_and_any_other_decides_afresh():
+    from protocol.envelope import verdict as verdict_of
+
+    env = seal({"type": "t", "verdicts": 1}, A)
+    kept = open_envelope(env.raw)
+    assert open_envelope(env.raw, verdict=verdict_of(env.raw)) is kept
+    with pytest.raises(SignatureError):
+        open_envelope(env.raw, verdict=(False,))  # (what the verdict says counts)
+    payload = codec.encode({"type": "t", "verdicts": 2})
+    raw = raw_envelope(payload, [(A.public_key, A.sign(SIGNING_PREFIX + payload))])  # (not sealed: not kept)
+    first = open_envelope(raw, verdict=(True,))
+    assert open_envelope(raw) is not first  # a verdict's open added nothing
+    assert open_envelope(raw) is open_envelope(raw)

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from protocol.lending.money import CURRENCIES, MoneyError, format_amount, parse_amount
+from protocol.lending import schedule as sched_module
 from protocol.lending.schedule import KINDS, ScheduleError, add_months, round_half_up, schedule
 
 principals = st.one_of(st.integers(1, 10**15), st.sampled_from([1, 2, 3, 10**15]))
@@ -207,3 +208,34 @@ def test_period_days_must_divide_the_term():
 def test_due_dates_past_9999_are_refused():
     with pytest.raises(ScheduleError):
         schedule(100, 100, (12, "m"), "annuity", date(9999, 6, 1))
+
+
+# -- schedules kept (schedule.SCHEDULES_KEPT) --------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(principals, rates, terms, st.sampled_from(KINDS), starts)
+def test_a_schedule_asked_again_is_the_one_made_afresh_in_a_list_of_its_own(principal, rate, term, kind, start):
+    first = make(principal, rate, term, kind, start)
+    first.append("written into by its caller")  # (each caller's list is its own)
+    again = make(principal, rate, term, kind, start)
+    fresh = sched_module._schedule(principal, rate, term[:2], kind, start, term[2] if len(term) == 3 else None)
+    assert again == fresh and again is not first
+
+
+def test_the_schedules_kept_are_never_given_for_arguments_of_another_type():
+    """``True == 1`` and ``hash(True) == hash(1)``: a schedule kept for 1 must not answer
+    for True, nor one kept for a date answer for a datetime; the rules refuse those."""
+    from datetime import datetime
+
+    schedule(1, 0, (1, "m"), "bullet", date(2026, 1, 1))
+    with pytest.raises(MoneyError):
+        schedule(True, 0, (1, "m"), "bullet", date(2026, 1, 1))
+    schedule(100, 0, (1, "m"), "bullet", date(2026, 1, 1))
+    with pytest.raises((MoneyError, ScheduleError)):
+        schedule(100, 0, (True, "m"), "bullet", date(2026, 1, 1))
+    with pytest.raises(ScheduleError):
+        schedule(100, 0, (1, "m"), "bullet", datetime(2026, 1, 1))
+    with pytest.raises((MoneyError, ScheduleError)):
+        schedule(100, 0, [1, "m"], "bullet", date(2026, 1, 1))  # (unhashable: to the rules, not the memory)
+    assert sched_module._kept_schedule.cache_info().maxsize == sched_module.SCHEDULES_KEPT
