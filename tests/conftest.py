@@ -17,6 +17,15 @@ if _HERE not in sys.path:  # pytest's default import mode adds it; --import-mode
     sys.path.insert(0, _HERE)
 
 from framework.console import run_cli  # noqa: E402
+from framework.process import reap_all  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reaped():
+    """At the end of the session, every node process a teardown left to exit in the
+    background (``framework.process.reap_later``) has exited or been SIGKILLed."""
+    yield
+    reap_all()
 
 
 @pytest.fixture

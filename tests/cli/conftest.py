@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from framework.process import NodeProcess
+from framework.process import NodeProcess, reap_later
 
 
 @pytest.fixture
 def node_process(node):
     """``node`` (an initialised home) with `p2pnode start` running on it, answering; the
-    process is stopped by its pid after the test. Yields (home, what `init --json` said)."""
+    process is sent SIGTERM by its pid after the test, its exit (or SIGKILL) awaited in the
+    background (``reap_later``). Yields (home, what `init --json` said)."""
     from p2pnode.testnet import free_port
 
     home, info = node
@@ -18,4 +19,5 @@ def node_process(node):
     try:
         yield home, info
     finally:
-        proc.stop()
+        proc.terminate()
+        reap_later([proc])

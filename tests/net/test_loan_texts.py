@@ -36,7 +36,7 @@ def show_text(net: Network, k: int, loan: str) -> str:
 def test_refusal_receipts_awaited_and_names(net: Network):
     prepare(net.dir, 3, load())
     net.up(3)
-    ids = {k: net.json(k, "id")["peer_id"] for k in (1, 2, 3)}
+    ids = {k: net.node(k).peer_id for k in (1, 2, 3)}  # (from each home's key)
     net.cli(2, "name", "set", ids[1], "alice")
     net.cli(2, "name", "set", ids[3], "carol")
     net.cli(1, "name", "set", ids[3], "carol")

@@ -16,7 +16,9 @@ START = (date.today() - timedelta(days=130)).isoformat()
 
 
 def peer(net: Network, k: int) -> str:
-    return net.json(k, "id")["peer_id"]
+    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
+    id` is checked in tests/cli), not a CLI process per question."""
+    return net.node(k).peer_id
 
 
 def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
@@ -31,6 +33,12 @@ def sees_offer(net: Network, k: int, oid: str) -> None:
 
 def show(net: Network, k: int, loan: str) -> dict:
     return net.json(k, "loan", "show", loan)
+
+
+def first_state(answer: dict | None) -> str | None:
+    """The state of the first loan of a ``loan list`` answer (None if there is none)."""
+    loans = (answer or {}).get("loans") or [{}]
+    return loans[0].get("state")
 
 
 def money(minor: int) -> str:
@@ -98,6 +106,8 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     net.cli(1, "stop")
     p = net.json(2, "loan", "propose", oid, "--ttl", "2")
     assert p["state"] == "proposed"  # the lender is unreachable: it stays proposed, to be asked again
+    # (polled through the node's API while the 2 s go by, then checked through the CLI)
+    net.wait(lambda: first_state(net.ask(2, "loan.list")) == "expired", 20, "the proposal to expire")
     net.wait(lambda: net.json(2, "loan", "list")["loans"][0]["state"] == "expired", 20, "the proposal to expire")
     net.up(2)
     net.wait(lambda: any(h["author"] == lender and h["seq"] >= 1 for h in net.json(2, "status")["heads"]), 20,
@@ -113,6 +123,8 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     sees_offer(net, 2, oid2)
     p2 = net.json(2, "loan", "propose", oid2, "--ttl", "2")
     assert p2["state"] == "held"
+    net.wait(lambda: (a := net.ask(1, "loan.pending")) is not None and not a["pending"], 20,
+             "the held proposal to expire")  # (polled through the node's API, then checked through the CLI)
     net.wait(lambda: not net.json(1, "loan", "pending")["pending"], 20, "the held proposal to expire")
     rc, out, err = net.cli(1, "loan", "accept", p2["loan"], "--json", ok=False)
     assert rc != 0
