@@ -9,6 +9,8 @@ from datetime import date, timedelta
 import pytest
 
 from framework.network import Network
+from p2pnode.extensions import load
+from p2pnode.testnet import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +77,8 @@ def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Netw
 
 
 def test_borrower_killed_between_proposal_and_countersignature_then_restarted(net: Network):
-    net.up(2)
+    prepare(net.dir, 2, load())  # the homes as `testnet up` makes them, before any node starts
     cfg = net.home(2) / "config.toml"  # node 2 reviews proposals by hand
-    net.cli(2, "stop")
     cfg.write_text(cfg.read_text().replace("review = false", "review = true"))
     net.up(2)
     rid = offer(net, 2, side="request")  # node 2 asks to borrow; node 1 lends
