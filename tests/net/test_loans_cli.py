@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from framework.loans import wait_takeable
 from framework.network import Network
 from p2pnode.extensions import load
 from p2pnode.testnet import prepare
@@ -30,7 +31,7 @@ def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
 
 
 def sees_offer(net: Network, k: int, oid: str) -> None:
-    net.wait(lambda: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
+    wait_takeable(net, k, oid)  # (polled through the nodes' API: a wait, not a check)
 
 
 def show(net: Network, k: int, loan: str) -> dict:
