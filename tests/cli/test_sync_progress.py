@@ -74,14 +74,14 @@ def test_watch_follows_a_sync_to_its_end_and_gives_up_at_its_timeout(monkeypatch
     assert "fetching 6000/10000 entries, 1200/s, about 3 s left" in drawn and "10000 entries received" in drawn
 
 
-def test_status_says_nothing_of_progress_when_idle(node_process):
-    home, _ = node_process
+def test_status_says_nothing_of_progress_when_idle(idle_node_process):
+    home, _ = idle_node_process
     rc, out, err = run_cli("status", home=home)
     assert rc == 0 and "sync        idle" in out and "unknown" not in out and "fetching" not in out
 
 
-def test_watch_on_an_idle_node_prints_one_line_and_exits_0(node_process):
-    home, _ = node_process
+def test_watch_on_an_idle_node_prints_one_line_and_exits_0(idle_node_process):
+    home, _ = idle_node_process
     t0 = time.monotonic()
     rc, out, err = run_cli("status", "--watch", "--timeout", "20", home=home)
     assert rc == 0, err
@@ -91,8 +91,8 @@ def test_watch_on_an_idle_node_prints_one_line_and_exits_0(node_process):
     assert rc == 2 and json.loads(err)["error"]["code"] == "usage_error"
 
 
-def test_watch_at_a_terminal_draws_the_bar_of_an_idle_node(node_process):
-    home, _ = node_process
+def test_watch_at_a_terminal_draws_the_bar_of_an_idle_node(idle_node_process):
+    home, _ = idle_node_process
     master, slave = pty.openpty()
     proc = subprocess.Popen([*COMMAND, "--home", str(home), "status", "--watch", "--timeout", "20"],
                             stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)

@@ -1,6 +1,6 @@
-"""`p2pnode ledger verify` on a store made through the CLI and then damaged with plyvel (or
-at the file level) while no process holds it: every kind of damage exits 1 and names the
-author, seq and reason; damaged files give a clear message, never a traceback."""
+"""`p2pnode ledger verify` on a store made as the CLI makes it and then damaged with plyvel
+(or at the file level) while no process holds it: every kind of damage exits 1 and names
+the author, seq and reason; damaged files give a clear message, never a traceback."""
 
 from __future__ import annotations
 
@@ -23,14 +23,24 @@ def entry_key(author: bytes, seq: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> tuple[Path, str, bytes]:
-    """A home made through the CLI with N entries: (path, peer id, public key)."""
+    """A home made by `p2pnode init`, with N entries: (path, peer id, public key). The notes
+    are appended by what `ledger append` runs when no node is up (``ops.ledger_append`` on
+    the home's store, with its key), in this process: a CLI process each was 8 s of set-up.
+    """
+    from p2pnode.extensions import load
+    from p2pnode.home import Home, now_ms
+    from p2pnode.ledger import ops
+
     home = tmp_path_factory.mktemp("tamper") / "base"
     rc, out, err = run("init", "--json", home=home)
     assert rc == 0, err
     info = json.loads(out)
-    for i in range(2, N + 1):
-        rc, out, err = run("ledger", "append", "--kind", "note", "--body", json.dumps({"text": f"note {i}"}), home=home)
-        assert rc == 0, err
+    loaded, h = load(), Home(home)
+    key = h.signing_key(None)
+    with h.open_store() as store:
+        loaded.prepare(store)  # (as `ledger append` readies a store it opens itself)
+        for i in range(2, N + 1):
+            assert ops.ledger_append(store, key, loaded.registry, "note", {"text": f"note {i}"}, now_ms())["seq"] == i
     return home, info["peer_id"], bytes.fromhex(info["public_key"])
 
 

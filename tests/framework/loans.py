@@ -14,11 +14,42 @@ def days_ago(n: int) -> str:
 
 
 def offer(net: Any, lender: int, *args: str) -> str:
-    """An offer of node ``lender`` (``offer create`` with ``args``), seen by every node; its id."""
+    """An offer of node ``lender`` (``offer create`` with ``args``), seen by every node and
+    takeable there (``takeable``); its id."""
     oid = net.json(lender, "offer", "create", *args)["id"]
     for k in range(1, len(net.pids()) + 1):
-        net.wait(lambda k=k: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
+        wait_takeable(net, k, oid)
     return oid
+
+
+def takeable(net: Any, k: int | str, oid: str) -> bool:
+    """Whether node ``k`` holds offer (or request) ``oid`` and can take it at once: it holds
+    the author's chain up to the head the author's own node holds (the contract commits
+    that head) and is connected to the author's node (to which the proposal goes).
+
+    Asked through the nodes' control API, in this process: a wait's poll, not a check (a
+    CLI process per poll is a third of a second of CPU). Being seen is not enough to take
+    an offer at once: the offer is gossiped, the chain synced, the peers found by peer
+    exchange, each on its own time; polled slowly enough, a wait on "seen" alone hid that."""
+    o = net.ask(k, "offer.show", {"id": oid})
+    status = net.ask(k, "node.status")
+    if o is None or status is None:
+        return False
+    author = o["author"]
+    if author == status["peer_id"]:
+        return True
+    owner = next((name for name, n in net.nodes.items() if n.peer_id == author), None)
+    own = net.ask(owner, "ledger.heads") if owner is not None else None
+    if own is None:  # (the author's node is not one of this network, or does not answer)
+        return True
+    head = next((h["seq"] for h in own["heads"] if h["author"] == author), 0)
+    held = next((h["seq"] for h in status["heads"] if h["author"] == author), 0)
+    return held >= head > 0 and any(p["peer_id"] == author for p in status["peers"])
+
+
+def wait_takeable(net: Any, k: int | str, oid: str, timeout: float = 20.0) -> None:
+    """Wait until ``takeable(net, k, oid)``."""
+    net.wait(lambda: takeable(net, k, oid), timeout, f"the offer on {f'node{k}' if isinstance(k, int) else k}")
 
 
 def lend(net: Any, lender: int, borrower: int, *, amount: str = "300.00", currency: str = "EUR",

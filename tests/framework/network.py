@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from cli.rpc import NodeNotRunning, RpcError
 from framework.console import TIMEOUT, run_cli
-from framework.process import STOP_TIMEOUT, NodeProcess
+from framework.process import STOP_TIMEOUT, NodeProcess, reap_later
 from framework.wait import wait_until
 from p2pnode import testnet as tn
 from p2pnode.extensions import load
@@ -94,6 +95,16 @@ class Network:
         """What `p2pnode ARGS... --json` prints on node ``k`` (or none), parsed; it must exit 0."""
         return json.loads(self.cli(k, *args, "--json", timeout=timeout)[1])
 
+    def ask(self, k: int | str, method: str, params: dict | None = None) -> Any:
+        """What node ``k``'s control API answers to ``method``, or None if it refuses or does
+        not answer. For a wait's poll: asked in this process, where a CLI call costs a Python
+        process of its own (a third of a second of CPU) per poll. What a test claims of the
+        CLI it checks through the CLI, once the wait is over."""
+        try:
+            return self.node(k).call(method, params, timeout=10.0)
+        except (RpcError, NodeNotRunning, OSError):
+            return None
+
     def head(self, k: int | str, author: str) -> int:
         """The seq node ``k`` holds of ``author``'s chain; 0 if none."""
         return self.node(k).head(author)
@@ -123,12 +134,16 @@ class Network:
 
     # -- ending it -------------------------------------------------------------------------
 
-    def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop_all(self, timeout: float = STOP_TIMEOUT, *, wait: bool = True) -> None:
         """SIGTERM every node at once, then wait for each; SIGKILL any still running after
-        ``timeout`` s. By pid, each checked to still be its home's node."""
+        ``timeout`` s. By pid, each checked to still be its home's node. With ``wait``
+        False the waits (and any SIGKILL) happen in the background (``reap_later``)."""
         nodes = list(self.nodes.values()) + self._recorded_elsewhere()
         for n in nodes:
             n.terminate()
+        if not wait:
+            reap_later(nodes, timeout)
+            return
         for n in nodes:
             n.wait_exit(timeout)
 
@@ -142,9 +157,12 @@ class Network:
         known = {n.pid for n in self.nodes.values()}
         return [NodeProcess(m.home, m.name, m.pid) for m in members if m.pid and m.pid not in known]
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """``stop_all``, then remove a scratch directory. With ``wait`` False (a test's
+        teardown) the nodes are sent SIGTERM and their exits awaited in the background,
+        unless the directory is to be removed under them."""
         try:
-            self.stop_all()
+            self.stop_all(wait=wait or self.remove)
         finally:
             if self.remove:
                 shutil.rmtree(self.dir, ignore_errors=True)

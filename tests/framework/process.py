@@ -13,9 +13,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cli.rpc import NodeNotRunning, RpcError, call
 from framework.console import COMMAND, ROOT, TIMEOUT, child_env, run_cli
@@ -167,6 +168,27 @@ class NodeProcess:
     def json(self, *args: Any, timeout: float = TIMEOUT) -> Any:
         """What `p2pnode --home HOME ARGS... --json` prints, parsed; it must exit 0."""
         return json.loads(self.cli(*args, "--json", timeout=timeout)[1])
+
+
+_REAPING: list[threading.Thread] = []
+
+
+def reap_later(nodes: Iterable[NodeProcess], timeout: float = STOP_TIMEOUT) -> None:
+    """Wait in a thread of its own for ``nodes``, sent SIGTERM already (``terminate``), to
+    exit, and SIGKILL any still running after ``timeout`` s (``wait_exit``, by pid, as
+    ``stop`` does): for a teardown whose test is over, so that the next test's set-up runs
+    while they close their hosts and stores. ``reap_all`` waits for every such thread."""
+    nodes = list(nodes)
+    reaper = threading.Thread(target=lambda: [n.wait_exit(timeout) for n in nodes], name="reap", daemon=True)
+    reaper.start()
+    _REAPING.append(reaper)
+
+
+def reap_all() -> None:
+    """Return once every node handed to ``reap_later`` has exited or been SIGKILLed (each
+    thread is bounded: ``timeout`` for the exit, then ``STOP_TIMEOUT`` for the kill)."""
+    while _REAPING:
+        _REAPING.pop().join()
 
 
 def _signal(pid: int, sig: int) -> None:

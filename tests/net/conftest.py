@@ -1,5 +1,8 @@
 """The ``net`` fixture: a test network in a scratch directory, every node process it
-started stopped by its pid at teardown (SIGTERM, then SIGKILL), whatever the test did."""
+started stopped by its pid at teardown (SIGTERM, then SIGKILL), whatever the test did.
+The teardown sends the SIGTERMs and leaves the waits for the exits (and any SIGKILL) to a
+thread (``framework.process.reap_later``), so that the next test starts while these nodes
+close; the session waits for them all at its end (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,5 +15,8 @@ from framework.network import Network
 
 @pytest.fixture
 def net(tmp_path: Path):
-    with Network(tmp_path / "tn") as t:
+    t = Network(tmp_path / "tn")
+    try:
         yield t
+    finally:
+        t.close(wait=False)

@@ -15,7 +15,9 @@ HUGE = ["--amount", "9999999999", "--currency", "CNY", "--rate", "1000%", "--ter
 
 
 def pid(net: Network, k: int) -> str:
-    return net.json(k, "id")["peer_id"]
+    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
+    id` is checked in tests/cli), not a CLI process per question."""
+    return net.node(k).peer_id
 
 
 def test_the_issue_loan_to_a_borrower_91_days_past_due_is_refused_by_every_rule_it_breaks(net: Network):

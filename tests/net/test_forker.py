@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from framework.loans import takeable
 from framework.network import Network
 from framework.process import NodeProcess
 from framework.wait import wait_until
@@ -52,13 +53,13 @@ def test_a_forkers_late_copy_is_proven_to_every_honest_node(net: Network, tmp_pa
     honest, forker = [net.node(k) for k in (1, 2, 3)], net.node(4)
     oid = net.json(4, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", "12%",
                    "--term", "3m")["id"]
-    wait_until(lambda: all(net.cli(k, "offer", "show", oid, ok=False)[0] == 0 for k in (1, 2, 3)), 20,
-               "the forker's offer on every honest node")
+    wait_until(lambda: all(takeable(net, k, oid) for k in (1, 2, 3)), 20,
+               "the forker's offer on every honest node")  # (polled through the nodes' API: a wait, not a check)
     loan = net.json(2, "loan", "propose", oid)  # takes the offer: a loan with the forker
     assert loan["state"] == "agreed", loan
     oid = net.json(4, "offer", "create", "--amount", "900.00", "--currency", "EUR", "--rate", "12%",
                    "--term", "3m")["id"]  # an offer still open
-    wait_until(lambda: all(net.cli(k, "offer", "show", oid, ok=False)[0] == 0 for k in (1, 2, 3)), 20,
+    wait_until(lambda: all(takeable(net, k, oid) for k in (1, 2, 3)), 20,
                "the forker's second offer on every honest node")
     # An earlier copy of the forker's home: taken while its node is stopped.
     forker.stop()

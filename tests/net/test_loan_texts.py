@@ -14,6 +14,7 @@ import pytest
 from p2pnode.extensions import load
 from p2pnode.testnet import prepare
 from framework.console import COMMAND, ROOT, child_env, kill_by_pid
+from framework.loans import wait_takeable
 from framework.network import Network
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def offer(net: Network, k: int, rate: str) -> str:
     oid = net.json(k, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", rate,
                    "--term", "3m")["id"]
     for other in (2, 3):
-        net.wait(lambda: net.cli(other, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{other}")
+        wait_takeable(net, other, oid)  # (polled through the nodes' API: a wait, not a check)
     return oid
 
 
@@ -36,7 +37,7 @@ def show_text(net: Network, k: int, loan: str) -> str:
 def test_refusal_receipts_awaited_and_names(net: Network):
     prepare(net.dir, 3, load())
     net.up(3)
-    ids = {k: net.json(k, "id")["peer_id"] for k in (1, 2, 3)}
+    ids = {k: net.node(k).peer_id for k in (1, 2, 3)}  # (from each home's key)
     net.cli(2, "name", "set", ids[1], "alice")
     net.cli(2, "name", "set", ids[3], "carol")
     net.cli(1, "name", "set", ids[3], "carol")

@@ -8,7 +8,10 @@ from datetime import date, timedelta
 
 import pytest
 
+from framework.loans import wait_takeable
 from framework.network import Network
+from p2pnode.extensions import load
+from p2pnode.testnet import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +19,9 @@ START = (date.today() - timedelta(days=130)).isoformat()
 
 
 def peer(net: Network, k: int) -> str:
-    return net.json(k, "id")["peer_id"]
+    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
+    id` is checked in tests/cli), not a CLI process per question."""
+    return net.node(k).peer_id
 
 
 def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
@@ -26,11 +31,17 @@ def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
 
 
 def sees_offer(net: Network, k: int, oid: str) -> None:
-    net.wait(lambda: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
+    wait_takeable(net, k, oid)  # (polled through the nodes' API: a wait, not a check)
 
 
 def show(net: Network, k: int, loan: str) -> dict:
     return net.json(k, "loan", "show", loan)
+
+
+def first_state(answer: dict | None) -> str | None:
+    """The state of the first loan of a ``loan list`` answer (None if there is none)."""
+    loans = (answer or {}).get("loans") or [{}]
+    return loans[0].get("state")
 
 
 def money(minor: int) -> str:
@@ -67,9 +78,8 @@ def test_the_story_offer_to_final_repayment_seen_alike_by_a_third_node(net: Netw
 
 
 def test_borrower_killed_between_proposal_and_countersignature_then_restarted(net: Network):
-    net.up(2)
+    prepare(net.dir, 2, load())  # the homes as `testnet up` makes them, before any node starts
     cfg = net.home(2) / "config.toml"  # node 2 reviews proposals by hand
-    net.cli(2, "stop")
     cfg.write_text(cfg.read_text().replace("review = false", "review = true"))
     net.up(2)
     rid = offer(net, 2, side="request")  # node 2 asks to borrow; node 1 lends
@@ -98,6 +108,8 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     net.cli(1, "stop")
     p = net.json(2, "loan", "propose", oid, "--ttl", "2")
     assert p["state"] == "proposed"  # the lender is unreachable: it stays proposed, to be asked again
+    # (polled through the node's API while the 2 s go by, then checked through the CLI)
+    net.wait(lambda: first_state(net.ask(2, "loan.list")) == "expired", 20, "the proposal to expire")
     net.wait(lambda: net.json(2, "loan", "list")["loans"][0]["state"] == "expired", 20, "the proposal to expire")
     net.up(2)
     net.wait(lambda: any(h["author"] == lender and h["seq"] >= 1 for h in net.json(2, "status")["heads"]), 20,
@@ -113,6 +125,8 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     sees_offer(net, 2, oid2)
     p2 = net.json(2, "loan", "propose", oid2, "--ttl", "2")
     assert p2["state"] == "held"
+    net.wait(lambda: (a := net.ask(1, "loan.pending")) is not None and not a["pending"], 20,
+             "the held proposal to expire")  # (polled through the node's API, then checked through the CLI)
     net.wait(lambda: not net.json(1, "loan", "pending")["pending"], 20, "the held proposal to expire")
     rc, out, err = net.cli(1, "loan", "accept", p2["loan"], "--json", ok=False)
     assert rc != 0

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from framework.loans import wait_takeable
 from framework.network import Network
 from p2pnode.home import Home
 
@@ -19,7 +20,7 @@ AMOUNT = "max_principal: principal 9999999999.00 CNY is above the limit of 10000
 
 
 def seen(net: Network, k: int, oid: str) -> None:
-    net.wait(lambda: net.cli(k, "offer", "show", oid, ok=False)[0] == 0, 20, f"the offer on node{k}")
+    wait_takeable(net, k, oid)  # (polled through the nodes' API: a wait, not a check)
 
 
 def test_default_policy_refuses_the_issue_loan(net: Network):

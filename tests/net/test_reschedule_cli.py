@@ -10,6 +10,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from framework.loans import wait_takeable
 from framework.network import Network
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def test_lender_and_borrower_reschedule_and_three_nodes_agree(net: Network):
     net.up(3)
     oid = net.json(1, "offer", "create", "--amount", "1200.00", "--currency", "EUR", "--rate", "12%", "--term", "3m",
                    "--grace-days", "5", "--late-fee", "15.00", "--default-days", "60")["id"]
-    net.wait(lambda: net.cli(2, "offer", "show", oid, ok=False)[0] == 0, 20, "the offer on node2")
+    wait_takeable(net, 2, oid)  # (polled through the nodes' API: a wait, not a check)
     p = net.json(2, "loan", "propose", oid, "--start", START)
     assert p["state"] == "agreed", p
     loan = p["loan"]

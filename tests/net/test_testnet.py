@@ -1,5 +1,7 @@
 """The network as users run it: node processes started by `p2pnode testnet`, driven
-through the CLI, checked through the CLI. Every process is ended by its pid at teardown."""
+through the CLI, checked through the CLI. (A long chain that node 1 must hold before the
+others sync it is put into its store before it starts: ``framework.chains.store_chain``.)
+Every process is ended by its pid at teardown."""
 
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from framework.chains import signed_chain, store_chain
 from framework.console import run_cli
 from framework.network import Network
 from framework.wait import wait_until
+from p2pnode.extensions import load
 from p2pnode.ledger.export import entry_json
-from protocol.entry import ZERO_ID, make_entry
-from protocol.keys import SigningKey
+from p2pnode.testnet import prepare
+from protocol.entry import ZERO_ID, Entry, make_entry
+from protocol.keys import SigningKey, peer_id
 from protocol.kinds import genesis_body
 
 pytestmark = pytest.mark.slow
@@ -33,16 +38,28 @@ def alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def write_chain(path: Path, key: SigningKey, n: int) -> str:
-    """An export file of ``key``'s chain of ``n`` entries; the chain's peer ID."""
-    prev, lines = None, []
-    for seq in range(1, n + 1):
-        kind, body = ("genesis", genesis_body("far away")) if seq == 1 else ("note", {"text": f"entry {seq}"})
-        e = make_entry(key, seq=seq, prev=prev.id if prev else ZERO_ID, ts=1_700_000_000_000 + seq, kind=kind, body=body)
-        lines.append(json.dumps(entry_json(e)))
-        prev = e
-    path.write_text("\n".join(lines) + "\n")
-    return entry_json(prev)["author"]
+FAR = 30_000  # entries of the far author's chain: the kill -9 test syncs them all, the late joiner 10,000
+
+
+@pytest.fixture(scope="module")
+def far_chain() -> list[Entry]:
+    """A far-away author's chain of ``FAR`` entries, signed once for the module: tens of
+    thousands of signatures are seconds of a test's time. A test puts it (or a prefix of
+    it, itself a valid chain) into node 1's store before node 1 starts (``store_chain``):
+    what these tests are about is the sync of the chain to other nodes, not its import."""
+    return signed_chain(SigningKey.from_seed(hashlib.sha256(b"far-away-author").digest()), FAR)
+
+
+def holding(net: Network, entries: list[Entry]) -> str:
+    """Node 1's home, made as `testnet up` makes it, holding ``entries``; their author's peer ID."""
+    prepare(net.dir, 1, load())
+    assert store_chain(net.home(1), entries) == len(entries)
+    return peer_id(entries[0].author)
+
+
+def pinged(peers: dict | None) -> bool:
+    """Whether a keepalive ping of each peer in a ``peers`` answer has come back."""
+    return peers is not None and all(p["ping_ms"] is not None for p in peers["peers"])
 
 
 def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Network):
@@ -56,9 +73,13 @@ def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Network):
     t0 = time.monotonic()
     net.wait(lambda: net.head(5, st1["peer_id"]) >= view["seq"], 5, "the entry on node 5")
     # node 5 was told of node 1 only; peer exchange finds it more peers
+    # (each polled through node 5's API while pex and the pings take their seconds, then
+    # checked through the CLI)
+    net.wait(lambda: len((net.ask(5, "node.status") or {"peers": ()})["peers"]) >= 2, 15,
+             "node 5 to learn of more peers")
     net.wait(lambda: len(net.json(5, "status")["peers"]) >= 2, 15, "node 5 to learn of more peers")
-    net.wait(lambda: all(p["ping_ms"] is not None for p in net.json(5, "peers")["peers"]), 15,
-             "a keepalive ping of each of node 5's peers to come back")
+    net.wait(lambda: pinged(net.ask(5, "node.peers")), 15, "a keepalive ping of each of node 5's peers to come back")
+    net.wait(lambda: pinged(net.json(5, "peers")), 15, "a keepalive ping of each of node 5's peers to come back")
     rc, out, _ = net.cli(5, "peers")
     assert "ping" in out and " ms" in out, out
     shown = net.json(5, "ledger", "show", "--author", st1["peer_id"], "--from", view["seq"])
@@ -73,11 +94,9 @@ def test_an_entry_appended_on_node_1_is_on_node_5_within_5_s(net: Network):
     assert not any(n["running"] for n in status["nodes"])
 
 
-def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net: Network, tmp_path: Path):
+def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net: Network, far_chain: list[Entry]):
+    author = holding(net, far_chain[:10_000])
     net.up(2)
-    far = SigningKey.from_seed(hashlib.sha256(b"far-away-author").digest())
-    author = write_chain(tmp_path / "far.jsonl", far, 10_000)
-    net.cli(1, "ledger", "import", tmp_path / "far.jsonl", timeout=120)
     net.wait(lambda: net.head(2, author) == 10_000, 60, "node 2 to sync the chain")
     # node 3 starts after the 10,000 entries exist elsewhere
     net.up(3)
@@ -96,12 +115,10 @@ def test_late_joiner_catches_up_on_10000_entries_and_a_stopped_node_rejoins(net:
         assert json.loads(out)["ok"] is True
 
 
-def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Network, tmp_path: Path):
+def test_kill_9_during_a_sync_then_restart_converges_without_damage(net: Network, far_chain: list[Entry]):
+    n = len(far_chain)
+    author = holding(net, far_chain)
     net.up(1)
-    far = SigningKey.from_seed(hashlib.sha256(b"big-author").digest())
-    n = 30_000
-    author = write_chain(tmp_path / "big.jsonl", far, n)
-    net.cli(1, "ledger", "import", tmp_path / "big.jsonl", timeout=180)
     net.up(2)
     # Kill node 2 as soon as it holds part of the chain: in the middle of the sync.
     seen = net.wait(lambda: 0 < net.head(2, author) < n and net.head(2, author), 60, "node 2 to be mid-sync", step=0.02)
