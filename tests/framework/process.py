@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
@@ -171,17 +172,40 @@ class NodeProcess:
 
 
 _REAPING: list[threading.Thread] = []
+REAP_STEP = 0.05  # seconds between a reaper's looks at its nodes
 
 
 def reap_later(nodes: Iterable[NodeProcess], timeout: float = STOP_TIMEOUT) -> None:
     """Wait in a thread of its own for ``nodes``, sent SIGTERM already (``terminate``), to
-    exit, and SIGKILL any still running after ``timeout`` s (``wait_exit``, by pid, as
-    ``stop`` does): for a teardown whose test is over, so that the next test's set-up runs
-    while they close their hosts and stores. ``reap_all`` waits for every such thread."""
-    nodes = list(nodes)
-    reaper = threading.Thread(target=lambda: [n.wait_exit(timeout) for n in nodes], name="reap", daemon=True)
+    exit, and SIGKILL any still running after ``timeout`` s, by pid, as ``stop`` does: for
+    a teardown whose test is over, so that the next test's set-up runs while they close
+    their hosts and stores. ``reap_all`` waits for every such thread."""
+    reaper = threading.Thread(target=_reap, args=(list(nodes), timeout), name="reap", daemon=True)
     reaper.start()
     _REAPING.append(reaper)
+
+
+def _reap(nodes: list[NodeProcess], timeout: float) -> None:
+    """``wait_exit`` for all of ``nodes`` at once. On this module's own clock: the tests
+    that run meanwhile may give ``framework.wait`` a fake one (tests/test_framework.py)."""
+    if _gone(nodes, timeout):
+        return
+    for n in nodes:
+        if n.running():  # still running after SIGTERM: kill -9, by pid, still checked to be the home's node
+            _signal(n.pid, signal.SIGKILL)
+    _gone(nodes, STOP_TIMEOUT)
+
+
+def _gone(nodes: list[NodeProcess], timeout: float) -> bool:
+    """Whether every one of ``nodes`` has exited within ``timeout`` s (bounded in polls too)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / REAP_STEP) + 1):
+        if not any(n.running() for n in nodes):
+            return True
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(REAP_STEP)
+    return not any(n.running() for n in nodes)
 
 
 def reap_all() -> None:
