@@ -11,7 +11,14 @@ record and an entry on each side).
 Targets: p50 <= 50 ms, p99 <= 250 ms, >= 100 contracts/s, and with several in flight at
 least a quarter of the fsync limit: contracts/s >= 0.25 x (fsync'd writes/s / 4), the
 figure that says whether concurrent contracts share their fsyncs (group commit,
-p2pnode/ledger/writer.py). A benchmark is not a test.
+p2pnode/ledger/writer.py); ``fsync_share_target_per_s`` is that rate. A benchmark is not
+a test.
+
+With several in flight it also reads the CPU each node's process spent (user + system,
+its children included) and gives it per contract (``cpu_ms_per_contract_lender``,
+``_borrower``), and the rate at which the two would keep every core of this machine busy
+(``cpu_bound_per_s``: cores x 1000 / the two figures' sum): both nodes run here, so no
+rate above it can be reached without less CPU per contract.
 
 One contract is made first, untimed: until then the lender is a stranger to the
 borrower, whose book admits only ``MAX_PER_STRANGER`` offers of a stranger
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -33,7 +41,7 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/fram
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from framework.limits import leveldb_synced_puts_per_s, percentile, raw_sign_per_s  # noqa: E402
+from framework.limits import cpu_s, leveldb_synced_puts_per_s, percentile, raw_sign_per_s  # noqa: E402
 from framework.network import Network  # noqa: E402
 from framework.process import NodeProcess  # noqa: E402
 from framework.wait import wait_until  # noqa: E402
@@ -99,6 +107,7 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
 
         progress(f"{contracts} contracts, {in_flight} in flight")
         done, elapsed = 0, 0.0
+        cpu = {"lender": 0.0, "borrower": 0.0}
         errors: list[str] = []
         while done < contracts:
             ids = make_offers(lender, borrower, min(ROUND, contracts - done))
@@ -117,18 +126,28 @@ def measure(contracts: int, in_flight: int, progress) -> dict:
                         errors.append(str(e))
 
             threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+            cpu0 = {"lender": cpu_s(lender.pid), "borrower": cpu_s(borrower.pid)}
             t = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join(timeout=300)
             elapsed += time.perf_counter() - t
+            cpu["lender"] += cpu_s(lender.pid) - cpu0["lender"]
+            cpu["borrower"] += cpu_s(borrower.pid) - cpu0["borrower"]
             done += len(ids)
         out["failed"] = len(errors)
         out["first_errors"] = sorted(set(errors))[:3]
         out["contracts_per_s"] = (contracts - len(errors)) / elapsed
+        made = max(1, contracts - len(errors))
+        out["cpu_ms_per_contract_lender"] = 1000 * cpu["lender"] / made
+        out["cpu_ms_per_contract_borrower"] = 1000 * cpu["borrower"] / made
+        out["cpu_count"] = os.cpu_count()
+        out["cpu_bound_per_s"] = out["cpu_count"] * 1000 / (out["cpu_ms_per_contract_lender"]
+                                                             + out["cpu_ms_per_contract_borrower"])
     out["per_s_vs_synced_writes"] = out["contracts_per_s"] * 4 / out["synced_writes_per_s"]
     out["fsync_share_target"] = TARGET_FSYNC_SHARE
+    out["fsync_share_target_per_s"] = TARGET_FSYNC_SHARE * out["synced_writes_per_s"] / 4
     out["fsync_share_met"] = out["per_s_vs_synced_writes"] >= TARGET_FSYNC_SHARE
     out["target_met"] = (out["p50_ms"] <= TARGET_P50_MS and out["p99_ms"] <= TARGET_P99_MS
                          and out["contracts_per_s"] >= TARGET_PER_S and out["fsync_share_met"])
@@ -161,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fsync share            {r['per_s_vs_synced_writes']:.1%} of the fsync limit "
               f"({r['synced_writes_per_s'] / 4:,.0f} contracts/s at 4 fsyncs each; target >= "
               f"{TARGET_FSYNC_SHARE:.0%}: {'met' if r['fsync_share_met'] else 'NOT met'})")
+        print(f"CPU per contract       lender {r['cpu_ms_per_contract_lender']:.1f} ms, borrower "
+              f"{r['cpu_ms_per_contract_borrower']:.1f} ms: with both on this machine's {r['cpu_count']} cores, "
+              f"at most {r['cpu_bound_per_s']:.0f} contracts/s (the fsync share needs "
+              f"{r['fsync_share_target_per_s']:.0f}/s)")
         print(f"targets                {'met' if r['target_met'] else 'NOT met'}")
     return 0
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -52,24 +51,16 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/fram
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from framework.limits import percentile, raw_verify_per_s  # noqa: E402
+from framework.limits import cpu_s, percentile, raw_verify_per_s  # noqa: E402
 from framework.network import Network  # noqa: E402
 from framework.wait import WaitTimeout, wait_until  # noqa: E402
 
 TARGET_P95_MS = 500.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_ROUNDS = 10  # of --find-rate, the ramp and the bisection together
 APPENDER_KEPT = 0.95  # a round counts only if the publisher appended at >= 95% of its rate
 BISECT_RATIO = 1.15  # bisection stops once the failing rate is within 15% of the one that held
 CATCH_UP_S = 30.0  # after a round, how long the next waits for every node to hold every entry
 QUIET_S = 60.0  # and then how long for the nodes' CPU to fall back near idle (queued gossip drained)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on; comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 (utime) and 15 (stime)
 
 
 def start_network(net: Network, nodes: int, progress) -> list:
@@ -91,7 +82,7 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
     out: dict = {"rate_per_s": rate, "seconds": seconds}
     pub, receivers = members[0], members[1:]
     total = max(1, int(rate * seconds))
-    cpu_before = {m.name: cpu_seconds(m.pid) for m in members}
+    cpu_before = {m.name: cpu_s(m.pid, tree=False) for m in members}
     t_before = time.perf_counter()
     progress(f"appending {total} entries on {pub.name} at {rate:g}/s")
     interval = 1.0 / rate
@@ -115,7 +106,7 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
                    "every node to hold every entry", step=0.25)
     except WaitTimeout:
         pass  # what did not arrive in time is counted below, not an error
-    cpu_used = {m.name: cpu_seconds(m.pid) - cpu_before[m.name] for m in members}
+    cpu_used = {m.name: cpu_s(m.pid, tree=False) - cpu_before[m.name] for m in members}
     elapsed = time.perf_counter() - t_before
     delivered_to = {m.name: max(0, min(m.head(pub.peer_id), last_seq) - first_seq + 1) for m in receivers}
     delivered = sum(delivered_to.values())
@@ -165,11 +156,11 @@ def run_round(members: list, rate: float, seconds: float, settle: float, verify_
 
 def idle_cpu(members: list, seconds: float) -> dict[str, float]:
     """CPU ms per second of each receiving node over ``seconds`` while nothing is appended."""
-    before = {m.name: cpu_seconds(m.pid) for m in members[1:]}
+    before = {m.name: cpu_s(m.pid, tree=False) for m in members[1:]}
     t = time.perf_counter()
     time.sleep(seconds)
     t = time.perf_counter() - t
-    return {m.name: 1000 * (cpu_seconds(m.pid) - before[m.name]) / t for m in members[1:]}
+    return {m.name: 1000 * (cpu_s(m.pid, tree=False) - before[m.name]) / t for m in members[1:]}
 
 
 def idle_cpu_ms_per_s(members: list, seconds: float) -> float:

@@ -12,7 +12,11 @@ core meets it. A benchmark is not a test: it reports whether the target is met a
 
 Besides the rate it prints the CPU seconds each side spent over the same interval (the
 node's process and every process under it, such as its verify workers: ``cpu_s_a``,
-``cpu_s_b``), which shows where the cores went; the CPU time the hypervisor took from
+``cpu_s_b``; B's node process alone, without its workers: ``cpu_s_b_node``), which shows
+where the cores went, also per entry in raw verifies of one core
+(``cpu_verifies_per_entry_a``, ``_b``, ``_b_node``) next to the most that A and B together
+may spend per entry for the target to be reachable with every core busy
+(``cpu_verifies_per_entry_target``: cores / 1.5); the CPU time the hypervisor took from
 this machine meanwhile (``steal_s``, from /proc/stat; a shared virtual machine's cores
 are not always its own); and the raw verify rate of all cores at once
 (``raw_verify_per_s_all_cores``: one process per core verifying as ``raw_verify_per_s``
@@ -34,51 +38,11 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and its harness (tests/fram
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from framework.limits import raw_verify_per_s, rss_mb  # noqa: E402
+from framework.limits import cpu_s, raw_verify_per_s, rss_mb, steal_s  # noqa: E402
 from framework.network import Network  # noqa: E402
 from framework.wait import wait_until  # noqa: E402
 
 TARGET = 1.5  # x the single-core raw verify rate (issue 12)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every live process under it (Linux /proc), bounded by the processes running."""
-    parents: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(parents.get(p, ()))
-    return out
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and the live processes under it,
-    plus the children it has reaped; nan if ``pid`` is gone."""
-    total = 0
-    for i, p in enumerate(_tree(pid)):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            if i == 0:
-                return float("nan")
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        if i == 0:
-            total += int(fields[13]) + int(fields[14])  # cutime, cstime (reaped children)
-    return total / CLOCK_TICKS
-
-
 def _one_core(n: int) -> float:
     return raw_verify_per_s(n=n)
 
@@ -90,16 +54,6 @@ def all_cores_verify_per_s(n: int = 10_000) -> float:
     cores = os.cpu_count() or 1
     with get_context("spawn").Pool(cores) as pool:
         return sum(pool.map(_one_core, [n] * cores))
-
-
-def steal_s() -> float:
-    """CPU seconds the hypervisor has taken from this machine since boot, all cores (Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / CLOCK_TICKS if fields[0] == "cpu" and len(fields) > 8 else float("nan")
-    except OSError:
-        return float("nan")
 
 
 def fill(home_path: Path, n: int, batch: int = 5_000) -> None:
@@ -131,6 +85,7 @@ def measure(n: int, progress) -> dict:
         b.start("--log-level", "warning")
         progress("B pulls A's chain")
         cpu0_a, cpu0_b, steal0 = cpu_s(a.pid), cpu_s(b.pid), steal_s()
+        cpu0_b_node = cpu_s(b.pid, tree=False)
         t0 = time.perf_counter()
         b.call("node.connect", {"addr": a.addr})
         wait_until(lambda: b.head(a.peer_id) >= n + 1, 600, "B to hold A's chain", step=0.1)
@@ -138,6 +93,7 @@ def measure(n: int, progress) -> dict:
         out["elapsed_s"] = elapsed
         out["cpu_s_a"] = cpu_s(a.pid) - cpu0_a
         out["cpu_s_b"] = cpu_s(b.pid) - cpu0_b
+        out["cpu_s_b_node"] = cpu_s(b.pid, tree=False) - cpu0_b_node
         out["steal_s"] = steal_s() - steal0
         out["cpu_count"] = os.cpu_count()
         out["entries_per_s"] = (n + 1) / elapsed
@@ -145,6 +101,11 @@ def measure(n: int, progress) -> dict:
         out["rss_mb_a"] = rss_mb(a.pid)
     out["ratio_to_raw_verify"] = out["entries_per_s"] / out["raw_verify_per_s"]
     out["ratio_to_all_cores_verify"] = out["entries_per_s"] / out["raw_verify_per_s_all_cores"]
+    per_entry = out["raw_verify_per_s"] / (n + 1)  # CPU seconds -> raw verifies per entry
+    out["cpu_verifies_per_entry_a"] = out["cpu_s_a"] * per_entry
+    out["cpu_verifies_per_entry_b"] = out["cpu_s_b"] * per_entry
+    out["cpu_verifies_per_entry_b_node"] = out["cpu_s_b_node"] * per_entry
+    out["cpu_verifies_per_entry_target"] = out["cpu_count"] / TARGET
     out["target_ratio"] = TARGET
     out["target_met"] = out["ratio_to_raw_verify"] >= TARGET
     return out
@@ -175,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"entries                {r['n'] + 1:>10,}      in {r['elapsed_s']:.1f} s")
         print(f"CPU during sync        A {r['cpu_s_a']:.1f} s, B {r['cpu_s_b']:.1f} s "
               f"(of {r['elapsed_s'] * r['cpu_count']:.1f} s on {r['cpu_count']} cores; {r['steal_s']:.1f} s stolen)")
+        print(f"CPU per entry          A {r['cpu_verifies_per_entry_a']:.2f}, B {r['cpu_verifies_per_entry_b']:.2f} "
+              f"raw verifies (B's node process alone {r['cpu_verifies_per_entry_b_node']:.2f}, its workers the "
+              f"rest); the target needs A + B <= {r['cpu_verifies_per_entry_target']:.2f} with every core busy")
         print(f"RSS after sync         A {r['rss_mb_a']:.0f} MB, B {r['rss_mb_b']:.0f} MB")
     return 0
 

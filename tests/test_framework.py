@@ -6,7 +6,10 @@ longer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ import trio
 
 import framework.wait as wait
 from framework.console import run_cli
-from framework.limits import percentile
+from framework.console import kill_by_pid
+from framework.limits import cpu_s, percentile
 from framework.network import Network
 from framework.process import NodeExited, NodeProcess
 from framework.wait import WaitTimeout, wait_for, wait_until
@@ -85,6 +89,49 @@ def test_percentile_is_nearest_rank():
     assert [percentile(values, p) for p in (0, 1, 50, 95, 99, 100)] == [1, 1, 50, 95, 99, 100]
     assert percentile([7.0], 99) == 7.0 and percentile([1, 2, 3], 50) == 2
     assert percentile([], 50) != percentile([], 50)  # nan
+
+
+# A parent that starts a child, writes the child's pid, and then only sleeps; the child
+# spins until it has used SPIN_S of CPU, says so in a file, and sleeps. Both are ended by
+# their pids (bounded: each also ends by itself after a minute).
+SPIN_S = 0.3
+_PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[3], sys.argv[2]])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(child.pid))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(60)
+"""
+_CHILD = """
+import sys, time
+t = time.process_time()
+while time.process_time() - t < %r:
+    pass
+open(sys.argv[1], "w").close()
+time.sleep(60)
+""" % SPIN_S
+
+
+def test_cpu_s_counts_the_processes_under_a_pid_only_with_tree(tmp_path: Path):
+    pid_file, spun = tmp_path / "child.pid", tmp_path / "spun"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pid_file), str(spun), _CHILD])
+    child_pid = None
+    try:
+        wait_until(pid_file.exists, 30, "the parent to start its child")
+        child_pid = int(pid_file.read_text())
+        wait_until(spun.exists, 30, "the child to spin")
+        own, tree, child = cpu_s(parent.pid, tree=False), cpu_s(parent.pid), cpu_s(child_pid, tree=False)
+        assert child >= SPIN_S * 0.9  # (clock ticks round down: 100 a second)
+        assert tree >= own + child - 0.02 and own < SPIN_S / 2
+    finally:
+        if child_pid is not None:
+            try:
+                os.kill(child_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        kill_by_pid(parent)
+    assert cpu_s(parent.pid) != cpu_s(parent.pid)  # nan: that pid is gone
 
 
 @pytest.mark.slow

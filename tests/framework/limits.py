@@ -60,6 +60,57 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every live process under it (Linux /proc), bounded by the processes running."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, ()))
+    return out
+
+
+def cpu_s(pid: int, *, tree: bool = True) -> float:
+    """CPU seconds (user + system, all threads) used so far by process ``pid``; with
+    ``tree``, also by the live processes under it (a node's signature workers) and the
+    children it has reaped. nan if ``pid`` is gone."""
+    total = 0
+    for i, p in enumerate(_tree(pid) if tree else [pid]):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on: comm may hold spaces
+        except OSError:
+            if i == 0:
+                return float("nan")
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if i == 0 and tree:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime (reaped children)
+    return total / CLOCK_TICKS
+
+
+def steal_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine since boot, all cores (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / CLOCK_TICKS if fields[0] == "cpu" and len(fields) > 8 else float("nan")
+    except OSError:
+        return float("nan")
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MB."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
