@@ -324,6 +324,14 @@ def test_other_shapes_run_through_click(tmp_path, args):
     assert "click" in heavy(imported)
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a command in a terminal's foreground has it (its default action), whatever
+    this test run inherited: a suite started in the background by a shell without job
+    control has SIGINT ignored, every process under it too, and Python then leaves it
+    ignored (seen once: both commands waited out their 30 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_waiting_for_the_node_ends_as_click_ends(tmp_path):
     """Ctrl-C before the node answers: click's standalone mode says "Aborted!", exit 1."""
     got = []
@@ -332,7 +340,8 @@ def test_ctrl_c_while_waiting_for_the_node_ends_as_click_ends(tmp_path):
         with StandInNode(home, None) as node:
             proc = subprocess.Popen([sys.executable, "-c", code, "--home", str(home), "status", "--json"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                    env=child_env({"ENTRY_TEST_MODULES": str(tmp_path / "m.json")}))
+                                    env=child_env({"ENTRY_TEST_MODULES": str(tmp_path / "m.json")}),
+                                    preexec_fn=_as_in_a_terminal)
             try:
                 assert node.connected.wait(TIMEOUT), "the command never asked the node"
                 time.sleep(0.2)  # (connected is set a moment before the client waits in recv)
