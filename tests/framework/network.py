@@ -105,6 +105,11 @@ class Network:
         except (RpcError, NodeNotRunning, OSError):
             return None
 
+    def peer_id(self, k: int | str) -> str:
+        """Node ``k``'s peer ID, read from its home's key: who is who is known to the test
+        (`p2pnode id` is checked in tests/cli), not asked of a CLI process each time."""
+        return self.node(k).peer_id
+
     def head(self, k: int | str, author: str) -> int:
         """The seq node ``k`` holds of ``author``'s chain; 0 if none."""
         return self.node(k).head(author)

@@ -21,12 +21,6 @@ pytestmark = pytest.mark.slow
 START = (date.today() - timedelta(days=45)).isoformat()  # a one-month loan, due and repaid in the past
 
 
-def pid(net: Network, k: int) -> str:
-    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
-    id` is checked in tests/cli), not a CLI process per question."""
-    return net.node(k).peer_id
-
-
 def lend_and_repay(net: Network, lender: int, borrower: int) -> str:
     """A one-month loan from node ``lender`` to node ``borrower``, repaid in full; its id."""
     return lend(net, lender, borrower, start=START)
@@ -41,21 +35,21 @@ def test_a_third_node_grades_a_borrower_who_repaid_above_a_fresh_key_and_a_forke
     # node2 repays node1; node3 has no repaid loan with anyone, so no trust of its own to weigh it by
     loan = lend_and_repay(net, 1, 2)
     net.wait(lambda: net.json(3, "loan", "show", loan)["state"] == "repaid", 30, "node3 to see the loan repaid")
-    before = net.json(3, "credit", pid(net, 2))
+    before = net.json(3, "credit", net.peer_id(2))
     assert before["repaid"] == 1 and before["grade"] == "none" and before["trusted_repaid_pm"] == 0
 
     # node3 itself borrows from node1 and repays: now its trust reaches node1, and node1 vouches for node2
     lend_and_repay(net, 1, 3)
-    graded = net.wait(lambda: (g := net.json(3, "credit", pid(net, 2), "--explain"))["grade"] != "none" and g,
+    graded = net.wait(lambda: (g := net.json(3, "credit", net.peer_id(2), "--explain"))["grade"] != "none" and g,
                       30, "node3 to grade node2")
     assert graded["grade"] in "ABCDEF" and graded["trusted_repaid_pm"] > 0 and graded["repaid_on_time"] == 1
     assert graded["owed"] == {} and not graded["forked"]
     assert {f["name"] for f in graded["factors"]} >= {"repaid", "verified_age_days", "trusted_lenders", "grade"}
-    text = net.cli(3, "credit", pid(net, 2), "--explain")[1]
+    text = net.cli(3, "credit", net.peer_id(2), "--explain")[1]
     assert f"grade       {graded['grade']}" in text and "factors" in text
 
     # a fork proof of node2 reaches node3: G, whatever its history
-    node2 = pid(net, 2)
+    node2 = net.peer_id(2)
     net.cli(3, "stop")
     key2 = Home(net.home(2)).signing_key(None)
     with Home(net.home(3)).open_store() as store:

@@ -14,12 +14,6 @@ pytestmark = pytest.mark.slow
 HUGE = ["--amount", "9999999999", "--currency", "CNY", "--rate", "1000%", "--term", "12m"]
 
 
-def pid(net: Network, k: int) -> str:
-    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
-    id` is checked in tests/cli), not a CLI process per question."""
-    return net.node(k).peer_id
-
-
 def test_the_issue_loan_to_a_borrower_91_days_past_due_is_refused_by_every_rule_it_breaks(net: Network):
     """The issue's case: node 1 countersigned, on its own, 9,999,999,999 CNY at 1000% to
     node 2, then 91+ days past due on an earlier loan from node 1. The default policy
@@ -28,7 +22,7 @@ def test_the_issue_loan_to_a_borrower_91_days_past_due_is_refused_by_every_rule_
     net.up(2)
     late = lend(net, 1, 2, start=days_ago(130), repay=False)  # due about 100 days ago, never repaid
     assert net.json(1, "loan", "show", late)["days_past_due"] >= 91
-    borrower = pid(net, 2)
+    borrower = net.peer_id(2)
     net.wait(lambda: net.json(1, "credit", borrower)["days_past_due"] >= 91, 20, "node 1 to see node 2 late")
 
     net.cli(1, "policy", "set", "permissive")  # (so that node 1 can offer it at all)
@@ -53,7 +47,7 @@ def test_a_borrower_at_the_cross_lender_cap_is_refused_by_a_second_lender(net: N
     net.up(3)
     net.cli(1, "policy", "set", "permissive")
     lend(net, 1, 2, amount="1000000.00", currency="CNY", rate="5%", term="12m", repay=False)
-    borrower = pid(net, 2)
+    borrower = net.peer_id(2)
     net.wait(lambda: net.json(3, "credit", borrower)["owed"].get("CNY", 0) >= 100_000_000, 30,
              "node 3 to see node 2's debt to node 1")
     net.cli(3, "policy", "set", "cn-2016")
@@ -66,7 +60,7 @@ def test_a_borrower_at_the_cross_lender_cap_is_refused_by_a_second_lender(net: N
 def test_an_offer_asking_grade_b_refuses_a_grade_e_taker_and_one_asking_e_takes_it(net: Network):
     net.up(2)
     lend(net, 1, 2, start=days_ago(45))  # one loan repaid on time: a low grade in node 1's eyes
-    borrower = pid(net, 2)
+    borrower = net.peer_id(2)
     grade = net.wait(lambda: (g := net.json(1, "credit", borrower)["grade"]) != "none" and g, 20, "a grade")
     assert grade in "EFG", grade  # one small repaid loan earns no better
     asks_b = offer(net, 1, "--amount", "300.00", "--currency", "EUR", "--rate", "10%", "--term", "1m",

@@ -37,7 +37,7 @@ def show_text(net: Network, k: int, loan: str) -> str:
 def test_refusal_receipts_awaited_and_names(net: Network):
     prepare(net.dir, 3, load())
     net.up(3)
-    ids = {k: net.node(k).peer_id for k in (1, 2, 3)}  # (from each home's key)
+    ids = {k: net.peer_id(k) for k in (1, 2, 3)}
     net.cli(2, "name", "set", ids[1], "alice")
     net.cli(2, "name", "set", ids[3], "carol")
     net.cli(1, "name", "set", ids[3], "carol")

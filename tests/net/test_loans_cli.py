@@ -18,12 +18,6 @@ pytestmark = pytest.mark.slow
 START = (date.today() - timedelta(days=130)).isoformat()
 
 
-def peer(net: Network, k: int) -> str:
-    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
-    id` is checked in tests/cli), not a CLI process per question."""
-    return net.node(k).peer_id
-
-
 def offer(net: Network, k: int, *extra: str, side: str = "offer") -> str:
     args = [side, "create", "--amount", "1200.00", "--currency", "EUR", "--rate", "12%", "--term", "3m",
             "--grace-days", "5", "--late-fee", "15.00", "--default-days", "60", *extra]
@@ -104,7 +98,7 @@ def test_a_proposal_that_arrives_after_its_expiry_is_never_agreed(net: Network):
     net.up(2)
     oid = offer(net, 1)
     sees_offer(net, 2, oid)
-    lender = peer(net, 1)
+    lender = net.peer_id(1)
     net.cli(1, "stop")
     p = net.json(2, "loan", "propose", oid, "--ttl", "2")
     assert p["state"] == "proposed"  # the lender is unreachable: it stays proposed, to be asked again
@@ -176,7 +170,7 @@ def test_forged_and_replayed_receipts_sale_and_default(net: Network):
     net.wait(lambda: net.json(3, "market", "list")["listings"], 20, "node3 to see the listing")
     t = net.json(3, "loan", "buy", listed["id"])
     assert t["after"] == 2 and t["price"] == 70000
-    net.wait(lambda: show(net, 2, loan)["terms"]["holder"] == peer(net, 3), 20, "node2 to learn the new lender")
+    net.wait(lambda: show(net, 2, loan)["terms"]["holder"] == net.peer_id(3), 20, "node2 to learn the new lender")
     rc, out, err = net.cli(1, "loan", "receipt", loan, "--amount", "1.00", "--json", ok=False)
     assert rc != 0 and "not_holder" in out + err
     assert net.json(1, "loan", "list")["loans"][0]["state"] == "transferred"

@@ -18,7 +18,7 @@ def money(minor: int) -> str:
 
 def test_a_loan_sold_at_a_price_counts_its_next_receipt_for_the_buyer(net: Network):
     net.up(3)
-    ids = {k: net.node(k).peer_id for k in (1, 2, 3)}  # (from each home's key)
+    ids = {k: net.peer_id(k) for k in (1, 2, 3)}
     loan = lend(net, 1, 2, amount="600.00", rate="12%", term="6m", start=days_ago(35), repay=False)
     first = net.json(2, "loan", "show", loan)["rows"][0]
     net.json(2, "loan", "repay", loan, "--amount", money(first["payment"]), "--date", first["due"])

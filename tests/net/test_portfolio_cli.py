@@ -16,12 +16,6 @@ from framework.network import Network
 pytestmark = pytest.mark.slow
 
 
-def pid(net: Network, k: int) -> str:
-    """Node ``k``'s peer ID, read from its home's key: who is who, known to the test (`p2pnode
-    id` is checked in tests/cli), not a CLI process per question."""
-    return net.node(k).peer_id
-
-
 def remaining(net: Network, k: int, oid: str) -> int | None:
     rc, out, _ = net.cli(k, "offer", "show", oid, "--json", ok=False)
     return json.loads(out)["fill"]["remaining"] if rc == 0 else None
@@ -46,7 +40,7 @@ def test_an_offer_taken_25_and_25_shows_950_and_a_request_is_funded_300_and_500(
     assert net.json(1, "loan", "propose", rid, "--amount", "300.00")["state"] == "agreed"
     assert net.json(2, "loan", "propose", rid)["state"] == "agreed"  # (all that remains: 500.00)
     mine = net.json(4, "loan", "list", "--role", "borrower")["loans"]
-    assert sorted((x["principal"], x["lender"]) for x in mine) == sorted([(300_00, pid(net, 1)), (500_00, pid(net, 2))])
+    assert sorted((x["principal"], x["lender"]) for x in mine) == sorted([(300_00, net.peer_id(1)), (500_00, net.peer_id(2))])
     net.wait(lambda: remaining(net, 4, rid) is None, 20, "the funded request to leave the borrower's book")
 
 
